@@ -1,0 +1,181 @@
+"""Devo column types: their names in deploy bodies, in metadata ``fields``, and how cells parse.
+
+Deploy bodies use upper-case names (``STRING``, ``INT4``...); lookup metadata reports lower-case short
+names (``str``, ``int4``...). Both the local CSV check (``reconciler validate``) and the emulator's
+ingestion use ``parse_cell``, so a CSV that validates here is one the emulator accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+COLUMN_TYPES: tuple[str, ...] = (
+    "BOOLEAN",
+    "STRING",
+    "INT4",
+    "INT8",
+    "FLOAT4",
+    "FLOAT8",
+    "HEX4",
+    "HEX8",
+    "IP4",
+    "IP6",
+    "TIMESTAMP",
+    "DURATION",
+)
+
+#: deploy-body type -> the short name metadata ``fields[].type`` uses.
+FIELD_TYPE_NAMES: dict[str, str] = {
+    "BOOLEAN": "bool",
+    "STRING": "str",
+    "INT4": "int4",
+    "INT8": "int8",
+    "FLOAT4": "float4",
+    "FLOAT8": "float8",
+    "HEX4": "hex4",
+    "HEX8": "hex8",
+    "IP4": "ip4",
+    "IP6": "ip6",
+    "TIMESTAMP": "timestamp",
+    "DURATION": "duration",
+}
+
+# Other spellings an independent service may use in ``fields[].type``.
+_FIELD_ALIASES = {"string": "str", "boolean": "bool", "integer": "int4", "long": "int8"}
+
+
+def field_type_name(value: str) -> str:
+    """Normalise a metadata or deploy type name to the lower-case short form (``str``, ``int4``)."""
+    upper = value.strip().upper()
+    if upper in FIELD_TYPE_NAMES:
+        return FIELD_TYPE_NAMES[upper]
+    lower = value.strip().lower()
+    return _FIELD_ALIASES.get(lower, lower)
+
+
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """Parse a Devo duration (``5m``, ``1h30m``, ``250ms``, ``1d``) into milliseconds.
+
+    Raises ``ValueError`` when the text is not a duration.
+    """
+    compact = text.strip().replace(" ", "")
+    if not compact:
+        raise ValueError("empty duration")
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART_RE.finditer(compact):
+        if match.start() != pos:
+            raise ValueError(f"{text!r} is not a duration")
+        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
+        pos = match.end()
+    if pos != len(compact):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")
+    return int(total)
+
+
+def _parse_bool(cell: str) -> None:
+    if cell.strip().lower() not in ("true", "false", "1", "0"):
+        raise ValueError("expected true or false")
+
+
+def _int_parser(bits: int) -> Callable[[str], None]:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def parse(cell: str) -> None:
+        try:
+            value = int(cell.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"integer out of range for INT{bits // 8} ({low}..{high})")
+
+    return parse
+
+
+def _float_parser(name: str) -> Callable[[str], None]:
+    def parse(cell: str) -> None:
+        try:
+            float(cell.strip())
+        except ValueError:
+            raise ValueError(f"expected a number ({name})") from None
+
+    return parse
+
+
+def _hex_parser(digits: int) -> Callable[[str], None]:
+    def parse(cell: str) -> None:
+        text = cell.strip().lower()
+        if text.startswith("0x"):
+            text = text[2:]
+        if not text or len(text) > digits or any(c not in "0123456789abcdef" for c in text):
+            raise ValueError(f"expected at most {digits} hexadecimal digits")
+
+    return parse
+
+
+def _parse_ip4(cell: str) -> None:
+    try:
+        ipaddress.IPv4Address(cell.strip())
+    except ValueError:
+        raise ValueError("expected an IPv4 address") from None
+
+
+def _parse_ip6(cell: str) -> None:
+    try:
+        ipaddress.IPv6Address(cell.strip())
+    except ValueError:
+        raise ValueError("expected an IPv6 address") from None
+
+
+def _parse_timestamp(cell: str) -> None:
+    text = cell.strip()
+    if text.isdigit():
+        return  # epoch milliseconds
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected a timestamp (ISO-8601 or epoch milliseconds)") from None
+
+
+def _parse_duration(cell: str) -> None:
+    text = cell.strip()
+    if text.isdigit():
+        return
+    parse_duration_ms(text)
+
+
+def _parse_string(cell: str) -> None:
+    return None
+
+
+PARSERS: dict[str, Callable[[str], None]] = {
+    "BOOLEAN": _parse_bool,
+    "STRING": _parse_string,
+    "INT4": _int_parser(32),
+    "INT8": _int_parser(64),
+    "FLOAT4": _float_parser("FLOAT4"),
+    "FLOAT8": _float_parser("FLOAT8"),
+    "HEX4": _hex_parser(8),
+    "HEX8": _hex_parser(16),
+    "IP4": _parse_ip4,
+    "IP6": _parse_ip6,
+    "TIMESTAMP": _parse_timestamp,
+    "DURATION": _parse_duration,
+}
+
+
+def parse_cell(column_type: str, cell: str) -> None:
+    """Check that ``cell`` is a value of ``column_type``; raise ``ValueError`` saying why not.
+
+    An empty cell is a null and always accepted.
+    """
+    if cell == "":
+        return
+    PARSERS[column_type.upper()](cell)

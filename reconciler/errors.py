@@ -1,0 +1,177 @@
+"""The one exception tree of the reconciler.
+
+Every error a user can meet is one of these; YAML, pydantic and httpx errors are translated at their
+boundary (the loader, the client) and re-raised ``from`` the original, so the CLI only ever sees this
+tree and turns it into a message and an exit code in one place (``reconciler.cli``)::
+
+    ReconcilerError                    exit 1
+    ├── SpecError                      spec documents are invalid (carries every Diagnostic)
+    ├── SettingsError                  endpoint, credentials or flags are unusable
+    ├── ApiError                       the Lookups API answered with an error
+    │   ├── BadRequestError            400
+    │   ├── AuthError                  401 / 403 (names the credential used, never its value)
+    │   ├── NotFoundError              404 (says whether the domain or the lookup is missing)
+    │   ├── ConflictError              409 (create of an existing lookup)
+    │   └── ServerError                429 / 5xx still failing when the retry budget ran out
+    ├── TransportError                 no answer at all (connection refused, reset, timed out)
+    ├── JobError                       a deploy job did not end well
+    │   ├── JobFailed                  it ended in a ``*.err`` status
+    │   └── JobTimeout                 it did not end within the job timeout
+    ├── PlanError                      a plan cannot be built or applied (protect, stale plan)
+    │   └── StalePlanError             a saved plan no longer matches live state or the specs
+    └── StateError                     the state file or journal is unreadable
+
+Messages never contain secret values: tokens, API secrets and S3 keys are not passed to any of
+these constructors, and ``redact`` is applied to server messages that echo request bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ReconcilerError(Exception):
+    """Root of every error the reconciler raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding about a spec: where it is, which field, what is wrong and how to fix it."""
+
+    path: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+    hint: str | None = None
+    severity: str = "error"  # "error" or "warning"
+
+    def location(self) -> str:
+        """``file:line:col`` as editors and CI annotations expect it."""
+        loc = self.path
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        return loc
+
+    def render(self) -> str:
+        """The one-line form: ``file:12:5: error: spec.csv.key.column: ... (hint)``."""
+        text = f"{self.location()}: {self.severity}: "
+        if self.field:
+            text += f"{self.field}: "
+        text += self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class SpecError(ReconcilerError):
+    """The spec documents are invalid; ``diagnostics`` holds every finding of the run."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        errors = [d for d in diagnostics if d.severity == "error"]
+        super().__init__(f"{len(errors)} error(s) in spec documents")
+        self.diagnostics = diagnostics
+
+
+class SettingsError(ReconcilerError):
+    """The endpoint, credentials or command-line options cannot be used as given."""
+
+
+class ApiError(ReconcilerError):
+    """The Lookups API answered a request with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        status: int | None,
+        server_message: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.method = method
+        self.url = url
+        self.status = status
+        self.server_message = server_message
+
+
+class BadRequestError(ApiError):
+    """400: the service rejected the request body or parameters."""
+
+
+class AuthError(ApiError):
+    """401 or 403: the credential is missing, wrong, expired or not allowed in this domain."""
+
+
+class NotFoundError(ApiError):
+    """404: the domain or the lookup does not exist (``missing`` says which, when known)."""
+
+    missing: str = "lookup"
+
+
+class ConflictError(ApiError):
+    """409: a create was sent for a lookup that already exists."""
+
+
+class ServerError(ApiError):
+    """429 or 5xx that kept failing until the retry budget ran out."""
+
+
+class TransportError(ReconcilerError):
+    """No HTTP answer at all: connection refused or dropped, or a read timed out."""
+
+    def __init__(self, message: str, *, method: str, url: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.method = method
+        self.url = url
+
+
+class JobError(ReconcilerError):
+    """A deploy job did not reach a successful terminal status."""
+
+    def __init__(self, message: str, *, job_id: str, last_code: str | None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.last_code = last_code
+
+
+class JobFailed(JobError):
+    """The job ended in a ``*.err`` status; the message is Devo's."""
+
+
+class JobTimeout(JobError):
+    """The job did not end within the job timeout; ``last_code`` is the last status seen."""
+
+
+class PlanError(ReconcilerError):
+    """A plan cannot be built or applied (for example a protected lookup would be deleted)."""
+
+
+class StalePlanError(PlanError):
+    """A saved plan no longer matches the live lookups or the specs it was made from."""
+
+
+class StateError(ReconcilerError):
+    """The state file or the journal exists but cannot be read or written."""
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
+    """Replace every occurrence of each secret in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

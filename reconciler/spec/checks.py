@@ -1,0 +1,498 @@
+"""Semantic checks of loaded specs: the rules a schema cannot express.
+
+Each rule is a small function that yields Diagnostics located at the offending field. ``check`` runs
+them all (and the local CSV checks) and never touches the network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from reconciler.coltypes import parse_duration_ms
+from reconciler.errors import Diagnostic
+from reconciler.spec.csvcheck import check_csv_file
+from reconciler.spec.loader import ENV_RE, LoadedLookup, LoadResult
+from reconciler.spec.model import SOURCE_KINDS, Column, FileProvider, Key, LookupType
+
+MIN_REFRESH_MS = 60_000
+
+Rule = Callable[[LoadedLookup], Iterator[Diagnostic]]
+
+
+def _suggest(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"columns: {', '.join(choices)}"
+
+
+def _source_path(lookup: LoadedLookup) -> tuple[str, ...]:
+    kind = lookup.model.spec.source_kind
+    return ("spec", kind) if kind else ("spec",)
+
+
+def _columns(lookup: LoadedLookup) -> list[Column] | None:
+    """The declared columns, when the source declares them (CSV sources)."""
+    spec = lookup.model.spec
+    if spec.csv is not None:
+        return spec.csv.columns
+    if spec.recipe is not None:
+        return spec.recipe.source.columns
+    return None
+
+
+def _query(lookup: LoadedLookup) -> str | None:
+    spec = lookup.model.spec
+    for block in (spec.staticQuery, spec.periodicQuery, spec.slidingWindowQuery):
+        if block is not None:
+            return block.query
+    if spec.recipe is not None:
+        return spec.recipe.source.query
+    return None
+
+
+def _key(lookup: LoadedLookup) -> tuple[Key | None, tuple[str, ...]]:
+    spec = lookup.model.spec
+    kind = spec.source_kind
+    if kind is None:
+        return None, ()
+    return getattr(spec, kind).key, ("spec", kind, "key")
+
+
+_CLAUSE_RE = re.compile(r"\b(select|where|group\s+by|every|from|order\s+by|limit)\b", re.I)
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def query_columns(query: str) -> list[str] | None:
+    """The column names a LINQ query's ``select``/``group by`` lists produce, when they can be read.
+
+    Returns None when any expression has no readable name (the caller then skips the check).
+    """
+    parts = _CLAUSE_RE.split(query)
+    names: list[str] = []
+    saw_select = False
+    for i in range(1, len(parts) - 1, 2):
+        clause = re.sub(r"\s+", " ", parts[i].lower())
+        body = parts[i + 1]
+        if clause not in ("select", "group by"):
+            continue
+        saw_select = saw_select or clause == "select"
+        for expr in _split_top_level(body):
+            expr = expr.strip()
+            if not expr:
+                continue
+            alias = re.search(r"\bas\s+([A-Za-z_][A-Za-z0-9_]*)\s*$", expr, re.I)
+            if alias:
+                names.append(alias.group(1))
+            elif _IDENT_RE.match(expr):
+                names.append(expr)
+            elif expr == "*":
+                return None
+            else:
+                return None
+    return names if saw_select else None
+
+
+def _split_top_level(text: str) -> list[str]:
+    depth, start, out = 0, 0, []
+    quote: str | None = None
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return out
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+def rule_one_source(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """Exactly one source block (none is fine for ``state: absent``)."""
+    spec = lookup.model.spec
+    kinds = spec.sources()
+    if len(kinds) > 1:
+        yield lookup.diagnostic(
+            ("spec", kinds[1]),
+            f"more than one source block: {', '.join(kinds)}",
+            hint="keep exactly one of " + ", ".join(SOURCE_KINDS),
+        )
+    elif not kinds and spec.state == "present":
+        yield lookup.diagnostic(
+            ("spec",), "no source block", hint="add one of " + ", ".join(SOURCE_KINDS)
+        )
+
+
+def rule_protect_absent(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``protect: true`` with ``state: absent`` contradicts itself."""
+    spec = lookup.model.spec
+    if spec.protect and spec.state == "absent":
+        yield lookup.diagnostic(
+            ("spec", "protect"),
+            "a protected lookup cannot have state: absent",
+            hint="set protect: false to allow deleting it",
+        )
+
+
+def rule_csv_location(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``csv`` needs exactly one of ``file`` and ``fileProvider``; ``recipe.source`` one kind."""
+    spec = lookup.model.spec
+    if spec.csv is not None:
+        has_file, has_s3 = spec.csv.file is not None, spec.csv.fileProvider is not None
+        if has_file == has_s3:
+            yield lookup.diagnostic(
+                ("spec", "csv"),
+                "set exactly one of 'file' and 'fileProvider'"
+                if has_file
+                else "no CSV location: neither 'file' nor 'fileProvider'",
+                hint="file: a CSV in git, relative to this spec; fileProvider: a CSV in S3",
+            )
+    if spec.recipe is not None:
+        source = spec.recipe.source
+        is_query = source.query is not None
+        is_csv = source.columns is not None or source.fileProvider is not None
+        if is_query == is_csv:
+            yield lookup.diagnostic(
+                ("spec", "recipe", "source"),
+                "source must be either a query or a CSV in S3 (columns + fileProvider)",
+                hint="set 'query', or 'columns' and 'fileProvider'",
+            )
+        elif is_csv and (source.columns is None or source.fileProvider is None):
+            missing = "columns" if source.columns is None else "fileProvider"
+            yield lookup.diagnostic(
+                ("spec", "recipe", "source"),
+                f"a CSV source needs '{missing}'",
+                hint="a recipe CSV source has both columns and fileProvider",
+            )
+
+
+def rule_unique_columns(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """Column names are unique."""
+    columns = _columns(lookup) or []
+    seen: set[str] = set()
+    base = (*_source_path(lookup), "columns")
+    if lookup.model.spec.recipe is not None:
+        base = ("spec", "recipe", "source", "columns")
+    for i, column in enumerate(columns):
+        if column.name in seen:
+            yield lookup.diagnostic(
+                (*base, i, "name"), f"duplicate column {column.name!r}", hint="rename one of them"
+            )
+        seen.add(column.name)
+
+
+def rule_key(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``key.column``/``key.columns`` name real columns; ``column`` and ``col-hash`` need them."""
+    key, at = _key(lookup)
+    if key is None:
+        return
+    columns = _columns(lookup)
+    names = [c.name for c in columns] if columns is not None else None
+    if names is None:
+        query = _query(lookup)
+        names = query_columns(query) if query else None
+    if key.type == "column":
+        if not key.column:
+            yield lookup.diagnostic(
+                (*at, "type"), "key type 'column' needs 'column'", hint="add column: <name>"
+            )
+        elif names is not None and key.column not in names:
+            yield lookup.diagnostic(
+                (*at, "column"), f"{key.column!r} is not a column", hint=_suggest(key.column, names)
+            )
+    if key.type == "col-hash":
+        if not key.columns:
+            yield lookup.diagnostic(
+                (*at, "type"),
+                "key type 'col-hash' needs 'columns'",
+                hint="add columns: [a, b]",
+            )
+        elif names is not None:
+            for i, name in enumerate(key.columns):
+                if name not in names:
+                    yield lookup.diagnostic(
+                        (*at, "columns", i), f"{name!r} is not a column", hint=_suggest(name, names)
+                    )
+    if key.type not in ("column",) and key.column is not None:
+        yield lookup.diagnostic(
+            (*at, "column"),
+            f"'column' is only used with key type 'column' (type is {key.type!r})",
+            hint="remove it, or set type: column",
+        )
+
+
+def _check_duration(
+    lookup: LoadedLookup, loc: tuple[str, ...], value: str | None, minimum: int
+) -> Iterator[Diagnostic]:
+    if value is None:
+        return
+    try:
+        millis = parse_duration_ms(value)
+    except ValueError:
+        yield lookup.diagnostic(
+            loc, f"{value!r} is not a Devo duration", hint="use e.g. 30s, 5m, 1h, 1d or 1h30m"
+        )
+        return
+    if millis < minimum:
+        yield lookup.diagnostic(
+            loc,
+            f"{value!r} is shorter than the minimum of {minimum // 1000}s",
+            hint="Devo refuses refreshPeriod below 1 minute",
+        )
+
+
+def parse_start_date(value: str | int) -> int:
+    """``startDate`` (ISO-8601 or epoch ms) → epoch milliseconds; ``ValueError`` if neither."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def rule_periods(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``refreshPeriod`` ≥ 1 minute, ``windowSize`` a duration, ``startDate`` a date."""
+    spec = lookup.model.spec
+    for kind in ("periodicQuery", "slidingWindowQuery"):
+        block = getattr(spec, kind)
+        if block is None:
+            continue
+        yield from _check_duration(
+            lookup, ("spec", kind, "refreshPeriod"), block.refreshPeriod, MIN_REFRESH_MS
+        )
+        if kind == "slidingWindowQuery":
+            yield from _check_duration(lookup, ("spec", kind, "windowSize"), block.windowSize, 1)
+        if block.startDate is not None:
+            try:
+                parse_start_date(block.startDate)
+            except ValueError:
+                yield lookup.diagnostic(
+                    ("spec", kind, "startDate"),
+                    f"{block.startDate!r} is not a date",
+                    hint="use ISO-8601 (2024-01-31T00:00:00Z) or epoch milliseconds",
+                )
+
+
+def rule_recipe(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """Recipe rules: periodic timing, columnFilter, contribution, secondary indexes."""
+    recipe = lookup.model.spec.recipe
+    if recipe is None:
+        return
+    at = ("spec", "recipe")
+    if recipe.recipeType == "periodic":
+        for name in ("refreshMillis", "startMillis"):
+            if getattr(recipe, name) is None:
+                yield lookup.diagnostic(
+                    (*at, "recipeType"),
+                    f"a periodic recipe needs '{name}'",
+                    hint=f"add {name}: <milliseconds>",
+                )
+        if recipe.refreshMillis is not None and recipe.refreshMillis < MIN_REFRESH_MS:
+            yield lookup.diagnostic(
+                (*at, "refreshMillis"),
+                f"{recipe.refreshMillis} ms is shorter than 1 minute",
+                hint="use at least 60000",
+            )
+    else:
+        for name in ("refreshMillis", "startMillis"):
+            if getattr(recipe, name) is not None:
+                yield lookup.diagnostic(
+                    (*at, name),
+                    f"'{name}' only applies to periodic recipes",
+                    hint="remove it, or set recipeType: periodic",
+                )
+    names = [c.name for c in recipe.source.columns] if recipe.source.columns else None
+    if names is None and recipe.source.query:
+        names = query_columns(recipe.source.query)
+    if recipe.columnFilter is not None and names is not None:
+        for i, name in enumerate(recipe.columnFilter):
+            if name not in names:
+                yield lookup.diagnostic(
+                    (*at, "columnFilter", i),
+                    f"{name!r} is not a column of the source",
+                    hint=_suggest(name, names),
+                )
+    indexes = recipe.secondaryIndexes
+    if indexes is not None and indexes.type == "by-name" and not indexes.map:
+        yield lookup.diagnostic(
+            (*at, "secondaryIndexes", "type"),
+            "secondary indexes 'by-name' need 'map'",
+            hint="add map: {index_name: [columns]}",
+        )
+    if recipe.lookupType is not None:
+        yield from _lookup_type_rules(lookup, recipe.lookupType, (*at, "lookupType"), names)
+
+
+def _lookup_type_rules(
+    lookup: LoadedLookup, lookup_type: LookupType, at: tuple[str, ...], names: list[str] | None
+) -> Iterator[Diagnostic]:
+    if lookup_type.type == "normal":
+        for name in ("instantPolicy", "instant", "columnName"):
+            if getattr(lookup_type, name) is not None:
+                yield lookup.diagnostic(
+                    (*at, name),
+                    f"'{name}' only applies to historic lookups",
+                    hint="remove it, or set type: historic",
+                )
+        return
+    policy = lookup_type.instantPolicy
+    if policy is None:
+        yield lookup.diagnostic(
+            (*at, "type"),
+            "a historic lookup needs 'instantPolicy'",
+            hint="natural, const (with instant) or column (with columnName)",
+        )
+    elif policy == "const" and lookup_type.instant is None:
+        yield lookup.diagnostic(
+            (*at, "instantPolicy"),
+            "instantPolicy 'const' needs 'instant'",
+            hint="add instant: <epoch ms>",
+        )
+    elif policy == "column":
+        if not lookup_type.columnName:
+            yield lookup.diagnostic(
+                (*at, "instantPolicy"),
+                "instantPolicy 'column' needs 'columnName'",
+                hint="add columnName: <a timestamp column>",
+            )
+        elif names is not None and lookup_type.columnName not in names:
+            yield lookup.diagnostic(
+                (*at, "columnName"),
+                f"{lookup_type.columnName!r} is not a column",
+                hint=_suggest(lookup_type.columnName, names),
+            )
+
+
+def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``contribution.type: col`` needs ``name``, a STRING column when columns are known."""
+    spec = lookup.model.spec
+    for at, block in (
+        (("spec", "csv", "contribution"), spec.csv.contribution if spec.csv else None),
+        (("spec", "recipe", "contribution"), spec.recipe.contribution if spec.recipe else None),
+    ):
+        if block is None:
+            continue
+        if block.type == "col" and not block.name:
+            yield lookup.diagnostic(
+                (*at, "type"),
+                "contribution type 'col' needs 'name'",
+                hint="name the STRING column that holds add/delete",
+            )
+        elif block.type == "col" and block.name:
+            columns = {c.name: c.type for c in _columns(lookup) or []}
+            if columns and block.name not in columns:
+                yield lookup.diagnostic(
+                    (*at, "name"),
+                    f"{block.name!r} is not a column",
+                    hint=_suggest(block.name, list(columns)),
+                )
+            elif columns and columns[block.name] != "STRING":
+                yield lookup.diagnostic(
+                    (*at, "name"),
+                    f"column {block.name!r} is {columns[block.name]}, not STRING",
+                    hint="the contribution column holds the strings add/delete",
+                )
+        elif block.type != "col" and block.name is not None:
+            yield lookup.diagnostic(
+                (*at, "name"), "'name' only applies to contribution type 'col'", hint="remove it"
+            )
+
+
+def rule_static_history(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """``columnTimeReference`` only makes sense with ``keepHistory: true``."""
+    block = lookup.model.spec.staticQuery
+    if block is not None and block.columnTimeReference and not block.keepHistory:
+        yield lookup.diagnostic(
+            ("spec", "staticQuery", "columnTimeReference"),
+            "columnTimeReference needs keepHistory: true",
+            hint="set keepHistory: true, or remove columnTimeReference",
+        )
+
+
+def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """A literal ``accessKey``/``secretKey`` is a warning: it belongs in ``${env:...}``."""
+    spec = lookup.model.spec
+    providers: list[tuple[tuple[str, ...], FileProvider]] = []
+    if spec.csv is not None and spec.csv.fileProvider is not None:
+        providers.append((("spec", "csv", "fileProvider"), spec.csv.fileProvider))
+    if spec.recipe is not None and spec.recipe.source.fileProvider is not None:
+        providers.append(
+            (("spec", "recipe", "source", "fileProvider"), spec.recipe.source.fileProvider)
+        )
+    for at, provider in providers:
+        for name in ("accessKey", "secretKey"):
+            value = getattr(provider, name)
+            if value is not None and not ENV_RE.fullmatch(value.strip()):
+                yield lookup.diagnostic(
+                    (*at, name),
+                    "literal secret in a spec file",
+                    hint=f"write {name}: ${{env:S3_{name.upper()}}} and export it where apply runs",
+                    severity="warning",
+                )
+
+
+RULES: tuple[Rule, ...] = (
+    rule_one_source,
+    rule_protect_absent,
+    rule_csv_location,
+    rule_unique_columns,
+    rule_key,
+    rule_periods,
+    rule_recipe,
+    rule_contribution,
+    rule_static_history,
+    rule_secrets,
+)
+
+
+def check(result: LoadResult, *, csv: bool = True) -> list[Diagnostic]:
+    """Run every semantic rule (and, with ``csv``, the local CSV checks); return new diagnostics."""
+    found: list[Diagnostic] = []
+    seen: dict[str, LoadedLookup] = {}
+    for lookup in result.lookups:
+        for rule in RULES:
+            found.extend(rule(lookup))
+        first = seen.get(lookup.address)
+        if first is not None:
+            found.append(
+                lookup.diagnostic(
+                    ("metadata", "name"),
+                    f"{lookup.address} is already defined at {first.path}:{first.line}",
+                    hint="each domain/name may be described once",
+                )
+            )
+        else:
+            seen[lookup.address] = lookup
+        if csv and lookup.model.spec.state == "present":
+            path = lookup.csv_path()
+            if path is not None:
+                found.extend(check_csv_file(lookup, path))
+    domains: dict[str, str] = {}
+    for domain in result.domains:
+        name = domain.model.metadata.name
+        if name in domains:
+            found.append(
+                domain.diagnostic(
+                    ("metadata", "name"),
+                    f"domain {name!r} is already described at {domains[name]}",
+                    hint="one Domain document per domain",
+                )
+            )
+        domains.setdefault(name, f"{domain.path}:{domain.line}")
+    return found

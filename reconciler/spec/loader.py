@@ -1,0 +1,489 @@
+"""Load spec documents: walk paths, parse multi-document YAML, keep the line of every field.
+
+YAML is *composed* (not constructed) so every mapping key keeps its position; the node tree is then
+turned into plain data by hand, which is also where ``${env:NAME}`` is substituted and where hostile
+input is refused (alias bombs, deep nesting, duplicate keys, huge files, bytes that are not UTF-8).
+Values of secret fields (``accessKey``, ``secretKey``) keep their ``${env:...}`` placeholders: they
+are resolved only by ``apply``, so plans, plan files and logs never hold them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import Diagnostic
+from reconciler.spec.model import (
+    DOCUMENT_MODELS,
+    SECRET_FIELDS,
+    DomainDocument,
+    LookupDocument,
+)
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedDocument:
+    """One spec document with where it came from: file, document index, and each field's line."""
+
+    path: Path
+    index: int
+    line: int
+    data: dict[str, Any]
+    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, loc: Iterable[str | int]) -> tuple[int, int | None]:
+        """The line and column of ``loc``, or of its nearest ancestor that has one."""
+        parts = tuple(loc)
+        while parts:
+            if parts in self.positions:
+                return self.positions[parts]
+            parts = parts[:-1]
+        return self.line, None
+
+    def diagnostic(
+        self,
+        loc: Iterable[str | int],
+        message: str,
+        *,
+        hint: str | None = None,
+        severity: str = "error",
+    ) -> Diagnostic:
+        """A Diagnostic located at ``loc`` in this document."""
+        parts = tuple(loc)
+        line, column = self.position(parts)
+        return Diagnostic(
+            path=str(self.path),
+            line=line,
+            column=column,
+            field=render_loc(parts),
+            message=message,
+            hint=hint,
+            severity=severity,
+        )
+
+    @property
+    def spec_hash(self) -> str:
+        """sha256 of the document's data (secrets as written, i.e. placeholders): detects edits."""
+        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class LoadedLookup(LoadedDocument):
+    """A valid ``Lookup`` document."""
+
+    model: LookupDocument = None  # type: ignore[assignment]
+
+    @property
+    def address(self) -> str:
+        """``domain/name``."""
+        return self.model.address
+
+    def csv_path(self) -> Path | None:
+        """The CSV file of a ``csv.file`` source, resolved relative to this spec file."""
+        csv = self.model.spec.csv
+        if csv is None or csv.file is None:
+            return None
+        return (self.path.parent / csv.file).resolve()
+
+
+@dataclass
+class LoadedDomain(LoadedDocument):
+    """A valid ``Domain`` document."""
+
+    model: DomainDocument = None  # type: ignore[assignment]
+
+
+@dataclass
+class LoadResult:
+    """Everything a load found: valid documents and every diagnostic (errors and warnings)."""
+
+    lookups: list[LoadedLookup] = field(default_factory=list)
+    domains: list[LoadedDomain] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        """Diagnostics of severity ``error``."""
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+
+def render_loc(loc: Iterable[str | int]) -> str:
+    """``("spec", "csv", "columns", 1, "type")`` → ``spec.csv.columns[1].type``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """The spec files under ``paths``: ``*.yaml``/``*.yml``, recursively, in a stable order."""
+    found: list[Path] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                rel = candidate.relative_to(path).parts
+                if any(part.startswith(".") for part in rel):
+                    continue  # .reconciler/, .git/ and friends
+                if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+                    found.append(candidate)
+        else:
+            problems.append(
+                Diagnostic(
+                    str(path),
+                    None,
+                    None,
+                    "",
+                    "no such file or directory",
+                    hint="pass spec files or folders (default: specs/)",
+                )
+            )
+    unique = list(dict.fromkeys(found))
+    return unique, problems
+
+
+class _Converter:
+    """Turns a composed YAML node into plain data, recording positions and refusing hostile input."""
+
+    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self.nodes = 0
+        self.positions: dict[Loc, tuple[int, int]] = {}
+        self.problems: list[Diagnostic] = []
+        self._scalar_loader = yaml.SafeLoader("")
+
+    def fail(self, node: yaml.Node, loc: Loc, message: str, hint: str | None = None) -> None:
+        self.problems.append(
+            Diagnostic(
+                str(self.path),
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                render_loc(loc),
+                message,
+                hint,
+            )
+        )
+
+    def convert(self, node: yaml.Node, loc: Loc = (), depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(node, "document expands to too many values (YAML alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise _TooLarge(node, f"document is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc, depth)
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for i, item in enumerate(node.value):
+                child = (*loc, i)
+                self.positions[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                items.append(self.convert(item, child, depth + 1))
+            return items
+        return self._scalar(node, loc)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged = self.convert(value_node, loc, depth + 1)
+                for item in merged if isinstance(merged, list) else [merged]:
+                    if isinstance(item, dict):
+                        for k, v in item.items():
+                            result.setdefault(k, v)
+                continue
+            key = self._scalar(key_node, loc)
+            if not isinstance(key, str):
+                key = str(key)
+            child = (*loc, key)
+            if key in result:
+                self.fail(key_node, child, f"duplicate key {key!r}", "each key may appear once")
+                continue
+            self.positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = self.convert(value_node, child, depth + 1)
+        return result
+
+    def _scalar(self, node: yaml.Node, loc: Loc) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(node, loc, "a mapping key must be a plain value")
+            return "<invalid>"
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            value: Any = node.value  # keep dates as written: startDate is ISO-8601 text
+        else:
+            value = self._scalar_loader.construct_object(node)
+        if isinstance(value, str):
+            value = self._substitute(value, node, loc)
+        return value
+
+    def _substitute(self, value: str, node: yaml.Node, loc: Loc) -> str:
+        if loc and loc[-1] in SECRET_FIELDS:
+            return value  # resolved at apply time only
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                self.fail(
+                    node,
+                    loc,
+                    f"environment variable {name} is not set",
+                    f"export {name}=... before running, or write the value in the spec",
+                )
+                return match.group(0)
+            return self.env[name]
+
+        return ENV_RE.sub(replace, value)
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def _decode(path: Path, raw: bytes) -> tuple[str | None, Diagnostic | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, Diagnostic(
+            str(path),
+            line,
+            column,
+            "",
+            f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
+            hint="save the file as UTF-8",
+        )
+
+
+def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
+    """Load every document of one YAML file."""
+    result = LoadResult(files=[path])
+    env = os.environ if env is None else env
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            result.diagnostics.append(
+                Diagnostic(
+                    str(path),
+                    None,
+                    None,
+                    "",
+                    f"file is {size // (1024 * 1024)} MiB; spec files are limited to "
+                    f"{MAX_FILE_BYTES // (1024 * 1024)} MiB",
+                    hint="split it, or keep large data in a CSV referenced by csv.file",
+                )
+            )
+            return result
+        raw = path.read_bytes()
+    except OSError as exc:
+        result.diagnostics.append(
+            Diagnostic(str(path), None, None, "", f"cannot read: {exc.strerror}")
+        )
+        return result
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        result.diagnostics.append(
+            Diagnostic(
+                str(path), line, None, "", "file contains a NUL byte", hint="not a text file?"
+            )
+        )
+        return result
+    text, problem = _decode(path, raw)
+    if problem is not None or text is None:
+        result.diagnostics.append(problem)  # type: ignore[arg-type]
+        return result
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        yaml_line = mark.line + 1 if mark else None
+        yaml_column = mark.column + 1 if mark else None
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        result.diagnostics.append(
+            Diagnostic(
+                str(path), yaml_line, yaml_column, "", message, hint="check indentation and quoting"
+            )
+        )
+        return result
+    except yaml.YAMLError as exc:
+        result.diagnostics.append(Diagnostic(str(path), None, None, "", f"YAML error: {exc}"))
+        return result
+    for index, node in enumerate(nodes):
+        if node is None:
+            continue
+        _load_document(path, index, node, env, result)
+    return result
+
+
+def _load_document(
+    path: Path, index: int, node: yaml.Node, env: Mapping[str, str], result: LoadResult
+) -> None:
+    converter = _Converter(path, env)
+    line = node.start_mark.line + 1
+    try:
+        data = converter.convert(node)
+    except _TooLarge as exc:
+        result.diagnostics.append(
+            Diagnostic(
+                str(path),
+                exc.node.start_mark.line + 1,
+                None,
+                "",
+                str(exc),
+                hint="spec documents are small mappings",
+            )
+        )
+        return
+    result.diagnostics.extend(converter.problems)
+    if data is None:
+        return
+    doc = LoadedDocument(path, index, line, {}, converter.positions)
+    if not isinstance(data, dict):
+        result.diagnostics.append(
+            doc.diagnostic((), "a spec document must be a mapping", hint="start with apiVersion:")
+        )
+        return
+    doc.data = data
+    kind = data.get("kind")
+    model_type = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
+    if model_type is None:
+        hint = _did_you_mean(str(kind), DOCUMENT_MODELS) if kind is not None else None
+        result.diagnostics.append(
+            doc.diagnostic(
+                ("kind",),
+                "missing 'kind'" if kind is None else f"unknown kind {kind!r}",
+                hint=hint or "kind is Lookup or Domain",
+            )
+        )
+        return
+    try:
+        model = model_type.model_validate(data)
+    except ValidationError as exc:
+        result.diagnostics.extend(translate_validation_error(doc, model_type, exc))
+        return
+    if isinstance(model, LookupDocument):
+        result.lookups.append(
+            LoadedLookup(path, index, line, data, converter.positions, model=model)
+        )
+    else:
+        result.domains.append(
+            LoadedDomain(path, index, line, data, converter.positions, model=model)
+        )
+
+
+def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None) -> LoadResult:
+    """Load every spec document under ``paths``."""
+    files, problems = discover(paths)
+    result = LoadResult(diagnostics=list(problems))
+    for path in files:
+        one = load_file(path, env)
+        result.files.extend(one.files)
+        result.lookups.extend(one.lookups)
+        result.domains.extend(one.domains)
+        result.diagnostics.extend(one.diagnostics)
+    return result
+
+
+# --- pydantic errors in words a person can act on ---------------------------------------------
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the fields at ``loc`` (walking optional and list fields)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = _field_by_alias(current, part)
+        if info is None:
+            return None
+        current = _inner_model(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _field_by_alias(model: type[BaseModel], name: str) -> Any:
+    for field_name, info in model.model_fields.items():
+        if (info.alias or field_name) == name:
+            return info
+    return None
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _inner_model(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def translate_validation_error(
+    doc: LoadedDocument, model_type: type[BaseModel], exc: ValidationError
+) -> list[Diagnostic]:
+    """One Diagnostic per pydantic error, located and phrased for a person."""
+    found: list[Diagnostic] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        value = error.get("input")
+        hint: str | None = None
+        if kind == "extra_forbidden":
+            owner = _model_at(model_type, loc[:-1])
+            names = _field_names(owner) if owner else []
+            message = f"unknown field {loc[-1]!r}"
+            hint = _did_you_mean(str(loc[-1]), names) or (
+                f"allowed: {', '.join(names)}" if names else None
+            )
+        elif kind == "missing":
+            message = "required field is missing"
+            hint = f"add '{loc[-1]}:'"
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            message = f"{value!r} is not allowed; expected {expected}"
+            choices = re.findall(r"'([^']*)'", str(expected))
+            hint = _did_you_mean(str(value), choices)
+        elif kind == "string_pattern_mismatch":
+            message = f"{value!r} is not a safe name"
+            hint = "use letters, digits, '_', '-' and '.'; it becomes a URL path segment"
+        else:
+            message = error["msg"]
+            secret = any(part in SECRET_FIELDS for part in loc)
+            if value is not None and not secret and not isinstance(value, dict | list):
+                message += f" (got {value!r})"
+        found.append(doc.diagnostic(loc, message, hint=hint))
+    return found

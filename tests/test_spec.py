@@ -1,0 +1,309 @@
+"""The spec language: loader positions, env substitution, semantic rules, CSV scans, the schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+from reconciler.coltypes import parse_cell, parse_duration_ms
+from reconciler.spec import validate_paths
+from reconciler.spec.checks import query_columns
+from reconciler.spec.csvcheck import scan_csv
+from reconciler.spec.loader import load_specs
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOKUP = """apiVersion: reconciler/v1
+kind: Lookup
+metadata: {{domain: {domain}, name: {name}}}
+spec:
+{spec}
+"""
+
+
+def write_lookup(folder: Path, file: str, name: str, spec: str, domain: str = "acme") -> Path:
+    path = folder / file
+    body = LOOKUP.format(domain=domain, name=name, spec=spec)
+    path.write_text(path.read_text() + "---\n" + body if path.exists() else body)
+    return path
+
+
+def test_examples_are_valid(runner: CliRunner, no_network: list[object]) -> None:
+    result = runner.invoke(app, ["validate", str(ROOT / "specs")])
+    assert result.exit_code == 0, result.stderr
+    assert "6 lookup(s) and 1 domain(s) valid" in result.stdout
+
+
+def test_examples_cover_every_source_kind() -> None:
+    result = load_specs([ROOT / "specs"], env={})
+    kinds = {lookup.model.spec.source_kind for lookup in result.lookups}
+    assert kinds == {"csv", "staticQuery", "periodicQuery", "slidingWindowQuery", "recipe"}
+    assert result.domains
+
+
+def test_duplicate_address_across_files(tmp_path: Path, runner: CliRunner) -> None:
+    write_lookup(tmp_path, "a.yaml", "dup", "  staticQuery: {query: from a select b}")
+    write_lookup(tmp_path, "b.yaml", "dup", "  staticQuery: {query: from a select b}")
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "b.yaml:3:" in result.stderr and "acme/dup is already defined at" in result.stderr
+
+
+def test_all_errors_of_a_run_are_reported_together(tmp_path: Path, runner: CliRunner) -> None:
+    write_lookup(tmp_path, "a.yaml", "one", "  visiblity: x\n  staticQuery: {query: q}")
+    write_lookup(tmp_path, "b.yaml", "two", "  periodicQuery: {query: q, refreshPeriod: 10s}")
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "a.yaml" in result.stderr and "b.yaml" in result.stderr
+    assert "2 error(s)" in result.stderr
+
+
+def test_literal_secret_is_a_warning_not_an_error(tmp_path: Path, runner: CliRunner) -> None:
+    spec = (
+        "  csv:\n    columns: [{name: ip}]\n    fileProvider:\n"
+        "      {bucketName: b, keyName: k, transferOwnership: false, secretKey: hunter2hunter2}"
+    )
+    write_lookup(tmp_path, "a.yaml", "s3", spec)
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: spec.csv.fileProvider.secretKey: literal secret" in result.stderr
+    assert "hunter2hunter2" not in result.stderr + result.stdout
+
+
+def test_env_substitution_skips_secret_fields(tmp_path: Path) -> None:
+    spec = (
+        "  csv:\n    columns: [{name: ip}]\n    fileProvider:\n"
+        "      bucketName: ${env:BUCKET}\n      keyName: k\n      transferOwnership: false\n"
+        "      secretKey: ${env:SECRET}"
+    )
+    write_lookup(tmp_path, "a.yaml", "s3", spec)
+    result = load_specs([tmp_path], env={"BUCKET": "my-bucket", "SECRET": "s3cr3t"})
+    assert not result.errors
+    provider = result.lookups[0].model.spec.csv.fileProvider  # type: ignore[union-attr]
+    assert provider is not None
+    assert provider.bucketName == "my-bucket"
+    assert provider.secretKey == "${env:SECRET}"
+
+
+def test_oversized_file_is_refused_without_parsing(tmp_path: Path, runner: CliRunner) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("w") as handle:
+        handle.write("# filler\n" * (9 * 1024 * 1024 // 9 + 10))
+    result = runner.invoke(app, ["validate", str(big)])
+    assert result.exit_code == 1
+    assert "spec files are limited to 8 MiB" in result.stderr
+
+
+def test_missing_path_is_an_error(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "no such file or directory" in result.stderr
+
+
+def test_validate_json_format(tmp_path: Path, runner: CliRunner) -> None:
+    write_lookup(tmp_path, "a.yaml", "x", "  staticQuery: {query: q, key: {type: hash}}")
+    result = runner.invoke(app, ["validate", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    [diag] = report["diagnostics"]
+    assert diag["field"] == "spec.staticQuery.key.type" and diag["line"] == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "columns"),
+    [
+        ("from a select b", ["b"]),
+        ("from a where x > 1 select b, c as d", ["b", "d"]),
+        ("from a select count() as n group by user every 1h", ["n", "user"]),
+        ("from a select upper(x) as u, y", ["u", "y"]),
+        ("from a select upper(x)", None),
+        ("from a", None),
+        ('from a select split(x, ",", 1) as first', ["first"]),
+    ],
+)
+def test_query_columns(query: str, columns: list[str] | None) -> None:
+    assert query_columns(query) == columns
+
+
+@pytest.mark.parametrize(
+    ("text", "millis"),
+    [("1m", 60_000), ("5m", 300_000), ("1h30m", 5_400_000), ("250ms", 250), ("1d", 86_400_000)],
+)
+def test_durations(text: str, millis: int) -> None:
+    assert parse_duration_ms(text) == millis
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 minutes", "1h30", "-5m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration_ms(text)
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("smhdw")), min_size=1))
+def test_duration_sums_its_parts(parts: list[tuple[int, str]]) -> None:
+    unit = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+    text = "".join(f"{n}{u}" for n, u in parts)
+    assert parse_duration_ms(text) == sum(n * unit[u] for n, u in parts)
+
+
+@given(st.integers(-(2**31), 2**31 - 1))
+def test_int4_accepts_its_range(value: int) -> None:
+    parse_cell("INT4", str(value))
+
+
+@given(st.integers().filter(lambda v: v < -(2**31) or v > 2**31 - 1))
+def test_int4_rejects_outside_its_range(value: int) -> None:
+    with pytest.raises(ValueError):
+        parse_cell("INT4", str(value))
+
+
+@pytest.mark.parametrize(
+    ("column_type", "good", "bad"),
+    [
+        ("BOOLEAN", "true", "yes"),
+        ("INT8", "9223372036854775807", "9223372036854775808"),
+        ("FLOAT4", "1.5e3", "one"),
+        ("FLOAT8", "-0.25", "1,5"),
+        ("HEX4", "0xdeadbeef", "0x1deadbeef"),
+        ("HEX8", "ffffffffffffffff", "xyz"),
+        ("IP4", "192.168.1.1", "192.168.1.256"),
+        ("IP6", "2001:db8::1", "2001:db8::g"),
+        ("TIMESTAMP", "2024-01-31T10:00:00Z", "31/01/2024"),
+        ("DURATION", "5m", "five minutes"),
+    ],
+)
+def test_cell_types(column_type: str, good: str, bad: str) -> None:
+    parse_cell(column_type, good)
+    with pytest.raises(ValueError):
+        parse_cell(column_type, bad)
+
+
+def _scan(text: str, **options: object) -> object:
+    return scan_csv(io.BytesIO(text.encode()), [("ip", "IP4"), ("n", "INT4")], **options)  # type: ignore[arg-type]
+
+
+def test_csv_skip_preface_and_empty_lines() -> None:
+    text = "# exported 2024\n# by admin\nip,n\n10.0.0.1,1\n\n10.0.0.2,2\n"
+    scan = _scan(text, has_header=True, skip_empty_lines=True, skip_preface="^#")
+    assert scan.ok, scan.errors  # type: ignore[attr-defined]
+    assert scan.rows == 2  # type: ignore[attr-defined]
+    strict = _scan(text, has_header=True, skip_preface="^#")
+    assert strict.errors == [(5, "empty line (set skipEmptyLines: true to allow them)")]  # type: ignore[attr-defined]
+
+
+def test_csv_reports_first_errors_and_counts_the_rest() -> None:
+    text = "".join(f"10.0.0.{i % 250},x\n" for i in range(30))
+    scan = _scan(text)
+    assert scan.error_count == 30  # type: ignore[attr-defined]
+    assert len(scan.errors) == 10 and scan.errors[0][0] == 1  # type: ignore[attr-defined]
+
+
+def test_csv_scan_is_streaming() -> None:
+    """Peak allocations do not grow with the size of the CSV."""
+
+    class Generated(io.RawIOBase):
+        def __init__(self, rows: int) -> None:
+            self.rows, self.buffer = rows, b""
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b):  # type: ignore[no-untyped-def]
+            while len(self.buffer) < len(b) and self.rows:
+                self.rows -= 1
+                self.buffer += (
+                    f"10.{self.rows % 256}.{self.rows // 256 % 256}.1,{self.rows}\n".encode()
+                )
+            n = min(len(b), len(self.buffer))
+            b[:n], self.buffer = self.buffer[:n], self.buffer[n:]
+            return n
+
+    def peak_for(rows: int) -> int:
+        tracemalloc.start()
+        scan = scan_csv(Generated(rows), [("ip", "IP4"), ("n", "INT4")])  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert scan.ok and scan.rows == rows
+        return peak
+
+    small, large = peak_for(20_000), peak_for(80_000)
+    # Four times the rows, about the same peak: memory does not grow with the file.
+    assert large < small * 1.25 + 256 * 1024, (small, large)
+
+
+def test_csv_key_duplicates_found_past_the_spill_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.spec import csvcheck
+
+    monkeypatch.setattr(csvcheck, "_SPILL_AT", 10)
+    rows = [f"10.0.0.{i},{i}" for i in range(50)] + ["10.0.0.3,99"]
+    scan = _scan("\n".join(rows) + "\n", key_columns=[0])
+    assert scan.errors == [(51, "duplicate key '10.0.0.3'")]  # type: ignore[attr-defined]
+
+
+def _schema() -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "reconciler", "schema"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_schema_accepts_examples_and_rejects_type_errors() -> None:
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in (ROOT / "specs").rglob("*.yaml"):
+        for document in yaml.safe_load_all(path.read_text()):
+            errors = list(validator.iter_errors(document))
+            assert not errors, (path, errors[0].message)
+    type_errors = [
+        "bad_column_type",
+        "bad_key_type",
+        "bad_visibility",
+        "wrong_type_bool",
+        "unknown_top_key",
+        "unknown_source_key",
+        "missing_query",
+        "missing_columns",
+        "bad_api_version",
+        "unknown_kind",
+        "unsafe_name",
+        "unsafe_domain",
+    ]
+    for name in type_errors:
+        path = ROOT / "tests" / "corpus" / "bad" / f"{name}.yaml"
+        document = yaml.safe_load(path.read_text())
+        assert list(validator.iter_errors(document)), name
+
+
+def test_committed_schema_is_current() -> None:
+    committed = json.loads((ROOT / "schema" / "spec.schema.json").read_text())
+    assert committed == _schema(), "run: reconciler schema > schema/spec.schema.json"
+
+
+def test_validate_does_not_import_network_modules() -> None:
+    code = (
+        "import sys; from reconciler.cli import main; sys.argv=['reconciler','validate','specs'];\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('httpx','deepdiff','starlette','uvicorn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip().endswith("[]"), out.stdout
+
+
+def test_validate_paths_api(tmp_path: Path) -> None:
+    write_lookup(tmp_path, "a.yaml", "x", "  staticQuery: {query: q}")
+    result = validate_paths([str(tmp_path)])
+    assert not result.errors and [lu.address for lu in result.lookups] == ["acme/x"]
