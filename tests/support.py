@@ -1,0 +1,79 @@
+"""Test support: a fake clock, an in-process emulator client, and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from reconciler.emulator import EmulatorConfig, create_app
+from reconciler.emulator.app import FaultInjector
+from reconciler.emulator.store import Store
+
+BASE = "http://emulator.test/lookup-api"
+
+
+class FakeClock:
+    """A clock tests move by hand; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def make_app(
+    config: EmulatorConfig | None = None, *, clock: Any = None, db: str | Path = ":memory:"
+) -> FaultInjector:
+    """An emulator app with an optional fake clock."""
+    store = Store(db, clock=clock) if clock is not None else Store(db)
+    return create_app(config or EmulatorConfig(), store=store)
+
+
+def asgi_client(app: FaultInjector, **kwargs: Any) -> httpx.AsyncClient:
+    """An httpx client talking to ``app`` in-process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served(app: FaultInjector) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a loopback port in a thread; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="critical", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/lookup-api"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

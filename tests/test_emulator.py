@@ -1,0 +1,504 @@
+"""The emulator answers as shared/lookup-api.md documents: shapes, jobs, auth, paging, faults."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.emulator import EmulatorConfig, Grant, sign
+from reconciler.emulator.app import DroppedConnection
+from reconciler.emulator.store import Store
+from tests.support import FakeClock, asgi_client, make_app, served
+
+pytestmark = pytest.mark.anyio
+
+# Keys and JSON types of the documented examples (shared/lookup-api.md).
+METADATA_SHAPE = {
+    "name": str,
+    "domain": str,
+    "fileSize": int,
+    "numEntries": int,
+    "creationDate": str,
+    "keyType": dict,
+    "deployConfig": (dict, type(None)),
+    "lastStatus": (dict, type(None)),
+    "fields": list,
+    "shared": bool,
+    "owner": str,
+}
+ENVELOPE = {"type": str, "cid": str, "code": int, "context": type(None), "id": str, "msg": str}
+STATUS_SHAPE = {"eventdata": str, "domain": str, "lookup": str, "msg": str, "code": str}
+CSV_BODY = {
+    "columns": [{"name": "ip", "type": "IP4"}, {"name": "country", "type": "STRING"}],
+    "key": {"type": "column", "column": "ip"},
+    "fileProvider": {
+        "bucketName": "b",
+        "keyName": "k.csv",
+        "transferOwnership": True,
+        "accessKey": "AKIAEXAMPLEKEY",
+        "secretKey": "very-secret-canary",
+    },
+}
+
+
+def assert_shape(body: dict[str, Any], shape: dict[str, Any]) -> None:
+    for key, kind in shape.items():
+        assert key in body, f"missing {key} in {body}"
+        assert isinstance(body[key], kind), f"{key}: {body[key]!r} is not {kind}"
+
+
+def multipart(config: dict[str, Any], csv: bytes) -> dict[str, Any]:
+    return {
+        "deploy-config": (None, json.dumps(config), "application/json"),
+        "csv": ("data.csv", csv, "text/csv"),
+    }
+
+
+def fast() -> EmulatorConfig:
+    return EmulatorConfig(create_latency=1.0, deploy_latency=2.0, delete_latency=1.0)
+
+
+async def test_documented_flow_shapes() -> None:
+    clock = FakeClock()
+    app = make_app(fast(), clock=clock)
+    async with asgi_client(app) as client:
+        created = await client.post("/lookup/acme/geo/deploy-csv", json=CSV_BODY)
+        assert created.status_code == 201
+        body = created.json()
+        assert_shape(body, ENVELOPE)
+        assert body["type"] == "LookupCreationResponse" and body["code"] == 201
+        config = body["lookupDeployConfig"]
+        assert config["id"] == {"creator": "acme", "name": "geo"}
+        assert config["visibility"] == {"type": "creator-only"}
+        recipe = config["recipe"]
+        assert recipe["key"] == {"type": "column", "column": "ip"}
+        assert recipe["contribution"] == {"type": "add"}
+        assert recipe["secondaryIndexes"] == {"type": "none"}
+        assert recipe["source"]["fileProvider"]["secretKey"] == "****"
+
+        listing = (await client.get("/lookup/acme")).json()
+        assert_shape(listing, ENVELOPE)
+        assert listing["type"] == "LookupMetaInfoListResponse"
+        assert listing["nextPageToken"] == -1
+        [meta] = listing["lookups"]
+        assert_shape(meta, METADATA_SHAPE)
+        assert meta["fields"] == [
+            {"column": "ip", "type": "ip4", "key": True},
+            {"column": "country", "type": "str", "key": False},
+        ]
+
+        one = (await client.get("/lookup/acme/geo")).json()
+        assert one["type"] == "LookupMetaInfoResponse"
+        assert_shape(one["lookupMetaInfo"], METADATA_SHAPE)
+
+        jobs = (await client.get("/lookup/acme/geo/job")).json()
+        assert jobs["code"] == 200 and jobs["msg"] == "Lookup job uuids"
+        assert jobs["jobs"] == [body["id"]]
+
+        statuses = (await client.get(f"/lookup/acme/geo/job/{body['id']}")).json()
+        assert statuses["msg"] == "Lookup job's statuses"
+        for status in statuses["status"]:
+            assert_shape(status, STATUS_SHAPE)
+
+        deleted = (await client.delete("/lookup/acme/geo")).json()
+        assert_shape(deleted, ENVELOPE)
+        assert (
+            deleted["type"] == "LookupDeletionResponse"
+            and deleted["msg"] == "Lookup sent to deletion"
+        )
+
+
+async def test_jobs_advance_with_time() -> None:
+    clock = FakeClock()
+    app = make_app(fast(), clock=clock)
+    async with asgi_client(app) as client:
+        job = (
+            await client.post(
+                "/lookup/acme/q/deploy-static-query", json={"query": "from a select b"}
+            )
+        ).json()["id"]
+
+        async def codes() -> list[str]:
+            response = await client.get(f"/lookup/acme/q/job/{job}")
+            return [s["code"] for s in response.json()["status"]]
+
+        assert await codes() == ["create.start"]
+        clock.advance(1.0)
+        assert await codes() == ["create.start", "create.ok", "deploy.start"]
+        clock.advance(2.0)
+        assert await codes() == ["create.start", "create.ok", "deploy.start", "deploy.ok"]
+        meta = (await client.get("/lookup/acme/q")).json()["lookupMetaInfo"]
+        assert meta["lastStatus"]["code"] == "deploy.ok"
+
+        deletion = (await client.delete("/lookup/acme/q")).json()["id"]
+        assert (await client.get("/lookup/acme/q")).status_code == 200  # still deleting
+        clock.advance(1.0)
+        assert (await client.get("/lookup/acme/q")).status_code == 404
+        del_codes = (await client.get(f"/lookup/acme/q/job/{deletion}")).json()["status"]
+        assert [s["code"] for s in del_codes] == ["del.start", "del.ok"]
+
+
+async def test_bad_csv_cell_ends_in_create_err_naming_the_line() -> None:
+    clock = FakeClock()
+    app = make_app(fast(), clock=clock)
+    config = {"columns": CSV_BODY["columns"], "hasHeader": True}
+    async with asgi_client(app) as client:
+        response = await client.post(
+            "/lookup/acme/up/deploy-csv",
+            files=multipart(config, b"ip,country\n10.0.0.1,ES\n10.0.0.x,FR\n"),
+        )
+        assert response.status_code == 201
+        clock.advance(5)
+        statuses = (await client.get(f"/lookup/acme/up/job/{response.json()['id']}")).json()[
+            "status"
+        ]
+        last = statuses[-1]
+        assert last["code"] == "create.err"
+        assert "line 3" in last["msg"] and "IPv4" in last["msg"]
+        assert (
+            await client.get("/lookup/acme/up")
+        ).status_code == 404  # a failed create leaves nothing
+
+
+async def test_multipart_upload_counts_entries() -> None:
+    app = make_app(fast(), clock=FakeClock())
+    config = {"columns": CSV_BODY["columns"], "hasHeader": True}
+    csv = b"ip,country\n10.0.0.1,ES\n10.0.0.2,FR\n10.0.0.3,DE\n"
+    async with asgi_client(app) as client:
+        response = await client.post("/lookup/acme/up/deploy-csv", files=multipart(config, csv))
+        codes = [
+            s["code"]
+            for s in (await client.get(f"/lookup/acme/up/job/{response.json()['id']}")).json()[
+                "status"
+            ]
+        ]
+        assert codes[:3] == ["create.start", "push.start", "push.ok"]
+        meta = (await client.get("/lookup/acme/up")).json()["lookupMetaInfo"]
+        assert meta["numEntries"] == 3 and meta["fileSize"] == len(csv)
+
+
+async def test_failed_update_reverts_to_previous_config() -> None:
+    clock = FakeClock()
+    app = make_app(fast(), clock=clock)
+    async with asgi_client(app) as client:
+        await client.post("/lookup/acme/q/deploy-static-query", json={"query": "from a select b"})
+        clock.advance(5)
+        app.emulator.config.job_failure_pattern = "q"
+        put = await client.put(
+            "/lookup/acme/q/deploy-static-query", json={"query": "from z select b"}
+        )
+        assert put.status_code == 201
+        meta = (await client.get("/lookup/acme/q")).json()["lookupMetaInfo"]
+        assert meta["deployConfig"]["recipe"]["source"]["query"] == "from z select b"
+        clock.advance(5)
+        statuses = (await client.get(f"/lookup/acme/q/job/{put.json()['id']}")).json()["status"]
+        assert statuses[-1]["code"] == "deploy.err"
+        meta = (await client.get("/lookup/acme/q")).json()["lookupMetaInfo"]
+        assert meta["deployConfig"]["recipe"]["source"]["query"] == "from a select b"
+
+
+async def test_derived_periodic_config() -> None:
+    app = make_app(fast(), clock=FakeClock())
+    async with asgi_client(app) as client:
+        body = {
+            "query": "from a select b",
+            "refreshPeriod": "5m",
+            "startDate": "2026-01-01T00:00:00Z",
+        }
+        recipe = (await client.post("/lookup/acme/p/deploy-periodic-query", json=body)).json()[
+            "lookupDeployConfig"
+        ]["recipe"]
+        assert recipe["recipeType"] == "periodic"
+        assert recipe["refreshMillis"] == 300_000
+        assert recipe["startMillis"] == 1_767_225_600_000
+        assert recipe["requiresDate"] is True
+        every = {"query": "from a select b group by b every 1h"}
+        recipe = (await client.post("/lookup/acme/p2/deploy-periodic-query", json=every)).json()[
+            "lookupDeployConfig"
+        ]["recipe"]
+        assert recipe["refreshMillis"] == 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "message"),
+    [
+        (
+            "deploy-static-query",
+            {"query": "q", "key": {"type": "hash"}},
+            "KeyAlgorithm values can be 'first-column', 'column', 'row-hash', 'col-hash' and 'seq'",
+        ),
+        (
+            "deploy-periodic-query",
+            {"query": "q", "refreshPeriod": "30s"},
+            "refreshPeriod should be bigger than 1 minute",
+        ),
+        ("deploy-csv", {"columns": [{"name": "a"}]}, "Field 'fileProvider' is required"),
+        ("deploy-static-query", {}, "Field 'query' is required"),
+    ],
+)
+async def test_bad_bodies_get_devo_messages(
+    endpoint: str, body: dict[str, Any], message: str
+) -> None:
+    app = make_app(fast(), clock=FakeClock())
+    async with asgi_client(app) as client:
+        response = await client.post(f"/lookup/acme/x/{endpoint}", json=body)
+        assert response.status_code == 400
+        assert response.json()["msg"] == message
+        assert response.json()["type"] == "LookupCreationError"
+
+
+async def test_conflict_and_not_found() -> None:
+    app = make_app(EmulatorConfig(known_domains=["acme"]), clock=FakeClock())
+    async with asgi_client(app) as client:
+        body = {"query": "from a select b"}
+        assert (
+            await client.post("/lookup/acme/x/deploy-static-query", json=body)
+        ).status_code == 201
+        again = await client.post("/lookup/acme/x/deploy-static-query", json=body)
+        assert again.status_code == 409
+        assert again.json()["msg"] == "Lookup with domain acme and name x already exists"
+        missing_domain = await client.get("/lookup/nowhere")
+        assert (
+            missing_domain.status_code == 404
+            and missing_domain.json()["msg"] == "Domain not found."
+        )
+        assert (await client.get("/lookup/acme/nope")).status_code == 404
+        assert (
+            await client.put("/lookup/acme/nope/deploy-static-query", json=body)
+        ).status_code == 404
+        assert (await client.delete("/lookup/acme/nope")).status_code == 404
+
+
+async def test_deploy_config_null_switch() -> None:
+    app = make_app(EmulatorConfig(deploy_config_null=True), clock=FakeClock())
+    async with asgi_client(app) as client:
+        await client.post("/lookup/acme/geo/deploy-csv", json=CSV_BODY)
+        meta = (await client.get("/lookup/acme/geo")).json()["lookupMetaInfo"]
+        assert meta["deployConfig"] is None
+        assert meta["fields"][0] == {"column": "ip", "type": "ip4", "key": True}
+
+
+async def test_secrets_are_never_stored(tmp_path: Path) -> None:
+    db = tmp_path / "emu.db"
+    app = make_app(fast(), clock=FakeClock(), db=db)
+    async with asgi_client(app) as client:
+        await client.post("/lookup/acme/geo/deploy-csv", json=CSV_BODY)
+        text = (await client.get("/lookup/acme/geo")).text
+    app.emulator.store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for secret in ("very-secret-canary", "AKIAEXAMPLEKEY"):
+        assert secret.encode() not in raw
+        assert secret not in text
+
+
+# --- auth --------------------------------------------------------------------------------------
+
+
+def authed() -> EmulatorConfig:
+    return EmulatorConfig(
+        grants=[
+            Grant(token="tok-all"),
+            Grant(token="tok-beta", domains=["beta*"]),
+            Grant(api_key="key-1", api_secret="secret-1"),
+        ]
+    )
+
+
+def test_signature_known_answer() -> None:
+    # Computed independently: printf '%s' 'key-1{"a":1}1700000000000' | openssl dgst -sha256 -hmac secret-1
+    expected = "00185f3cd17187bca1bb288a355d0b832ca99807a8759525f3c7efd4503f8f82"
+    assert sign("key-1", "secret-1", b'{"a":1}', "1700000000000") == expected
+
+
+async def test_auth_schemes_and_error_shapes() -> None:
+    clock = FakeClock()
+    app = make_app(authed(), clock=clock)
+    async with asgi_client(app) as client:
+        none = await client.get("/lookup/acme")
+        assert none.status_code == 401 and "requires valid auth" in none.json()["msg"]
+        malformed = await client.get("/lookup/acme", headers={"Authorization": "Basic abc"})
+        assert malformed.status_code == 401
+        assert malformed.json() == {"error": {"code": 401, "message": "Unauthorized"}}
+        wrong = await client.get("/lookup/acme", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403 and wrong.json()["code"] == 5
+        assert (
+            await client.get("/lookup/acme", headers={"Authorization": "Bearer tok-all"})
+        ).status_code == 200
+        assert (
+            await client.get("/lookup/acme", headers={"standAloneToken": "tok-all"})
+        ).status_code == 200
+        scoped = await client.get("/lookup/acme", headers={"standAloneToken": "tok-beta"})
+        assert scoped.status_code == 403 and scoped.json()["context"] == "FORBIDDEN"
+        assert (
+            await client.get("/lookup/beta1", headers={"standAloneToken": "tok-beta"})
+        ).status_code == 200
+
+        body = json.dumps({"query": "from a select b"}).encode()
+        timestamp = str(int(clock() * 1000))
+        headers = {
+            "x-logtrust-apikey": "key-1",
+            "x-logtrust-timestamp": timestamp,
+            "x-logtrust-sign": sign("key-1", "secret-1", body, timestamp),
+            "content-type": "application/json",
+        }
+        ok = await client.post("/lookup/acme/s/deploy-static-query", content=body, headers=headers)
+        assert ok.status_code == 201
+        tampered = await client.post(
+            "/lookup/acme/t/deploy-static-query", content=body.replace(b"b", b"c"), headers=headers
+        )
+        assert tampered.status_code == 403
+        stale = dict(headers, **{"x-logtrust-timestamp": str(int(clock() * 1000) - 3_600_000)})
+        stale["x-logtrust-sign"] = sign("key-1", "secret-1", body, stale["x-logtrust-timestamp"])
+        assert (
+            await client.post("/lookup/acme/u/deploy-static-query", content=body, headers=stale)
+        ).status_code == 403
+
+
+# --- paging --------------------------------------------------------------------------------------
+
+
+async def _create_many(client: httpx.AsyncClient, domain: str, n: int) -> list[str]:
+    names = [f"l{i:04d}" for i in range(n)]
+    for name in names:
+        response = await client.post(
+            f"/lookup/{domain}/{name}/deploy-static-query", json={"query": "from a select b"}
+        )
+        assert response.status_code == 201
+    return names
+
+
+async def _all_pages(
+    client: httpx.AsyncClient, domain: str, max_length: int, owner: str = "THIS_DOMAIN"
+) -> list[str]:
+    token, seen = 0, []
+    while True:
+        page = (
+            await client.get(
+                f"/lookup/{domain}",
+                params={"max_length": max_length, "pageToken": token, "owner": owner},
+            )
+        ).json()
+        seen += [lookup["name"] for lookup in page["lookups"]]
+        assert len(page["lookups"]) <= max_length
+        token = page["nextPageToken"]
+        if token == -1:
+            return seen
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(n=st.integers(0, 45), max_length=st.integers(1, 20))
+def test_paging_returns_every_lookup_once_in_order(n: int, max_length: int) -> None:
+    import asyncio
+
+    async def run() -> None:
+        app = make_app(fast(), clock=FakeClock())
+        async with asgi_client(app) as client:
+            names = await _create_many(client, "acme", n)
+            await _create_many(client, "other", 2)
+            assert await _all_pages(client, "acme", max_length) == names
+
+    asyncio.run(run())
+
+
+async def test_paging_limits_and_owner_modes() -> None:
+    app = make_app(fast(), clock=FakeClock())
+    async with asgi_client(app) as client:
+        for bad in ("0", "1001", "x"):
+            assert (await client.get("/lookup/acme", params={"max_length": bad})).status_code == 400
+        await client.post(
+            "/lookup/parent/shared/deploy-static-query",
+            json={"query": "q", "visibility": "all-subdomains"},
+        )
+        await client.post("/lookup/parent/private/deploy-static-query", json={"query": "q"})
+        await client.post("/lookup/acme/mine/deploy-static-query", json={"query": "q"})
+        assert await _all_pages(client, "acme", 10) == ["mine"]
+        assert await _all_pages(client, "acme", 10, "OTHER_DOMAINS") == ["shared"]
+        assert sorted(await _all_pages(client, "acme", 10, "ANY_DOMAIN")) == ["mine", "shared"]
+
+
+# --- persistence and concurrency ---------------------------------------------------------------
+
+
+def test_state_persists_across_stores_and_survives_concurrent_writers(tmp_path: Path) -> None:
+    db = tmp_path / "emu.db"
+    stores = [Store(db), Store(db)]
+    schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
+    errors: list[BaseException] = []
+
+    def writer(store: Store, start: int) -> None:
+        try:
+            for i in range(start, start + 50):
+                store.create(
+                    "acme", f"l{i}", {"visibility": {"type": "creator-only"}}, {}, schedule, "o"
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s, i * 50)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    fresh = Store(db)
+    rows, token = fresh.page(["acme"], None, 0, 1000, shared=False)
+    assert len(rows) == 100 and token == -1
+    assert len({row.seq for row in rows}) == 100
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+async def test_fault_knobs() -> None:
+    app = make_app(EmulatorConfig(rate_429=1.0, retry_after=7), clock=FakeClock())
+    async with asgi_client(app) as client:
+        response = await client.get("/lookup/acme")
+        assert response.status_code == 429 and response.headers["retry-after"] == "7"
+        app.emulator.config.rate_429 = 0
+        app.emulator.config.rate_5xx = 1.0
+        assert (await client.get("/lookup/acme")).status_code == 503
+        app.emulator.config.rate_5xx = 0
+        app.emulator.config.rate_drop = 1.0
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/lookup/acme")
+        assert issubclass(DroppedConnection, httpx.TransportError)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://e"
+    ) as raw:
+        stats = (await raw.get("/_emulator/stats")).json()
+        assert stats["routes"]["GET /lookup/{domain}"] == 3
+        assert stats["faults"]["429"] == 1 and stats["faults"]["503"] == 1
+
+
+# --- over real HTTP -----------------------------------------------------------------------------
+
+
+def test_served_over_loopback_with_uvicorn() -> None:
+    app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0, delete_latency=0))
+    with served(app) as base, httpx.Client(base_url=base) as client:
+        config = {"columns": CSV_BODY["columns"], "hasHeader": True}
+        created = client.post(
+            "/lookup/acme/geo/deploy-csv", files=multipart(config, b"ip,country\n10.0.0.1,ES\n")
+        )
+        assert created.status_code == 201
+        assert client.post("/lookup/acme/geo/deploy-csv", json=CSV_BODY).status_code == 409
+        statuses = client.get(f"/lookup/acme/geo/job/{created.json()['id']}").json()["status"]
+        assert statuses[-1]["code"] == "deploy.ok"
+        assert client.get("/lookup/acme", params={"max_length": 1}).json()["nextPageToken"] == -1
+        deletion = client.delete("/lookup/acme/geo").json()["id"]
+        assert (
+            client.get(f"/lookup/acme/geo/job/{deletion}").json()["status"][-1]["code"] == "del.ok"
+        )
+        assert client.get("/lookup/acme/geo").status_code == 404
+        app.emulator.config.rate_drop = 1.0
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get("/lookup/acme")
