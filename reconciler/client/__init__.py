@@ -1,0 +1,43 @@
+"""The Lookups API client: the public surface (private modules hold the implementation).
+
+``LookupReader`` reads (list with paging, get, jobs); ``LookupClient`` also deploys and deletes.
+``wait_for_job`` and ``job_outcome`` decide when a job is over. ``open_client``/``open_reader`` build
+them from resolved ``Settings`` (the embedded emulator in-process when no endpoint is set).
+"""
+
+from __future__ import annotations
+
+from reconciler.client._client import (
+    DeployResult,
+    LookupClient,
+    LookupReader,
+    RetryPolicy,
+    embedded_transport,
+    lookup_path,
+)
+from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, wait_for_job
+from reconciler.client._models import (
+    CreationResponse,
+    FieldInfo,
+    JobStatus,
+    LookupMeta,
+    visibility_of,
+)
+
+__all__ = [
+    "CreationResponse",
+    "DeployResult",
+    "FieldInfo",
+    "JobResult",
+    "JobStatus",
+    "LookupClient",
+    "LookupMeta",
+    "LookupReader",
+    "PollPolicy",
+    "RetryPolicy",
+    "embedded_transport",
+    "job_outcome",
+    "lookup_path",
+    "visibility_of",
+    "wait_for_job",
+]

@@ -1,0 +1,519 @@
+"""The async Lookups API client: the only code that speaks HTTP to Devo (or to the emulator).
+
+``LookupReader`` has only read calls (``drift`` gets one, so it cannot write by construction);
+``LookupClient`` adds deploys and deletes. Both share ``_send``, which authenticates every request,
+limits requests in flight, retries 429/502/503/504 and connection errors with full-jitter backoff
+within a total budget (honouring ``Retry-After``), and translates every httpx error and error status
+into the ``reconciler.errors`` tree. A POST is never re-sent blindly: after an ambiguous failure the
+client first checks whether the lookup now exists, so a retry can never create twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from reconciler.client._jobs import JobResult, PollPolicy, wait_for_job
+from reconciler.client._models import (
+    CreationResponse,
+    DeletionResponse,
+    JobIds,
+    JobStatus,
+    JobStatuses,
+    LookupList,
+    LookupMeta,
+    LookupOne,
+)
+from reconciler.errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    ReconcilerError,
+    ServerError,
+    TransportError,
+    redact,
+)
+from reconciler.settings import Credentials, Settings
+
+log = logging.getLogger("reconciler.client")
+M = TypeVar("M", bound=BaseModel)
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter inside a total time budget."""
+
+    budget: float = 180.0
+    base: float = 0.2
+    cap: float = 10.0
+    max_in_flight: int = 16
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base × 2^attempt)]."""
+        return rng.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+@dataclass
+class DeployResult:
+    """What a deploy or delete call started: the job id (None if the server gave none)."""
+
+    job_id: str | None
+    deploy_config: dict[str, Any] | None = None
+    recovered: bool = False  # the answer was lost; the job id was found by reading the lookup
+
+
+def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
+    """``/lookup/{domain}/{name}/...`` with every segment percent-encoded."""
+    parts = ["lookup", quote(domain, safe="")]
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    parts.extend(rest)
+    return "/" + "/".join(parts)
+
+
+class _Auth(httpx.Auth):
+    """Adds the configured credential to every request; signs the exact bytes sent."""
+
+    def __init__(self, credentials: Credentials, clock: Callable[[], float]) -> None:
+        self.credentials = credentials
+        self.clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        creds = self.credentials
+        if creds.token:
+            if creds.scheme == "standalone":
+                request.headers["standAloneToken"] = creds.token.reveal()
+            else:
+                request.headers["Authorization"] = f"Bearer {creds.token.reveal()}"
+        elif creds.signed and creds.api_key and creds.api_secret:
+            timestamp = str(int(self.clock() * 1000))
+            mac = hmac.new(creds.api_secret.reveal().encode(), digestmod=hashlib.sha256)
+            mac.update(creds.api_key.reveal().encode())
+            # Multipart streams are re-iterable: hash them chunk by chunk, never whole in memory.
+            if isinstance(request.stream, httpx.SyncByteStream):
+                for chunk in request.stream:
+                    mac.update(chunk)
+            else:
+                mac.update(request.content)
+            mac.update(timestamp.encode())
+            request.headers["x-logtrust-apikey"] = creds.api_key.reveal()
+            request.headers["x-logtrust-timestamp"] = timestamp
+            request.headers["x-logtrust-sign"] = mac.hexdigest()
+        yield request
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's message from any documented body shape: ``msg``, ``message``, ``error.message``."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return response.text[:300].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        for candidate in (
+            body.get("msg"),
+            body.get("message"),
+            (body.get("error") or {}).get("message")
+            if isinstance(body.get("error"), dict)
+            else body.get("error"),
+        ):
+            if candidate:
+                return str(candidate)
+    return response.reason_phrase
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class LookupReader:
+    """Read-only access to the Lookups API: list, get, jobs. It has no method that writes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep or asyncio.sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._limit = asyncio.Semaphore(self.retry.max_in_flight)
+        self._secrets = settings.credentials.secrets()
+        self.requests = 0
+        base_url = settings.base_url or "http://emulator.embedded/lookup-api"
+        if transport is None and settings.embedded:
+            transport = embedded_transport(settings)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            auth=_Auth(settings.credentials, wall_clock),
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},
+        )
+
+    async def __aenter__(self) -> LookupReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+
+    # --- the one request path -------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self._http.base_url}".rstrip("/") + path
+
+    def _error(
+        self, response: httpx.Response, method: str, path: str, sent: tuple[str, ...] = ()
+    ) -> ApiError:
+        status = response.status_code
+        message = redact(_server_message(response), [*self._secrets, *sent])
+        url = self._url(path)
+        text = f"{method} {url}: {status} {response.reason_phrase}: {message}"
+
+        def build(cls: type[ApiError], hint: str | None = None) -> ApiError:
+            return cls(
+                text, method=method, url=url, status=status, server_message=message, hint=hint
+            )
+
+        if status == 400:
+            return build(BadRequestError, "the request body was refused; check the spec")
+        if status in (401, 403):
+            used = self.settings.credentials.describe()
+            if status == 401:
+                hint = f"used {used}; set DEVO_TOKEN (or --token-file), or DEVO_API_KEY and DEVO_API_SECRET"
+            elif "domain" in message.lower() or "forbidden" in response.text.lower():
+                hint = (
+                    f"used {used}; this credential is not allowed in this domain: use one that is"
+                )
+            else:
+                hint = (
+                    f"used {used}; it is invalid or expired: renew it (or check DEVO_AUTH_SCHEME)"
+                )
+            return build(AuthError, hint)
+        if status == 404:
+            domain_missing = "domain" in message.lower()
+            hint = "the domain does not exist or is not visible to this credential"
+            error = NotFoundError(
+                text,
+                method=method,
+                url=url,
+                status=status,
+                server_message=message,
+                hint=hint if domain_missing else None,
+            )
+            error.missing = "domain" if domain_missing else "lookup"
+            return error
+        if status == 409:
+            return build(ConflictError)
+        if status == 429 or status >= 500:
+            return build(ServerError, "the service kept failing; try again later")
+        return build(ApiError)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        files: Callable[[], dict[str, Any]] | None = None,
+        on_ambiguous: Callable[[], Awaitable[DeployResult | None]] | None = None,
+        sent_secrets: tuple[str, ...] = (),
+    ) -> httpx.Response | DeployResult:
+        """Send one request with retries; see the module docstring for the rules.
+
+        ``sent_secrets`` are values inside the body (S3 keys) to redact if the server echoes them.
+        """
+        deadline = self._clock() + self.retry.budget
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float | None = None
+            failure: ReconcilerError
+            try:
+                async with self._limit:
+                    self.requests += 1
+                    started = self._clock()
+                    kwargs: dict[str, Any] = {"params": params}
+                    if files is not None:
+                        kwargs["files"] = files()
+                    elif json_body is not None:
+                        kwargs["json"] = json_body
+                    try:
+                        response = await self._http.request(method, path, **kwargs)
+                    finally:
+                        for part in (kwargs.get("files") or {}).values():
+                            if hasattr(part[1], "close"):
+                                part[1].close()
+                    log.debug(
+                        "%s %s -> %s (%.0f ms)",
+                        method,
+                        self._url(path),
+                        response.status_code,
+                        (self._clock() - started) * 1000,
+                    )
+            except httpx.TransportError as exc:
+                log.debug("%s %s -> %s", method, self._url(path), type(exc).__name__)
+                failure = TransportError(
+                    f"{method} {self._url(path)}: no answer ({type(exc).__name__})",
+                    method=method,
+                    url=self._url(path),
+                    hint=f"is {self.settings.describe_endpoint()} reachable?",
+                )
+                failure.__cause__ = exc
+                ambiguous = True
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    if response.status_code >= 400:
+                        raise self._error(response, method, path, sent_secrets)
+                    return response
+                failure = self._error(response, method, path, sent_secrets)
+                wait = _retry_after(response)
+                # A 429 was refused before any work; a 5xx may have happened after it.
+                ambiguous = response.status_code != 429
+            if ambiguous and on_ambiguous is not None:
+                recovered = await on_ambiguous()
+                if recovered is not None:
+                    return recovered
+            delay = max(wait or 0.0, self.retry.backoff(attempt, self._rng))
+            if self._clock() + delay > deadline:
+                raise failure
+            await self._sleep(delay)
+
+    async def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
+        response = await self._send("GET", path, params=params)
+        assert isinstance(response, httpx.Response)
+        return self._parse(response, model, "GET", path)
+
+    def _parse(self, response: httpx.Response, model: type[M], method: str, path: str) -> M:
+        try:
+            return model.model_validate(response.json())
+        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(
+                f"{method} {self._url(path)}: unexpected answer ({type(exc).__name__})",
+                method=method,
+                url=self._url(path),
+                status=response.status_code,
+                hint="the service answered in a shape the Lookups API does not document",
+            ) from exc
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def list_lookups(
+        self, domain: str, *, owner: str = "THIS_DOMAIN", page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[LookupMeta]:
+        """Every lookup of ``domain`` (oldest first), following ``nextPageToken`` until -1."""
+        token = 0
+        seen_tokens: set[int] = set()
+        while True:
+            page = await self._get(
+                lookup_path(domain),
+                LookupList,
+                {"max_length": page_size, "pageToken": token, "owner": owner},
+            )
+            for lookup in page.lookups:
+                yield lookup
+            next_token = page.nextPageToken
+            if next_token is None or next_token < 0 or not page.lookups:
+                return
+            if next_token in seen_tokens or next_token == token:
+                raise ApiError(
+                    f"GET {self._url(lookup_path(domain))}: the server repeated pageToken "
+                    f"{next_token}; stopped paging to avoid a loop",
+                    method="GET",
+                    url=self._url(lookup_path(domain)),
+                    status=200,
+                )
+            seen_tokens.add(token)
+            token = next_token
+
+    async def all_lookups(self, domain: str) -> list[LookupMeta]:
+        """``list_lookups`` collected into a list."""
+        return [lookup async for lookup in self.list_lookups(domain)]
+
+    async def get_lookup(self, domain: str, name: str) -> LookupMeta:
+        """One lookup's metadata (``NotFoundError`` when absent)."""
+        return (await self._get(lookup_path(domain, name), LookupOne)).lookupMetaInfo
+
+    async def find_lookup(self, domain: str, name: str) -> LookupMeta | None:
+        """One lookup's metadata, or None when it does not exist."""
+        try:
+            return await self.get_lookup(domain, name)
+        except NotFoundError as exc:
+            if exc.missing == "domain":
+                raise
+            return None
+
+    async def job_ids(self, domain: str, name: str) -> list[str]:
+        """The lookup's last job ids, oldest first."""
+        return (await self._get(lookup_path(domain, name, "job"), JobIds)).jobs
+
+    async def job_statuses(self, domain: str, name: str, job_id: str) -> list[JobStatus]:
+        """One job's last statuses, oldest first."""
+        path = lookup_path(domain, name, "job", quote(job_id, safe=""))
+        return (await self._get(path, JobStatuses)).status
+
+    async def wait_for_job(
+        self,
+        domain: str,
+        name: str,
+        job_id: str,
+        *,
+        timeout: float = 600.0,
+        policy: PollPolicy | None = None,
+        on_status: Callable[[JobStatus], None] | None = None,
+    ) -> JobResult:
+        """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule)."""
+        return await wait_for_job(
+            self,
+            domain,
+            name,
+            job_id,
+            timeout=timeout,
+            policy=policy,
+            on_status=on_status,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+
+class LookupClient(LookupReader):
+    """Read and write access: deploys (POST to create, PUT to update) and deletes."""
+
+    async def deploy(
+        self,
+        method: str,
+        endpoint: str,
+        domain: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        csv_file: Path | None = None,
+    ) -> DeployResult:
+        """POST (create) or PUT (update) ``body`` to ``endpoint``; with ``csv_file``, as multipart.
+
+        The CSV is streamed from disk (httpx reads the open file in chunks).
+        """
+        path = lookup_path(domain, name, endpoint)
+        files = None
+        if csv_file is not None:
+            config_part = json.dumps(body)
+
+            def files() -> dict[str, Any]:
+                return {
+                    "deploy-config": (None, config_part, "application/json"),
+                    "csv": (csv_file.name, csv_file.open("rb"), "text/csv"),
+                }
+
+        on_ambiguous = None
+        if method == "POST":
+
+            async def on_ambiguous() -> DeployResult | None:
+                return await self._recover_create(domain, name)
+
+        response = await self._send(
+            method,
+            path,
+            json_body=None if csv_file is not None else body,
+            files=files,
+            on_ambiguous=on_ambiguous,
+            sent_secrets=tuple(secret_values(body)),
+        )
+        if isinstance(response, DeployResult):
+            return response
+        created = self._parse(response, CreationResponse, method, path)
+        return DeployResult(created.id, created.lookupDeployConfig)
+
+    async def _recover_create(self, domain: str, name: str) -> DeployResult | None:
+        """After an ambiguous POST: if the lookup exists now, the create went through."""
+        try:
+            if await self.find_lookup(domain, name) is None:
+                return None
+            jobs = await self.job_ids(domain, name)
+        except (ApiError, TransportError):
+            return None  # cannot tell yet; the retry's 409 will tell instead
+        log.debug("POST %s/%s: answer lost, but the lookup exists: not re-sent", domain, name)
+        return DeployResult(jobs[-1] if jobs else None, recovered=True)
+
+    async def delete(self, domain: str, name: str) -> DeployResult:
+        """DELETE a lookup; a 404 after a retried attempt means the first one went through."""
+        path = lookup_path(domain, name)
+        attempted = False
+
+        async def on_ambiguous() -> DeployResult | None:
+            nonlocal attempted
+            attempted = True
+            return None
+
+        try:
+            response = await self._send("DELETE", path, on_ambiguous=on_ambiguous)
+        except NotFoundError as exc:
+            if not attempted or exc.missing == "domain":
+                raise
+            jobs = await self.job_ids(domain, name)
+            return DeployResult(jobs[-1] if jobs else None, recovered=True)
+        assert isinstance(response, httpx.Response)
+        deleted = self._parse(response, DeletionResponse, "DELETE", path)
+        return DeployResult(deleted.id)
+
+
+def secret_values(value: Any) -> list[str]:
+    """Every ``accessKey``/``secretKey`` value inside a request body."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("accessKey", "secretKey") and isinstance(item, str) and item:
+                found.append(item)
+            else:
+                found.extend(secret_values(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(secret_values(item))
+    return found
+
+
+def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+    """An in-process transport to the embedded emulator, its database beside the state file."""
+    from reconciler.emulator import EmulatorConfig, create_app
+
+    app = create_app(EmulatorConfig(), db=settings.state_dir / "emulator.db")
+    return httpx.ASGITransport(app=app)

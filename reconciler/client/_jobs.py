@@ -1,0 +1,139 @@
+"""When is a job over? The one rule, and the polling loop that applies it.
+
+Devo's documentation lists the statuses (``create.*``, ``push.*``, ``deploy.*``, ``del.*``) but not
+which one ends a job. The reconciler decides, in ``job_outcome``:
+
+* **failed** as soon as any status ends in ``.err`` (its message is the failure's);
+* **done** when the latest status is ``deploy.ok`` (the data is deployed) or ``del.ok``;
+* **settling** when the latest status is ``create.ok`` or ``push.ok``: a server may end a job there.
+  If nothing newer arrives for ``settle`` seconds (default 15) the job counts as done, with a note;
+* **running** otherwise (``*.start``, unknown codes, no status yet).
+
+``wait_for_job`` polls with a growing interval (0.25 s, ×1.6, at most 5 s), so a short job costs a
+few polls and a long one no more than one poll every 5 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from reconciler.client._models import JobStatus
+from reconciler.errors import JobFailed, JobTimeout, NotFoundError
+
+Outcome = Literal["done", "failed", "settling", "running"]
+DONE_CODES = frozenset({"deploy.ok", "del.ok"})
+SETTLING_CODES = frozenset({"create.ok", "push.ok"})
+
+
+def job_outcome(statuses: list[JobStatus]) -> Outcome:
+    """Classify a job by its statuses (oldest first)."""
+    if any(s.code.endswith(".err") for s in statuses):
+        return "failed"
+    if not statuses:
+        return "running"
+    latest = statuses[-1].code
+    if latest in DONE_CODES:
+        return "done"
+    if latest in SETTLING_CODES:
+        return "settling"
+    return "running"
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to poll a job: start fast, then slow down."""
+
+    initial: float = 0.25
+    factor: float = 1.6
+    maximum: float = 5.0
+    settle: float = 15.0
+
+
+@dataclass
+class JobResult:
+    """How a job ended: its statuses, how many polls it took, and a note when it settled."""
+
+    job_id: str
+    statuses: list[JobStatus]
+    polls: int
+    note: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def last(self) -> JobStatus | None:
+        """The latest status."""
+        return self.statuses[-1] if self.statuses else None
+
+
+class _StatusReader(Protocol):
+    async def job_statuses(self, domain: str, name: str, job_id: str) -> list[JobStatus]: ...
+
+
+async def wait_for_job(
+    reader: _StatusReader,
+    domain: str,
+    name: str,
+    job_id: str,
+    *,
+    timeout: float = 600.0,
+    policy: PollPolicy | None = None,
+    on_status: Callable[[JobStatus], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> JobResult:
+    """Poll a job until it is over; raise ``JobFailed`` or ``JobTimeout`` when it does not end well."""
+    import asyncio
+
+    policy = policy or PollPolicy()
+    sleep = sleep or asyncio.sleep
+    start = clock()
+    delay = policy.initial
+    seen: set[tuple[str | None, str, str | None]] = set()
+    statuses: list[JobStatus] = []
+    settling_since: float | None = None
+    settling_code: str | None = None
+    polls = 0
+    while True:
+        polls += 1
+        try:
+            statuses = await reader.job_statuses(domain, name, job_id)
+        except NotFoundError:
+            statuses = []  # not visible yet on an eventually consistent server
+        for status in statuses:
+            key = (status.eventdata, status.code, status.msg)
+            if key not in seen:
+                seen.add(key)
+                if on_status is not None:
+                    on_status(status)
+        outcome = job_outcome(statuses)
+        now = clock()
+        if outcome == "done":
+            return JobResult(job_id, statuses, polls, elapsed=now - start)
+        if outcome == "failed":
+            error = next(s for s in statuses if s.code.endswith(".err"))
+            raise JobFailed(
+                f"job {job_id} failed: {error.code}: {error.msg or 'no message'}",
+                job_id=job_id,
+                last_code=error.code,
+            )
+        if outcome == "settling":
+            latest = statuses[-1].code
+            if latest != settling_code:
+                settling_code, settling_since = latest, now
+            elif settling_since is not None and now - settling_since >= policy.settle:
+                note = f"{latest} and nothing after it for {policy.settle:g}s: counted as done"
+                return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
+        else:
+            settling_code = settling_since = None
+        if now - start >= timeout:
+            last = statuses[-1].code if statuses else None
+            raise JobTimeout(
+                f"job {job_id} did not finish within {timeout:g}s (last status: {last or 'none'})",
+                job_id=job_id,
+                last_code=last,
+            )
+        await sleep(min(delay, max(0.0, timeout - (now - start)) or delay))
+        delay = min(delay * policy.factor, policy.maximum)

@@ -1,0 +1,133 @@
+"""Typed, tolerant models of every Lookups API response.
+
+Tolerant on purpose: the reconciler talks to independent implementations of the API, so unknown
+fields are kept (``extra="allow"``), nullable fields may be null or missing, ``visibility`` may be a
+string or ``{"type": ...}``, and numbers may arrive as strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class FieldInfo(_Tolerant):
+    """One column of a lookup's metadata ``fields``: name, lower-case type, key flag."""
+
+    column: str
+    type: str = "str"
+    key: bool = False
+
+
+class LookupMeta(_Tolerant):
+    """A lookup's metadata (an item of ``lookups``, or ``lookupMetaInfo`` of the single GET)."""
+
+    name: str
+    domain: str | None = None
+    fileSize: int | None = None
+    numEntries: int | None = None
+    creationDate: str | None = None
+    keyType: Any = None
+    deployConfig: dict[str, Any] | None = None
+    lastStatus: Any = None
+    fields: list[FieldInfo] = Field(default_factory=list)
+    shared: bool | None = None
+    owner: str | None = None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _null_fields(cls, value: Any) -> Any:
+        return value or []
+
+    @property
+    def visibility(self) -> str | None:
+        """``creator-only``/``all-subdomains`` from the deploy config, else from ``shared``."""
+        if self.deployConfig is not None:
+            found = visibility_of(self.deployConfig.get("visibility"))
+            if found is not None:
+                return found
+        if self.shared is None:
+            return None
+        return "all-subdomains" if self.shared else "creator-only"
+
+
+def visibility_of(value: Any) -> str | None:
+    """``"creator-only"`` from either ``"creator-only"`` or ``{"type": "creator-only"}``."""
+    if isinstance(value, dict):
+        value = value.get("type")
+    return str(value) if value else None
+
+
+class LookupList(_Tolerant):
+    """One page of ``GET /lookup/{domain}``."""
+
+    lookups: list[LookupMeta] = Field(default_factory=list)
+    nextPageToken: int | None = -1
+
+    @field_validator("lookups", mode="before")
+    @classmethod
+    def _null_list(cls, value: Any) -> Any:
+        return value or []
+
+
+class LookupOne(_Tolerant):
+    """``GET /lookup/{domain}/{name}``."""
+
+    lookupMetaInfo: LookupMeta
+
+
+class CreationResponse(_Tolerant):
+    """201 of a deploy: the job id and the deploy config the server derived."""
+
+    id: str | None = None
+    msg: str | None = None
+    lookupDeployConfig: dict[str, Any] | None = None
+
+
+class DeletionResponse(_Tolerant):
+    """200 of a delete: the job id."""
+
+    id: str | None = None
+    msg: str | None = None
+
+
+class JobIds(_Tolerant):
+    """``GET .../job``: the last job ids, oldest first."""
+
+    jobs: list[str] = Field(default_factory=list)
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _null_jobs(cls, value: Any) -> Any:
+        return [str(v) for v in value or []]
+
+
+class JobStatus(_Tolerant):
+    """One status of a job: when, which code (``create.ok``...), and Devo's message."""
+
+    code: str
+    eventdata: str | None = None
+    msg: str | None = None
+    domain: str | None = None
+    lookup: str | None = None
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return str(value).strip().lower()
+
+
+class JobStatuses(_Tolerant):
+    """``GET .../job/{id}``: the job's last statuses, oldest first."""
+
+    status: list[JobStatus] = Field(default_factory=list)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _null_status(cls, value: Any) -> Any:
+        return value or []

@@ -1,0 +1,175 @@
+"""Where the reconciler connects and with which credentials (CONTRACT.md, "Where it connects").
+
+Flags beat environment variables; ``--url``/``DEVO_LOOKUP_URL`` beats ``--region``/``DEVO_REGION``.
+With neither, the embedded emulator is the default, announced on stderr, except under ``CI=true``
+where a forgotten variable must never turn a deploy into a silent no-op: then ``--emulator`` is
+required. Tokens come from ``DEVO_TOKEN`` or ``--token-file``, never from argv, and are held in
+``Secret`` so no repr, log line or exception can show them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from reconciler.errors import SettingsError
+
+REGIONS = ("us", "eu", "ca", "apac", "es")
+DEFAULT_STATE = Path(".reconciler/state.json")
+
+
+class Secret:
+    """A credential value that never shows itself in reprs, logs or messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How requests are authenticated; ``describe`` names the credential without its value."""
+
+    token: Secret | None = None
+    scheme: Literal["bearer", "standalone"] = "bearer"
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    source: str = ""
+
+    @property
+    def signed(self) -> bool:
+        """Requests are signed with an API key and secret."""
+        return bool(self.api_key and self.api_secret)
+
+    def describe(self) -> str:
+        """``token from DEVO_TOKEN, sent as Authorization: Bearer``, without the value."""
+        if self.token:
+            header = "Authorization: Bearer" if self.scheme == "bearer" else "standAloneToken"
+            return f"token from {self.source}, sent as {header}"
+        if self.signed:
+            return "API key and secret from DEVO_API_KEY/DEVO_API_SECRET (signed requests)"
+        return "no credentials"
+
+    def secrets(self) -> list[str]:
+        """The raw values, for redacting server messages that echo them."""
+        return [s.reveal() for s in (self.token, self.api_key, self.api_secret) if s]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved endpoint, credentials and state file of one run."""
+
+    base_url: str | None
+    credentials: Credentials = field(default_factory=Credentials)
+    state_path: Path = DEFAULT_STATE
+    notice: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when requests go to the embedded emulator in-process."""
+        return self.base_url is None
+
+    @property
+    def state_dir(self) -> Path:
+        """The folder of the state file (and of the embedded emulator's database)."""
+        return self.state_path.parent
+
+    def describe_endpoint(self) -> str:
+        """Where requests go, for messages."""
+        return "the embedded emulator" if self.base_url is None else self.base_url
+
+
+def resolve(
+    *,
+    url: str | None = None,
+    region: str | None = None,
+    emulator: bool = False,
+    token_file: Path | None = None,
+    auth_scheme: str | None = None,
+    state: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve flags and environment into Settings (raises SettingsError when unusable)."""
+    env = os.environ if env is None else env
+    state_path = state or Path(env.get("RECONCILER_STATE") or DEFAULT_STATE)
+    credentials = _credentials(token_file, auth_scheme, env)
+    if emulator:
+        return Settings(None, credentials, state_path)
+    url = url or env.get("DEVO_LOOKUP_URL") or None
+    region = region or env.get("DEVO_REGION") or None
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"URL {url!r} must start with https:// (or http://)",
+                hint="e.g. https://api-us.devo.com/lookup-api",
+            )
+        return Settings(url.rstrip("/"), credentials, state_path)
+    if region:
+        if region not in REGIONS:
+            raise SettingsError(
+                f"unknown region {region!r}", hint=f"one of {', '.join(REGIONS)}, or set --url"
+            )
+        return Settings(f"https://api-{region}.devo.com/lookup-api", credentials, state_path)
+    if env.get("CI", "").lower() == "true":
+        raise SettingsError(
+            "no Devo endpoint configured, and CI=true",
+            hint="set DEVO_LOOKUP_URL or DEVO_REGION, or pass --emulator to use the embedded "
+            "emulator on purpose",
+        )
+    return Settings(
+        None,
+        credentials,
+        state_path,
+        notice="No DEVO_LOOKUP_URL or DEVO_REGION set: using the embedded Lookups API emulator "
+        f"(state in {state_path.parent}/).",
+    )
+
+
+def _credentials(
+    token_file: Path | None, auth_scheme: str | None, env: Mapping[str, str]
+) -> Credentials:
+    scheme = (auth_scheme or env.get("DEVO_AUTH_SCHEME") or "bearer").lower()
+    if scheme not in ("bearer", "standalone"):
+        raise SettingsError(
+            f"unknown auth scheme {scheme!r}", hint="bearer (Authorization: Bearer) or standalone"
+        )
+    token: Secret | None = None
+    source = ""
+    if token_file is not None:
+        try:
+            text = token_file.read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read token file {token_file}: {exc.strerror}") from None
+        if not text:
+            raise SettingsError(f"token file {token_file} is empty")
+        token, source = Secret(text), f"--token-file {token_file}"
+    elif env.get("DEVO_TOKEN"):
+        token, source = Secret(env["DEVO_TOKEN"]), "DEVO_TOKEN"
+    key, secret = env.get("DEVO_API_KEY"), env.get("DEVO_API_SECRET")
+    if bool(key) != bool(secret):
+        raise SettingsError(
+            "DEVO_API_KEY and DEVO_API_SECRET go together", hint="set both, or neither"
+        )
+    return Credentials(
+        token=token,
+        scheme="standalone" if scheme == "standalone" else "bearer",
+        api_key=Secret(key) if key else None,
+        api_secret=Secret(secret) if secret else None,
+        source=source,
+    )
