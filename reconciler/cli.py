@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -73,6 +74,99 @@ def handle_errors(fn: F) -> F:
 
 def _paths(paths: list[Path] | None) -> list[str]:
     return [str(p) for p in paths] if paths else ["specs"]
+
+
+# --- options shared by every command that talks to the Lookups API ---------------------------
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Lookups API base URL (env DEVO_LOOKUP_URL).", show_default=False),
+]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", help="us, eu, ca, apac or es (env DEVO_REGION).", show_default=False),
+]
+EmulatorOpt = Annotated[
+    bool, typer.Option("--emulator", help="Use the embedded Lookups API emulator.")
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option("--token-file", help="Read the token from this file (else env DEVO_TOKEN)."),
+]
+AuthSchemeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-scheme",
+        help="bearer (default) or standalone (env DEVO_AUTH_SCHEME).",
+        show_default=False,
+    ),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="State file (env RECONCILER_STATE; default .reconciler/state.json).",
+        show_default=False,
+    ),
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Log every request (method, URL, status, time) to stderr.")
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="text, json or markdown.", metavar="FORMAT")
+]
+TargetOpt = Annotated[
+    list[str] | None, typer.Option("--target", help="Only lookups matching this domain/name glob.")
+]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Skip lookups matching this domain/name glob.")
+]
+
+
+@dataclass
+class Connection:
+    """The connection options of one command, resolved lazily."""
+
+    url: str | None = None
+    region: str | None = None
+    emulator: bool = False
+    token_file: Path | None = None
+    auth_scheme: str | None = None
+    state: Path | None = None
+    debug: bool = False
+
+    def settings(self) -> Any:
+        """Resolve into Settings, print the embedded-emulator notice, set up --debug logging."""
+        from reconciler.settings import resolve
+
+        if self.debug:
+            import logging
+
+            logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+            logging.getLogger("reconciler").setLevel(logging.DEBUG)
+        settings = resolve(
+            url=self.url,
+            region=self.region,
+            emulator=self.emulator,
+            token_file=self.token_file,
+            auth_scheme=self.auth_scheme,
+            state=self.state,
+        )
+        if settings.notice:
+            _err(settings.notice)
+        return settings
+
+
+def _check_format(value: str, allowed: tuple[str, ...] = ("text", "json", "markdown")) -> str:
+    from reconciler.errors import SettingsError
+
+    if value not in allowed:
+        raise SettingsError(f"unknown format {value!r}", hint="one of " + ", ".join(allowed))
+    return value
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 @app.command()
@@ -239,6 +333,146 @@ def emulator_serve(
     )
     _err(f"Lookups API emulator on http://{host}:{port}/lookup-api (database {db})")
     serve(config, host=host, port=port, db=db)
+
+
+@app.command()
+@handle_errors
+def plan(
+    paths: PathsArg = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for apply --plan.")
+    ] = None,
+    output_format: FormatOpt = "text",
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+    target: TargetOpt = None,
+    exclude: ExcludeOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list lookups that are up to date.")
+    ] = False,
+    url: UrlOpt = None,
+    region: RegionOpt = None,
+    emulator: EmulatorOpt = False,
+    token_file: TokenFileOpt = None,
+    auth_scheme: AuthSchemeOpt = None,
+    state: StateOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Show what apply would do: diff the specs against the live lookups."""
+    import asyncio
+
+    from reconciler.commands import run_plan
+
+    _check_format(output_format)
+    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
+    code = asyncio.run(
+        run_plan(
+            connection.settings(),
+            _paths(paths),
+            output_format=output_format,
+            out=out,
+            targets=target or [],
+            excludes=exclude or [],
+            color=_color(),
+            verbose=verbose,
+            detailed_exitcode=detailed_exitcode,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def drift(
+    paths: PathsArg = None,
+    output_format: FormatOpt = "text",
+    target: TargetOpt = None,
+    exclude: ExcludeOpt = None,
+    url: UrlOpt = None,
+    region: RegionOpt = None,
+    emulator: EmulatorOpt = False,
+    token_file: TokenFileOpt = None,
+    auth_scheme: AuthSchemeOpt = None,
+    state: StateOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Read-only: report where Devo differs from the specs (exit 2 on drift)."""
+    import asyncio
+
+    from reconciler.commands import run_drift
+
+    _check_format(output_format)
+    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
+    code = asyncio.run(
+        run_drift(
+            connection.settings(),
+            _paths(paths),
+            output_format=output_format,
+            targets=target or [],
+            excludes=exclude or [],
+            color=_color(),
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def apply(
+    paths: PathsArg = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="Apply a saved plan (counts as approval).")
+    ] = None,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Apply without asking.")
+    ] = False,
+    parallelism: Annotated[
+        int, typer.Option("--parallelism", help="Requests submitted at once.")
+    ] = 8,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not follow the jobs to their end.")
+    ] = False,
+    job_timeout: Annotated[
+        float, typer.Option("--job-timeout", help="Seconds each job may take.")
+    ] = 600.0,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json (one event per line).", metavar="FORMAT")
+    ] = "text",
+    target: TargetOpt = None,
+    exclude: ExcludeOpt = None,
+    url: UrlOpt = None,
+    region: RegionOpt = None,
+    emulator: EmulatorOpt = False,
+    token_file: TokenFileOpt = None,
+    auth_scheme: AuthSchemeOpt = None,
+    state: StateOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Make the live lookups match the specs, and follow every job to its end."""
+    import asyncio
+
+    from reconciler.commands import run_apply
+
+    _check_format(output_format, ("text", "json"))
+    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
+    code = asyncio.run(
+        run_apply(
+            connection.settings(),
+            _paths(paths),
+            plan_file=plan_file,
+            auto_approve=auto_approve,
+            parallelism=parallelism,
+            wait=not no_wait,
+            job_timeout=job_timeout,
+            output_format=output_format,
+            targets=target or [],
+            excludes=exclude or [],
+            color=_color(),
+            interactive=sys.stdout.isatty() and output_format == "text",
+        )
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -482,7 +482,7 @@ def check(result: LoadResult, *, csv: bool = True) -> list[Diagnostic]:
         if csv and lookup.model.spec.state == "present":
             path = lookup.csv_path()
             if path is not None:
-                found.extend(check_csv_file(lookup, path))
+                found.extend(check_csv_file(lookup, path, result.csv_scans))
     domains: dict[str, str] = {}
     for domain in result.domains:
         name = domain.model.metadata.name

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from reconciler.coltypes import parse_cell
 from reconciler.errors import Diagnostic
@@ -245,8 +245,13 @@ def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
         )
 
 
-def check_csv_file(lookup: LoadedLookup, path: Path) -> list[Diagnostic]:
-    """Diagnostics for a lookup's local CSV: missing file, header, cells, duplicate keys."""
+def check_csv_file(
+    lookup: LoadedLookup, path: Path, scans: dict[Path, Any] | None = None
+) -> list[Diagnostic]:
+    """Diagnostics for a lookup's local CSV: missing file, header, cells, duplicate keys.
+
+    A successful scan is kept in ``scans`` (by path) so a plan does not read the file again.
+    """
     at = ("spec", "csv", "file")
     if not path.is_file():
         return [
@@ -264,6 +269,8 @@ def check_csv_file(lookup: LoadedLookup, path: Path) -> list[Diagnostic]:
         ]
     except OSError as exc:
         return [lookup.diagnostic(at, f"cannot read {path}: {exc.strerror}")]
+    if scans is not None:
+        scans[path] = scan
     found = [
         Diagnostic(str(path), line, None, "", message, hint=f"declared in {lookup.path}")
         for line, message in scan.errors

@@ -119,6 +119,7 @@ class LoadResult:
     domains: list[LoadedDomain] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    csv_scans: dict[Path, Any] = field(default_factory=dict)  # CSV path -> CsvScan, from check()
 
     @property
     def errors(self) -> list[Diagnostic]:

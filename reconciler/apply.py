@@ -1,0 +1,361 @@
+"""Apply: carry out a plan's changes, follow every job to its end, and report each lookup honestly.
+
+The executor is the only code that changes the remote, and it branches on the change's action alone:
+create → POST, update → PUT, delete → DELETE, on the change's endpoint. ``--parallelism`` bounds how
+many requests are being *submitted* at once; jobs are then followed concurrently, so N changes take
+about one job latency plus N / parallelism round trips, not N job latencies.
+
+Safety rules:
+
+* Every ``${env:...}`` secret is resolved before the first request; a missing one sends nothing.
+* A create answered 409 is re-read: a no-op if it already matches, else an update. An update
+  answered 404 becomes a create. A delete answered 404 is already done.
+* One failed lookup never stops the others. Each lookup that succeeds is written to the state file
+  (atomically) and the journal at once, so a crash or Ctrl-C loses nothing already done.
+* Ctrl-C stops submitting, reports the jobs in flight by id, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from reconciler.client import DeployResult, JobStatus, LookupClient, PollPolicy
+from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
+from reconciler.errors import (
+    ConflictError,
+    JobFailed,
+    JobTimeout,
+    NotFoundError,
+    ReconcilerError,
+    SettingsError,
+    redact,
+)
+from reconciler.journal import Journal, JournalEntry
+from reconciler.plan.builder import compare
+from reconciler.plan.model import Action, Change, Plan
+from reconciler.state import LookupState, State
+
+DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
+    "done",
+    "failed",
+    "timed out",
+    "not attempted",
+    "submitted",
+    "interrupted",
+)
+
+
+@dataclass
+class Outcome:
+    """What happened to one lookup."""
+
+    address: str
+    action: Action
+    status: str = NOT_ATTEMPTED
+    job_id: str | None = None
+    message: str = ""
+    polls: int = 0
+    seconds: float = 0.0
+    effective: Action | None = None  # what was really done (a 409 create may become an update)
+
+    @property
+    def ok(self) -> bool:
+        """Done, or submitted with --no-wait."""
+        return self.status in (DONE, SUBMITTED)
+
+
+class ApplyConsole(Protocol):
+    """Where the executor reports progress; the CLI picks a human or a JSON implementation."""
+
+    def change_started(self, change: Change, method: str) -> None: ...
+
+    def job_status(self, change: Change, status: JobStatus) -> None: ...
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None: ...
+
+
+class NullConsole:
+    """Reports nothing (the default, and what tests use)."""
+
+    def change_started(self, change: Change, method: str) -> None:
+        return None
+
+    def job_status(self, change: Change, status: JobStatus) -> None:
+        return None
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None:
+        return None
+
+
+@dataclass
+class ApplyOptions:
+    """How to apply."""
+
+    parallelism: int = 8
+    wait: bool = True
+    job_timeout: float = 600.0
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    actor: str = "unknown"
+    commit: str | None = None
+
+
+def check_secrets(
+    changes: list[Change], desired: Mapping[str, DesiredLookup], env: Mapping[str, str]
+) -> None:
+    """Fail before any request when a ``${env:...}`` a change needs is not set."""
+    missing: dict[str, list[str]] = {}
+    for change in changes:
+        want = desired.get(change.address)
+        if want is None or change.action is Action.DELETE:
+            continue
+        for name in placeholders(want.body):
+            if not env.get(name):
+                missing.setdefault(name, []).append(change.address)
+    if missing:
+        detail = "; ".join(
+            f"{name} (for {', '.join(sorted(set(a)))})" for name, a in sorted(missing.items())
+        )
+        raise SettingsError(
+            f"environment variable(s) not set: {detail}; nothing was sent",
+            hint="export them where apply runs (secrets are resolved only at apply time)",
+        )
+
+
+class Executor:
+    """Runs one plan's changes against a LookupClient."""
+
+    def __init__(
+        self,
+        client: LookupClient,
+        desired: Mapping[str, DesiredLookup],
+        state: State,
+        journal: Journal | None = None,
+        console: ApplyConsole | None = None,
+        options: ApplyOptions | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.desired = desired
+        self.state = state
+        self.journal = journal
+        self.console = console or NullConsole()
+        self.options = options or ApplyOptions()
+        self.env = os.environ if env is None else env
+        self.stopping = asyncio.Event()
+        self._submit = asyncio.Semaphore(max(1, self.options.parallelism))
+        self.in_flight: dict[str, str] = {}  # address -> job id being followed
+
+    async def run(self, plan: Plan) -> list[Outcome]:
+        """Carry out every actionable change; return one Outcome per change, in plan order."""
+        changes = plan.actionable
+        check_secrets(changes, self.desired, self.env)
+        outcomes = {c.address: Outcome(c.address, c.action) for c in changes}
+        tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in changes]
+        if tasks:
+            await asyncio.gather(*tasks)
+        return [outcomes[c.address] for c in changes]
+
+    def stop(self) -> None:
+        """Stop submitting; in-flight jobs are reported as interrupted (Ctrl-C)."""
+        self.stopping.set()
+
+    async def _one(self, change: Change, outcome: Outcome) -> None:
+        started = time.monotonic()
+        async with self._submit:
+            if self.stopping.is_set():
+                return  # not attempted
+            try:
+                result, effective = await self._submit_change(change)
+            except ReconcilerError as exc:
+                outcome.status, outcome.message = FAILED, self._safe(str(exc))
+                outcome.seconds = time.monotonic() - started
+                self._finish(change, outcome)
+                return
+        outcome.effective = effective
+        outcome.job_id = result.job_id if result else None
+        if result is None:  # nothing to do after all (a 409 whose lookup already matched)
+            outcome.status, outcome.message = DONE, "already up to date"
+        elif not self.options.wait or result.job_id is None:
+            outcome.status = SUBMITTED
+            outcome.message = (
+                "job not followed (--no-wait)" if result.job_id else "no job id returned"
+            )
+        else:
+            await self._follow(change, outcome, result.job_id)
+        outcome.seconds = time.monotonic() - started
+        if outcome.ok:
+            self._record(change, outcome)
+        self._finish(change, outcome)
+
+    async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
+        self.in_flight[change.address] = job_id
+        waiter = asyncio.create_task(
+            self.client.wait_for_job(
+                change.domain,
+                change.name,
+                job_id,
+                timeout=self.options.job_timeout,
+                policy=self.options.poll,
+                on_status=lambda status: self.console.job_status(change, status),
+            )
+        )
+        stopper = asyncio.create_task(self.stopping.wait())
+        try:
+            finished, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in finished:
+                waiter.cancel()
+                outcome.status = INTERRUPTED
+                outcome.message = f"interrupted while job {job_id} was running; check it with: reconciler jobs {change.address} --job {job_id}"
+                return
+            try:
+                result = waiter.result()
+            except JobFailed as exc:
+                outcome.status, outcome.message = FAILED, self._safe(str(exc))
+            except JobTimeout as exc:
+                outcome.status, outcome.message = TIMED_OUT, self._safe(str(exc))
+            except ReconcilerError as exc:
+                outcome.status, outcome.message = FAILED, self._safe(str(exc))
+            else:
+                outcome.status, outcome.polls = DONE, result.polls
+                outcome.message = result.last.msg or result.last.code if result.last else "done"
+                if result.note:
+                    outcome.message += f" ({result.note})"
+        finally:
+            stopper.cancel()
+            self.in_flight.pop(change.address, None)
+
+    async def _submit_change(self, change: Change) -> tuple[DeployResult | None, Action]:
+        if change.action is Action.DELETE:
+            self.console.change_started(change, "DELETE")
+            try:
+                return await self.client.delete(change.domain, change.name), Action.DELETE
+            except NotFoundError as exc:
+                if exc.missing == "domain":
+                    raise
+                return None, Action.DELETE  # already gone
+        want = self.desired[change.address]
+        body = resolve_secrets(want.body, dict(self.env))
+        csv_file = want.csv.path if want.csv else None
+        assert want.endpoint is not None
+        if change.action is Action.CREATE:
+            self.console.change_started(change, "POST")
+            try:
+                result = await self.client.deploy(
+                    "POST", want.endpoint, want.domain, want.name, body, csv_file=csv_file
+                )
+                return result, Action.CREATE
+            except ConflictError:
+                meta = await self.client.find_lookup(want.domain, want.name)
+                if meta is not None:
+                    previous = self.state.lookups.get(want.address)
+                    comparison = compare(want, meta, previous)
+                    if not comparison.diff and comparison.csv is None and not want.uploads_csv:
+                        return None, Action.NOOP
+        # Update (or a create that met an existing lookup).
+        self.console.change_started(change, "PUT")
+        try:
+            result = await self.client.deploy(
+                "PUT", want.endpoint, want.domain, want.name, body, csv_file=csv_file
+            )
+            return result, Action.UPDATE
+        except NotFoundError as exc:
+            if exc.missing == "domain":
+                raise
+            self.console.change_started(change, "POST")
+            result = await self.client.deploy(
+                "POST", want.endpoint, want.domain, want.name, body, csv_file=csv_file
+            )
+            return result, Action.CREATE
+
+    def _record(self, change: Change, outcome: Outcome) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if change.action is Action.DELETE:
+            self.state.forget(change.address)
+        else:
+            want = self.desired[change.address]
+            csv = None
+            if want.csv is not None:
+                csv = {
+                    "sha256": want.csv.sha256,
+                    "rows": want.csv.rows,
+                    "path": str(want.csv.path),
+                    "commit": self.options.commit,
+                }
+            self.state.record(
+                change.address,
+                LookupState(
+                    kind=want.kind,
+                    endpoint=want.endpoint,
+                    canonical=dict(want.flat),
+                    protect=want.protect,
+                    job_id=outcome.job_id,
+                    applied_at=now,
+                    csv=csv,
+                ),
+            )
+
+    def _finish(self, change: Change, outcome: Outcome) -> None:
+        if self.journal is not None:
+            self.journal.append(
+                JournalEntry.from_change(change, outcome, self.options.actor, self.options.commit)
+            )
+        self.console.change_finished(change, outcome)
+
+    def _safe(self, text: str) -> str:
+        secrets = [
+            self.env[name]
+            for want in self.desired.values()
+            for name in placeholders(want.body)
+            if self.env.get(name)
+        ]
+        return redact(text, secrets)
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, int]:
+    """Counts of what was really done: added, changed, destroyed, and lookups not done."""
+    counts = {"added": 0, "changed": 0, "destroyed": 0, "failed": 0}
+    for outcome in outcomes:
+        if not outcome.ok:
+            counts["failed"] += 1
+            continue
+        effective = outcome.effective or outcome.action
+        if effective is Action.CREATE:
+            counts["added"] += 1
+        elif effective is Action.UPDATE:
+            counts["changed"] += 1
+        elif effective is Action.DELETE:
+            counts["destroyed"] += 1
+    return counts
+
+
+def completion_line(outcomes: list[Outcome]) -> str:
+    """``Apply complete! Lookups: X added, Y changed, Z destroyed.`` (or what failed)."""
+    counts = summarize(outcomes)
+    done = f"Lookups: {counts['added']} added, {counts['changed']} changed, {counts['destroyed']} destroyed."
+    if counts["failed"]:
+        return f"Apply failed: {counts['failed']} of {len(outcomes)} lookup(s) not done. {done}"
+    return f"Apply complete! {done}"
+
+
+__all__ = [
+    "DONE",
+    "FAILED",
+    "INTERRUPTED",
+    "NOT_ATTEMPTED",
+    "SUBMITTED",
+    "TIMED_OUT",
+    "ApplyConsole",
+    "ApplyOptions",
+    "Executor",
+    "NullConsole",
+    "Outcome",
+    "check_secrets",
+    "completion_line",
+    "summarize",
+]

@@ -1,0 +1,112 @@
+"""The canonical form of a deploy config: flat ``path → value``, defaults filled, secrets dropped.
+
+Both sides of a diff go through ``flatten``: the config the reconciler expects the service to derive
+from a spec (``reconciler.desired``) and the ``deployConfig`` the service reports. Normalising both
+the same way is what keeps plans free of perpetual diffs:
+
+* ``visibility`` as a plain string whether it came as ``"x"`` or ``{"type": "x"}``;
+* a null where Devo documents a default becomes that default (``append: false``,
+  ``key: first-column``, ``contribution: add``, ``secondaryIndexes: none``, ``lookupType: normal``);
+* column types upper-case; queries without surrounding white space;
+* ``accessKey``/``secretKey`` never appear (the service masks them; they cannot be compared).
+
+A path the live config does not have at all is *unverified*, not different (see ``plan.builder``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler.client import visibility_of
+
+SECRET_KEYS = frozenset({"accessKey", "secretKey"})
+
+# A null (or missing) object where Devo documents a default object.
+_DEFAULT_OBJECTS: dict[str, dict[str, Any]] = {
+    "key": {"type": "first-column"},
+    "contribution": {"type": "add"},
+    "secondaryIndexes": {"type": "none"},
+    "lookupType": {"type": "normal"},
+}
+# A null leaf where Devo documents a default value.
+_DEFAULT_VALUES: dict[str, Any] = {
+    "notifyStatus": False,
+    "recipe.append": False,
+    "recipe.requiresDate": False,
+    "recipe.source.hasHeader": False,
+    "recipe.source.skipEmptyLines": False,
+}
+# Paths the service owns or derives on its own: never compared.
+SERVER_OWNED = frozenset({"id.creator", "id.name"})
+
+
+def flatten(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The canonical flat form of a deploy config (empty for None)."""
+    if not config:
+        return {}
+    flat: dict[str, Any] = {}
+    if "visibility" in config:
+        flat["visibility"] = visibility_of(config["visibility"]) or "creator-only"
+    if "notifyStatus" in config:
+        flat["notifyStatus"] = config["notifyStatus"]
+    if "id" in config and isinstance(config["id"], dict):
+        _walk(config["id"], "id", flat)
+    recipe = config.get("recipe")
+    if isinstance(recipe, dict):
+        recipe = dict(recipe)
+        for name, default in _DEFAULT_OBJECTS.items():
+            if name in recipe and not recipe[name]:
+                recipe[name] = dict(default)
+        source = recipe.get("source")
+        if isinstance(source, dict):
+            recipe["source"] = _source(source)
+        _walk(recipe, "recipe", flat)
+    for path, default in _DEFAULT_VALUES.items():
+        if path in flat and flat[path] is None:
+            flat[path] = default
+    return flat
+
+
+def _source(source: dict[str, Any]) -> dict[str, Any]:
+    out = dict(source)
+    if isinstance(out.get("query"), str):
+        out["query"] = out["query"].strip()
+    if isinstance(out.get("columns"), list):
+        out["columns"] = [_column(c) for c in out["columns"]]
+    if out.get("query") and not out.get("columns"):
+        # A query source has no CSV options; servers differ in echoing them as nulls.
+        for name in ("columns", "fileProvider", "skipPreface", "hasHeader", "skipEmptyLines"):
+            out.pop(name, None)
+    return out
+
+
+def _column(column: Any) -> Any:
+    if not isinstance(column, dict):
+        return column
+    out = {"name": column.get("name"), "type": str(column.get("type") or "STRING").upper()}
+    if column.get("from") is not None:
+        out["from"] = column["from"]
+    return out
+
+
+def _walk(node: dict[str, Any], prefix: str, flat: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if key in SECRET_KEYS:
+            continue
+        path = f"{prefix}.{key}"
+        if isinstance(value, dict) and value and key != "map":
+            _walk(value, path, flat)
+        else:
+            flat[path] = value
+
+
+def render_value(value: Any) -> str:
+    """A compact, stable text form of a canonical value for plans and diffs."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(c, dict) and "name" in c for c in value)
+    ):
+        return "[" + ", ".join(f"{c['name']}:{c.get('type', '')}" for c in value) + "]"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

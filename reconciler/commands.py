@@ -1,0 +1,282 @@
+"""The bodies of the networked commands: glue between resolved options and the engine.
+
+Each returns the exit code; ``reconciler.cli`` only parses options and calls these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reconciler.apply import ApplyOptions, Executor, Outcome, completion_line
+from reconciler.client import LookupClient, LookupMeta, LookupReader, RetryPolicy
+from reconciler.engine import (
+    PLAN_FILE_KIND,
+    PlanRun,
+    fingerprint,
+    load_workspace,
+    make_plan,
+    saved_plan,
+)
+from reconciler.errors import PlanError, SettingsError, StalePlanError
+from reconciler.journal import Journal, current_actor, current_commit, journal_path
+from reconciler.plan.builder import Selector, build_plan
+from reconciler.plan.model import Plan
+from reconciler.plan.render import render_json, render_markdown, render_text
+from reconciler.settings import Settings
+from reconciler.state import State
+
+
+def _say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def render(
+    run: PlanRun, output_format: str, *, color: bool, drift: bool = False, verbose: bool = False
+) -> str:
+    """The plan in the requested format."""
+    if output_format == "json":
+        return render_json(run.plan, drift=drift)
+    if output_format == "markdown":
+        return render_markdown(run.plan, drift=drift)
+    return render_text(run.plan, color=color, drift=drift, verbose=verbose)
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write JSON through a temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=2)
+    os.replace(tmp, path)
+
+
+async def run_plan(
+    settings: Settings,
+    paths: list[str],
+    *,
+    output_format: str = "text",
+    out: Path | None = None,
+    targets: list[str] | None = None,
+    excludes: list[str] | None = None,
+    color: bool = False,
+    verbose: bool = False,
+    detailed_exitcode: bool = False,
+) -> int:
+    """``reconciler plan``."""
+    selector = Selector(tuple(targets or ()), tuple(excludes or ()))
+    async with LookupReader(settings) as reader:
+        run = await make_plan(reader, paths, settings.state_path, selector)
+    for warning in run.workspace.warnings:
+        _warn(warning.render())
+    _say(render(run, output_format, color=color, verbose=verbose))
+    if out is not None:
+        write_json_atomic(out, saved_plan(run, paths))
+        if output_format == "text":
+            _say(f"\nSaved the plan to {out}. Apply it with: reconciler apply --plan {out}")
+    return 2 if detailed_exitcode and run.plan.can_apply() else 0
+
+
+async def run_drift(
+    settings: Settings,
+    paths: list[str],
+    *,
+    output_format: str = "text",
+    targets: list[str] | None = None,
+    excludes: list[str] | None = None,
+    color: bool = False,
+) -> int:
+    """``reconciler drift``: read-only (a LookupReader has no write calls)."""
+    selector = Selector(tuple(targets or ()), tuple(excludes or ()))
+    async with LookupReader(settings) as reader:
+        run = await make_plan(reader, paths, settings.state_path, selector)
+    _say(render(run, output_format, color=color, drift=True))
+    return 2 if run.plan.can_apply() or run.plan.unmanaged else 0
+
+
+def _approve(run: PlanRun, auto_approve: bool) -> None:
+    if auto_approve or not run.plan.can_apply():
+        return
+    if not sys.stdin.isatty():
+        raise SettingsError(
+            "refusing to apply without approval: stdin is not a terminal",
+            hint="pass --auto-approve, or apply a reviewed plan with --plan FILE",
+        )
+    answer = input("\nDo you want to perform these actions? Only 'yes' will be accepted: ")
+    if answer.strip() != "yes":
+        raise SettingsError("apply cancelled")
+
+
+async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path) -> PlanRun:
+    """Re-read only the lookups a saved plan read, and refuse it when anything changed."""
+    try:
+        document = json.loads(plan_file.read_text())
+        saved = document["apply"]
+        assert saved["kind"] == PLAN_FILE_KIND
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise SettingsError(
+            f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
+        ) from None
+    workspace = load_workspace(saved["paths"])
+    desired = workspace.by_address()
+    stale: list[str] = []
+    live: dict[str, list[LookupMeta]] = {}
+    for entry in saved["changes"]:
+        address = entry["address"]
+        domain, name = address.split("/", 1)
+        meta = await reader.find_lookup(domain, name)
+        if meta is not None:
+            live.setdefault(domain, []).append(meta)
+        if fingerprint(meta) != entry["live_fingerprint"]:
+            stale.append(f"{address}: the live lookup changed since the plan was made")
+        want = desired.get(address)
+        if (want.spec_hash if want else None) != entry["spec_hash"]:
+            stale.append(f"{address}: its spec changed since the plan was made")
+    if stale:
+        raise StalePlanError(
+            "the saved plan is stale: " + "; ".join(stale),
+            hint="make a new plan: reconciler plan --out FILE",
+        )
+    state = State.load(settings.state_path)
+    planned = {entry["address"] for entry in saved["changes"]}
+    subset = [d for d in workspace.desired if d.address in planned]
+    if not planned:
+        return PlanRun(Plan(), workspace, live, state)
+    selector = Selector(targets=tuple(sorted(planned)))
+    plan = build_plan(subset, live, state.lookups, workspace.policies, selector)
+    return PlanRun(plan, workspace, live, state)
+
+
+async def run_apply(
+    settings: Settings,
+    paths: list[str],
+    *,
+    plan_file: Path | None = None,
+    auto_approve: bool = False,
+    parallelism: int = 8,
+    wait: bool = True,
+    job_timeout: float = 600.0,
+    output_format: str = "text",
+    targets: list[str] | None = None,
+    excludes: list[str] | None = None,
+    color: bool = False,
+    interactive: bool = False,
+) -> int:
+    """``reconciler apply``."""
+    if parallelism < 1:
+        raise SettingsError("--parallelism must be at least 1")
+    retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
+    async with LookupClient(settings, retry=retry) as client:
+        if plan_file is not None:
+            run = await _planned_run(client, settings, plan_file)
+        else:
+            selector = Selector(tuple(targets or ()), tuple(excludes or ()))
+            run = await make_plan(client, paths, settings.state_path, selector)
+            if output_format == "text":
+                _say(render(run, "text", color=color))
+            _approve(run, auto_approve)
+        if not run.plan.can_apply():
+            if output_format == "json":
+                _say(
+                    json.dumps(
+                        {"event": "summary", "added": 0, "changed": 0, "destroyed": 0, "failed": 0}
+                    )
+                )
+            elif plan_file is not None:
+                _say("No changes.")
+            return 0
+        console: Any
+        options = ApplyOptions(
+            parallelism=parallelism,
+            wait=wait,
+            job_timeout=job_timeout,
+            actor=current_actor(),
+            commit=current_commit(),
+        )
+        journal = Journal(journal_path(settings.state_path))
+        if output_format == "json":
+            from reconciler.console import JsonConsole
+
+            console = JsonConsole()
+        elif interactive:
+            from reconciler.console import RichConsole
+
+            console = RichConsole(len(run.plan.actionable))
+        else:
+            from reconciler.console import LineConsole
+
+            console = LineConsole()
+        executor = Executor(
+            client, run.workspace.by_address(), run.state, journal, console, options
+        )
+        outcomes = await _execute(executor, run, console)
+    return _report(outcomes, output_format)
+
+
+async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outcome]:
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, executor.stop)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):
+        installed = False
+    try:
+        if hasattr(console, "__enter__"):
+            with console:
+                return await executor.run(run.plan)
+        return await executor.run(run.plan)
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _report(outcomes: list[Outcome], output_format: str) -> int:
+    from reconciler.apply import INTERRUPTED, NOT_ATTEMPTED, summarize
+
+    counts = summarize(outcomes)
+    interrupted = any(o.status == INTERRUPTED for o in outcomes)
+    if output_format == "json":
+        _say(
+            json.dumps(
+                {
+                    "event": "summary",
+                    **counts,
+                    "outcomes": [
+                        {
+                            "address": o.address,
+                            "status": o.status,
+                            "job_id": o.job_id,
+                            "message": o.message,
+                        }
+                        for o in outcomes
+                    ],
+                }
+            )
+        )
+    else:
+        not_done = [o for o in outcomes if not o.ok]
+        if not_done:
+            _say("\nNot done:")
+            for o in not_done:
+                job = f" job {o.job_id}" if o.job_id else ""
+                _say(f"  ✗ {o.address} ({o.action.value}): {o.status}{job}: {o.message or '-'}")
+            if any(o.status == NOT_ATTEMPTED for o in outcomes):
+                _say("  Run apply again to do the remaining work.")
+        _say("\n" + completion_line(outcomes))
+    if interrupted:
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+__all__ = ["PlanError", "render", "run_apply", "run_drift", "run_plan", "write_json_atomic"]

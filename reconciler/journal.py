@@ -1,0 +1,204 @@
+"""The audit trail: one JSONL entry per change apply made (or tried), and its query for ``history``.
+
+Entries follow the audit-log shape of ``seeds/004``: time, entity, user (actor), type, and a payload
+of ``previous`` / ``additions`` / ``deletions``. Configs are canonical, so secrets never appear. The
+journal lives beside the state file (``journal.jsonl``) unless ``RECONCILER_JOURNAL`` says otherwise;
+appends are single ``write`` calls of one line, so concurrent appenders do not interleave lines.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import StateError
+
+if TYPE_CHECKING:
+    from reconciler.apply import Outcome
+    from reconciler.plan.model import Change
+
+
+@dataclass
+class JournalEntry:
+    """One change apply made or tried."""
+
+    id: str
+    time: str
+    timestamp: int
+    actor: str
+    domain: str
+    lookup: str
+    action: str
+    outcome: str
+    message: str
+    jobId: str | None
+    commit: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    type: str = "lookup"
+
+    @property
+    def address(self) -> str:
+        """``domain/lookup``."""
+        return f"{self.domain}/{self.lookup}"
+
+    @classmethod
+    def from_change(
+        cls, change: Change, outcome: Outcome, actor: str, commit: str | None
+    ) -> JournalEntry:
+        """The entry for one applied change."""
+        before = change.before or {}
+        after = change.after or {}
+        if change.action.value == "delete":
+            previous, additions, deletions = dict(before), {}, dict(before)
+        elif change.action.value == "create":
+            previous, additions, deletions = {}, dict(after), {}
+        else:
+            changed = {d.path for d in change.diff}
+            previous = {p: before.get(p) for p in sorted(changed) if p in before}
+            additions = {d.path: d.after for d in change.diff}
+            deletions = {p: v for p, v in before.items() if p not in after and p in changed}
+            if change.csv is not None:
+                previous["csv.sha256"] = change.csv.before_sha256
+                additions["csv.sha256"] = change.csv.after_sha256
+        now = datetime.now(UTC)
+        effective = outcome.effective.value if outcome.effective else change.action.value
+        return cls(
+            id=str(uuid.uuid4()),
+            time=now.isoformat(timespec="milliseconds"),
+            timestamp=int(now.timestamp() * 1000),
+            actor=actor,
+            domain=change.domain,
+            lookup=change.name,
+            action=effective,
+            outcome=outcome.status,
+            message=outcome.message,
+            jobId=outcome.job_id,
+            commit=commit,
+            payload={"previous": previous, "additions": additions, "deletions": deletions},
+        )
+
+
+class Journal:
+    """Append-only JSONL file of JournalEntry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entry: JournalEntry) -> None:
+        """Append one entry as one line."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(asdict(entry), sort_keys=True, default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def entries(self) -> Iterator[JournalEntry]:
+        """Every entry, oldest first; a torn last line (a crash mid-write) is skipped."""
+        if not self.path.exists():
+            return
+        try:
+            with self.path.open() as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        data = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if not isinstance(data, dict):
+                        raise StateError(f"{self.path}:{number}: not a journal entry")
+                    known: dict[str, Any] = {
+                        k: data.get(k) for k in JournalEntry.__dataclass_fields__
+                    }
+                    known["payload"] = known["payload"] or {}
+                    yield JournalEntry(**known)
+        except OSError as exc:
+            raise StateError(f"cannot read journal {self.path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Filters and paging of ``reconciler history``."""
+
+    name: str | None = None  # glob on the lookup name or on domain/name
+    domain: str | None = None
+    action: str | None = None
+    since: int | None = None  # epoch ms, inclusive
+    until: int | None = None  # epoch ms, exclusive
+    offset: int = 0
+    page_size: int = 50
+
+    def matches(self, entry: JournalEntry) -> bool:
+        """True when ``entry`` passes every filter."""
+        if self.name and not (
+            fnmatch.fnmatchcase(entry.lookup, self.name)
+            or fnmatch.fnmatchcase(entry.address, self.name)
+        ):
+            return False
+        if self.domain and entry.domain != self.domain:
+            return False
+        if self.action and entry.action != self.action:
+            return False
+        if self.since is not None and entry.timestamp < self.since:
+            return False
+        return not (self.until is not None and entry.timestamp >= self.until)
+
+
+def query(journal: Journal, q: HistoryQuery) -> dict[str, Any]:
+    """``{"totalResults": n, "offset": o, "results": [...]}``, newest first."""
+    matching = [e for e in journal.entries() if q.matches(e)]
+    matching.reverse()
+    page = matching[q.offset : q.offset + q.page_size]
+    return {"totalResults": len(matching), "offset": q.offset, "results": [asdict(e) for e in page]}
+
+
+def journal_path(state_path: Path, env: Mapping[str, str] | None = None) -> Path:
+    """``RECONCILER_JOURNAL``, else ``journal.jsonl`` beside the state file."""
+    env = os.environ if env is None else env
+    configured = env.get("RECONCILER_JOURNAL")
+    return Path(configured) if configured else state_path.parent / "journal.jsonl"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def current_actor(env: Mapping[str, str] | None = None) -> str:
+    """Who is applying: the CI's actor variables, else git's user, else the login name."""
+    env = os.environ if env is None else env
+    for name in (
+        "RECONCILER_ACTOR",
+        "GITHUB_ACTOR",
+        "GITLAB_USER_LOGIN",
+        "BUILD_REQUESTEDFOR",
+        "BUILDKITE_BUILD_CREATOR",
+    ):
+        if env.get(name):
+            return env[name]
+    email = _git("config", "user.email")
+    if email:
+        return email
+    return env.get("USER") or env.get("USERNAME") or "unknown"
+
+
+def current_commit(env: Mapping[str, str] | None = None) -> str | None:
+    """The git commit being applied: the CI's variable, else ``git rev-parse HEAD``."""
+    env = os.environ if env is None else env
+    for name in ("GITHUB_SHA", "CI_COMMIT_SHA"):
+        if env.get(name):
+            return env[name]
+    return _git("rev-parse", "HEAD")

@@ -1,0 +1,121 @@
+"""The plan as frozen data: what would change, per lookup, and why. No I/O here.
+
+``Plan`` is built by ``plan.builder.build_plan`` (a pure function) and read by the renderers
+(``plan.render``) and the executor (``apply``). ``Action`` values are the contract's words; their
+``symbol`` is what the text view prints.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = "1.0"
+
+
+class Action(StrEnum):
+    """What apply does to one lookup."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "no-op"
+
+    @property
+    def symbol(self) -> str:
+        """The text view's marker (display only)."""
+        return {"create": "+", "update": "~", "delete": "-", "no-op": " "}[self.value]
+
+    @property
+    def method(self) -> str | None:
+        """The HTTP method apply uses."""
+        return {"create": "POST", "update": "PUT", "delete": "DELETE"}.get(self.value)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AttributeChange(_Frozen):
+    """One attribute that differs: its canonical path, live value and desired value."""
+
+    path: str
+    before: Any = None
+    after: Any = None
+    source: str = "live"  # "live", or "state" when the live service could not show the value
+
+
+class CsvChange(_Frozen):
+    """How a ``csv.file`` lookup's content changed (rows by key, when a previous CSV is known)."""
+
+    before_sha256: str | None = None
+    after_sha256: str | None = None
+    before_rows: int | None = None
+    after_rows: int | None = None
+    added: int | None = None
+    removed: int | None = None
+    changed: int | None = None
+    samples: list[str] = Field(default_factory=list)
+
+
+class Change(_Frozen):
+    """What apply would do to one lookup, and why."""
+
+    address: str
+    domain: str
+    name: str
+    action: Action
+    kind: str | None = None
+    endpoint: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    diff: list[AttributeChange] = Field(default_factory=list)
+    reason: str = ""
+    unverified: list[str] = Field(default_factory=list)
+    csv: CsvChange | None = None
+    protect: bool = False
+    spec: str | None = None  # file:line of the spec (display only)
+
+
+class Plan(_Frozen):
+    """Every change, in address order, plus live lookups no spec manages and warnings."""
+
+    format_version: str = FORMAT_VERSION
+    changes: tuple[Change, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Counts in the contract's words: add, change, destroy, unchanged."""
+        counts = {"add": 0, "change": 0, "destroy": 0, "unchanged": 0}
+        key = {
+            Action.CREATE: "add",
+            Action.UPDATE: "change",
+            Action.DELETE: "destroy",
+            Action.NOOP: "unchanged",
+        }
+        for change in self.changes:
+            counts[key[change.action]] += 1
+        return counts
+
+    @property
+    def actionable(self) -> list[Change]:
+        """The changes apply must carry out (everything but no-ops)."""
+        return [c for c in self.changes if c.action is not Action.NOOP]
+
+    def can_apply(self) -> bool:
+        """True when there is anything to do."""
+        return bool(self.actionable)
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's plan JSON."""
+        return {
+            "format_version": self.format_version,
+            "summary": self.summary,
+            "changes": [c.model_dump(mode="json") for c in self.changes],
+            "unmanaged": list(self.unmanaged),
+            "warnings": list(self.warnings),
+        }

@@ -1,0 +1,89 @@
+"""Time frames for ``history``: epoch milliseconds, ISO-8601, and relative ``now-2h/h`` frames.
+
+Relative frames follow the events API of ``seeds/003``: ``now``, ``now-NU`` / ``now+NU`` with units
+``s m h d w M y`` (``M`` months, ``m`` minutes), and an optional alignment ``/U`` that truncates to
+the start of that unit (``now-1d/d`` is the start of yesterday; weeks start on Monday). Times without
+a zone are UTC. Everything returns epoch milliseconds; ``now`` is injected for tests.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_RELATIVE = re.compile(
+    r"^now(?:(?P<sign>[+-])(?P<n>\d+)(?P<unit>[smhdwMy]))?(?:/(?P<align>[smhdwMy]))?$"
+)
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.year * 12 + (moment.month - 1) + months
+    year, month = divmod(index, 12)
+    month += 1
+    days = [
+        31,
+        29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ]
+    return moment.replace(year=year, month=month, day=min(moment.day, days[month - 1]))
+
+
+def _shift(moment: datetime, n: int, unit: str) -> datetime:
+    if unit == "M":
+        return _add_months(moment, n)
+    if unit == "y":
+        return _add_months(moment, 12 * n)
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return moment + timedelta(seconds=n * seconds)
+
+
+def _align(moment: datetime, unit: str) -> datetime:
+    if unit == "s":
+        return moment.replace(microsecond=0)
+    if unit == "m":
+        return moment.replace(second=0, microsecond=0)
+    if unit == "h":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "d":
+        return day
+    if unit == "w":
+        return day - timedelta(days=day.weekday())
+    if unit == "M":
+        return day.replace(day=1)
+    return day.replace(month=1, day=1)  # y
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> int:
+    """Epoch milliseconds of ``text``; ``ValueError`` with a hint when it is none of the formats."""
+    value = text.strip()
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    match = _RELATIVE.match(value.replace(" ", ""))
+    if match:
+        moment = now or datetime.now(UTC)
+        if match.group("n"):
+            n = int(match.group("n")) * (-1 if match.group("sign") == "-" else 1)
+            moment = _shift(moment, n, match.group("unit"))
+        if match.group("align"):
+            moment = _align(moment, match.group("align"))
+        return int(moment.timestamp() * 1000)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use epoch milliseconds, ISO-8601 (2026-01-31T10:00:00Z), "
+            "or now-1d, now-2h/h"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
