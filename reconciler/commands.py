@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from reconciler.apply import ApplyOptions, Executor, Outcome, completion_line
 from reconciler.client import LookupClient, LookupMeta, LookupReader, RetryPolicy
 from reconciler.engine import (
@@ -73,10 +75,11 @@ async def run_plan(
     color: bool = False,
     verbose: bool = False,
     detailed_exitcode: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings) as reader:
+    async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(reader, paths, settings.state_path, selector)
     for warning in run.workspace.warnings:
         _warn(warning.render())
@@ -96,10 +99,11 @@ async def run_drift(
     targets: list[str] | None = None,
     excludes: list[str] | None = None,
     color: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings) as reader:
+    async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(reader, paths, settings.state_path, selector)
     _say(render(run, output_format, color=color, drift=True))
     return 2 if run.plan.can_apply() or run.plan.unmanaged else 0
@@ -172,12 +176,14 @@ async def run_apply(
     excludes: list[str] | None = None,
     color: bool = False,
     interactive: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    env: dict[str, str] | None = None,
 ) -> int:
     """``reconciler apply``."""
     if parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
-    async with LookupClient(settings, retry=retry) as client:
+    async with LookupClient(settings, retry=retry, transport=transport) as client:
         if plan_file is not None:
             run = await _planned_run(client, settings, plan_file)
         else:
@@ -218,7 +224,7 @@ async def run_apply(
 
             console = LineConsole()
         executor = Executor(
-            client, run.workspace.by_address(), run.state, journal, console, options
+            client, run.workspace.by_address(), run.state, journal, console, options, env
         )
         outcomes = await _execute(executor, run, console)
     return _report(outcomes, output_format)

@@ -512,8 +512,22 @@ def secret_values(value: Any) -> list[str]:
 
 
 def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """An in-process transport to the embedded emulator, its database beside the state file."""
-    from reconciler.emulator import EmulatorConfig, create_app
+    """An in-process transport to the embedded emulator, its database beside the state file.
 
-    app = create_app(EmulatorConfig(), db=settings.state_dir / "emulator.db")
+    ``RECONCILER_EMULATOR_CONFIG`` (a JSON object of ``EmulatorConfig`` knobs, e.g.
+    ``{"deploy_config_null": true, "deploy_latency": 2}``) tunes it.
+    """
+    import os
+
+    from reconciler.emulator import EmulatorConfig, create_app
+    from reconciler.errors import SettingsError
+
+    knobs = os.environ.get("RECONCILER_EMULATOR_CONFIG")
+    try:
+        config = EmulatorConfig(**json.loads(knobs)) if knobs else EmulatorConfig()
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(
+            f"RECONCILER_EMULATOR_CONFIG is not a JSON object of emulator knobs: {exc}"
+        ) from None
+    app = create_app(config, db=settings.state_dir / "emulator.db")
     return httpx.ASGITransport(app=app)

@@ -1,0 +1,265 @@
+"""Plan and drift: no false changes after an apply, and exactly the right change for each edit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.emulator import EmulatorConfig
+from reconciler.errors import PlanError
+from reconciler.plan.builder import Selector
+from reconciler.plan.model import Action, Change, Plan
+from reconciler.plan.render import render_json, render_markdown, render_text
+from tests.planning import KINDS, SECRETS, Project, lookup_doc
+
+pytestmark = pytest.mark.anyio
+
+
+def only_change(plan: Plan) -> Change:
+    actionable = plan.actionable
+    assert len(actionable) == 1, [(c.address, c.action, c.reason) for c in actionable]
+    return actionable[0]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("null_config", [False, True], ids=["deployConfig", "deployConfig-null"])
+async def test_apply_then_plan_is_empty(tmp_path: Path, kind: str, null_config: bool) -> None:
+    project = Project(
+        tmp_path,
+        EmulatorConfig(create_latency=0, deploy_latency=0.02, deploy_config_null=null_config),
+    )
+    project.write(lookup_doc("one", KINDS[kind]))
+    first = (await project.plan()).plan
+    assert [c.action for c in first.changes] == [Action.CREATE]
+    assert await project.apply() == 0
+    run = await project.plan()
+    assert not run.plan.can_apply(), render_text(run.plan)
+    assert run.plan.changes[0].action is Action.NOOP
+    assert run.plan.warnings == ()  # what the service hides, the state file vouches for
+
+
+async def test_null_config_without_state_says_what_it_cannot_verify(tmp_path: Path) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.02, deploy_config_null=True)
+    )
+    project.write(lookup_doc("q", KINDS["static"]))
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()
+    plan = (await project.plan()).plan
+    [change] = plan.changes
+    assert change.action is Action.NOOP
+    assert "recipe.source.query" in change.unverified
+    assert plan.warnings and "could not verify" in plan.warnings[0]
+
+
+async def test_secrets_are_not_compared_and_not_shown(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("s3", KINDS["csv_s3"]))
+    assert await project.apply() == 0
+    run = await project.plan()
+    assert not run.plan.can_apply()
+    for text in (render_text(run.plan), render_json(run.plan), render_markdown(run.plan)):
+        assert all(secret not in text for secret in SECRETS.values())
+    assert all(secret not in project.settings.state_path.read_text() for secret in SECRETS.values())
+
+
+@pytest.mark.parametrize(
+    ("kind", "old", "new", "path"),
+    [
+        ("static", "from a select user, role", "from b select user, role", "recipe.source.query"),
+        (
+            "static",
+            "{type: column, column: user}",
+            "{type: column, column: role}",
+            "recipe.key.column",
+        ),
+        (
+            "csv_s3",
+            "{name: score, type: INT4}",
+            "{name: score, type: INT8}",
+            "recipe.source.columns",
+        ),
+        (
+            "csv_s3",
+            "[{name: ip, type: IP4}, {name: score, type: INT4}]",
+            "[{name: score, type: INT4}, {name: ip, type: IP4}]",
+            "recipe.source.columns",
+        ),
+        ("periodic", "refreshPeriod: 10m", "refreshPeriod: 20m", "recipe.refreshMillis"),
+        ("sliding", "windowSize: 1d", "windowSize: 2d", "recipe.windowMillis"),
+        (
+            "recipe",
+            "secondaryIndexes: {type: all}",
+            "secondaryIndexes: {type: none}",
+            "recipe.secondaryIndexes.type",
+        ),
+    ],
+)
+async def test_each_edit_yields_exactly_its_change(
+    tmp_path: Path, kind: str, old: str, new: str, path: str
+) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("edited", KINDS[kind]), lookup_doc("bystander", KINDS["static"]))
+    assert await project.apply() == 0
+    assert new != old and old in KINDS[kind]
+    project.write(
+        lookup_doc("edited", KINDS[kind].replace(old, new)),
+        lookup_doc("bystander", KINDS["static"]),
+    )
+    change = only_change((await project.plan()).plan)
+    assert change.address == "acme/edited" and change.action is Action.UPDATE
+    assert [d.path for d in change.diff] == [path]
+    assert await project.apply() == 0
+    assert not (await project.plan()).plan.can_apply()
+
+
+async def test_visibility_change(tmp_path: Path) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.02, deploy_config_null=True)
+    )
+    project.write(lookup_doc("v", KINDS["static"]))
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()  # only the service's `shared` flag can tell now
+    project.write(lookup_doc("v", KINDS["static"], extra="visibility: all-subdomains"))
+    change = only_change((await project.plan()).plan)
+    assert [(d.path, d.before, d.after) for d in change.diff] == [
+        ("visibility", "creator-only", "all-subdomains")
+    ]
+
+
+async def test_csv_content_change_of_one_cell(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    assert await project.apply() == 0
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text(csv.read_text().replace("10.0.0.2,US", "10.0.0.2,CA"))
+    change = only_change((await project.plan()).plan)
+    assert change.action is Action.UPDATE and change.diff == [] and change.csv is not None
+    assert change.csv.before_rows == change.csv.after_rows == 3
+    assert change.csv.before_sha256 != change.csv.after_sha256
+    assert change.reason == "CSV content changed"
+    assert await project.apply() == 0
+    assert not (await project.plan()).plan.can_apply()
+
+
+async def test_csv_row_count_is_a_stateless_signal(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()
+    assert not (await project.plan()).plan.can_apply()
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text(csv.read_text() + "10.0.0.4,DE\n")
+    change = only_change((await project.plan()).plan)
+    assert change.csv is not None and (change.csv.before_rows, change.csv.after_rows) == (3, 4)
+
+
+async def test_state_absent_deletes(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("gone", KINDS["static"]))
+    assert await project.apply() == 0
+    project.write(lookup_doc("gone", "", extra="state: absent"))
+    change = only_change((await project.plan()).plan)
+    assert change.action is Action.DELETE and change.reason == "state: absent"
+    assert await project.apply() == 0
+    plan = (await project.plan()).plan
+    assert not plan.can_apply() and plan.changes[0].reason == "absent, as wanted"
+
+
+DOMAIN = "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {{name: acme}}\nspec: {{prune: {prune}, keep: ['manual_*']}}\n"
+
+
+async def test_prune_with_keep_globs_and_unmanaged(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    async with project.client() as client:
+        for name in ("manual_one", "stray"):
+            await client.deploy(
+                "POST", "deploy-static-query", "acme", name, {"query": "from x select y"}
+            )
+    project.write(lookup_doc("kept", KINDS["static"]), DOMAIN.format(prune="false"))
+    assert await project.apply() == 0
+    plan = (await project.plan()).plan
+    assert plan.unmanaged == ("acme/manual_one", "acme/stray") and not plan.can_apply()
+    project.write(lookup_doc("kept", KINDS["static"]), DOMAIN.format(prune="true"))
+    plan = (await project.plan()).plan
+    change = only_change(plan)
+    assert change.address == "acme/stray" and change.action is Action.DELETE
+    assert plan.unmanaged == ("acme/manual_one",)
+
+
+async def test_protect_turns_a_delete_into_an_error(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(
+        lookup_doc("vault", KINDS["static"], extra="protect: true"), DOMAIN.format(prune="true")
+    )
+    assert await project.apply() == 0
+    project.write(DOMAIN.format(prune="true"))  # the spec is gone; the state remembers protect
+    with pytest.raises(PlanError, match="protected lookup.*acme/vault"):
+        await project.plan()
+
+
+async def test_target_and_exclude(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in ("a1", "a2", "b1")))
+    plan = (await project.plan(Selector(targets=("acme/a*",), excludes=("*2",)))).plan
+    assert [c.address for c in plan.changes] == ["acme/a1"]
+
+
+async def test_views_agree(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("x", KINDS["static"]))
+    plan = (await project.plan()).plan
+    assert render_text(plan).endswith("Plan: 1 to add, 0 to change, 0 to destroy.")
+    document = json.loads(render_json(plan))
+    assert document["format_version"] == "1.0"
+    assert document["summary"] == {"add": 1, "change": 0, "destroy": 0, "unchanged": 0}
+    [change] = document["changes"]
+    assert {"address", "action", "kind", "endpoint", "before", "after", "diff", "reason"} <= set(
+        change
+    )
+    assert (change["action"], change["endpoint"], change["reason"]) == (
+        "create",
+        "deploy-static-query",
+        "not found",
+    )
+    assert "**Plan: 1 to add, 0 to change, 0 to destroy.**" in render_markdown(plan)
+    assert "\x1b[" not in render_text(plan) and "\x1b[32m" in render_text(plan, color=True)
+
+
+async def test_plan_of_5000_lookups_in_10_domains_lists_only(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    store = project.emulator.store
+    schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
+    documents = []
+    for d in range(10):
+        for i in range(500):
+            name = f"l{i:04d}"
+            config = {
+                "id": {"creator": f"d{d}", "name": name},
+                "visibility": {"type": "creator-only"},
+                "recipe": {
+                    "recipeType": "once",
+                    "source": {"query": f"from t{i} select x"},
+                    "lookupType": {"type": "normal"},
+                    "append": False,
+                    "key": {"type": "first-column"},
+                    "columnFilter": None,
+                    "contribution": {"type": "add"},
+                    "secondaryIndexes": {"type": "none"},
+                    "refreshMillis": None,
+                    "startMillis": None,
+                    "requiresDate": False,
+                },
+                "notifyStatus": False,
+            }
+            store.create(f"d{d}", name, config, {}, schedule, "o")
+            documents.append(
+                lookup_doc(name, f"staticQuery: {{query: from t{i} select x}}", domain=f"d{d}")
+            )
+    project.write(*documents)
+    project.emulator.stats.routes.clear()
+    plan = (await project.plan()).plan
+    assert plan.summary["unchanged"] == 5000 and not plan.can_apply()
+    assert dict(project.emulator.stats.routes) == {"GET /lookup/{domain}": 10}
