@@ -1,0 +1,341 @@
+"""Apply end to end: against the emulator served on loopback, with faults, crashes and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler.cli import app as cli
+from reconciler.emulator import EmulatorConfig
+from reconciler.plan.model import Action
+from reconciler.settings import Settings
+from tests.planning import KINDS, SECRETS, Project, lookup_doc
+from tests.support import served
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.anyio
+
+
+def loopback(project: Project, base: str) -> None:
+    """Point the project at a served emulator instead of the in-process one."""
+    project.settings = Settings(base, state_path=project.settings.state_path)
+    project.transport = lambda: None  # type: ignore[assignment,method-assign,return-value]
+
+
+def test_every_kind_created_updated_deleted_over_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(tmp_path)
+    with served(project.app) as base:
+        loopback(project, base)
+
+        async def scenario() -> None:
+            names = sorted(KINDS)
+            project.write(*(lookup_doc(n.replace("_", "-"), KINDS[n]) for n in names))
+            assert await project.apply() == 0
+            assert not (await project.plan()).plan.can_apply()
+            documents = []
+            for n in names:
+                body = KINDS[n]
+                body = (
+                    body.replace("from a select", "from b select")
+                    if "from a select" in body
+                    else body
+                )
+                if n == "csv_s3":
+                    body = body.replace("INT4", "INT8")
+                if n == "csv_file":
+                    body = body.replace(
+                        "hasHeader: true", "hasHeader: true\n          skipEmptyLines: true"
+                    )
+                documents.append(lookup_doc(n.replace("_", "-"), body))
+            project.write(*documents)
+            plan = (await project.plan()).plan
+            assert {c.action for c in plan.changes} == {Action.UPDATE}, [
+                (c.address, c.reason) for c in plan.changes
+            ]
+            assert await project.apply() == 0
+            assert not (await project.plan()).plan.can_apply()
+            project.write(
+                *(lookup_doc(n.replace("_", "-"), "", extra="state: absent") for n in names)
+            )
+            plan = (await project.plan()).plan
+            assert [c.action for c in plan.changes] == [Action.DELETE] * len(names)
+            assert await project.apply() == 0
+            plan = (await project.plan()).plan
+            assert not plan.can_apply() and plan.unmanaged == ()
+
+        asyncio.run(scenario())
+    created = project.emulator.stats.created
+    assert len(created) == len(KINDS) and set(created.values()) == {1}
+    out = capsys.readouterr().out
+    assert "Apply complete! Lookups: 0 added, 0 changed, 7 destroyed." in out
+
+
+@pytest.mark.reliability
+def test_faults_are_reported_precisely_and_a_second_apply_converges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = EmulatorConfig(
+        create_latency=0.0,
+        deploy_latency=0.05,
+        delete_latency=0.05,
+        rate_5xx=0.1,
+        rate_429=0.1,
+        retry_after=0.05,
+        rate_drop=0.05,
+        job_failure_pattern="fail-*",
+        seed=11,
+    )
+    project = Project(tmp_path, config)
+    names = [f"ok-{i}" for i in range(20)] + [f"fail-{i}" for i in range(3)]
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
+    with served(project.app) as base:
+        loopback(project, base)
+        assert asyncio.run(project.apply()) == 1
+        out = capsys.readouterr().out
+        for i in range(3):
+            assert f"✗ acme/fail-{i} (create): failed job " in out
+        assert out.count("deploy.err: Lookup deployment failed: injected failure") >= 3
+        assert "Apply failed: 3 of 23 lookup(s) not done." in out
+        project.emulator.config.job_failure_pattern = None
+        assert asyncio.run(project.apply()) == 0
+        assert not asyncio.run(project.plan()).plan.can_apply()
+    stats = project.emulator.stats
+    assert sum(stats.faults.values()) > 0
+    # One POST per lookup; the three whose first create job failed were created once more.
+    assert {a: n for a, n in stats.posts.items() if n != 1} == {
+        f"acme/fail-{i}": 2 for i in range(3)
+    }
+    print(f"faults={dict(stats.faults)} converged={len(names)} duplicates=0")
+
+
+async def test_conflict_becomes_update_and_missing_update_becomes_create(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("raced", KINDS["static"]))
+    plan_run = await project.plan()  # says: create
+    async with project.client() as client:  # someone else creates it meanwhile, differently
+        await client.deploy(
+            "POST", "deploy-static-query", "acme", "raced", {"query": "from other select user"}
+        )
+    from reconciler.apply import Executor
+
+    async with project.client() as client:
+        executor = Executor(client, plan_run.workspace.by_address(), plan_run.state, env={})
+        [outcome] = await executor.run(plan_run.plan)
+    assert outcome.ok and outcome.effective is Action.UPDATE
+    async with project.client() as client:
+        meta = await client.get_lookup("acme", "raced")
+        assert (
+            meta.deployConfig
+            and meta.deployConfig["recipe"]["source"]["query"] == "from a select user, role"
+        )
+        plan_run = await project.plan()
+        project.write(lookup_doc("raced", KINDS["static"].replace("from a", "from c")))
+        plan_run = await project.plan()  # says: update
+        assert plan_run.plan.actionable[0].action is Action.UPDATE
+        job = await client.delete("acme", "raced")
+        assert job.job_id
+        await client.wait_for_job("acme", "raced", job.job_id)
+        executor = Executor(client, plan_run.workspace.by_address(), plan_run.state, env={})
+        [outcome] = await executor.run(plan_run.plan)
+    assert outcome.ok and outcome.effective is Action.CREATE
+
+
+async def test_missing_secret_sends_nothing(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("s3", KINDS["csv_s3"]), lookup_doc("q", KINDS["static"]))
+    from reconciler.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="TEST_S3_SECRET.*nothing was sent"):
+        await project.apply(env={"TEST_S3_ACCESS": "x"})
+    assert not project.emulator.stats.posts
+
+
+async def test_no_wait_submits_and_json_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["periodic"]))
+    assert await project.apply(wait=False, output_format="json") == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("change_started") == 2 and kinds.count("change_finished") == 2
+    assert "job_status" not in kinds
+    finished = [e for e in events if e["event"] == "change_finished"]
+    assert {e["status"] for e in finished} == {"submitted"} and all(e["job_id"] for e in finished)
+    assert events[-1]["event"] == "summary" and events[-1]["added"] == 2
+
+
+async def test_job_timeout_is_reported_with_its_job_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(tmp_path, EmulatorConfig(create_latency=30))
+    project.write(lookup_doc("slow", KINDS["static"]))
+    assert await project.apply(job_timeout=0.3) == 1
+    out = capsys.readouterr().out
+    assert "acme/slow (create): timed out job " in out and "last status: create.start" in out
+    assert (
+        not project.settings.state_path.exists()
+        or "acme/slow" not in project.settings.state_path.read_text()
+    )
+
+
+# --- the CLI: approval, saved plans, CI safety ----------------------------------------------------
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "RECONCILER_STATE": str(tmp_path / ".reconciler" / "state.json"),
+        "CI": "",
+        **SECRETS,
+        **extra,
+    }
+    env["RECONCILER_EMULATOR_CONFIG"] = json.dumps(
+        {"create_latency": 0, "deploy_latency": 0.02, "delete_latency": 0.02}
+    )
+    return env
+
+
+def test_apply_refuses_without_terminal_or_approval(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    result = CliRunner().invoke(cli, ["apply", str(project.specs)], env=_cli_env(tmp_path))
+    assert result.exit_code == 1
+    assert "refusing to apply without approval" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_ci_without_endpoint_refuses(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    for command in (["plan"], ["apply", "--auto-approve"], ["drift"]):
+        result = CliRunner().invoke(
+            cli, [*command, str(project.specs)], env=_cli_env(tmp_path, CI="true")
+        )
+        assert result.exit_code == 1 and "CI=true" in result.stderr
+    ok = CliRunner().invoke(
+        cli, ["plan", "--emulator", str(project.specs)], env=_cli_env(tmp_path, CI="true")
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+def test_saved_plan_applies_and_refuses_when_stale(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
+    env = _cli_env(tmp_path)
+    runner = CliRunner()
+    plan_file = tmp_path / "plan.json"
+    made = runner.invoke(
+        cli, ["plan", str(project.specs), "--out", str(plan_file), "--detailed-exitcode"], env=env
+    )
+    assert made.exit_code == 2, made.output
+    saved = json.loads(plan_file.read_text())
+    assert saved["summary"]["add"] == 2 and all(
+        c["live_fingerprint"] == "absent" for c in saved["apply"]["changes"]
+    )
+    # An out-of-band create of one planned lookup makes the plan stale.
+    other = runner.invoke(
+        cli, ["apply", "--auto-approve", str(project.specs), "--target", "acme/a"], env=env
+    )
+    assert other.exit_code == 0, other.output
+    stale = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert (
+        stale.exit_code == 1
+        and "stale" in stale.stderr
+        and "acme/a: the live lookup changed" in stale.stderr
+    )
+    fresh = runner.invoke(cli, ["plan", str(project.specs), "--out", str(plan_file)], env=env)
+    assert fresh.exit_code == 0
+    applied = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert "Apply complete! Lookups: 1 added, 0 changed, 0 destroyed." in applied.stdout
+    after = runner.invoke(cli, ["plan", str(project.specs), "--detailed-exitcode"], env=env)
+    assert after.exit_code == 0 and "No changes." in after.stdout
+    # Editing a spec after planning also makes a plan stale.
+    project.write(lookup_doc("a", KINDS["periodic"]), lookup_doc("b", KINDS["static"]))
+    runner.invoke(cli, ["plan", str(project.specs), "--out", str(plan_file)], env=env)
+    project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
+    edited = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert edited.exit_code == 1 and "acme/a: its spec changed" in edited.stderr
+
+
+def test_drift_exit_codes(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    env = _cli_env(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["drift", str(project.specs)], env=env).exit_code == 2
+    assert (
+        runner.invoke(cli, ["apply", "--auto-approve", str(project.specs)], env=env).exit_code == 0
+    )
+    in_sync = runner.invoke(cli, ["drift", str(project.specs), "--format", "json"], env=env)
+    assert in_sync.exit_code == 0 and json.loads(in_sync.stdout)["in_sync"] is True
+    project.write(lookup_doc("a", KINDS["static"].replace("from a", "from z")))
+    drifted = runner.invoke(cli, ["drift", str(project.specs), "--format", "markdown"], env=env)
+    assert drifted.exit_code == 2 and "### reconciler drift" in drifted.stdout
+
+
+# --- crash --------------------------------------------------------------------------------------
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("kill_after", [0.4, 1.2])
+def test_sigkill_mid_apply_then_next_apply_converges(tmp_path: Path, kill_after: float) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0.3, deploy_latency=0.7, delete_latency=0.2)
+    )
+    names = [f"l{i:02d}" for i in range(24)]
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
+    with served(project.app) as base:
+        env = {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "4",
+            str(project.specs),
+        ]
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+        )
+        time.sleep(kill_after)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        state_text = (
+            project.settings.state_path.read_text()
+            if project.settings.state_path.exists()
+            else "{}"
+        )
+        json.loads(state_text)  # never torn
+        again = subprocess.run(
+            command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        check = subprocess.run(
+            [*command[:3], "plan", "--detailed-exitcode", str(project.specs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert check.returncode == 0, check.stdout
+    stats = project.emulator.stats
+    assert set(stats.created) == {f"acme/{n}" for n in names}
+    assert max(stats.posts.values()) == 1, "a create was sent twice"
+    if project.settings.state_path.exists():  # absent when the killed run had recorded nothing
+        state = json.loads(project.settings.state_path.read_text())
+        assert set(state["lookups"]) <= {f"acme/{n}" for n in names}
