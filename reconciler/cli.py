@@ -475,6 +475,113 @@ def apply(
     raise typer.Exit(code)
 
 
+@app.command("import")
+@handle_errors
+def import_(
+    domain: Annotated[str, typer.Argument(help="The Devo domain to import.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only lookups whose name matches this glob.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write specs into.")] = Path("specs"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    url: UrlOpt = None,
+    region: RegionOpt = None,
+    emulator: EmulatorOpt = False,
+    token_file: TokenFileOpt = None,
+    auth_scheme: AuthSchemeOpt = None,
+    state: StateOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write specs for lookups that already exist (a plan right after is empty)."""
+    import asyncio
+
+    from reconciler.commands import run_import
+
+    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
+    code = asyncio.run(
+        run_import(connection.settings(), domain, name_glob=name, out_dir=out, force=force)
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def jobs(
+    address: Annotated[str, typer.Argument(help="DOMAIN/NAME of the lookup.")],
+    job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
+    ] = "text",
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow the latest (or --job) job until it ends.")
+    ] = False,
+    url: UrlOpt = None,
+    region: RegionOpt = None,
+    emulator: EmulatorOpt = False,
+    token_file: TokenFileOpt = None,
+    auth_scheme: AuthSchemeOpt = None,
+    state: StateOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """A lookup's recent jobs: statuses in order, stage, submitted/stopped times, duration."""
+    import asyncio
+
+    from reconciler.commands import run_jobs
+
+    _check_format(output_format, ("text", "json"))
+    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
+    code = asyncio.run(
+        run_jobs(
+            connection.settings(), address, job_id=job, output_format=output_format, watch=watch
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+def history(
+    name: Annotated[
+        str | None, typer.Option("--name", help="Glob on the lookup name or DOMAIN/NAME.")
+    ] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="Only this domain.")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="create, update or delete.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Epoch ms, ISO-8601, or now-1d, now-2h/h (inclusive)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Same formats as --since (exclusive).")
+    ] = None,
+    offset: Annotated[int, typer.Option("--offset", help="Entries to skip.")] = 0,
+    page_size: Annotated[int, typer.Option("--page-size", help="Entries per page.")] = 50,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
+    ] = "text",
+    state: StateOpt = None,
+) -> None:
+    """The audit trail of what apply changed (newest first)."""
+    from reconciler.commands import run_history
+    from reconciler.settings import DEFAULT_STATE
+
+    _check_format(output_format, ("text", "json"))
+    state_path = state or Path(os.environ.get("RECONCILER_STATE") or DEFAULT_STATE)
+    code = run_history(
+        state_path,
+        name=name,
+        domain=domain,
+        action=action,
+        since=since,
+        until=until,
+        offset=offset,
+        page_size=page_size,
+        output_format=output_format,
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

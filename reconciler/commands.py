@@ -285,4 +285,149 @@ def _report(outcomes: list[Outcome], output_format: str) -> int:
     return 1 if counts["failed"] else 0
 
 
-__all__ = ["PlanError", "render", "run_apply", "run_drift", "run_plan", "write_json_atomic"]
+async def run_import(
+    settings: Settings,
+    domain: str,
+    *,
+    name_glob: str | None = None,
+    out_dir: Path = Path("specs"),
+    force: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """``reconciler import``: one spec file per live lookup, plus the Domain document."""
+    import fnmatch
+
+    from reconciler.importer import import_lookup, write_import
+
+    async with LookupReader(settings, transport=transport) as reader:
+        live = await reader.all_lookups(domain)
+    chosen = [m for m in live if name_glob is None or fnmatch.fnmatchcase(m.name, name_glob)]
+    imported = [import_lookup(domain, meta) for meta in chosen]
+    paths = write_import(out_dir, domain, imported, force=force)
+    for item, path in zip(imported, paths, strict=False):
+        _say(f"{domain}/{item.name}: wrote {path} ({item.kind})")
+        for note in item.notes:
+            _say(f"  note: {note}")
+    inexact = [i.name for i in imported if not i.exact]
+    _say(f"\nImported {len(imported)} lookup(s) of {domain} into {out_dir / domain}.")
+    if inexact:
+        _warn(
+            f"Warning: {len(inexact)} lookup(s) imported from metadata only (deployConfig was not "
+            f"readable): {', '.join(inexact)}. Check the lines marked UNKNOWN."
+        )
+    return 0
+
+
+async def run_jobs(
+    settings: Settings,
+    address: str,
+    *,
+    job_id: str | None = None,
+    output_format: str = "text",
+    watch: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """``reconciler jobs DOMAIN/NAME``."""
+    from reconciler.errors import JobFailed, JobTimeout
+    from reconciler.jobsview import as_json, job_views, render_jobs
+
+    domain, sep, name = address.partition("/")
+    if not sep or not domain or not name:
+        raise SettingsError(
+            f"{address!r} is not DOMAIN/NAME", hint="e.g. reconciler jobs acme/geo_ranges"
+        )
+    async with LookupReader(settings, transport=transport) as reader:
+        if watch:
+            ids = [job_id] if job_id else await reader.job_ids(domain, name)
+            if not ids:
+                _say(f"{address}: no jobs.")
+                return 0
+            _say(f"Watching job {ids[-1]} of {address}...")
+            try:
+                await reader.wait_for_job(
+                    domain,
+                    name,
+                    ids[-1],
+                    timeout=24 * 3600,
+                    on_status=lambda s: _say(
+                        f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}"
+                    ),
+                )
+            except (JobFailed, JobTimeout) as exc:
+                _say(f"{address}: {exc}")
+                return 1
+            _say(f"{address}: job {ids[-1]} done.")
+            return 0
+        views = await job_views(reader, domain, name, job_id)
+    if output_format == "json":
+        _say(json.dumps(as_json(address, views), indent=2))
+    else:
+        _say(render_jobs(address, views))
+    return 0
+
+
+def run_history(
+    state_path: Path,
+    *,
+    name: str | None = None,
+    domain: str | None = None,
+    action: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    offset: int = 0,
+    page_size: int = 50,
+    output_format: str = "text",
+) -> int:
+    """``reconciler history``: query the journal of what apply changed."""
+    from reconciler.journal import HistoryQuery, query
+    from reconciler.timeframe import parse_time
+
+    def moment(flag: str, value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise SettingsError(f"{flag}: {exc}") from None
+
+    if offset < 0 or not 1 <= page_size <= 1000:
+        raise SettingsError("--offset must be ≥ 0 and --page-size between 1 and 1000")
+    q = HistoryQuery(
+        name, domain, action, moment("--since", since), moment("--until", until), offset, page_size
+    )
+    page = query(Journal(journal_path(state_path)), q)
+    if output_format == "json":
+        _say(json.dumps(page, indent=2))
+        return 0
+    if not page["results"]:
+        _say(
+            "No history entries match." if page["totalResults"] == 0 else "No entries on this page."
+        )
+        return 0
+    for entry in page["results"]:
+        job = f" job {entry['jobId']}" if entry.get("jobId") else ""
+        _say(
+            f"{entry['time']}  {entry['actor']:<20} {entry['action']:<7} {entry['domain']}/{entry['lookup']}"
+            f"  {entry['outcome']}{job}  {entry['message']}"
+        )
+        changed = sorted(
+            set(entry["payload"].get("additions", {})) | set(entry["payload"].get("deletions", {}))
+        )
+        if changed and entry["action"] == "update":
+            _say(f"    changed: {', '.join(changed)}")
+    shown = offset + len(page["results"])
+    _say(f"\n{offset + 1}-{shown} of {page['totalResults']} entries (newest first).")
+    return 0
+
+
+__all__ = [
+    "PlanError",
+    "render",
+    "run_apply",
+    "run_drift",
+    "run_history",
+    "run_import",
+    "run_jobs",
+    "run_plan",
+    "write_json_atomic",
+]

@@ -1,0 +1,354 @@
+"""Import: write spec files for lookups that already exist, so a plan right after is empty.
+
+For each live lookup the importer tries the most specific source block its deploy config allows
+(``staticQuery``, ``periodicQuery``, ``slidingWindowQuery``, ``csv``), then *proves* it: the candidate
+spec is expanded exactly as ``plan`` would expand it and compared with the live config; if anything
+differs, it falls back to a full ``recipe``. Masked secrets become ``${env:...}`` placeholders. When
+the service answers ``deployConfig: null`` it writes the best spec ``fields`` allow and marks every
+unknown with a comment; it never pretends to know.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.canonical import flatten
+from reconciler.client import LookupMeta
+from reconciler.coltypes import FIELD_TYPE_NAMES
+from reconciler.desired import DesiredLookup, expand, observable_fields
+from reconciler.plan.builder import compare
+from reconciler.spec.model import SOURCE_KINDS, LookupSpec
+
+_TYPE_BY_FIELD = {short: long for long, short in FIELD_TYPE_NAMES.items()}
+
+
+@dataclass
+class ImportedLookup:
+    """One generated spec: its YAML text, its source kind, and what the user must know."""
+
+    name: str
+    kind: str
+    text: str
+    notes: list[str] = field(default_factory=list)
+    exact: bool = True  # False when deployConfig was unreadable
+
+
+def duration_text(millis: int) -> str:
+    """300000 → ``5m``; the largest unit that divides exactly."""
+    for unit, size in (
+        ("w", 604_800_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ):
+        if millis and millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+def iso_date(millis: int) -> str:
+    """Epoch ms → ``2026-01-01T00:00:00Z``."""
+    moment = datetime.fromtimestamp(millis / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (
+        "Z" if moment.microsecond == 0 else f".{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def env_name(domain: str, name: str, secret: str) -> str:
+    """``${env:ACME_GEO_SECRET_KEY}``-style variable names for masked secrets."""
+    base = re.sub(r"[^A-Za-z0-9]+", "_", f"{domain}_{name}").strip("_").upper()
+    suffix = "ACCESS_KEY" if secret == "accessKey" else "SECRET_KEY"
+    return f"{base}_{suffix}"
+
+
+def _key(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    key = recipe.get("key") or {"type": "first-column"}
+    if key.get("type", "first-column") == "first-column":
+        return None
+    out: dict[str, Any] = {"type": key["type"]}
+    if key.get("column"):
+        out["column"] = key["column"]
+    if key.get("columns"):
+        out["columns"] = list(key["columns"])
+    return out
+
+
+def _provider(domain: str, name: str, provider: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field_name in ("bucketName", "keyName", "transferOwnership", "host", "port", "region"):
+        if provider.get(field_name) is not None:
+            out[field_name] = provider[field_name]
+    for secret in ("accessKey", "secretKey"):
+        if provider.get(secret):
+            out[secret] = "${env:" + env_name(domain, name, secret) + "}"
+    return out
+
+
+def _columns(source: dict[str, Any]) -> list[dict[str, Any]]:
+    columns = []
+    for column in source.get("columns") or []:
+        item: dict[str, Any] = {
+            "name": column["name"],
+            "type": str(column.get("type", "STRING")).upper(),
+        }
+        if column.get("from") is not None:
+            item["from"] = column["from"]
+        columns.append(item)
+    return columns
+
+
+def _candidates(domain: str, name: str, config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Spec bodies to try, most specific first; ``recipe`` last."""
+    recipe = config.get("recipe") or {}
+    source = recipe.get("source") or {}
+    key = _key(recipe)
+    lookup_type = recipe.get("lookupType") or {"type": "normal"}
+    historic = lookup_type.get("type") == "historic"
+    out: list[tuple[str, dict[str, Any]]] = []
+    if source.get("query"):
+        query = source["query"]
+        if recipe.get("recipeType") == "once":
+            static: dict[str, Any] = {"query": query}
+            if key:
+                static["key"] = key
+            if historic:
+                static["keepHistory"] = True
+                if lookup_type.get("instantPolicy") == "column" and lookup_type.get("columnName"):
+                    static["columnTimeReference"] = lookup_type["columnName"]
+            if recipe.get("append"):
+                static["append"] = True
+            out.append(("staticQuery", static))
+        elif recipe.get("recipeType") == "periodic" and recipe.get("refreshMillis"):
+            timing: dict[str, Any] = {"refreshPeriod": duration_text(int(recipe["refreshMillis"]))}
+            if recipe.get("startMillis") is not None:
+                timing["startDate"] = iso_date(int(recipe["startMillis"]))
+            if recipe.get("windowMillis"):
+                window = {
+                    "query": query,
+                    **({"key": key} if key else {}),
+                    "windowSize": duration_text(int(recipe["windowMillis"])),
+                    **timing,
+                }
+                out.append(("slidingWindowQuery", window))
+            else:
+                periodic: dict[str, Any] = {
+                    "query": query,
+                    **({"key": key} if key else {}),
+                    **timing,
+                }
+                if recipe.get("append"):
+                    periodic["append"] = True
+                if historic:
+                    periodic["keepHistory"] = True
+                out.append(("periodicQuery", periodic))
+    elif source.get("columns"):
+        csv: dict[str, Any] = {"columns": _columns(source)}
+        if source.get("fileProvider"):
+            csv = {"fileProvider": _provider(domain, name, source["fileProvider"]), **csv}
+        else:  # uploaded: the data lives only in Devo and in the file it came from
+            csv = {"file": f"data/{name}.csv", **csv}
+        if key:
+            csv["key"] = key
+        for option in ("hasHeader", "skipEmptyLines"):
+            if source.get(option):
+                csv[option] = True
+        if source.get("skipPreface"):
+            csv["skipPreface"] = source["skipPreface"]
+        contribution = recipe.get("contribution") or {"type": "add"}
+        if contribution.get("type", "add") != "add":
+            csv["contribution"] = {k: v for k, v in contribution.items() if v is not None}
+        out.append(("csv", csv))
+    out.append(("recipe", _recipe_block(domain, name, recipe)))
+    return out
+
+
+def _recipe_block(domain: str, name: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    source = dict(recipe.get("source") or {})
+    if source.get("query"):
+        source = {"query": source["query"]}
+    else:
+        source = {k: v for k, v in source.items() if v is not None}
+        if "columns" in source:
+            source["columns"] = _columns(source)
+        if source.get("fileProvider"):
+            source["fileProvider"] = _provider(domain, name, source["fileProvider"])
+    block: dict[str, Any] = {"recipeType": recipe.get("recipeType", "once"), "source": source}
+    for name_ in (
+        "lookupType",
+        "append",
+        "key",
+        "columnFilter",
+        "contribution",
+        "secondaryIndexes",
+        "refreshMillis",
+        "startMillis",
+        "requiresDate",
+    ):
+        value = recipe.get(name_)
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        block[name_] = value
+    return block
+
+
+def _document(
+    domain: str, name: str, visibility: str, kind: str, body: dict[str, Any], notify: bool | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if visibility != "creator-only":
+        spec["visibility"] = visibility
+    spec[kind] = body
+    if kind == "recipe" and notify:
+        spec["notifyStatus"] = True
+    return {
+        "apiVersion": "reconciler/v1",
+        "kind": "Lookup",
+        "metadata": {"domain": domain, "name": name},
+        "spec": spec,
+    }
+
+
+def _round_trips(document: dict[str, Any], meta: LookupMeta) -> bool:
+    """True when planning this spec against ``meta`` would be a no-op (no diff, nothing unverified)."""
+    try:
+        spec = LookupSpec.model_validate(document["spec"])
+    except Exception:  # a candidate the spec language cannot hold
+        return False
+    _, config, ignore = expand(spec)
+    desired = DesiredLookup(
+        address=f"{meta.domain}/{meta.name}",
+        domain=str(meta.domain),
+        name=meta.name,
+        state="present",
+        protect=False,
+        kind=spec.source_kind,
+        endpoint=SOURCE_KINDS[spec.source_kind or "recipe"],
+        body={},
+        flat=flatten(config),
+        ignore=frozenset(ignore),
+        fields=observable_fields(config),
+    )
+    comparison = compare(desired, meta, None)
+    return not comparison.diff and not [p for p in comparison.unverified if p != "notifyStatus"]
+
+
+def _dump(document: dict[str, Any], header: list[str]) -> str:
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    return "".join(f"# {line}\n" for line in header) + text
+
+
+def import_lookup(domain: str, meta: LookupMeta) -> ImportedLookup:
+    """The spec of one live lookup."""
+    visibility = meta.visibility or "creator-only"
+    header = [f"Imported by reconciler from {domain}/{meta.name} on {datetime.now(UTC):%Y-%m-%d}."]
+    if meta.deployConfig:
+        config = meta.deployConfig
+        for kind, body in _candidates(domain, meta.name, config):
+            document = _document(
+                domain, meta.name, visibility, kind, body, config.get("notifyStatus")
+            )
+            if _round_trips(document, meta) or kind == "recipe":
+                notes = []
+                if not _round_trips(document, meta):
+                    notes.append(
+                        "the live config has fields the spec language cannot express exactly; review the recipe"
+                    )
+                placeholders = sorted(
+                    set(re.findall(r"\$\{env:([A-Z0-9_]+)\}", yaml.safe_dump(body)))
+                )
+                if placeholders:
+                    notes.append(
+                        "secrets were masked by the service: export "
+                        + ", ".join(placeholders)
+                        + " before apply"
+                    )
+                    header.append(
+                        "Secrets were masked by the service: set "
+                        + ", ".join(placeholders)
+                        + " where apply runs."
+                    )
+                if "file" in body:
+                    notes.append(
+                        f"the CSV was uploaded and the service cannot give it back: put it at "
+                        f"data/{meta.name}.csv beside the spec"
+                    )
+                    header.append(
+                        f"The CSV was uploaded: put it at data/{meta.name}.csv beside this file."
+                    )
+                return ImportedLookup(meta.name, kind, _dump(document, header), notes)
+    return _from_fields(domain, meta, visibility, header)
+
+
+def _from_fields(
+    domain: str, meta: LookupMeta, visibility: str, header: list[str]
+) -> ImportedLookup:
+    """The honest best effort when the service does not show the deploy config."""
+    header.append(
+        "The service did not report this lookup's deployConfig: only its columns, key and"
+    )
+    header.append("visibility are known. Every line marked UNKNOWN must be checked before apply.")
+    columns = [
+        {"name": f.column, "type": _TYPE_BY_FIELD.get(f.type.lower(), "STRING")}
+        for f in meta.fields
+    ] or [{"name": "UNKNOWN", "type": "STRING"}]
+    keys = [f.column for f in meta.fields if f.key]
+    csv: dict[str, Any] = {"file": f"data/{meta.name}.csv", "columns": columns}
+    if len(keys) == 1 and meta.fields and keys[0] != meta.fields[0].column:
+        csv["key"] = {"type": "column", "column": keys[0]}
+    elif len(keys) > 1:
+        csv["key"] = {"type": "col-hash", "columns": keys}
+    document = _document(domain, meta.name, visibility, "csv", csv, None)
+    text = _dump(document, header)
+    text = text.replace(
+        f"    file: data/{meta.name}.csv\n",
+        f"    file: data/{meta.name}.csv  # UNKNOWN: the source (CSV, S3 or query) was not reported\n",
+    )
+    notes = [
+        "deployConfig was not readable: wrote columns and key from metadata; the source is UNKNOWN",
+        f"provide data/{meta.name}.csv or replace the csv block with the real source",
+    ]
+    return ImportedLookup(meta.name, "csv", text, notes, exact=False)
+
+
+def domain_document(domain: str) -> str:
+    """The Domain document written beside imported lookups."""
+    document = {
+        "apiVersion": "reconciler/v1",
+        "kind": "Domain",
+        "metadata": {"name": domain},
+        "spec": {"prune": False, "keep": []},
+    }
+    return _dump(
+        document, [f"Domain {domain}: set prune: true to delete live lookups no spec names."]
+    )
+
+
+def write_import(
+    out_dir: Path, domain: str, imported: list[ImportedLookup], *, force: bool
+) -> list[Path]:
+    """Write one file per lookup plus ``_domain.yaml``; refuse to overwrite without ``force``."""
+    from reconciler.errors import SettingsError
+
+    folder = out_dir / domain
+    targets = [(folder / f"{item.name}.yaml", item.text) for item in imported]
+    targets.append((folder / "_domain.yaml", domain_document(domain)))
+    existing = [str(path) for path, _ in targets if path.exists()]
+    if existing and not force:
+        raise SettingsError(
+            f"would overwrite {len(existing)} file(s): {', '.join(existing[:5])}"
+            + (" ..." if len(existing) > 5 else ""),
+            hint="pass --force to overwrite, or --out another folder",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in targets:
+        path.write_text(text)
+    return [path for path, _ in targets]

@@ -1,0 +1,95 @@
+"""``reconciler jobs``: a lookup's recent jobs as people expect to see them.
+
+For each job: its statuses in order (time, code, message), its stage (running / done / failed, by the
+rule in ``reconciler.client._jobs``), when it was submitted and when it stopped, and how long it ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.client import JobStatus, LookupReader, job_outcome
+
+STAGES = {"done": "done", "failed": "failed", "settling": "running", "running": "running"}
+
+
+def _moment(eventdata: str | None) -> datetime | None:
+    if not eventdata:
+        return None
+    try:
+        parsed = datetime.fromisoformat(eventdata.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass
+class JobView:
+    """One job, summarised."""
+
+    id: str
+    stage: str
+    submitted: str | None
+    stopped: str | None
+    seconds: float | None
+    statuses: list[dict[str, Any]]
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The latest status."""
+        return self.statuses[-1] if self.statuses else None
+
+
+def job_view(job_id: str, statuses: list[JobStatus]) -> JobView:
+    """Summarise one job's statuses."""
+    stage = STAGES[job_outcome(statuses)]
+    first = _moment(statuses[0].eventdata) if statuses else None
+    last = _moment(statuses[-1].eventdata) if statuses else None
+    stopped = last if stage != "running" else None
+    end = stopped or datetime.now(UTC)
+    seconds = round((end - first).total_seconds(), 3) if first else None
+    return JobView(
+        id=job_id,
+        stage=stage,
+        submitted=first.isoformat(timespec="milliseconds") if first else None,
+        stopped=stopped.isoformat(timespec="milliseconds") if stopped else None,
+        seconds=seconds,
+        statuses=[{"time": s.eventdata, "code": s.code, "msg": s.msg} for s in statuses],
+    )
+
+
+async def job_views(
+    reader: LookupReader, domain: str, name: str, job_id: str | None = None
+) -> list[JobView]:
+    """The lookup's recent jobs (or the one ``job_id``), oldest first."""
+    ids = [job_id] if job_id else await reader.job_ids(domain, name)
+    views = []
+    for one in ids:
+        views.append(job_view(one, await reader.job_statuses(domain, name, one)))
+    return views
+
+
+def render_jobs(address: str, views: list[JobView]) -> str:
+    """The text view."""
+    if not views:
+        return f"{address}: no jobs."
+    lines = [f"Jobs of {address} (oldest first):", ""]
+    for view in views:
+        took = f", ran {view.seconds:g}s" if view.seconds is not None else ""
+        stopped = f", stopped {view.stopped}" if view.stopped else ""
+        lines.append(
+            f"job {view.id}: {view.stage.upper()} (submitted {view.submitted or '?'}{stopped}{took})"
+        )
+        for status in view.statuses:
+            lines.append(
+                f"  {status['time'] or '-':<24} {status['code']:<14} {status['msg'] or ''}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def as_json(address: str, views: list[JobView]) -> dict[str, Any]:
+    """The JSON view."""
+    return {"lookup": address, "jobs": [asdict(v) for v in views]}

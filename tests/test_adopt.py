@@ -1,0 +1,290 @@
+"""Import, jobs and history: adopting existing lookups and auditing what apply did."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.commands import run_import, run_jobs
+from reconciler.desired import expand
+from reconciler.emulator import EmulatorConfig
+from reconciler.errors import JobFailed, SettingsError
+from reconciler.journal import HistoryQuery, Journal, JournalEntry, query
+from reconciler.spec import validate_paths
+from reconciler.spec.model import SOURCE_KINDS, LookupDocument
+from reconciler.timeframe import parse_time
+from tests.planning import KINDS, Project, lookup_doc
+
+pytestmark = pytest.mark.anyio
+
+
+async def _create_directly(project: Project, name: str, kind_body: str) -> None:
+    """Create a lookup through the API (not through apply), as a person would have by hand."""
+    import yaml
+
+    document = LookupDocument.model_validate(yaml.safe_load(lookup_doc(name, kind_body)))
+    body, _, _ = expand(document.spec)
+    body = json.loads(
+        json.dumps(body)
+        .replace("${env:TEST_S3_ACCESS}", "AKIA1")
+        .replace("${env:TEST_S3_SECRET}", "s3cret")
+    )
+    endpoint = SOURCE_KINDS[document.spec.source_kind or "recipe"]
+    async with project.client() as client:
+        csv = project.specs / "data" / "geo.csv" if "file:" in kind_body else None
+        result = await client.deploy("POST", endpoint, "acme", name, body, csv_file=csv)
+        assert result.job_id
+        await client.wait_for_job("acme", name, result.job_id)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_import_round_trip_is_an_empty_plan(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(tmp_path)
+    await _create_directly(project, "adopted", KINDS[kind])
+    out = tmp_path / "imported"
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    spec_file = out / "acme" / "adopted.yaml"
+    assert spec_file.exists() and (out / "acme" / "_domain.yaml").exists()
+    if kind == "csv_file":  # an uploaded CSV cannot be read back: the user supplies it
+        assert "put it at data/adopted.csv" in capsys.readouterr().out
+        (out / "acme" / "data").mkdir()
+        (out / "acme" / "data" / "adopted.csv").write_text(
+            (project.specs / "data" / "geo.csv").read_text()
+        )
+    if kind == "csv_s3":
+        assert "${env:ACME_ADOPTED_SECRET_KEY}" in spec_file.read_text()
+    project.specs = out
+    run = await project.plan()
+    assert not run.plan.can_apply(), [(c.address, c.reason) for c in run.plan.changes]
+    assert run.plan.changes[0].kind == (
+        "csv"
+        if kind.startswith("csv")
+        else {
+            "static": "staticQuery",
+            "periodic": "periodicQuery",
+            "periodic_dated": "periodicQuery",
+            "sliding": "slidingWindowQuery",
+            "recipe": "recipe",
+        }[kind]
+    )
+
+
+async def test_import_with_null_deploy_config_is_honest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01, deploy_config_null=True)
+    )
+    await _create_directly(project, "opaque", KINDS["csv_s3"])
+    out = tmp_path / "imported"
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    captured = capsys.readouterr()
+    assert "imported from metadata only" in captured.err and "opaque" in captured.err
+    text = (out / "acme" / "opaque.yaml").read_text()
+    assert "UNKNOWN" in text and "did not report this lookup's deployConfig" in text
+    result = validate_paths([str(out)], csv=False)
+    assert not result.errors, [d.render() for d in result.errors]
+    [lookup] = result.lookups
+    columns = lookup.model.spec.csv.columns  # type: ignore[union-attr]
+    assert [(c.name, c.type) for c in columns] == [("ip", "IP4"), ("score", "INT4")]
+
+
+async def test_import_does_not_overwrite_without_force(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    await _create_directly(project, "x", KINDS["static"])
+    out = tmp_path / "imported"
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    (out / "acme" / "x.yaml").write_text("# my edits\n")
+    with pytest.raises(SettingsError, match="would overwrite"):
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport())
+    assert (out / "acme" / "x.yaml").read_text() == "# my edits\n"
+    assert (
+        await run_import(
+            project.settings, "acme", out_dir=out, force=True, transport=project.transport()
+        )
+        == 0
+    )
+    assert "staticQuery" in (out / "acme" / "x.yaml").read_text()
+
+
+async def test_jobs_show_failure_message_and_running_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01, job_failure_pattern="bad")
+    )
+    async with project.client() as client:
+        bad = await client.deploy(
+            "POST", "deploy-static-query", "acme", "bad", {"query": "from a select b"}
+        )
+        assert bad.job_id
+        with pytest.raises(JobFailed):
+            await client.wait_for_job("acme", "bad", bad.job_id)
+    assert await run_jobs(project.settings, "acme/bad", transport=project.transport()) == 0
+    out = capsys.readouterr().out
+    assert f"job {bad.job_id}: FAILED" in out
+    assert "deploy.err Lookup deployment failed: injected failure" in " ".join(out.split())
+    project.emulator.config.create_latency = 60
+    async with project.client() as client:
+        slow = await client.deploy(
+            "POST", "deploy-static-query", "acme", "slow", {"query": "from a select b"}
+        )
+    assert (
+        await run_jobs(
+            project.settings, "acme/slow", output_format="json", transport=project.transport()
+        )
+        == 0
+    )
+    document = json.loads(capsys.readouterr().out)
+    [job] = document["jobs"]
+    assert job["id"] == slow.job_id and job["stage"] == "running" and job["stopped"] is None
+    assert job["statuses"][-1]["code"] == "create.start"
+
+
+async def test_jobs_rejects_a_bad_address(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    with pytest.raises(SettingsError, match="is not DOMAIN/NAME"):
+        await run_jobs(project.settings, "no-slash", transport=project.transport())
+
+
+# --- time frames -------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 24, 15, 37, 42, 123000, tzinfo=UTC)  # a Tuesday
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1767225600000", 1767225600000),
+        ("2026-01-01T00:00:00Z", 1767225600000),
+        ("2026-01-01T00:00:00", 1767225600000),
+        ("2026-01-01 00:00:00", 1767225600000),
+        ("2026-01-01T01:00:00+01:00", 1767225600000),
+        ("2026-01-01", 1767225600000),
+        ("now", ms(NOW)),
+        ("now-30m", ms(NOW - timedelta(minutes=30))),
+        ("now-2h", ms(NOW - timedelta(hours=2))),
+        ("now-1d", ms(NOW - timedelta(days=1))),
+        ("now-1w", ms(NOW - timedelta(weeks=1))),
+        ("now-1M", ms(NOW.replace(month=10))),
+        ("now-1y", ms(NOW.replace(year=2025))),
+        ("now-2h/h", ms(datetime(2026, 11, 24, 13, 0, tzinfo=UTC))),
+        ("now-1d/d", ms(datetime(2026, 11, 23, tzinfo=UTC))),
+        ("now/w", ms(datetime(2026, 11, 23, tzinfo=UTC))),  # Monday
+        ("now-1M/M", ms(datetime(2026, 10, 1, tzinfo=UTC))),
+        ("now/y", ms(datetime(2026, 1, 1, tzinfo=UTC))),
+        ("now-5m/m", ms(datetime(2026, 11, 24, 15, 32, tzinfo=UTC))),
+        ("now+1d", ms(NOW + timedelta(days=1))),
+    ],
+)
+def test_time_formats(text: str, expected: int) -> None:
+    assert parse_time(text, now=NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "now-1", "now-1q", "now--1d", "2026-13-01", ""])
+def test_bad_times(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_time(text, now=NOW)
+
+
+def test_month_arithmetic_clamps_the_day() -> None:
+    march_31 = datetime(2026, 3, 31, tzinfo=UTC)
+    assert parse_time("now-1M", now=march_31) == ms(datetime(2026, 2, 28, tzinfo=UTC))
+
+
+@given(n=st.integers(1, 500), unit=st.sampled_from("smhdwMy"))
+def test_relative_frames_are_in_the_past_and_ordered(n: int, unit: str) -> None:
+    assert parse_time(f"now-{n}{unit}", now=NOW) < parse_time("now", now=NOW)
+    assert parse_time(f"now-{n + 1}{unit}", now=NOW) < parse_time(f"now-{n}{unit}", now=NOW)
+    assert parse_time(f"now-{n}{unit}/{unit}", now=NOW) <= parse_time(f"now-{n}{unit}", now=NOW)
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def _entries(journal: Journal, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        entry = JournalEntry(
+            id=f"e{i}",
+            time="",
+            timestamp=1_000_000 + i * 1000,
+            actor="ci",
+            domain="acme" if i % 2 else "beta",
+            lookup=f"l{i % 5}",
+            action=["create", "update", "delete"][i % 3],
+            outcome="done",
+            message="",
+            jobId=None,
+            commit=None,
+            payload={"previous": {}, "additions": {}, "deletions": {}},
+        )
+        journal.append(entry)
+        ids.append(entry.id)
+    return ids
+
+
+@given(n=st.integers(0, 40), page=st.integers(1, 9))
+def test_history_pages_return_each_entry_once(n: int, page: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Journal(Path(folder) / "journal.jsonl")
+        ids = _entries(journal, n)
+        seen: list[str] = []
+        offset = 0
+        while True:
+            result = query(journal, HistoryQuery(offset=offset, page_size=page))
+            assert result["totalResults"] == n and result["offset"] == offset
+            if not result["results"]:
+                break
+            seen += [r["id"] for r in result["results"]]
+            offset += page
+        assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+        assert seen == list(reversed(ids))  # newest first
+
+
+def test_history_filters(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    _entries(journal, 30)
+    assert query(journal, HistoryQuery(domain="acme"))["totalResults"] == 15
+    assert query(journal, HistoryQuery(action="delete"))["totalResults"] == 10
+    assert query(journal, HistoryQuery(name="l1"))["totalResults"] == 6
+    assert query(journal, HistoryQuery(name="acme/l1"))["totalResults"] == 3
+    window = query(journal, HistoryQuery(since=1_005_000, until=1_010_000))
+    assert [r["id"] for r in window["results"]] == [f"e{i}" for i in range(9, 4, -1)]
+    with (tmp_path / "journal.jsonl").open("a") as handle:
+        handle.write('{"torn": ')  # a crash mid-append loses only that line
+    assert query(journal, HistoryQuery())["totalResults"] == 30
+
+
+async def test_apply_writes_the_journal(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    assert await project.apply() == 0
+    project.write(lookup_doc("a", KINDS["static"].replace("from a", "from b")))
+    assert await project.apply() == 0
+    journal = Journal(tmp_path / ".reconciler" / "journal.jsonl")
+    entries = list(journal.entries())
+    assert [(e.action, e.outcome) for e in entries] == [("create", "done"), ("update", "done")]
+    update = entries[1].payload
+    assert update["previous"] == {"recipe.source.query": "from a select user, role"}
+    assert update["additions"] == {"recipe.source.query": "from b select user, role"}
+    assert entries[1].jobId
