@@ -206,6 +206,7 @@ def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.reliability
 def test_apply_refuses_without_terminal_or_approval(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]))
@@ -215,6 +216,7 @@ def test_apply_refuses_without_terminal_or_approval(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.reliability
 def test_ci_without_endpoint_refuses(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]))
@@ -229,6 +231,7 @@ def test_ci_without_endpoint_refuses(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
 
 
+@pytest.mark.reliability
 def test_saved_plan_applies_and_refuses_when_stale(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))

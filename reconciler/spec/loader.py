@@ -335,6 +335,18 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
     except yaml.YAMLError as exc:
         result.diagnostics.append(Diagnostic(str(path), None, None, "", f"YAML error: {exc}"))
         return result
+    except RecursionError:  # the YAML parser recurses per nesting level, before our depth guard
+        result.diagnostics.append(
+            Diagnostic(
+                str(path),
+                None,
+                None,
+                "",
+                f"document is nested more than {MAX_DEPTH} levels deep",
+                hint="spec documents are small mappings",
+            )
+        )
+        return result
     for index, node in enumerate(nodes):
         if node is None:
             continue
