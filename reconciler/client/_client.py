@@ -178,9 +178,14 @@ class LookupReader:
         base_url = settings.base_url or "http://emulator.embedded/lookup-api"
         if transport is None and settings.embedded:
             transport = embedded_transport(settings)
+        # An SSL context costs ~70 ms to build; plain-http endpoints (a loopback emulator) and the
+        # in-process transport never use one. Redirects are not followed, so http stays http.
+        plain = transport is not None or base_url.startswith("http://")
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
+            verify=not plain,
+            follow_redirects=False,
             auth=_Auth(settings.credentials, wall_clock),
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import hashlib
 import hmac
 import json
@@ -205,7 +206,10 @@ class Emulator:
 
     # --- metadata ---------------------------------------------------------------------------
 
-    def metadata(self, row: LookupRow) -> dict[str, Any]:
+    def metadata(
+        self, row: LookupRow, latest: dict[str, dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        """The documented metadata of one lookup; ``latest`` holds pre-read job statuses."""
         config = row.config
         recipe = config["recipe"]
         source = recipe.get("source") or {}
@@ -213,7 +217,7 @@ class Emulator:
         if source.get("columns"):
             columns = [(c["name"], field_type_name(c["type"])) for c in source["columns"]]
         else:
-            columns = [(name, "str") for name in query_columns(source.get("query", "")) or []]
+            columns = [(name, "str") for name in _query_columns(source.get("query", ""))]
         names = [name for name, _ in columns]
         key_index = set(
             key_positions(names, key["type"], key.get("column"), key.get("columns")) or []
@@ -226,7 +230,9 @@ class Emulator:
             "creationDate": iso_millis(row.created),
             "keyType": _key_type(key),
             "deployConfig": None if self.config.deploy_config_null else masked(config),
-            "lastStatus": self.store.latest_status(row.domain, row.name, row.last_job),
+            "lastStatus": (latest or {}).get(row.last_job or "")
+            if latest is not None
+            else self.store.latest_status(row.domain, row.name, row.last_job),
             "fields": [
                 {"column": name, "type": kind, "key": i in key_index}
                 for i, (name, kind) in enumerate(columns)
@@ -276,15 +282,22 @@ def sign(api_key: str, api_secret: str, body: bytes, timestamp: str) -> str:
 
 
 def masked(config: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a deploy config with secret values replaced by the mask."""
-    text = json.dumps(config)
-    copy = json.loads(text)
-    provider = (copy.get("recipe") or {}).get("source", {}) or {}
-    provider = provider.get("fileProvider") or {}
+    """The config with secret values replaced by the mask (a copy only when there is one)."""
+    source = (config.get("recipe") or {}).get("source") or {}
+    provider = source.get("fileProvider") or {}
+    if not any(provider.get(k) and provider[k] != MASK for k in ("accessKey", "secretKey")):
+        return config  # stored configs are masked already: nothing to copy
+    copy = json.loads(json.dumps(config))
+    hidden = copy["recipe"]["source"]["fileProvider"]
     for secret in ("accessKey", "secretKey"):
-        if provider.get(secret):
-            provider[secret] = MASK
+        if hidden.get(secret):
+            hidden[secret] = MASK
     return dict(copy)
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_columns(query: str) -> tuple[str, ...]:
+    return tuple(query_columns(query) or ())
 
 
 def _key_type(key: dict[str, Any]) -> dict[str, Any]:
@@ -338,6 +351,7 @@ async def list_lookups(request: Request) -> Response:
             "owner values can be 'THIS_DOMAIN', 'OTHER_DOMAINS' and 'ANY_DOMAIN'",
             kind="LookupMetaInfoError",
         )
+    latest = emu.store.latest_statuses(rows)
     return JSONResponse(
         {
             "type": "LookupMetaInfoListResponse",
@@ -346,7 +360,7 @@ async def list_lookups(request: Request) -> Response:
             "context": None,
             "id": str(uuid.uuid1()),
             "msg": f"Lookups of domain {domain}",
-            "lookups": [emu.metadata(r) for r in rows],
+            "lookups": [emu.metadata(r, latest) for r in rows],
             "nextPageToken": next_token,
         }
     )

@@ -336,6 +336,31 @@ class Store:
         ]
         return reached[-limit:]
 
+    def latest_statuses(self, rows: list[LookupRow]) -> dict[str, dict[str, str]]:
+        """The latest status of each row's last job, by job id, read in one query."""
+        ids = [row.last_job for row in rows if row.last_job]
+        if not ids:
+            return {}
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT id, domain, name, created, schedule FROM jobs WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+        now = self.clock()
+        latest: dict[str, dict[str, str]] = {}
+        for job_id, domain, name, created, schedule in found:
+            reached = [s for s in json.loads(schedule) if created + s[0] <= now]
+            if reached:
+                offset, code, message = reached[-1]
+                latest[job_id] = {
+                    "eventdata": iso_millis(created + offset),
+                    "domain": domain,
+                    "lookup": name,
+                    "msg": message,
+                    "code": code,
+                }
+        return latest
+
     def latest_status(self, domain: str, name: str, job_id: str | None) -> dict[str, str] | None:
         """The latest status of a job (the lookup's ``lastStatus``), or None."""
         if job_id is None:
