@@ -11,8 +11,9 @@ import ipaddress
 import re
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal, get_args
 
-COLUMN_TYPES: tuple[str, ...] = (
+ColumnType = Literal[
     "BOOLEAN",
     "STRING",
     "INT4",
@@ -25,7 +26,8 @@ COLUMN_TYPES: tuple[str, ...] = (
     "IP6",
     "TIMESTAMP",
     "DURATION",
-)
+]
+COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
 
 #: deploy-body type -> the short name metadata ``fields[].type`` uses.
 FIELD_TYPE_NAMES: dict[str, str] = {

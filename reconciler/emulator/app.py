@@ -318,13 +318,18 @@ def _emulator(request: Request) -> Emulator:
     return request.app.state.emulator
 
 
-async def list_lookups(request: Request) -> Response:
+async def _guard(request: Request) -> tuple[Emulator, str, Response | None]:
+    """The emulator, the path's domain, and the error response when auth or the domain says no."""
     emu = _emulator(request)
     domain = request.path_params["domain"]
-    if denied := await emu.authorize(request, domain):
+    denied = await emu.authorize(request, domain) or emu.domain_missing(domain)
+    return emu, domain, denied
+
+
+async def list_lookups(request: Request) -> Response:
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
     params = request.query_params
     try:
         max_length = int(params.get("max_length", "100"))
@@ -371,12 +376,10 @@ def _shared(row: LookupRow) -> bool:
 
 
 async def get_lookup(request: Request) -> Response:
-    emu = _emulator(request)
-    domain, name = request.path_params["domain"], request.path_params["name"]
-    if denied := await emu.authorize(request, domain):
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
+    name = request.path_params["name"]
     row = emu.store.get(domain, name)
     if row is None:
         return emu.error(404, "Lookup not found.", kind="LookupMetaInfoError")
@@ -394,12 +397,10 @@ async def get_lookup(request: Request) -> Response:
 
 
 async def delete_lookup(request: Request) -> Response:
-    emu = _emulator(request)
-    domain, name = request.path_params["domain"], request.path_params["name"]
-    if denied := await emu.authorize(request, domain):
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
+    name = request.path_params["name"]
     try:
         job_id = emu.store.delete(domain, name, emu.schedule("delete", name, uploaded=False))
     except Missing:
@@ -417,12 +418,10 @@ async def delete_lookup(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    emu = _emulator(request)
-    domain, name = request.path_params["domain"], request.path_params["name"]
-    if denied := await emu.authorize(request, domain):
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
+    name = request.path_params["name"]
     jobs = emu.store.job_ids(domain, name)
     if not jobs and emu.store.get(domain, name) is None:
         return emu.error(404, "Lookup not found.", kind="LookupJobError")
@@ -430,12 +429,10 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    emu = _emulator(request)
-    domain, name = request.path_params["domain"], request.path_params["name"]
-    if denied := await emu.authorize(request, domain):
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
+    name = request.path_params["name"]
     statuses = emu.store.job_statuses(domain, name, request.path_params["job"])
     if statuses is None:
         return emu.error(404, "Job not found.", kind="LookupJobError")
@@ -491,15 +488,13 @@ def _scan_upload(upload: Any, config: dict[str, Any]) -> tuple[dict[str, Any], s
 
 
 async def deploy(request: Request) -> Response:
-    emu = _emulator(request)
-    domain, name = request.path_params["domain"], request.path_params["name"]
     endpoint = request.path_params["endpoint"]
     if endpoint not in DEPLOY_ENDPOINTS:
-        return emu.error(404, "Not Found")
-    if denied := await emu.authorize(request, domain):
+        return _emulator(request).error(404, "Not Found")
+    emu, domain, denied = await _guard(request)
+    if denied:
         return denied
-    if missing := emu.domain_missing(domain):
-        return missing
+    name = request.path_params["name"]
     creating = request.method == "POST"
     address = f"{domain}/{name}"
     if creating:

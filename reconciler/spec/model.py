@@ -11,24 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler.coltypes import ColumnType
+
 # Names become URL path segments (/lookup/{domain}/{name}): keep them to a safe set.
 DOMAIN_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$"
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
-ColumnType = Literal[
-    "BOOLEAN",
-    "STRING",
-    "INT4",
-    "INT8",
-    "FLOAT4",
-    "FLOAT8",
-    "HEX4",
-    "HEX8",
-    "IP4",
-    "IP6",
-    "TIMESTAMP",
-    "DURATION",
-]
 Visibility = Literal["creator-only", "all-subdomains"]
 KeyType = Literal["first-column", "column", "row-hash", "col-hash", "seq"]
 
