@@ -342,3 +342,40 @@ def test_sigkill_mid_apply_then_next_apply_converges(tmp_path: Path, kill_after:
     if project.settings.state_path.exists():  # absent when the killed run had recorded nothing
         state = json.loads(project.settings.state_path.read_text())
         assert set(state["lookups"]) <= {f"acme/{n}" for n in names}
+
+
+@pytest.mark.reliability
+def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
+    project = Project(tmp_path, EmulatorConfig(create_latency=30, deploy_latency=1))
+    names = [f"l{i}" for i in range(6)]
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
+    with served(project.app) as base:
+        env = {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "2",
+            str(project.specs),
+        ]
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        deadline = time.monotonic() + 20
+        while len(project.emulator.stats.created) < len(names) and time.monotonic() < deadline:
+            time.sleep(0.05)  # every create submitted; all jobs now run for 30 s
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    for name in names:
+        assert f"✗ acme/{name} (create): interrupted job " in out
+    assert "reconciler jobs acme/l0 --job " in out
