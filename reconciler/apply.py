@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from reconciler.client import DeployResult, JobStatus, LookupClient, PollPolicy
+from reconciler.csvdiff import head_commit
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
 from reconciler.errors import (
     ConflictError,
@@ -285,7 +286,7 @@ class Executor:
                     "sha256": want.csv.sha256,
                     "rows": want.csv.rows,
                     "path": str(want.csv.path),
-                    "commit": self.options.commit,
+                    "commit": head_commit(want.csv.path.parent),
                 }
             self.state.record(
                 change.address,

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import IO, Any
 
+from rich.markup import escape
+
 from reconciler.apply import Outcome
 from reconciler.client import JobStatus
 from reconciler.plan.model import Change
@@ -89,7 +91,7 @@ class JsonConsole:
 class RichConsole:
     """A progress bar for the run and a line per lookup in flight (terminals only)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -99,7 +101,7 @@ class RichConsole:
             TimeElapsedColumn,
         )
 
-        self.console = Console(stderr=False)
+        self.console = console or Console(stderr=False)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -121,15 +123,14 @@ class RichConsole:
     def change_started(self, change: Change, method: str) -> None:
         if change.address not in self.lines:
             self.lines[change.address] = self.progress.add_task(
-                f"  {change.address}: {method}", total=None
+                escape(f"  {change.address}: {method}"), total=None
             )
 
     def job_status(self, change: Change, status: JobStatus) -> None:
         task = self.lines.get(change.address)
         if task is not None:
-            self.progress.update(
-                task, description=f"  {change.address}: {status.code} {status.msg or ''}"
-            )
+            text = f"  {change.address}: {status.code} {status.msg or ''}"
+            self.progress.update(task, description=escape(text))
 
     def change_finished(self, change: Change, outcome: Outcome) -> None:
         task = self.lines.pop(change.address, None)
@@ -137,8 +138,6 @@ class RichConsole:
             self.progress.remove_task(task)
         color = "green" if outcome.ok else "red"
         job = f" (job {outcome.job_id})" if outcome.job_id else ""
-        from rich.markup import escape
-
         self.progress.console.print(
             f"[{color}]{escape(change.address)}: {outcome.status}[/{color}]{job}: {escape(outcome.message)}",
             markup=True,

@@ -18,7 +18,7 @@ from reconciler.coltypes import field_type_name, parse_duration_ms
 from reconciler.spec.checks import parse_start_date
 from reconciler.spec.csvcheck import CsvScan, key_positions
 from reconciler.spec.loader import ENV_RE, LoadedLookup
-from reconciler.spec.model import SOURCE_KINDS, Key, LookupSpec, LookupType
+from reconciler.spec.model import SOURCE_KINDS, CsvSource, Key, LookupSpec, LookupType
 
 DEFAULT_REFRESH_MS = 300_000
 
@@ -31,6 +31,7 @@ class CsvContent:
     sha256: str
     rows: int
     size: int
+    spec: CsvSource  # the csv block (columns, key, header options), for row-level diffs
 
 
 @dataclass
@@ -321,7 +322,8 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
     path = loaded.csv_path()
     if path is not None and scans is not None and path in scans:
         scan = scans[path]
-        csv = CsvContent(path, scan.sha256, scan.rows, scan.size)
+        assert spec.csv is not None
+        csv = CsvContent(path, scan.sha256, scan.rows, scan.size, spec.csv)
     desired.body = body
     desired.flat = flatten(config)
     desired.ignore = frozenset(ignore)

@@ -105,6 +105,12 @@ async def make_plan(
     state = State.load(state_path)
     live = await fetch_live(reader, workspace.domains)
     plan = build_plan(workspace.desired, live, state.lookups, workspace.policies, selector)
+    if any(change.csv is not None for change in plan.changes):
+        from reconciler import csvdiff
+
+        sources = {d.address: (d.csv.path, d.csv.spec) for d in workspace.desired if d.csv}
+        recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
+        plan = csvdiff.enrich(plan, sources, recorded)
     return PlanRun(plan, workspace, live, state)
 
 

@@ -288,3 +288,55 @@ async def test_apply_writes_the_journal(tmp_path: Path) -> None:
     assert update["previous"] == {"recipe.source.query": "from a select user, role"}
     assert update["additions"] == {"recipe.source.query": "from b select user, role"}
     assert entries[1].jobId
+
+
+async def test_jobs_watch_follows_a_job_to_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0.2, deploy_latency=0.3, job_failure_pattern="bad")
+    )
+    async with project.client() as client:
+        good = await client.deploy(
+            "POST", "deploy-static-query", "acme", "good", {"query": "from a select b"}
+        )
+        await client.deploy(
+            "POST", "deploy-static-query", "acme", "bad", {"query": "from a select b"}
+        )
+    assert (
+        await run_jobs(project.settings, "acme/good", watch=True, transport=project.transport())
+        == 0
+    )
+    out = capsys.readouterr().out
+    codes = [line.split()[1] for line in out.splitlines() if line.startswith("  ")]
+    assert codes == ["create.start", "create.ok", "deploy.start", "deploy.ok"]
+    assert f"acme/good: job {good.job_id} done." in out
+    assert (
+        await run_jobs(project.settings, "acme/bad", watch=True, transport=project.transport()) == 1
+    )
+    assert "deploy.err: Lookup deployment failed: injected failure" in capsys.readouterr().out
+
+
+def test_rich_console_shows_progress_and_outcomes() -> None:
+    import io
+
+    from rich.console import Console
+
+    from reconciler.apply import Outcome
+    from reconciler.client import JobStatus
+    from reconciler.console import RichConsole
+    from reconciler.plan.model import Action, Change
+
+    stream = io.StringIO()
+    console = RichConsole(2, console=Console(file=stream, force_terminal=True, width=100))
+    change = Change(
+        address="acme/x", domain="acme", name="x", action=Action.CREATE, endpoint="deploy-csv"
+    )
+    with console:
+        console.change_started(change, "POST")
+        console.job_status(change, JobStatus(code="create.start", msg="Lookup [/creation] started"))
+        console.change_finished(
+            change, Outcome("acme/x", Action.CREATE, "done", "j-1", "Lookup successfully deployed")
+        )
+    text = stream.getvalue()
+    assert "acme/x: done" in text and "(job j-1)" in text and "Lookup successfully deployed" in text

@@ -496,3 +496,36 @@ async def test_multipart_upload_streams_from_disk(tmp_path: Path) -> None:
 def test_reader_has_no_write_methods() -> None:
     for name in ("deploy", "delete"):
         assert not hasattr(LookupReader, name) and hasattr(LookupClient, name)
+
+
+async def test_client_signature_known_answer() -> None:
+    """The client signs the exact bytes it sends (vector computed with openssl, as in the emulator test)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"id": "job"})
+
+    settings = Settings(
+        "http://devo.test/lookup-api",
+        Credentials(api_key=Secret("key-1"), api_secret=Secret("secret-1")),
+    )
+    clock = FakeClock(start=1_700_000_000.0)
+    client = LookupClient(
+        settings,
+        transport=httpx.MockTransport(handler),
+        sleep=clock.sleep,
+        clock=clock,
+        wall_clock=clock,
+    )
+    async with client:
+        await client.deploy("POST", "deploy-config", "acme", "x", {"a": 1})
+    [request] = seen
+    assert request.content == b'{"a":1}'
+    assert request.headers["x-logtrust-apikey"] == "key-1"
+    assert request.headers["x-logtrust-timestamp"] == "1700000000000"
+    assert (
+        request.headers["x-logtrust-sign"]
+        == "00185f3cd17187bca1bb288a355d0b832ca99807a8759525f3c7efd4503f8f82"
+    )
+    assert "authorization" not in request.headers and "standalonetoken" not in request.headers

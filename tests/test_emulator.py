@@ -502,3 +502,63 @@ def test_served_over_loopback_with_uvicorn() -> None:
         app.emulator.config.rate_drop = 1.0
         with pytest.raises(httpx.RemoteProtocolError):
             client.get("/lookup/acme")
+
+
+def test_emulator_serve_command(tmp_path: Path) -> None:
+    """``reconciler emulator serve`` in a real process: tokens from env, never from argv."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import free_port
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "reconciler", "emulator", "serve", "--token", "plain-value"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 1 and "must be env:NAME or file:PATH" in refused.stderr
+    assert "plain-value" not in refused.stderr
+
+    port = free_port()
+    env = {**os.environ, "EMU_TOKEN": "served-token"}
+    command = [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "emulator",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(tmp_path / "emu.db"),
+        "--token",
+        "env:EMU_TOKEN",
+        "--known-domain",
+        "acme",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}/lookup-api"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/lookup/acme", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, (
+                    "server did not start"
+                )
+                time.sleep(0.05)
+        assert httpx.get(base + "/lookup/acme").status_code == 401
+        headers = {"Authorization": "Bearer served-token"}
+        assert httpx.get(base + "/lookup/acme", headers=headers).json()["lookups"] == []
+        assert httpx.get(base + "/lookup/other", headers=headers).status_code == 404
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert (tmp_path / "emu.db").exists()

@@ -263,3 +263,43 @@ async def test_plan_of_5000_lookups_in_10_domains_lists_only(tmp_path: Path) -> 
     plan = (await project.plan()).plan
     assert plan.summary["unchanged"] == 5000 and not plan.can_apply()
     assert dict(project.emulator.stats.routes) == {"GET /lookup/{domain}": 10}
+
+
+def _git(folder: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+async def test_csv_rows_diffed_by_key_against_the_applied_commit(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "specs")
+    _git(tmp_path, "commit", "-q", "-m", "geo")
+    assert await project.apply() == 0
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text("ip,country\n10.0.0.1,ES\n10.0.0.2,CA\n10.0.0.4,DE\n")  # ~ .2, - .3, + .4
+    change = only_change((await project.plan()).plan)
+    assert change.csv is not None
+    assert (change.csv.added, change.csv.removed, change.csv.changed) == (1, 1, 1)
+    assert change.csv.samples == ["+ 10.0.0.4,DE", "- 10.0.0.3,FR", "~ 10.0.0.2,US → 10.0.0.2,CA"]
+    assert "~ csv content: 3 → 3 rows (+1 -1 ~1 by key)" in render_text((await project.plan()).plan)
+
+
+async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "specs")
+    _git(tmp_path, "commit", "-q", "-m", "geo")
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text(csv.read_text() + "10.0.0.9,PT\n")  # applied, but never committed
+    assert await project.apply() == 0
+    csv.write_text(csv.read_text().replace("PT", "BR"))
+    change = only_change((await project.plan()).plan)
+    assert change.csv is not None and change.csv.added is None and change.csv.samples == []

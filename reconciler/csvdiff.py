@@ -1,0 +1,150 @@
+"""Row-level diffs of a ``csv.file`` lookup's CSV against the version apply last deployed.
+
+Apply records, per lookup, the CSV's sha256 and the git commit of its repository. When a plan sees
+the content changed, this step asks git for the file at that commit (``git show``) and, only if its
+sha256 is the one recorded (so it is exactly what was deployed), compares the two by key: rows added,
+removed and changed, with a few samples. Files over ``MAX_BYTES`` are not diffed row by row (the plan
+still shows the row counts). This is I/O, so it runs after the pure plan builder, as its own step.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from reconciler.plan.model import CsvChange, Plan
+from reconciler.spec.csvcheck import key_positions
+from reconciler.spec.model import CsvSource
+
+MAX_BYTES = 20 * 1024 * 1024
+SAMPLES = 3
+
+
+def _git(folder: Path, *args: str) -> bytes | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def head_commit(folder: Path) -> str | None:
+    """The commit checked out in the git repository holding ``folder``, if any."""
+    out = _git(folder, "rev-parse", "HEAD")
+    return out.decode().strip() if out else None
+
+
+def file_at(commit: str, path: Path) -> bytes | None:
+    """The content of ``path`` at ``commit`` in its repository, or None."""
+    top = _git(path.parent, "rev-parse", "--show-toplevel")
+    if not top:
+        return None
+    try:
+        relative = path.resolve().relative_to(Path(top.decode().strip()).resolve())
+    except ValueError:
+        return None
+    return _git(path.parent, "show", f"{commit}:{relative.as_posix()}")
+
+
+def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
+    text = io.StringIO(data.decode("utf-8", errors="replace"), newline="")
+    lines: Iterator[str] = iter(text)
+    if source.skipPreface:
+        preface = re.compile(source.skipPreface)
+        kept: list[str] = []
+        skipping = True
+        for line in lines:
+            if skipping and preface.search(line.rstrip("\r\n")):
+                continue
+            skipping = False
+            kept.append(line)
+        lines = iter(kept)
+    reader = csv.reader(lines)
+    header = source.hasHeader
+    for row in reader:
+        if not row or row == [""]:
+            continue
+        if header:
+            header = False
+            continue
+        yield row
+
+
+def diff_rows(old: bytes, new: bytes, source: CsvSource) -> tuple[int, int, int, list[str]]:
+    """(added, removed, changed, samples) between two versions of a CSV, by the lookup's key."""
+    names = [c.name for c in source.columns]
+    key = source.key
+    positions = key_positions(
+        names,
+        key.type if key else "first-column",
+        key.column if key else None,
+        key.columns if key else None,
+    )
+
+    def index(data: bytes) -> dict[tuple[str, ...], list[str]]:
+        rows: dict[tuple[str, ...], list[str]] = {}
+        for row in _rows(data, source):
+            rows[tuple(row[i] for i in positions if i < len(row)) if positions else tuple(row)] = (
+                row
+            )
+        return rows
+
+    before, after = index(old), index(new)
+    added = [k for k in after if k not in before]
+    removed = [k for k in before if k not in after]
+    changed = [k for k in after if k in before and after[k] != before[k]]
+    samples = [f"+ {','.join(after[k])}" for k in added[:SAMPLES]]
+    samples += [f"- {','.join(before[k])}" for k in removed[:SAMPLES]]
+    samples += [f"~ {','.join(before[k])} → {','.join(after[k])}" for k in changed[:SAMPLES]]
+    return len(added), len(removed), len(changed), samples
+
+
+def enrich(
+    plan: Plan, sources: dict[str, tuple[Path, CsvSource]], recorded: dict[str, dict[str, object]]
+) -> Plan:
+    """The plan with row-level detail added to each CSV change whose previous version is known.
+
+    ``sources``: address → (local CSV path, csv block); ``recorded``: address → the state's csv record.
+    """
+    changes = []
+    for change in plan.changes:
+        detail = change.csv
+        known = recorded.get(change.address) or {}
+        local = sources.get(change.address)
+        commit = known.get("commit")
+        if (
+            detail is not None
+            and local is not None
+            and isinstance(commit, str)
+            and detail.before_sha256
+        ):
+            path, source = local
+            if path.stat().st_size <= MAX_BYTES:
+                old = file_at(commit, path)
+                if (
+                    old is not None
+                    and len(old) <= MAX_BYTES
+                    and hashlib.sha256(old).hexdigest() == known.get("sha256")
+                ):
+                    added, removed, changed_rows, samples = diff_rows(
+                        old, path.read_bytes(), source
+                    )
+                    detail = CsvChange(
+                        **{
+                            **detail.model_dump(),
+                            "added": added,
+                            "removed": removed,
+                            "changed": changed_rows,
+                            "samples": samples,
+                        }
+                    )
+                    change = change.model_copy(update={"csv": detail})
+        changes.append(change)
+    return plan.model_copy(update={"changes": tuple(changes)})
