@@ -256,7 +256,8 @@ class Executor:
                 if meta is not None:
                     previous = self.state.lookups.get(want.address)
                     comparison = compare(want, meta, previous)
-                    if not comparison.diff and comparison.csv is None and not want.uploads_csv:
+                    proven = not comparison.diff and not comparison.unverified
+                    if proven and comparison.csv is None and not want.uploads_csv:
                         return None, Action.NOOP
         # Update (or a create that met an existing lookup).
         self.console.change_started(change, "PUT")

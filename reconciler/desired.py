@@ -152,6 +152,9 @@ def expand(spec: LookupSpec) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
             if csv.contribution
             else {"type": "add"},
         )
+        # The docs never say which recipeType deploy-csv derives (their example even says
+        # periodic): it is the service's choice, not the spec's.
+        ignore.add("recipe.recipeType")
     elif kind == "staticQuery":
         static = spec.staticQuery
         assert static is not None

@@ -466,7 +466,11 @@ class LookupClient(LookupReader):
         if isinstance(response, DeployResult):
             return response
         created = self._parse(response, CreationResponse, method, path)
-        return DeployResult(created.id, created.lookupDeployConfig)
+        job_id = created.id
+        if not job_id:  # a service that does not echo the job id: the newest job is this one
+            jobs = await self.job_ids(domain, name)
+            job_id = jobs[-1] if jobs else None
+        return DeployResult(job_id, created.lookupDeployConfig)
 
     async def _recover_create(self, domain: str, name: str) -> DeployResult | None:
         """After an ambiguous POST: if the lookup exists now, the create went through."""

@@ -102,12 +102,17 @@ def compare(desired: DesiredLookup, meta: LookupMeta, previous: LookupState | No
             result.unverified.append(path)
     if meta.deployConfig is None and desired.fields is not None and meta.fields:
         observed = live_fields(meta)
-        if observed != desired.fields:
+        wanted_fields = desired.fields
+        if not any(flag for _, _, flag in observed):
+            # A service that marks no key column says nothing about the key: compare the rest.
+            observed = [(n, t, False) for n, t, _ in observed]
+            wanted_fields = [(n, t, False) for n, t, _ in wanted_fields]
+        if observed != wanted_fields:
             result.diff.append(
                 AttributeChange(
                     path="fields",
                     before=[list(f) for f in observed],
-                    after=[list(f) for f in desired.fields],
+                    after=[list(f) for f in wanted_fields],
                 )
             )
     if desired.csv is not None:
