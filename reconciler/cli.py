@@ -36,6 +36,24 @@ PathsArg = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from reconciler import __version__
+
+        print(f"reconciler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Keep Devo lookups in git: validate, plan, apply, drift, import, jobs and history."""
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
