@@ -150,7 +150,6 @@ class Executor:
         self.env = os.environ if env is None else env
         self.stopping = asyncio.Event()
         self._submit = asyncio.Semaphore(max(1, self.options.parallelism))
-        self.in_flight: dict[str, str] = {}  # address -> job id being followed
 
     async def run(self, plan: Plan) -> list[Outcome]:
         """Carry out every actionable change; return one Outcome per change, in plan order."""
@@ -180,8 +179,9 @@ class Executor:
                 return
         outcome.effective = effective
         outcome.job_id = result.job_id if result else None
-        if result is None:  # nothing to do after all (a 409 whose lookup already matched)
-            outcome.status, outcome.message = DONE, "already up to date"
+        if result is None:  # nothing left to do: a delete found it gone, or a 409 already matched
+            outcome.status = DONE
+            outcome.message = "already gone" if effective is Action.DELETE else "already up to date"
         elif not self.options.wait or result.job_id is None:
             outcome.status = SUBMITTED
             outcome.message = (
@@ -195,7 +195,6 @@ class Executor:
         self._finish(change, outcome)
 
     async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
-        self.in_flight[change.address] = job_id
         waiter = asyncio.create_task(
             self.client.wait_for_job(
                 change.domain,
@@ -229,7 +228,6 @@ class Executor:
                     outcome.message += f" ({result.note})"
         finally:
             stopper.cancel()
-            self.in_flight.pop(change.address, None)
 
     async def _submit_change(self, change: Change) -> tuple[DeployResult | None, Action]:
         if change.action is Action.DELETE:

@@ -104,7 +104,7 @@ async def run_drift(
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport) as reader:
-        run = await make_plan(reader, paths, settings.state_path, selector)
+        run = await make_plan(reader, paths, settings.state_path, selector, strict_protect=False)
     _say(render(run, output_format, color=color, drift=True))
     return 2 if run.plan.can_apply() or run.plan.unmanaged else 0
 
@@ -147,6 +147,8 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
         want = desired.get(address)
         if (want.spec_hash if want else None) != entry["spec_hash"]:
             stale.append(f"{address}: its spec changed since the plan was made")
+        elif (want.csv.sha256 if want and want.csv else None) != entry.get("csv_sha256"):
+            stale.append(f"{address}: its CSV file changed since the plan was made")
     if stale:
         raise StalePlanError(
             "the saved plan is stale: " + "; ".join(stale),

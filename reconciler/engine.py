@@ -98,13 +98,25 @@ class PlanRun:
 
 
 async def make_plan(
-    reader: LookupReader, paths: list[str], state_path: Path, selector: Selector | None = None
+    reader: LookupReader,
+    paths: list[str],
+    state_path: Path,
+    selector: Selector | None = None,
+    *,
+    strict_protect: bool = True,
 ) -> PlanRun:
     """Load specs, read live state and the state file, and build the plan."""
     workspace = load_workspace(paths)
     state = State.load(state_path)
     live = await fetch_live(reader, workspace.domains)
-    plan = build_plan(workspace.desired, live, state.lookups, workspace.policies, selector)
+    plan = build_plan(
+        workspace.desired,
+        live,
+        state.lookups,
+        workspace.policies,
+        selector,
+        strict_protect=strict_protect,
+    )
     if any(change.csv is not None for change in plan.changes):
         from reconciler import csvdiff
 
@@ -132,6 +144,7 @@ def saved_plan(run: PlanRun, paths: list[str]) -> dict[str, Any]:
                 "action": change.action.value,
                 "live_fingerprint": fingerprint(live.get(change.address)),
                 "spec_hash": want.spec_hash if want else None,
+                "csv_sha256": want.csv.sha256 if want and want.csv else None,
             }
         )
     document = run.plan.to_json()

@@ -270,6 +270,13 @@ def test_saved_plan_applies_and_refuses_when_stale(tmp_path: Path) -> None:
     project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
     edited = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
     assert edited.exit_code == 1 and "acme/a: its spec changed" in edited.stderr
+    # So does editing a CSV a planned lookup uploads.
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    runner.invoke(cli, ["plan", str(project.specs), "--out", str(plan_file)], env=env)
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text(csv.read_text() + "10.0.0.9,PT\n")
+    changed_csv = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert changed_csv.exit_code == 1 and "acme/geo: its CSV file changed" in changed_csv.stderr
 
 
 def test_drift_exit_codes(tmp_path: Path) -> None:

@@ -373,7 +373,7 @@ async def test_token_schemes(scheme: str) -> None:
 
 
 async def test_canary_secrets_never_logged_or_raised(
-    caplog: pytest.LogCaptureFixture, tmp_path: Path
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     token, s3 = "canary-token-5f1e", "canary-s3-secret-9a2b"
 

@@ -198,6 +198,10 @@ async def test_protect_turns_a_delete_into_an_error(tmp_path: Path) -> None:
     project.write(DOMAIN.format(prune="true"))  # the spec is gone; the state remembers protect
     with pytest.raises(PlanError, match="protected lookup.*acme/vault"):
         await project.plan()
+    from reconciler.commands import run_drift
+
+    code = await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    assert code == 2  # drift reports it instead of failing
 
 
 async def test_target_and_exclude(tmp_path: Path) -> None:

@@ -150,8 +150,14 @@ def build_plan(
     state: Mapping[str, LookupState],
     policies: Mapping[str, DomainPolicy] | None = None,
     selector: Selector | None = None,
+    *,
+    strict_protect: bool = True,
 ) -> Plan:
-    """The plan that takes ``live`` to ``desired``. Raises PlanError for a protected delete."""
+    """The plan that takes ``live`` to ``desired``.
+
+    A delete of a protected lookup raises PlanError, or with ``strict_protect=False`` (drift, which
+    only reports) stays in the plan with a warning.
+    """
     policies = policies or {}
     selector = selector or Selector()
     live_by_address = {
@@ -189,13 +195,14 @@ def build_plan(
             unmanaged.append(address)
     changes.sort(key=lambda c: c.address)
     protected = [c.address for c in changes if c.action is Action.DELETE and c.protect]
-    if protected:
+    if protected and strict_protect:
         raise PlanError(
             f"the plan would delete protected lookup(s): {', '.join(protected)}",
             hint="set protect: false in the spec (and apply it) before deleting, or add the "
             "lookup to the domain's keep globs",
         )
-    warnings = [
+    warnings = [f"{a}: protected, but no spec names it any more" for a in protected]
+    warnings += [
         f"{c.address}: could not verify {', '.join(c.unverified)} (the service does not report "
         "them and the state file has no record)"
         for c in changes
