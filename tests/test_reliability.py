@@ -55,24 +55,29 @@ def test_faults_at_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         ]
         project.emulator.config.job_failure_rate = 0.0
         second = asyncio.run(project.apply(parallelism=16))
-        capsys.readouterr()
+        second_report = capsys.readouterr().out
         final = asyncio.run(project.plan())
     stats = project.emulator.stats
     converged = sum(1 for c in final.plan.changes if c.action.value == "no-op")
     lost = len(names) - converged
-    # A POST per lookup, plus one per lookup whose first create job failed (the retry after it).
-    duplicates = sum(max(0, n - 1) for n in stats.posts.values()) - len(failed)
+    # Each lookup really created exactly once (a create whose job failed leaves nothing, so it is
+    # created again by the second apply), and no create ever sent for a lookup that existed (409).
+    created_ok = project.emulator.store.successful_creates()
+    duplicates = sum(n - 1 for n in created_ok.values() if n > 1)
+    conflicts = sum(stats.conflicts.values())
     with capsys.disabled():
         print(
             f"\n[reliability] faults={dict(stats.faults)} first apply: {len(names) - len(failed)} done, "
             f"{len(failed)} failed ({len(reported_with_message)} with Devo's message); second apply: exit {second}; "
-            f"converged={converged} reported={len(failed)} duplicates={duplicates} lost={lost}"
+            f"converged={converged} reported={len(failed)} duplicates={duplicates} conflicts={conflicts} lost={lost}"
         )
     assert sum(stats.faults.values()) >= 20  # the faults really happened
     assert first == (1 if failed else 0)
     assert len(reported_with_message) == len(failed)
-    assert second == 0 and converged == len(names) and lost == 0
-    assert duplicates == 0
+    evidence = "\n".join(line for line in second_report.splitlines() if "✗" in line)
+    assert second == 0 and converged == len(names) and lost == 0, evidence
+    assert duplicates == 0 and set(created_ok) == {f"acme/{n}" for n in names}
+    assert conflicts == 0
 
 
 # --- hostile input -------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ class Stats:
     """Request counts, per route template and per lookup, since start or the last reset."""
 
     routes: Counter[str] = field(default_factory=Counter)
-    posts: Counter[str] = field(default_factory=Counter)
-    created: Counter[str] = field(default_factory=Counter)
+    posts: Counter[str] = field(default_factory=Counter)  # POSTs that reached a deploy route
+    created: Counter[str] = field(default_factory=Counter)  # POSTs answered 201
+    conflicts: Counter[str] = field(default_factory=Counter)  # POSTs answered 409: lookup existed
     faults: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class Stats:
             "routes": dict(self.routes),
             "posts": dict(self.posts),
             "created": dict(self.created),
+            "conflicts": dict(self.conflicts),
             "faults": dict(self.faults),
         }
 
@@ -515,6 +517,7 @@ async def deploy(request: Request) -> Response:
         else:
             job_id = emu.store.update(domain, name, config, data, schedule)
     except Conflict:
+        emu.stats.conflicts[address] += 1
         return emu.error(409, f"Lookup with domain {domain} and name {name} already exists")
     except Missing:
         return emu.error(404, "Lookup not found.")
@@ -540,7 +543,9 @@ async def control_stats(request: Request) -> Response:
     emu = _emulator(request)
     if request.method == "DELETE":
         emu.stats = Stats()
-    return JSONResponse(emu.stats.as_dict())
+    counts = emu.stats.as_dict()
+    counts["created_ok"] = await run_in_threadpool(emu.store.successful_creates)
+    return JSONResponse(counts)
 
 
 async def control_config(request: Request) -> Response:

@@ -301,6 +301,15 @@ class Store:
         )
         return job_id
 
+    def successful_creates(self) -> dict[str, int]:
+        """Per ``domain/name``: create jobs that did not end in ``*.err`` (lookups really created)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT domain || '/' || name, COUNT(*) FROM jobs "
+                "WHERE action = 'create' AND ok = 1 GROUP BY domain, name"
+            ).fetchall()
+        return {address: int(count) for address, count in rows}
+
     def job_ids(self, domain: str, name: str, limit: int = 10) -> list[str]:
         """The last ``limit`` job ids of a lookup, oldest first."""
         with self._lock:
