@@ -86,8 +86,8 @@ async def run_plan(
     _say(render(run, output_format, color=color, verbose=verbose))
     if out is not None:
         write_json_atomic(out, saved_plan(run, paths))
-        if output_format == "text":
-            _say(f"\nSaved the plan to {out}. Apply it with: reconciler apply --plan {out}")
+        # On stderr: the plan's text must end with its summary line (the contract).
+        _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     return 2 if detailed_exitcode and run.plan.can_apply() else 0
 
 

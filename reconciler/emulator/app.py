@@ -499,10 +499,10 @@ async def deploy(request: Request) -> Response:
     name = request.path_params["name"]
     creating = request.method == "POST"
     address = f"{domain}/{name}"
-    if creating:
-        emu.stats.posts[address] += 1
     try:
         body, upload = await _read_deploy_body(request, endpoint)
+        if creating:  # counted once the whole request arrived (a client may die mid-body)
+            emu.stats.posts[address] += 1
         config = derive(endpoint, domain, name, body, uploaded=upload is not None)
     except BodyError as exc:
         return emu.error(400, str(exc))
