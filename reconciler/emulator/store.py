@@ -10,6 +10,7 @@ several processes (an apply and a plan, or uvicorn workers) never corrupt the fi
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -64,6 +65,14 @@ class LookupRow:
     last_job: str | None
 
 
+@functools.lru_cache(maxsize=65536)
+def _decoded(text: str) -> Any:
+    """``json.loads`` memoized by content, for the read paths: the same stored config, data or job
+    schedule is decoded once, not once per list request. Callers must not mutate the result."""
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=65536)
 def iso_millis(epoch: float) -> str:
     """``2023-03-15T13:45:58.338``: the timestamp format of Devo's examples (UTC, no zone)."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
@@ -149,7 +158,7 @@ class Store:
     def _row(self, raw: tuple[Any, ...]) -> LookupRow:
         domain, name, seq, config, data, created, owner, last_job = raw
         return LookupRow(
-            domain, name, seq, json.loads(config), json.loads(data), created, owner, last_job
+            domain, name, seq, _decoded(config), _decoded(data), created, owner, last_job
         )
 
     _COLUMNS = "domain, name, seq, config, data, created, owner, last_job"
@@ -358,7 +367,7 @@ class Store:
         now = self.clock()
         latest: dict[str, dict[str, str]] = {}
         for job_id, domain, name, created, schedule in found:
-            reached = [s for s in json.loads(schedule) if created + s[0] <= now]
+            reached = [s for s in _decoded(schedule) if created + s[0] <= now]
             if reached:
                 offset, code, message = reached[-1]
                 latest[job_id] = {
