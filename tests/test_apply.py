@@ -298,6 +298,25 @@ def test_drift_exit_codes(tmp_path: Path) -> None:
 # --- crash --------------------------------------------------------------------------------------
 
 
+def _process_env(tmp_path: Path, base: str) -> dict[str, str]:
+    """The environment of a ``reconciler`` child process pointed at a served emulator."""
+    return {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
+
+
+def _apply_command(project: Project, *, parallelism: int) -> list[str]:
+    """``reconciler apply --auto-approve`` of the project's specs, as a child process's argv."""
+    return [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "apply",
+        "--auto-approve",
+        "--parallelism",
+        str(parallelism),
+        str(project.specs),
+    ]
+
+
 @pytest.mark.reliability
 @pytest.mark.parametrize("kill_after", [0.4, 1.2])
 def test_sigkill_mid_apply_then_next_apply_converges(tmp_path: Path, kill_after: float) -> None:
@@ -307,17 +326,8 @@ def test_sigkill_mid_apply_then_next_apply_converges(tmp_path: Path, kill_after:
     names = [f"l{i:02d}" for i in range(24)]
     project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
     with served(project.app) as base:
-        env = {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
-        command = [
-            sys.executable,
-            "-m",
-            "reconciler",
-            "apply",
-            "--auto-approve",
-            "--parallelism",
-            "4",
-            str(project.specs),
-        ]
+        env = _process_env(tmp_path, base)
+        command = _apply_command(project, parallelism=4)
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
         )
@@ -358,17 +368,8 @@ def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
     names = [f"l{i}" for i in range(6)]
     project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
     with served(project.app) as base:
-        env = {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
-        command = [
-            sys.executable,
-            "-m",
-            "reconciler",
-            "apply",
-            "--auto-approve",
-            "--parallelism",
-            "2",
-            str(project.specs),
-        ]
+        env = _process_env(tmp_path, base)
+        command = _apply_command(project, parallelism=2)
         process = subprocess.Popen(
             command,
             env=env,
