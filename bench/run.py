@@ -35,28 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from reconciler.client import LookupClient, LookupReader  # noqa: E402
 from reconciler.commands import run_apply  # noqa: E402
+from reconciler.emulator.derive import derive  # noqa: E402
 from reconciler.emulator.store import Store  # noqa: E402
 from reconciler.engine import fetch_live, make_plan  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
 
 PY = sys.executable
-QUERY_CONFIG = {
-    "visibility": {"type": "creator-only"},
-    "recipe": {
-        "recipeType": "once",
-        "source": {"query": "from t select x"},
-        "lookupType": {"type": "normal"},
-        "append": False,
-        "key": {"type": "first-column"},
-        "columnFilter": None,
-        "contribution": {"type": "add"},
-        "secondaryIndexes": {"type": "none"},
-        "refreshMillis": None,
-        "startMillis": None,
-        "requiresDate": False,
-    },
-    "notifyStatus": False,
-}
 
 
 def free_port() -> int:
@@ -129,7 +113,8 @@ def bench_refresh(sizes: list[int], work: Path) -> list[dict[str, Any]]:
             docs = []
             for i in range(n // 10):
                 name = f"l{i:05d}"
-                store.create(f"d{d}", name, QUERY_CONFIG, {}, schedule, "bench")
+                config = derive("deploy-static-query", f"d{d}", name, {"query": "from t select x"})
+                store.create(f"d{d}", name, config, {}, schedule, "bench")
                 docs.append(spec_doc(f"d{d}", name))
                 addresses.append((f"d{d}", name))
             (specs / f"d{d}.yaml").write_text("---\n".join(docs))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.emulator import EmulatorConfig
+from reconciler.emulator.derive import derive
 from reconciler.errors import PlanError
 from reconciler.plan.builder import Selector
 from reconciler.plan.model import Action, Change, Plan
@@ -240,24 +241,8 @@ async def test_plan_of_5000_lookups_in_10_domains_lists_only(tmp_path: Path) -> 
     for d in range(10):
         for i in range(500):
             name = f"l{i:04d}"
-            config = {
-                "id": {"creator": f"d{d}", "name": name},
-                "visibility": {"type": "creator-only"},
-                "recipe": {
-                    "recipeType": "once",
-                    "source": {"query": f"from t{i} select x"},
-                    "lookupType": {"type": "normal"},
-                    "append": False,
-                    "key": {"type": "first-column"},
-                    "columnFilter": None,
-                    "contribution": {"type": "add"},
-                    "secondaryIndexes": {"type": "none"},
-                    "refreshMillis": None,
-                    "startMillis": None,
-                    "requiresDate": False,
-                },
-                "notifyStatus": False,
-            }
+            query = {"query": f"from t{i} select x"}
+            config = derive("deploy-static-query", f"d{d}", name, query)  # as a POST would store
             store.create(f"d{d}", name, config, {}, schedule, "o")
             documents.append(
                 lookup_doc(name, f"staticQuery: {{query: from t{i} select x}}", domain=f"d{d}")

@@ -151,6 +151,3 @@ def render_markdown(plan: Plan, *, drift: bool = False) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-
-
-RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}
