@@ -21,11 +21,12 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from reconciler.client import DeployResult, JobStatus, LookupClient, PollPolicy
+from reconciler.canonical import flatten
+from reconciler.client import DeployResult, JobStatus, LookupClient, LookupMeta, PollPolicy
 from reconciler.csvdiff import head_commit
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
 from reconciler.errors import (
@@ -38,9 +39,10 @@ from reconciler.errors import (
     redact,
 )
 from reconciler.journal import Journal, JournalEntry
-from reconciler.plan.builder import compare
+from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
-from reconciler.state import LookupState, State
+from reconciler.state import DEPLOYED, LookupState, State, secret_digest
+from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 
 DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
     "done",
@@ -167,6 +169,12 @@ class Executor:
 
     async def _one(self, change: Change, outcome: Outcome) -> None:
         started = time.monotonic()
+        if not change.request:  # only the state changes (protect): nothing to send
+            outcome.status, outcome.effective = DONE, Action.UPDATE
+            outcome.message = "recorded protect: " + str(change.protect).lower() + " (no request)"
+            self._record(change, outcome, None, None)
+            self._finish(change, outcome)
+            return
         async with self._submit:
             if self.stopping.is_set():
                 return  # not attempted
@@ -191,8 +199,18 @@ class Executor:
             await self._follow(change, outcome, result.job_id)
         outcome.seconds = time.monotonic() - started
         if outcome.ok:
-            self._record(change, outcome)
+            meta = None
+            if outcome.status == DONE and change.action is not Action.DELETE:
+                meta = await self._observe(change)
+            self._record(change, outcome, result, meta)
         self._finish(change, outcome)
+
+    async def _observe(self, change: Change) -> LookupMeta | None:
+        """The lookup as the service shows it after its job: what the next plan compares with."""
+        try:
+            return await self.client.find_lookup(change.domain, change.name)
+        except ReconcilerError:
+            return None  # the record then keeps what the 201 echoed
 
     async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
         waiter = asyncio.create_task(
@@ -203,6 +221,7 @@ class Executor:
                 timeout=self.options.job_timeout,
                 policy=self.options.poll,
                 on_status=lambda status: self.console.job_status(change, status),
+                deleting=change.action is Action.DELETE,
             )
         )
         stopper = asyncio.create_task(self.stopping.wait())
@@ -217,8 +236,10 @@ class Executor:
                 result = waiter.result()
             except JobFailed as exc:
                 outcome.status, outcome.message = FAILED, self._safe(str(exc))
+                outcome.polls = exc.polls
             except JobTimeout as exc:
                 outcome.status, outcome.message = TIMED_OUT, self._safe(str(exc))
+                outcome.polls = exc.polls
             except ReconcilerError as exc:
                 outcome.status, outcome.message = FAILED, self._safe(str(exc))
             else:
@@ -273,32 +294,58 @@ class Executor:
             )
             return result, Action.CREATE
 
-    def _record(self, change: Change, outcome: Outcome) -> None:
+    def _record(
+        self,
+        change: Change,
+        outcome: Outcome,
+        result: DeployResult | None,
+        meta: LookupMeta | None,
+    ) -> None:
+        """Write what was sent and what the service showed for it (see ``reconciler.state``)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         if change.action is Action.DELETE:
             self.state.forget(change.address)
-        else:
-            want = self.desired[change.address]
-            csv = None
-            if want.csv is not None:
-                csv = {
-                    "sha256": want.csv.sha256,
-                    "rows": want.csv.rows,
-                    "path": str(want.csv.path),
-                    "commit": head_commit(want.csv.path.parent),
-                }
-            self.state.record(
-                change.address,
-                LookupState(
-                    kind=want.kind,
-                    endpoint=want.endpoint,
-                    canonical=dict(want.flat),
-                    protect=want.protect,
-                    job_id=outcome.job_id,
-                    applied_at=now,
-                    csv=csv,
-                ),
-            )
+            return
+        want = self.desired[change.address]
+        previous = self.state.lookups.get(change.address)
+        if not change.request and previous is not None:
+            # Only protect changed: keep everything else the record says.
+            self.state.record(change.address, replace(previous, protect=want.protect))
+            return
+        csv = None
+        if want.csv is not None:
+            csv = {
+                "sha256": want.csv.sha256,
+                "rows": want.csv.rows,
+                "path": str(want.csv.path),
+                "commit": head_commit(want.csv.path.parent),
+            }
+        echoed: dict[str, Any] = {}
+        observed: dict[str, Any] = {}
+        if meta is not None:
+            echoed = flatten(meta.deployConfig)
+            observed = observed_facts(meta)
+        if not echoed and result is not None:
+            echoed = flatten(result.deploy_config)
+        if result is None and previous is not None and not echoed:
+            echoed = previous.echoed  # a 409 that already matched: nothing new was shown
+        values = [self.env.get(name, "") for name in placeholders(want.body)]
+        self.state.record(
+            change.address,
+            LookupState(
+                kind=want.kind,
+                endpoint=want.endpoint,
+                canonical=dict(want.flat),
+                protect=want.protect,
+                job_id=outcome.job_id,
+                applied_at=now,
+                csv=csv,
+                echoed=echoed,
+                observed=observed,
+                secrets=secret_digest(values) if values else None,
+                status=RECORDED_SUBMITTED if outcome.status == SUBMITTED else DEPLOYED,
+            ),
+        )
 
     def _finish(self, change: Change, outcome: Outcome) -> None:
         if self.journal is not None:

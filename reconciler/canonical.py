@@ -8,6 +8,10 @@ the same way is what keeps plans free of perpetual diffs:
 * a null where Devo documents a default becomes that default (``append: false``,
   ``key: first-column``, ``contribution: add``, ``secondaryIndexes: none``, ``lookupType: normal``);
 * column types upper-case; queries without surrounding white space;
+* what services spell differently for "nothing" is nothing: ``[]``, ``""`` and ``{}`` leaves are null,
+  and a column's ``from`` that equals its position is dropped (it is the position anyway);
+* numbers and booleans that arrive as strings (``"300000"``, ``"true"``) are numbers and booleans
+  at the paths Devo documents as such;
 * ``accessKey``/``secretKey`` never appear (the service masks them; they cannot be compared).
 
 A path the live config does not have at all is *unverified*, not different (see ``plan.builder``).
@@ -37,6 +41,19 @@ _DEFAULT_VALUES: dict[str, Any] = {
     "recipe.source.hasHeader": False,
     "recipe.source.skipEmptyLines": False,
 }
+# Leaf names Devo documents as numbers or booleans; some services echo them as strings.
+_NUMBERS = frozenset({"refreshMillis", "startMillis", "windowMillis", "instant", "port", "from"})
+_BOOLEANS = frozenset(
+    {
+        "append",
+        "hasHeader",
+        "skipEmptyLines",
+        "requiresDate",
+        "notifyStatus",
+        "transferOwnership",
+        "keepHistory",
+    }
+)
 # Paths the service owns or derives on its own: never compared.
 SERVER_OWNED = frozenset({"id.creator", "id.name"})
 
@@ -49,7 +66,7 @@ def flatten(config: dict[str, Any] | None) -> dict[str, Any]:
     if "visibility" in config:
         flat["visibility"] = visibility_of(config["visibility"]) or "creator-only"
     if "notifyStatus" in config:
-        flat["notifyStatus"] = config["notifyStatus"]
+        flat["notifyStatus"] = _scalar("notifyStatus", config["notifyStatus"])
     if "id" in config and isinstance(config["id"], dict):
         _walk(config["id"], "id", flat)
     recipe = config.get("recipe")
@@ -73,7 +90,7 @@ def _source(source: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("query"), str):
         out["query"] = out["query"].strip()
     if isinstance(out.get("columns"), list):
-        out["columns"] = [_column(c) for c in out["columns"]]
+        out["columns"] = [_column(i, c) for i, c in enumerate(out["columns"])]
     if out.get("query") and not out.get("columns"):
         # A query source has no CSV options; servers differ in echoing them as nulls.
         for name in ("columns", "fileProvider", "skipPreface", "hasHeader", "skipEmptyLines"):
@@ -81,13 +98,27 @@ def _source(source: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _column(column: Any) -> Any:
+def _column(position: int, column: Any) -> Any:
     if not isinstance(column, dict):
         return column
     out = {"name": column.get("name"), "type": str(column.get("type") or "STRING").upper()}
-    if column.get("from") is not None:
-        out["from"] = column["from"]
+    origin = _scalar("from", column.get("from"))
+    if origin is not None and origin != position:
+        out["from"] = origin
     return out
+
+
+def _scalar(key: str, value: Any) -> Any:
+    """One leaf in canonical form: empty is null; documented numbers and booleans are typed."""
+    if value in ("", [], {}):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if key in _NUMBERS and text.lstrip("-").isdigit():
+            return int(text)
+        if key in _BOOLEANS and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    return value
 
 
 def _walk(node: dict[str, Any], prefix: str, flat: dict[str, Any]) -> None:
@@ -98,7 +129,7 @@ def _walk(node: dict[str, Any], prefix: str, flat: dict[str, Any]) -> None:
         if isinstance(value, dict) and value and key != "map":
             _walk(value, path, flat)
         else:
-            flat[path] = value
+            flat[path] = _scalar(key, value)
 
 
 def render_value(value: Any) -> str:

@@ -106,7 +106,7 @@ async def run_drift(
     async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(reader, paths, settings.state_path, selector, strict_protect=False)
     _say(render(run, output_format, color=color, drift=True))
-    return 2 if run.plan.can_apply() or run.plan.unmanaged else 0
+    return 0 if run.plan.in_sync else 2
 
 
 def _approve(run: PlanRun, auto_approve: bool) -> None:

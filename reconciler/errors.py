@@ -143,10 +143,11 @@ class TransportError(ReconcilerError):
 class JobError(ReconcilerError):
     """A deploy job did not reach a successful terminal status."""
 
-    def __init__(self, message: str, *, job_id: str, last_code: str | None) -> None:
+    def __init__(self, message: str, *, job_id: str, last_code: str | None, polls: int = 0) -> None:
         super().__init__(message)
         self.job_id = job_id
         self.last_code = last_code
+        self.polls = polls  # how many times the job was read before it was given up on
 
 
 class JobFailed(JobError):

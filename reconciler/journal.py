@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StateError
+from reconciler.timeframe import epoch_millis
 
 if TYPE_CHECKING:
     from reconciler.apply import Outcome
@@ -73,7 +74,7 @@ class JournalEntry:
         return cls(
             id=str(uuid.uuid4()),
             time=now.isoformat(timespec="milliseconds"),
-            timestamp=int(now.timestamp() * 1000),
+            timestamp=epoch_millis(now),
             actor=actor,
             domain=change.domain,
             lookup=change.name,

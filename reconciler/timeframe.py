@@ -11,6 +11,21 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_millis(moment: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (naive ones are taken as UTC).
+
+    Integer arithmetic on timedeltas: ``int(moment.timestamp() * 1000)`` goes through a float and
+    comes out one millisecond early for some values (``.001`` → ``0.9999…``).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _MILLISECOND
+
+
 _RELATIVE = re.compile(
     r"^now(?:(?P<sign>[+-])(?P<n>\d+)(?P<unit>[smhdwMy]))?(?:/(?P<align>[smhdwMy]))?$"
 )
@@ -76,7 +91,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
             moment = _shift(moment, n, match.group("unit"))
         if match.group("align"):
             moment = _align(moment, match.group("align"))
-        return int(moment.timestamp() * 1000)
+        return epoch_millis(moment)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -84,6 +99,4 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
             f"{text!r} is not a time: use epoch milliseconds, ISO-8601 (2026-01-31T10:00:00Z), "
             "or now-1d, now-2h/h"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return epoch_millis(parsed)

@@ -410,7 +410,8 @@ def test_job_outcome_rule() -> None:
     assert job_outcome(statuses()) == "running"
     assert job_outcome(statuses("create.start")) == "running"
     assert job_outcome(statuses("create.start", "create.ok")) == "settling"
-    assert job_outcome(statuses("create.start", "push.ok")) == "settling"
+    # push.* is the upload before creation: a job quiet after push.ok has not been created yet.
+    assert job_outcome(statuses("create.start", "push.start", "push.ok")) == "running"
     assert job_outcome(statuses("create.ok", "deploy.start", "deploy.ok")) == "done"
     assert job_outcome(statuses("del.start", "del.ok")) == "done"
     assert job_outcome(statuses("create.start", "create.err")) == "failed"
@@ -457,6 +458,69 @@ async def test_wait_for_job_settles_on_create_ok() -> None:
         result = await client.wait_for_job("acme", "x", "j", policy=PollPolicy(settle=15))
     assert result.note and "create.ok" in result.note
     assert 15 <= sum(clock.slept) < 25
+
+
+async def test_wait_for_job_never_settles_on_push_ok() -> None:
+    answers = {"status": [{"code": "push.start"}, {"code": "push.ok", "msg": "uploaded"}]}
+    clock = FakeClock()
+    async with mock_client(lambda r: httpx.Response(200, json=answers), clock=clock) as client:
+        with pytest.raises(JobTimeout, match="last status: push.ok") as caught:
+            await client.wait_for_job("acme", "x", "j", timeout=60, policy=PollPolicy(settle=15))
+    assert caught.value.polls > 5  # the failure says how often the job was read
+
+
+async def test_job_statuses_under_the_key_jobs_are_read() -> None:
+    answers = {"code": 200, "jobs": [{"code": "create.start"}, {"code": "deploy.ok"}]}
+    async with mock_client(lambda r: httpx.Response(200, json=answers)) as client:
+        result = await client.wait_for_job("acme", "x", "j")
+    assert result.last is not None and result.last.code == "deploy.ok"
+
+
+async def test_an_unknown_job_shape_is_still_running_not_success(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock()
+    odd = {"code": 200, "msg": "Lookup job's statuses", "result": {"state": "ok"}}
+    async with mock_client(lambda r: httpx.Response(200, json=odd), clock=clock) as client:
+        with pytest.raises(JobTimeout, match="last status: none"):
+            await client.wait_for_job("acme", "x", "j", timeout=30)
+    assert "no 'status' or 'jobs' list" in caplog.text
+
+
+async def test_a_delete_job_that_vanishes_with_its_lookup_is_done() -> None:
+    clock = FakeClock()
+    app = make_app(EmulatorConfig(delete_latency=1.0, jobs_vanish=True), clock=clock)
+    async with client_for(app, clock=clock) as client:
+        created = await client.deploy("POST", "deploy-static-query", "acme", "x", QUERY)
+        assert created.job_id
+        await client.wait_for_job("acme", "x", created.job_id)
+        deleted = await client.delete("acme", "x")
+        assert deleted.job_id
+        result = await client.wait_for_job("acme", "x", deleted.job_id, timeout=600, deleting=True)
+    assert result.note and "gone" in result.note
+    assert clock.now - 1_767_225_600.0 < 60  # not polled until the job timeout
+
+
+async def test_job_messages_are_redacted_at_the_client() -> None:
+    s3 = "AKIA-echoed-in-a-job-message"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(201, json={"id": "j1", "lookupDeployConfig": None})
+        return httpx.Response(
+            200, json={"status": [{"code": "create.err", "msg": f"cannot read with key {s3}"}]}
+        )
+
+    seen: list[str] = []
+    async with mock_client(handler) as client:
+        await client.deploy("POST", "deploy-csv", "acme", "x", {"fileProvider": {"accessKey": s3}})
+        with pytest.raises(JobFailed) as caught:
+            await client.wait_for_job(
+                "acme", "x", "j1", on_status=lambda s: seen.append(s.msg or "")
+            )
+    assert seen == ["cannot read with key ***"]
+    assert s3 not in str(caught.value)
 
 
 # --- uploads -----------------------------------------------------------------------------------

@@ -173,7 +173,9 @@ class LookupReader:
         self._clock = clock
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(self.retry.max_in_flight)
-        self._secrets = settings.credentials.secrets()
+        # Every secret this client knows: its credential, and S3 keys it has sent in a body. Whatever
+        # the service says back (errors, job messages) is redacted against all of them.
+        self._secrets = list(settings.credentials.secrets())
         self.requests = 0
         base_url = settings.base_url or "http://emulator.embedded/lookup-api"
         if transport is None and settings.embedded:
@@ -392,10 +394,24 @@ class LookupReader:
         """The lookup's last job ids, oldest first."""
         return (await self._get(lookup_path(domain, name, "job"), JobIds)).jobs
 
+    async def lookup_exists(self, domain: str, name: str) -> bool:
+        """True when the lookup exists (its domain must)."""
+        return await self.find_lookup(domain, name) is not None
+
     async def job_statuses(self, domain: str, name: str, job_id: str) -> list[JobStatus]:
-        """One job's last statuses, oldest first."""
+        """One job's last statuses, oldest first, their messages redacted.
+
+        An answer in an undocumented shape gives no statuses (the job counts as still running).
+        """
         path = lookup_path(domain, name, "job", quote(job_id, safe=""))
-        return (await self._get(path, JobStatuses)).status
+        answer = await self._get(path, JobStatuses)
+        if not answer.known_shape:
+            log.debug("GET %s: no 'status' or 'jobs' list in the answer; still running", path)
+        secrets = list(self._secrets)
+        return [
+            s.model_copy(update={"msg": redact(s.msg, secrets)}) if s.msg else s
+            for s in answer.status
+        ]
 
     async def wait_for_job(
         self,
@@ -406,6 +422,7 @@ class LookupReader:
         timeout: float = 600.0,
         policy: PollPolicy | None = None,
         on_status: Callable[[JobStatus], None] | None = None,
+        deleting: bool = False,
     ) -> JobResult:
         """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule)."""
         return await wait_for_job(
@@ -418,6 +435,7 @@ class LookupReader:
             on_status=on_status,
             sleep=self._sleep,
             clock=self._clock,
+            deleting=deleting,
         )
 
 
@@ -449,6 +467,9 @@ class LookupClient(LookupReader):
                     "csv": (csv_file.name, csv_file.open("rb"), "text/csv"),
                 }
 
+        for secret in secret_values(body):
+            if secret not in self._secrets:
+                self._secrets.append(secret)
         on_ambiguous = None
         if method == "POST":
 

@@ -5,9 +5,17 @@ which one ends a job. The reconciler decides, in ``job_outcome``:
 
 * **failed** as soon as any status ends in ``.err`` (its message is the failure's);
 * **done** when the latest status is ``deploy.ok`` (the data is deployed) or ``del.ok``;
-* **settling** when the latest status is ``create.ok`` or ``push.ok``: a server may end a job there.
-  If nothing newer arrives for ``settle`` seconds (default 15) the job counts as done, with a note;
-* **running** otherwise (``*.start``, unknown codes, no status yet).
+* **settling** when the latest status is ``create.ok``: a server may end a job there. If nothing
+  newer arrives for ``settle`` seconds (default 15) the job counts as done, with a note. ``push.ok``
+  never settles: ``push.*`` is the synchronous upload that comes *before* creation, so a job that
+  goes quiet after it has not even been created yet;
+* **running** otherwise (``*.start``, ``push.ok``, unknown codes, no status yet, or an answer in a
+  shape the API does not document).
+
+A job that answers 404 while it is followed: a lookup's jobs go with it, so for a delete job the
+reconciler asks for the lookup, and a lookup that is gone means the delete is done. For any other
+job, a 404 after statuses were seen, with the lookup gone too, means the job failed and took the
+lookup with it (a failed create leaves nothing); a 404 before any status is "not visible yet".
 
 ``wait_for_job`` polls with a growing interval (0.25 s, ×1.6, at most 5 s), so a short job costs a
 few polls and a long one no more than one poll every 5 s.
@@ -25,7 +33,7 @@ from reconciler.errors import JobFailed, JobTimeout, NotFoundError
 
 Outcome = Literal["done", "failed", "settling", "running"]
 DONE_CODES = frozenset({"deploy.ok", "del.ok"})
-SETTLING_CODES = frozenset({"create.ok", "push.ok"})
+SETTLING_CODES = frozenset({"create.ok"})
 
 
 def job_outcome(statuses: list[JobStatus]) -> Outcome:
@@ -71,6 +79,8 @@ class JobResult:
 class _StatusReader(Protocol):
     async def job_statuses(self, domain: str, name: str, job_id: str) -> list[JobStatus]: ...
 
+    async def lookup_exists(self, domain: str, name: str) -> bool: ...
+
 
 async def wait_for_job(
     reader: _StatusReader,
@@ -83,8 +93,12 @@ async def wait_for_job(
     on_status: Callable[[JobStatus], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    deleting: bool = False,
 ) -> JobResult:
-    """Poll a job until it is over; raise ``JobFailed`` or ``JobTimeout`` when it does not end well."""
+    """Poll a job until it is over; raise ``JobFailed`` or ``JobTimeout`` when it does not end well.
+
+    ``deleting`` says the job is a delete: a 404 for it then means done once the lookup is gone.
+    """
     import asyncio
 
     policy = policy or PollPolicy()
@@ -100,7 +114,21 @@ async def wait_for_job(
         polls += 1
         try:
             statuses = await reader.job_statuses(domain, name, job_id)
-        except NotFoundError:
+        except NotFoundError as exc:
+            if exc.missing == "domain":
+                raise
+            if (deleting or seen) and not await reader.lookup_exists(domain, name):
+                now = clock()
+                if deleting:
+                    note = "the lookup is gone, and its jobs with it: deleted"
+                    return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
+                raise JobFailed(
+                    f"job {job_id} vanished with its lookup before it ended "
+                    f"(last status: {statuses[-1].code if statuses else 'none'})",
+                    job_id=job_id,
+                    last_code=statuses[-1].code if statuses else None,
+                    polls=polls,
+                ) from None
             statuses = []  # not visible yet on an eventually consistent server
         for status in statuses:
             key = (status.eventdata, status.code, status.msg)
@@ -118,6 +146,7 @@ async def wait_for_job(
                 f"job {job_id} failed: {error.code}: {error.msg or 'no message'}",
                 job_id=job_id,
                 last_code=error.code,
+                polls=polls,
             )
         if outcome == "settling":
             latest = statuses[-1].code
@@ -134,6 +163,7 @@ async def wait_for_job(
                 f"job {job_id} did not finish within {timeout:g}s (last status: {last or 'none'})",
                 job_id=job_id,
                 last_code=last,
+                polls=polls,
             )
         await sleep(min(delay, max(0.0, timeout - (now - start)) or delay))
         delay = min(delay * policy.factor, policy.maximum)

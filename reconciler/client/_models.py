@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Tolerant(BaseModel):
@@ -123,11 +123,25 @@ class JobStatus(_Tolerant):
 
 
 class JobStatuses(_Tolerant):
-    """``GET .../job/{id}``: the job's last statuses, oldest first."""
+    """``GET .../job/{id}``: the job's last statuses, oldest first.
+
+    Devo's page shows them under ``status``; Devo's own 2023 client read them under ``jobs``. Both
+    are accepted. ``known_shape`` is False when neither key holds a list: the caller must then treat
+    the job as still running, never as an empty success.
+    """
 
     status: list[JobStatus] = Field(default_factory=list)
+    known_shape: bool = True
 
-    @field_validator("status", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _null_status(cls, value: Any) -> Any:
-        return value or []
+    def _either_key(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return {"status": [], "known_shape": False}
+        for key in ("status", "jobs"):
+            found = value.get(key)
+            if isinstance(found, list) and all(isinstance(s, dict) for s in found):
+                return {**value, "status": found, "known_shape": True}
+        if value.get("status") is None and value.get("jobs") is None and "status" in value:
+            return {**value, "status": [], "known_shape": True}  # an explicit null: no status yet
+        return {**value, "status": [], "known_shape": False}

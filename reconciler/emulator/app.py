@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from reconciler.coltypes import field_type_name
 from reconciler.emulator.derive import MASK, BodyError, derive
+from reconciler.emulator.habits import echo_config, echo_metadata
 from reconciler.emulator.store import Conflict, LookupRow, Missing, Schedule, Store, iso_millis
 from reconciler.spec.checks import query_columns
 from reconciler.spec.csvcheck import key_positions, scan_csv
@@ -91,6 +92,12 @@ class EmulatorConfig:
     rate_drop: float = 0.0
     added_latency: float = 0.0
     seed: int | None = None
+    # Habits of a less tidy service (see ``habits``): how it echoes configs, and its job routes.
+    rewrite_queries: bool = False  # echo queries rewritten, as Devo's own service does
+    columns_with_from: bool = False  # echo every column with its ``from`` index
+    empty_for_null: bool = False  # echo ``[]``/``""`` where the config holds null
+    numbers_as_strings: bool = False  # echo numbers as strings
+    jobs_vanish: bool = False  # a deleted lookup's jobs answer 404, like the lookup itself
 
     def public(self) -> dict[str, Any]:
         """The knobs without credentials (for ``GET /_emulator/config``)."""
@@ -224,14 +231,16 @@ class Emulator:
         key_index = set(
             key_positions(names, key["type"], key.get("column"), key.get("columns")) or []
         )
-        return {
+        shown = {
             "name": row.name,
             "domain": row.domain,
             "fileSize": row.data.get("size", 0),
             "numEntries": row.data.get("rows", 0),
             "creationDate": iso_millis(row.created),
             "keyType": _key_type(key),
-            "deployConfig": None if self.config.deploy_config_null else masked(config),
+            "deployConfig": None
+            if self.config.deploy_config_null
+            else self.echo(row.domain, config),
             "lastStatus": (latest or {}).get(row.last_job or "")
             if latest is not None
             else self.store.latest_status(row.domain, row.name, row.last_job),
@@ -242,6 +251,11 @@ class Emulator:
             "shared": config["visibility"]["type"] == "all-subdomains",
             "owner": row.owner,
         }
+        return echo_metadata(shown, self.config)
+
+    def echo(self, domain: str, config: dict[str, Any]) -> dict[str, Any]:
+        """A stored config as this service shows it: masked, and with its habits applied."""
+        return echo_config(masked(config), domain, self.config)
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -425,7 +439,8 @@ async def list_jobs(request: Request) -> Response:
         return denied
     name = request.path_params["name"]
     jobs = emu.store.job_ids(domain, name)
-    if not jobs and emu.store.get(domain, name) is None:
+    gone = emu.store.get(domain, name) is None
+    if gone and (emu.config.jobs_vanish or not jobs):
         return emu.error(404, "Lookup not found.", kind="LookupJobError")
     return JSONResponse({"code": 200, "msg": "Lookup job uuids", "jobs": jobs})
 
@@ -436,7 +451,8 @@ async def get_job(request: Request) -> Response:
         return denied
     name = request.path_params["name"]
     statuses = emu.store.job_statuses(domain, name, request.path_params["job"])
-    if statuses is None:
+    if emu.config.jobs_vanish and emu.store.get(domain, name) is None:
+        statuses = None  # the lookup is gone, and its jobs with it
         return emu.error(404, "Job not found.", kind="LookupJobError")
     return JSONResponse({"code": 200, "msg": "Lookup job's statuses", "status": statuses})
 
@@ -533,7 +549,7 @@ async def deploy(request: Request) -> Response:
             "id": job_id,
             "msg": f"Lookup sent to {verb}. You can check the {verb} status using the provided id: "
             f"/lookup/{domain}/{name}/job/{job_id}",
-            "lookupDeployConfig": masked(config),
+            "lookupDeployConfig": emu.echo(domain, config),
         },
         status_code=201,
     )

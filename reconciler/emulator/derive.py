@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from reconciler.coltypes import COLUMN_TYPES, parse_duration_ms
+from reconciler.timeframe import epoch_millis
 
 KEY_TYPES = ("first-column", "column", "row-hash", "col-hash", "seq")
 MASK = "****"
@@ -111,15 +112,13 @@ def _start(value: Any, now_ms: int) -> int:
         return now_ms
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         return int(value)
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise BodyError(f"startDate '{value}' is not a valid date") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return epoch_millis(parsed)
 
 
 def _recipe(**fields: Any) -> dict[str, Any]:
@@ -175,7 +174,7 @@ def derive(
     endpoint: str, domain: str, name: str, body: dict[str, Any], *, uploaded: bool = False
 ) -> dict[str, Any]:
     """The full ``lookupDeployConfig`` Devo derives from a deploy body (defaults filled in)."""
-    now_ms = int(time.time() * 1000)
+    now_ms = time.time_ns() // 1_000_000
     if not isinstance(body, dict):
         raise BodyError("Request body must be a JSON object")
     notify = bool(body.get("notifyStatus", False))

@@ -18,7 +18,7 @@ No HTTP, no clock, no printing. The rules, per lookup:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from reconciler.client import LookupMeta
 from reconciler.coltypes import field_type_name
 from reconciler.desired import DesiredLookup
 from reconciler.errors import PlanError
+from reconciler.plan.details import describe
 from reconciler.plan.model import Action, AttributeChange, Change, CsvChange, Plan
 from reconciler.state import LookupState
 
@@ -66,6 +67,23 @@ class Comparison:
     unverified: list[str] = field(default_factory=list)
     csv: CsvChange | None = None
 
+    def add(self, path: str, before: Any, after: Any, source: str) -> None:
+        """One differing attribute, with element-level details for nested values."""
+        self.diff.append(
+            AttributeChange(
+                path=path,
+                before=before,
+                after=after,
+                source=source,
+                details=describe(path, before, after),
+            )
+        )
+
+    @property
+    def paths(self) -> set[str]:
+        """The paths already found to differ."""
+        return {d.path for d in self.diff}
+
 
 def live_flat(meta: LookupMeta) -> dict[str, Any]:
     """The canonical config of a live lookup; ``shared`` stands in when ``deployConfig`` is null."""
@@ -80,65 +98,160 @@ def live_fields(meta: LookupMeta) -> list[tuple[str, str, bool]]:
     return [(f.column, field_type_name(f.type), f.key) for f in meta.fields]
 
 
-def compare(desired: DesiredLookup, meta: LookupMeta, previous: LookupState | None) -> Comparison:
-    """Field-level comparison of a desired lookup with a live one (see the module docstring)."""
+def observed_facts(meta: LookupMeta) -> dict[str, Any]:
+    """What a plan can always see of a lookup, config or not: fields, numEntries, shared."""
+    return {
+        "fields": [list(f) for f in live_fields(meta)] if meta.fields else None,
+        "numEntries": meta.numEntries,
+        "shared": meta.shared,
+    }
+
+
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any], skip: Set[str]) -> list[str]:
+    """Paths either side has whose values differ (a missing path reads as null)."""
+    return [p for p in sorted(set(a) | set(b)) if p not in skip and a.get(p) != b.get(p)]
+
+
+def _reported(path: str, live: Mapping[str, Any]) -> bool:
+    """Whether the live config speaks about ``path``: it has it, or has its parent object.
+
+    A service that shows ``recipe.key.type`` but no ``recipe.key.column`` says the column is null;
+    one that shows no ``recipe`` at all says nothing about anything in it.
+    """
+    if path in live:
+        return True
+    parent = path.rpartition(".")[0]
+    return bool(parent) and any(p.startswith(parent + ".") for p in live)
+
+
+def compare(
+    desired: DesiredLookup,
+    meta: LookupMeta,
+    previous: LookupState | None,
+    *,
+    rotated: bool = False,
+) -> Comparison:
+    """Three-way comparison of a desired lookup, a live one and the record of the last apply.
+
+    With a record (what was sent, and what the service showed for it), a path is in sync when the
+    spec still equals what was sent *and* live still equals what was shown: a spec edit is a change
+    from the spec side, a live edit is drift, whatever the service does to the text it echoes.
+    Without a record the normalised configs are compared both ways. Observable facts (``fields``,
+    ``numEntries``, ``shared``) always count; the record only stands in for what the service does
+    not report at all.
+    """
     result = Comparison()
     live = live_flat(meta)
-    remembered = previous.canonical if previous is not None else {}
-    for path, wanted in sorted(desired.flat.items()):
-        if path in desired.ignore or path in SERVER_OWNED:
-            continue
-        if path in live:
-            if live[path] != wanted:
-                result.diff.append(AttributeChange(path=path, before=live[path], after=wanted))
-        elif path in remembered:
-            if remembered[path] != wanted:
-                result.diff.append(
-                    AttributeChange(
-                        path=path, before=remembered[path], after=wanted, source="state"
-                    )
-                )
-        else:
+    reports = meta.deployConfig is not None and bool(flatten(meta.deployConfig))
+    skip = desired.ignore | SERVER_OWNED
+    wanted = desired.flat
+    record = previous if previous is not None and previous.canonical else None
+    if record is not None:
+        if record.endpoint and desired.endpoint and record.endpoint != desired.endpoint:
+            result.add("endpoint", record.endpoint, desired.endpoint, "spec")
+        for path in _differing(record.canonical, wanted, skip):
+            result.add(path, record.canonical.get(path), wanted.get(path), "spec")
+        if rotated:
+            result.add("recipe.source.fileProvider.secrets", "(as sent)", "(rotated)", "spec")
+        baseline = record.echoed if record.echoed and reports else None
+        if baseline is not None:
+            for path in _differing(baseline, live, skip | result.paths):
+                result.add(path, live.get(path), wanted.get(path), "live")
+        elif reports:
+            _compare_normalised(result, wanted, live, skip | result.paths)
+        elif "visibility" not in result.paths and live.get("visibility") not in (
+            None,
+            wanted.get("visibility"),
+        ):
+            result.add("visibility", live["visibility"], wanted.get("visibility"), "live")
+    elif reports:
+        _compare_normalised(result, wanted, live, skip)
+    else:
+        for path in sorted(wanted):
+            if path in skip:
+                continue
+            if path in live:
+                if live[path] != wanted[path]:
+                    result.add(path, live[path], wanted[path], "live")
+            else:
+                result.unverified.append(path)
+    _compare_observed(result, desired, meta, record, reports)
+    if desired.csv is not None:
+        result.csv = _csv_change(desired, meta, record, result)
+    return result
+
+
+def _compare_normalised(
+    result: Comparison, wanted: Mapping[str, Any], live: Mapping[str, Any], skip: Set[str]
+) -> None:
+    """Both directions: differing values, paths only the spec has, paths only live has."""
+    for path in _differing(wanted, live, skip):
+        if path in wanted and not _reported(path, live):
             result.unverified.append(path)
-    if meta.deployConfig is None and desired.fields is not None and meta.fields:
-        observed = live_fields(meta)
+        else:
+            result.add(path, live.get(path), wanted.get(path), "live")
+
+
+def _compare_observed(
+    result: Comparison,
+    desired: DesiredLookup,
+    meta: LookupMeta,
+    record: LookupState | None,
+    reports: bool,
+) -> None:
+    """The facts a service shows even without ``deployConfig``: columns and the row count."""
+    observed = live_fields(meta)
+    recorded = record.observed.get("fields") if record is not None else None
+    if recorded is not None and meta.fields:
+        now = [list(f) for f in observed]
+        if now != recorded and "fields" not in result.paths:
+            result.add("fields", recorded, now, "live")
+    elif not reports and desired.fields is not None and meta.fields:
         wanted_fields = desired.fields
         if not any(flag for _, _, flag in observed):
             # A service that marks no key column says nothing about the key: compare the rest.
             observed = [(n, t, False) for n, t, _ in observed]
             wanted_fields = [(n, t, False) for n, t, _ in wanted_fields]
         if observed != wanted_fields:
-            result.diff.append(
-                AttributeChange(
-                    path="fields",
-                    before=[list(f) for f in observed],
-                    after=[list(f) for f in wanted_fields],
-                )
+            result.add(
+                "fields", [list(f) for f in observed], [list(f) for f in wanted_fields], "live"
             )
-    if desired.csv is not None:
-        result.csv = _csv_change(desired, meta, previous, result)
-    return result
+    # The rows of an S3 CSV are the bucket's; a count that moved since apply was redeployed.
+    if record is not None and desired.csv is None and desired.kind == "csv":
+        rows = record.observed.get("numEntries")
+        if rows is not None and meta.numEntries is not None and rows != meta.numEntries:
+            result.add("numEntries", meta.numEntries, rows, "live")
 
 
 def _csv_change(
-    desired: DesiredLookup, meta: LookupMeta, previous: LookupState | None, result: Comparison
+    desired: DesiredLookup, meta: LookupMeta, record: LookupState | None, result: Comparison
 ) -> CsvChange | None:
     assert desired.csv is not None
-    known = (previous.csv or {}) if previous is not None else {}
+    known = (record.csv or {}) if record is not None else {}
     if known.get("sha256"):
-        if known["sha256"] == desired.csv.sha256:
-            return None
-        return CsvChange(
-            before_sha256=known["sha256"],
-            after_sha256=desired.csv.sha256,
-            before_rows=known.get("rows"),
-            after_rows=desired.csv.rows,
-        )
+        if known["sha256"] != desired.csv.sha256:
+            return CsvChange(
+                before_sha256=known["sha256"],
+                after_sha256=desired.csv.sha256,
+                before_rows=known.get("rows"),
+                after_rows=desired.csv.rows,
+            )
+        # The file is what was uploaded; the data in Devo must still be what it gave.
+        if meta.numEntries is not None and meta.numEntries != desired.csv.rows:
+            return CsvChange(
+                before_sha256=known["sha256"],
+                after_sha256=desired.csv.sha256,
+                before_rows=meta.numEntries,
+                after_rows=desired.csv.rows,
+                source="live",
+            )
+        return None
     if meta.numEntries is not None and meta.numEntries != desired.csv.rows:
         return CsvChange(
             after_sha256=desired.csv.sha256,
             before_rows=meta.numEntries,
             after_rows=desired.csv.rows,
+            source="live",
         )
     result.unverified.append("csv content")
     return None
@@ -152,14 +265,23 @@ def build_plan(
     selector: Selector | None = None,
     *,
     strict_protect: bool = True,
+    rotated: Collection[str] = (),
+    replace: Collection[str] = (),
+    failed_jobs: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan that takes ``live`` to ``desired``.
+
+    ``rotated``: addresses whose S3 secrets differ from the ones last sent (seen by the caller from
+    the environment and the recorded digest). ``replace``: addresses to re-send even when nothing
+    differs (``apply --replace``). ``failed_jobs``: addresses whose last apply was not followed
+    (``--no-wait``) and whose job then failed, with its message: the record cannot be trusted.
 
     A delete of a protected lookup raises PlanError, or with ``strict_protect=False`` (drift, which
     only reports) stays in the plan with a warning.
     """
     policies = policies or {}
     selector = selector or Selector()
+    failed_jobs = failed_jobs or {}
     live_by_address = {
         f"{domain}/{meta.name}": meta for domain, metas in live.items() for meta in metas
     }
@@ -170,9 +292,17 @@ def build_plan(
         if not selector.selects(want.address):
             continue
         changes.append(
-            _change_for(want, live_by_address.get(want.address), state.get(want.address))
+            _change_for(
+                want,
+                live_by_address.get(want.address),
+                state.get(want.address),
+                rotated=want.address in rotated,
+                replace=want.address in replace,
+                failed_job=failed_jobs.get(want.address),
+            )
         )
     unmanaged: list[str] = []
+    kept: list[str] = []
     for address, meta in sorted(live_by_address.items()):
         if address in named or not selector.selects(address):
             continue
@@ -193,6 +323,8 @@ def build_plan(
             )
         else:
             unmanaged.append(address)
+            if policy is not None and policy.keeps(meta.name):
+                kept.append(address)
     changes.sort(key=lambda c: c.address)
     protected = [c.address for c in changes if c.action is Action.DELETE and c.protect]
     if protected and strict_protect:
@@ -201,6 +333,7 @@ def build_plan(
             hint="set protect: false in the spec (and apply it) before deleting, or add the "
             "lookup to the domain's keep globs",
         )
+    hints = _unmanaged_hints(unmanaged, kept, policies)
     warnings = [f"{a}: protected, but no spec names it any more" for a in protected]
     warnings += [
         f"{c.address}: could not verify {', '.join(c.unverified)} (the service does not report "
@@ -208,11 +341,51 @@ def build_plan(
         for c in changes
         if c.unverified and c.action is not Action.CREATE
     ]
-    return Plan(changes=tuple(changes), unmanaged=tuple(unmanaged), warnings=tuple(warnings))
+    return Plan(
+        changes=tuple(changes),
+        unmanaged=tuple(unmanaged),
+        kept=tuple(kept),
+        hints=tuple(hints),
+        warnings=tuple(warnings),
+    )
+
+
+def _unmanaged_hints(
+    unmanaged: list[str], kept: list[str], policies: Mapping[str, DomainPolicy]
+) -> list[str]:
+    """One hint per domain with unmanaged lookups, true to that Domain's settings."""
+    hints = []
+    kept_set = set(kept)
+    for domain in sorted({a.split("/", 1)[0] for a in unmanaged}):
+        mine = [a for a in unmanaged if a.startswith(domain + "/")]
+        covered = sum(1 for a in mine if a in kept_set)
+        policy = policies.get(domain)
+        if policy is None:
+            hints.append(
+                f"{domain}: no Domain document; add one with prune: true to delete unmanaged "
+                "lookups, or import them: reconciler import " + domain
+            )
+        elif covered == len(mine):
+            hints.append(f"{domain}: every unmanaged lookup is covered by keep {list(policy.keep)}")
+        elif policy.prune:
+            hints.append(f"{domain}: covered by keep {list(policy.keep)}; never pruned")
+        else:
+            extra = f" ({covered} covered by keep globs)" if covered else ""
+            hints.append(
+                f"{domain}: prune is false{extra}; set prune: true on Domain {domain} to delete "
+                f"the others, or import them: reconciler import {domain}"
+            )
+    return hints
 
 
 def _change_for(
-    want: DesiredLookup, meta: LookupMeta | None, previous: LookupState | None
+    want: DesiredLookup,
+    meta: LookupMeta | None,
+    previous: LookupState | None,
+    *,
+    rotated: bool = False,
+    replace: bool = False,
+    failed_job: str | None = None,
 ) -> Change:
     common: dict[str, Any] = {
         "address": want.address,
@@ -232,14 +405,39 @@ def _change_for(
     after = {path: value for path, value in want.flat.items() if path not in want.ignore}
     if meta is None:
         return Change(action=Action.CREATE, after=after, reason="not found", **common)
-    comparison = compare(want, meta, previous)
+    trusted = previous if failed_job is None else None
+    comparison = compare(want, meta, trusted, rotated=rotated)
     before = live_flat(meta)
     reasons = []
-    if comparison.diff:
-        paths = [d.path for d in comparison.diff]
-        reasons.append("differs: " + ", ".join(paths))
+    if failed_job is not None:
+        reasons.append(f"the last apply's job failed: {failed_job}")
+    by_source: dict[str, list[str]] = {}
+    for item in comparison.diff:
+        by_source.setdefault(item.source, []).append(item.path)
+    if "spec" in by_source:
+        reasons.append("spec changed: " + ", ".join(by_source["spec"]))
+    if "live" in by_source:
+        label = "changed in Devo" if trusted is not None else "differs"
+        reasons.append(f"{label}: " + ", ".join(by_source["live"]))
     if comparison.csv is not None:
-        reasons.append("CSV content changed")
+        reasons.append(
+            "CSV content changed"
+            if comparison.csv.source == "spec"
+            else f"data in Devo changed: {comparison.csv.before_rows} rows, "
+            f"the file has {comparison.csv.after_rows}"
+        )
+    if replace:
+        reasons.append("replace requested (--replace)")
+    request = bool(reasons)
+    recorded_protect = previous.protect if previous is not None else False
+    if want.protect != recorded_protect and (previous is not None or want.protect):
+        comparison.diff.append(
+            AttributeChange(
+                path="protect", before=recorded_protect, after=want.protect, source="state"
+            )
+        )
+        if not request:
+            reasons.append(f"protect: {str(want.protect).lower()} (recorded only, nothing sent)")
     if reasons:
         return Change(
             action=Action.UPDATE,
@@ -249,6 +447,7 @@ def _change_for(
             csv=comparison.csv,
             unverified=comparison.unverified,
             reason="; ".join(reasons),
+            request=request,
             **common,
         )
     return Change(

@@ -39,12 +39,19 @@ class _Frozen(BaseModel):
 
 
 class AttributeChange(_Frozen):
-    """One attribute that differs: its canonical path, live value and desired value."""
+    """One attribute that differs: its canonical path, the value before and the desired value.
+
+    ``source`` says which side moved: ``spec`` (the spec changed since the last apply; ``before`` is
+    what was sent), ``live`` (Devo changed since the last apply, or there is no record; ``before``
+    is what Devo shows), or ``state`` (the state file records a choice only the reconciler knows,
+    such as ``protect``).
+    """
 
     path: str
     before: Any = None
     after: Any = None
-    source: str = "live"  # "live", or "state" when the live service could not show the value
+    source: str = "live"
+    details: list[str] = Field(default_factory=list)  # element-level lines (display only)
 
 
 class CsvChange(_Frozen):
@@ -58,6 +65,8 @@ class CsvChange(_Frozen):
     removed: int | None = None
     changed: int | None = None
     samples: list[str] = Field(default_factory=list)
+    source: str = "spec"  # "spec": the file changed; "live": Devo's data changed (numEntries)
+    note: str | None = None  # why rows could not be diffed by key (display only)
 
 
 class Change(_Frozen):
@@ -77,6 +86,7 @@ class Change(_Frozen):
     csv: CsvChange | None = None
     protect: bool = False
     spec: str | None = None  # file:line of the spec (display only)
+    request: bool = True  # False: apply only records it (a change of ``protect``), sends nothing
 
 
 class Plan(_Frozen):
@@ -85,6 +95,8 @@ class Plan(_Frozen):
     format_version: str = FORMAT_VERSION
     changes: tuple[Change, ...] = ()
     unmanaged: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()  # the unmanaged lookups a Domain's keep globs cover: not drift
+    hints: tuple[str, ...] = ()  # what to do about unmanaged lookups, per domain (display only)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -102,9 +114,25 @@ class Plan(_Frozen):
         return counts
 
     @property
+    def unverified(self) -> list[Change]:
+        """Changes with attributes nobody could verify (no ``deployConfig``, no state record)."""
+        return [c for c in self.changes if c.unverified and c.action is not Action.CREATE]
+
+    @property
     def actionable(self) -> list[Change]:
         """The changes apply must carry out (everything but no-ops)."""
         return [c for c in self.changes if c.action is not Action.NOOP]
+
+    @property
+    def drifted_unmanaged(self) -> list[str]:
+        """Unmanaged lookups that count as drift: those no ``keep`` glob covers."""
+        kept = set(self.kept)
+        return [a for a in self.unmanaged if a not in kept]
+
+    @property
+    def in_sync(self) -> bool:
+        """Drift's verdict: nothing to do, and no unmanaged lookup outside the ``keep`` globs."""
+        return not self.can_apply() and not self.drifted_unmanaged
 
     def can_apply(self) -> bool:
         """True when there is anything to do."""
@@ -117,5 +145,9 @@ class Plan(_Frozen):
             "summary": self.summary,
             "changes": [c.model_dump(mode="json") for c in self.changes],
             "unmanaged": list(self.unmanaged),
+            "kept": list(self.kept),
             "warnings": list(self.warnings),
+            "unverified": [
+                {"address": c.address, "paths": list(c.unverified)} for c in self.unverified
+            ],
         }

@@ -19,6 +19,10 @@ _HEADLINE = {
     Action.DELETE: "will be destroyed",
     Action.NOOP: "is up to date",
 }
+_ORIGIN = {
+    "spec": " (spec changed since the last apply)",
+    "state": " (recorded only; nothing is sent for it)",
+}
 _DRIFT = {
     Action.CREATE: "is missing in Devo",
     Action.UPDATE: "differs from its spec",
@@ -26,19 +30,36 @@ _DRIFT = {
 }
 
 
+def _unverified_note(plan: Plan) -> str:
+    count = len(plan.unverified)
+    if not count:
+        return ""
+    return f" {count} lookup(s) could not be verified (no deployConfig from the service, no state)."
+
+
 def summary_line(plan: Plan) -> str:
-    """The contract's last line: ``Plan: X to add, Y to change, Z to destroy.`` or ``No changes.``"""
+    """The contract's last line: ``Plan: X to add, Y to change, Z to destroy.`` or ``No changes.``
+
+    When some lookups could not be verified, the line says how many after the contract's words.
+    """
     if not plan.can_apply():
-        return "No changes."
+        return "No changes." + _unverified_note(plan)
     s = plan.summary
-    return f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."
+    return (
+        f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."
+        + _unverified_note(plan)
+    )
 
 
 def drift_line(plan: Plan) -> str:
-    """``In sync.`` or ``Drift: N lookup(s) differ, M unmanaged.``"""
-    if not plan.can_apply() and not plan.unmanaged:
-        return "In sync."
-    return f"Drift: {len(plan.actionable)} lookup(s) differ, {len(plan.unmanaged)} unmanaged."
+    """``In sync.`` or ``Drift: N lookup(s) differ, M unmanaged.`` (kept ones are not drift)."""
+    kept = f" ({len(plan.kept)} kept by keep globs)" if plan.kept else ""
+    if plan.in_sync:
+        return "In sync." + (f"{kept[:-1]}, not drift)." if kept else "") + _unverified_note(plan)
+    return (
+        f"Drift: {len(plan.actionable)} lookup(s) differ, "
+        f"{len(plan.drifted_unmanaged)} unmanaged.{kept}" + _unverified_note(plan)
+    )
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -51,18 +72,24 @@ def _attribute_lines(change: Change) -> list[str]:
         for path, value in sorted(change.after.items()):
             lines.append(f"+ {path} = {render_value(value)}")
     for item in change.diff:
-        origin = " (last applied; not reported by the service)" if item.source == "state" else ""
+        origin = _ORIGIN.get(item.source, "")
         lines.append(
             f"~ {item.path}: {render_value(item.before)} → {render_value(item.after)}{origin}"
         )
+        lines.extend(f"    {detail}" for detail in item.details)
     if change.csv is not None:
         csv = change.csv
         rows = f"{csv.before_rows if csv.before_rows is not None else '?'} → {csv.after_rows} rows"
         detail = ""
         if csv.added is not None:
             detail = f" (+{csv.added} -{csv.removed} ~{csv.changed} by key)"
-        lines.append(f"~ csv content: {rows}{detail}")
+        what = (
+            "csv content" if csv.source == "spec" else "data in Devo (changed outside reconciler)"
+        )
+        lines.append(f"~ {what}: {rows}{detail}")
         lines.extend(f"    {sample}" for sample in csv.samples)
+        if csv.note:
+            lines.append(f"# {csv.note}")
     if change.unverified and change.action is not Action.CREATE:
         lines.append(f"? could not verify: {', '.join(change.unverified)}")
     return lines
@@ -92,10 +119,12 @@ def render_text(
             out.append(_paint(f"      {line}", code if line[0] in "+~-" else "0", color))
         out.append("")
     if plan.unmanaged:
-        out.append(
-            "Unmanaged lookups (no spec names them; set prune: true on their Domain to delete):"
+        kept = set(plan.kept)
+        out.append("Unmanaged lookups (no spec names them):")
+        out.extend(
+            f"  ? {address}" + (" (kept)" if address in kept else "") for address in plan.unmanaged
         )
-        out.extend(f"  ? {address}" for address in plan.unmanaged)
+        out.extend(f"  hint: {hint}" for hint in plan.hints)
         out.append("")
     for warning in plan.warnings:
         out.append(_paint(f"Warning: {warning}", "33", color))
@@ -109,7 +138,7 @@ def render_json(plan: Plan, *, drift: bool = False) -> str:
     """The contract's plan JSON (drift adds ``in_sync``)."""
     document: dict[str, Any] = plan.to_json()
     if drift:
-        document["in_sync"] = not plan.can_apply() and not plan.unmanaged
+        document["in_sync"] = plan.in_sync
     return json.dumps(document, indent=2, sort_keys=False)
 
 

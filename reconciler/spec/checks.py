@@ -16,6 +16,7 @@ from reconciler.errors import Diagnostic
 from reconciler.spec.csvcheck import check_csv_file
 from reconciler.spec.loader import ENV_RE, LoadedLookup, LoadResult
 from reconciler.spec.model import SOURCE_KINDS, Column, FileProvider, Key, LookupType
+from reconciler.timeframe import epoch_millis
 
 MIN_REFRESH_MS = 60_000
 
@@ -258,12 +259,7 @@ def parse_start_date(value: str | int) -> int:
     text = value.strip()
     if text.isdigit():
         return int(text)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        from datetime import UTC
-
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return epoch_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def rule_periods(lookup: LoadedLookup) -> Iterator[Diagnostic]:

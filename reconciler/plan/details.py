@@ -1,0 +1,93 @@
+"""Element-level descriptions of nested values that differ: what a reviewer needs to read a diff.
+
+The plan's vocabulary stays the flat canonical path (``recipe.source.columns``); for values that are
+lists or mappings, ``describe`` adds one line per element that changed, computed with deepdiff:
+columns are matched by name (``column asn: INT4 → INT8``, ``column city added at 3``), ``fields``
+(the service's observable columns) likewise, and lists of names or mappings (``columnFilter``,
+``secondaryIndexes.map``) by member. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepdiff import DeepDiff
+
+
+def _columns_by_name(value: Any) -> dict[str, dict[str, Any]] | None:
+    """``[{name, type, from?}]`` or ``[[name, type, key]]`` as ``{name: {position, type, ...}}``."""
+    if not isinstance(value, list):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for position, column in enumerate(value):
+        if isinstance(column, dict) and isinstance(column.get("name"), str):
+            entry = {k: v for k, v in column.items() if k != "name"}
+            out[column["name"]] = {"position": position, **entry}
+        elif isinstance(column, list | tuple) and column and isinstance(column[0], str):
+            entry = {"type": column[1] if len(column) > 1 else None}
+            if len(column) > 2:
+                entry["key"] = column[2]
+            out[column[0]] = {"position": position, **entry}
+        else:
+            return None
+    return out
+
+
+def _name(path: str) -> str:
+    """``root['asn']['type']`` → ``asn``."""
+    inner = path[len("root[") :] if path.startswith("root[") else path
+    return inner.split("]", 1)[0].strip("'\"")
+
+
+def describe(path: str, before: Any, after: Any) -> list[str]:
+    """Lines describing which elements of a nested value changed (empty for plain scalars)."""
+    if path.endswith(("columns", "fields")):
+        old, new = _columns_by_name(before or []), _columns_by_name(after or [])
+        if old is not None and new is not None:
+            return _describe_columns(old, new)
+    if isinstance(before, list | dict) or isinstance(after, list | dict):
+        return _describe_members(before, after)
+    return []
+
+
+def _describe_columns(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    diff = DeepDiff(old, new, view="tree")
+    lines: list[str] = []
+    for item in diff.get("dictionary_item_added", []):
+        name = _name(item.path())
+        lines.append(f"column {name} added at {new[name]['position']}")
+    for item in diff.get("dictionary_item_removed", []):
+        name = _name(item.path())
+        lines.append(f"column {name} removed (was at {old[name]['position']})")
+    changed: dict[str, list[str]] = {}
+    for item in [*diff.get("values_changed", []), *diff.get("type_changes", [])]:
+        name = _name(item.path())
+        attribute = item.path(output_format="list")[-1]
+        if attribute == "position":
+            continue  # said once below, as a move
+        changed.setdefault(name, []).append(f"{attribute} {item.t1} → {item.t2}")
+    for name, parts in sorted(changed.items()):
+        lines.append(f"column {name}: " + ", ".join(parts))
+    moved = [n for n in new if n in old and old[n]["position"] != new[n]["position"]]
+    if moved and not diff.get("dictionary_item_added") and not diff.get("dictionary_item_removed"):
+        lines.append("columns reordered: " + ", ".join(new))
+    return lines
+
+
+def _describe_members(before: Any, after: Any) -> list[str]:
+    if isinstance(before, list) and isinstance(after, list) or before is None or after is None:
+        old = set(map(repr, before or [])) if not isinstance(before, dict) else None
+        new = set(map(repr, after or [])) if not isinstance(after, dict) else None
+        if old is not None and new is not None:
+            lines = [f"added {m}" for m in sorted(new - old)]
+            lines += [f"removed {m}" for m in sorted(old - new)]
+            return lines
+    diff = DeepDiff(before or {}, after or {}, view="tree")
+    lines = []
+    for item in diff.get("dictionary_item_added", []):
+        lines.append(f"added {_name(item.path())} = {item.t2!r}")
+    for item in diff.get("dictionary_item_removed", []):
+        lines.append(f"removed {_name(item.path())}")
+    for item in [*diff.get("values_changed", []), *diff.get("type_changes", [])]:
+        lines.append(f"{_name(item.path())}: {item.t1!r} → {item.t2!r}")
+    return lines
