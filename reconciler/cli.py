@@ -133,6 +133,14 @@ DebugOpt = Annotated[
 FormatOpt = Annotated[
     str, typer.Option("--format", help="text, json or markdown.", metavar="FORMAT")
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        envvar="RECONCILER_STRICT",
+        help="Exit 1 when some lookups could not be verified (env RECONCILER_STRICT=1).",
+    ),
+]
 TargetOpt = Annotated[
     list[str] | None, typer.Option("--target", help="Only lookups matching this domain/name glob.")
 ]
@@ -369,6 +377,7 @@ def plan(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also list lookups that are up to date.")
     ] = False,
+    strict: StrictOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -395,6 +404,7 @@ def plan(
             color=_color(),
             verbose=verbose,
             detailed_exitcode=detailed_exitcode,
+            strict=strict,
         )
     )
     raise typer.Exit(code)
@@ -407,6 +417,7 @@ def drift(
     output_format: FormatOpt = "text",
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
+    strict: StrictOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -430,6 +441,7 @@ def drift(
             targets=target or [],
             excludes=exclude or [],
             color=_color(),
+            strict=strict,
         )
     )
     raise typer.Exit(code)
@@ -459,6 +471,16 @@ def apply(
     ] = "text",
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
+    replace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replace",
+            help="Re-send this DOMAIN/NAME even if it is up to date (repeatable), e.g. to push "
+            "a rotated S3 secret.",
+            metavar="ADDR",
+        ),
+    ] = None,
+    strict: StrictOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -488,6 +510,8 @@ def apply(
             excludes=exclude or [],
             color=_color(),
             interactive=sys.stdout.isatty() and output_format == "text",
+            strict=strict,
+            replace=replace or [],
         )
     )
     raise typer.Exit(code)

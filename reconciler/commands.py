@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from reconciler.apply import ApplyOptions, Executor, Outcome, completion_line
-from reconciler.client import LookupClient, LookupMeta, LookupReader, RetryPolicy
+from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
 from reconciler.engine import (
     PLAN_FILE_KIND,
     PlanRun,
@@ -75,6 +75,7 @@ async def run_plan(
     color: bool = False,
     verbose: bool = False,
     detailed_exitcode: bool = False,
+    strict: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
@@ -88,7 +89,24 @@ async def run_plan(
         write_json_atomic(out, saved_plan(run, paths))
         # On stderr: the plan's text must end with its summary line (the contract).
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
+    if strict and _strict_refusal(run.plan):
+        return 1
     return 2 if detailed_exitcode and run.plan.can_apply() else 0
+
+
+def _strict_refusal(plan: Plan) -> bool:
+    """Under ``--strict``: say on stderr what could not be verified; True when anything could not."""
+    if not plan.unverified:
+        return False
+    _warn(
+        f"Error: --strict: {len(plan.unverified)} lookup(s) could not be verified: "
+        + "; ".join(f"{c.address} ({', '.join(c.unverified)})" for c in plan.unverified)
+    )
+    _warn(
+        "  hint: the service shows no deployConfig for them and the state has no record; apply "
+        "them once (or point --state at the state that has their records)"
+    )
+    return True
 
 
 async def run_drift(
@@ -99,6 +117,7 @@ async def run_drift(
     targets: list[str] | None = None,
     excludes: list[str] | None = None,
     color: bool = False,
+    strict: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
@@ -106,6 +125,8 @@ async def run_drift(
     async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(reader, paths, settings.state_path, selector, strict_protect=False)
     _say(render(run, output_format, color=color, drift=True))
+    if strict and _strict_refusal(run.plan):
+        return 1
     return 0 if run.plan.in_sync else 2
 
 
@@ -178,21 +199,34 @@ async def run_apply(
     excludes: list[str] | None = None,
     color: bool = False,
     interactive: bool = False,
+    strict: bool = False,
+    replace: list[str] | None = None,
+    poll: PollPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
     """``reconciler apply``."""
     if parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
+    if plan_file is not None and replace:
+        raise SettingsError(
+            "--replace cannot be combined with --plan",
+            hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
+            "reconciler apply --replace ADDR",
+        )
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with LookupClient(settings, retry=retry, transport=transport) as client:
         if plan_file is not None:
             run = await _planned_run(client, settings, plan_file)
         else:
             selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-            run = await make_plan(client, paths, settings.state_path, selector)
+            run = await make_plan(
+                client, paths, settings.state_path, selector, replace=replace or (), env=env
+            )
             if output_format == "text":
                 _say(render(run, "text", color=color))
+            if strict and _strict_refusal(run.plan):
+                return 1
             _approve(run, auto_approve)
         if not run.plan.can_apply():
             if output_format == "json":
@@ -211,6 +245,7 @@ async def run_apply(
             job_timeout=job_timeout,
             actor=current_actor(),
             commit=current_commit(),
+            **({"poll": poll} if poll is not None else {}),
         )
         journal = Journal(journal_path(settings.state_path))
         if output_format == "json":

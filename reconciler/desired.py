@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler.canonical import flatten
 from reconciler.coltypes import field_type_name, parse_duration_ms
-from reconciler.spec.checks import parse_start_date
+from reconciler.spec.checks import parse_start_date, query_columns
 from reconciler.spec.csvcheck import CsvScan, key_positions
 from reconciler.spec.loader import ENV_RE, LoadedLookup
 from reconciler.spec.model import SOURCE_KINDS, CsvSource, Key, LookupSpec, LookupType
@@ -49,6 +49,7 @@ class DesiredLookup:
     flat: dict[str, Any]  # the canonical config the service should report
     ignore: frozenset[str] = frozenset()  # paths the service decides (e.g. an unset startDate)
     fields: list[tuple[str, str, bool]] | None = None  # observable columns (name, type, key)
+    query_columns: list[str] | None = None  # a query source's column names, when readable
     csv: CsvContent | None = None
     spec_hash: str = ""
     source: str = ""  # file:line of the spec
@@ -331,6 +332,8 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
     desired.flat = flatten(config)
     desired.ignore = frozenset(ignore)
     desired.fields = observable_fields(config)
+    query = config["recipe"]["source"].get("query")
+    desired.query_columns = query_columns(query) if isinstance(query, str) else None
     desired.csv = csv
     return desired
 

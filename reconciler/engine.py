@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.client import LookupMeta, LookupReader
-from reconciler.desired import DesiredLookup, desired_lookup
-from reconciler.errors import Diagnostic, NotFoundError, SpecError
+from reconciler.client import LookupMeta, LookupReader, job_outcome
+from reconciler.desired import DesiredLookup, desired_lookup, placeholders
+from reconciler.errors import Diagnostic, NotFoundError, SettingsError, SpecError
 from reconciler.plan.builder import DomainPolicy, Selector, build_plan, live_fields, live_flat
 from reconciler.plan.model import Plan
 from reconciler.spec import validate_paths
-from reconciler.state import State
+from reconciler.state import SUBMITTED, State, secrets_rotated
 
 
 @dataclass
@@ -97,6 +99,61 @@ class PlanRun:
         return {f"{d}/{m.name}": m for d, metas in self.live.items() for m in metas}
 
 
+def rotated_secrets(desired: list[DesiredLookup], state: State, env: Mapping[str, str]) -> set[str]:
+    """Addresses whose S3 secrets in the environment differ from the digest of the ones last sent.
+
+    Only lookups whose every secret variable is set can be checked; the values are hashed with the
+    record's salt and never kept.
+    """
+    rotated = set()
+    for want in desired:
+        record = state.lookups.get(want.address)
+        names = placeholders(want.body)
+        if record is None or not record.secrets or not names:
+            continue
+        values = [env.get(name, "") for name in names]
+        if all(values) and secrets_rotated(record.secrets, values):
+            rotated.add(want.address)
+    return rotated
+
+
+async def check_submitted(
+    reader: LookupReader, state: State, addresses: set[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Jobs that ``apply --no-wait`` left unfollowed: ({address: failure message}, warnings).
+
+    A record whose job failed cannot be trusted (the plan re-sends it); one whose job still runs
+    gives a warning; one whose job ended well is trusted as deployed.
+    """
+    failed: dict[str, str] = {}
+    warnings: list[str] = []
+    pending = [
+        (a, r)
+        for a, r in sorted(state.lookups.items())
+        if r.status == SUBMITTED and r.job_id and a in addresses
+    ]
+
+    async def one(address: str, job_id: str) -> None:
+        domain, name = address.split("/", 1)
+        try:
+            statuses = await reader.job_statuses(domain, name, job_id)
+        except NotFoundError:
+            warnings.append(f"{address}: job {job_id} of the last apply (--no-wait) is not found")
+            return
+        outcome = job_outcome(statuses)
+        if outcome == "failed":
+            error = next(s for s in statuses if s.code.endswith(".err"))
+            failed[address] = f"{job_id}: {error.code}: {error.msg or 'no message'}"
+        elif outcome in ("running", "settling"):
+            warnings.append(
+                f"{address}: job {job_id} of the last apply (--no-wait) has not ended yet "
+                f"(latest status: {statuses[-1].code if statuses else 'none'})"
+            )
+
+    await asyncio.gather(*(one(a, r.job_id or "") for a, r in pending))
+    return failed, warnings
+
+
 async def make_plan(
     reader: LookupReader,
     paths: list[str],
@@ -104,11 +161,25 @@ async def make_plan(
     selector: Selector | None = None,
     *,
     strict_protect: bool = True,
+    replace: Collection[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> PlanRun:
-    """Load specs, read live state and the state file, and build the plan."""
+    """Load specs, read live state and the state file, and build the plan.
+
+    ``replace``: addresses to re-send even when they are up to date (``apply --replace``).
+    ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
+    """
     workspace = load_workspace(paths)
     state = State.load(state_path)
+    known = {d.address for d in workspace.desired}
+    unknown = sorted(set(replace) - known)
+    if unknown:
+        raise SettingsError(
+            f"--replace names no lookup of the specs: {', '.join(unknown)}",
+            hint="use the DOMAIN/NAME address a plan shows",
+        )
     live = await fetch_live(reader, workspace.domains)
+    failed_jobs, job_warnings = await check_submitted(reader, state, known)
     plan = build_plan(
         workspace.desired,
         live,
@@ -116,7 +187,12 @@ async def make_plan(
         workspace.policies,
         selector,
         strict_protect=strict_protect,
+        rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
+        replace=replace,
+        failed_jobs=failed_jobs,
     )
+    if job_warnings:
+        plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
     if any(change.csv is not None for change in plan.changes):
         from reconciler import csvdiff
 

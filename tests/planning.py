@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.client import LookupClient, LookupReader
+from reconciler.client import LookupClient, LookupReader, PollPolicy
 from reconciler.commands import run_apply
 from reconciler.emulator import EmulatorConfig
 from reconciler.engine import PlanRun, make_plan
@@ -67,6 +67,8 @@ KINDS: dict[str, str] = {
     """,
 }
 SECRETS = {"TEST_S3_ACCESS": "AKIA-canary-access", "TEST_S3_SECRET": "canary-s3-secret-42"}
+# The emulator's jobs here take tens of milliseconds: poll them at that pace, not Devo's.
+FAST_POLL = PollPolicy(initial=0.01, factor=1.5, maximum=0.05, settle=0.5)
 GEO = "ip,country\n10.0.0.1,ES\n10.0.0.2,US\n10.0.0.3,FR\n"
 
 
@@ -107,13 +109,17 @@ class Project:
     def write(self, *documents: str, file: str = "lookups.yaml") -> None:
         (self.specs / file).write_text("---\n".join(documents))
 
-    async def plan(self, selector: Selector | None = None) -> PlanRun:
+    async def plan(self, selector: Selector | None = None, **options: Any) -> PlanRun:
+        options.setdefault("env", dict(SECRETS))
         async with LookupReader(self.settings, transport=self.transport()) as reader:
-            return await make_plan(reader, [str(self.specs)], self.settings.state_path, selector)
+            return await make_plan(
+                reader, [str(self.specs)], self.settings.state_path, selector, **options
+            )
 
     async def apply(self, **options: Any) -> int:
         options.setdefault("auto_approve", True)
         options.setdefault("env", dict(SECRETS))
+        options.setdefault("poll", FAST_POLL)
         return await run_apply(
             self.settings, [str(self.specs)], transport=self.transport(), **options
         )

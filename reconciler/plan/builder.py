@@ -205,7 +205,7 @@ def _compare_observed(
     if recorded is not None and meta.fields:
         now = [list(f) for f in observed]
         if now != recorded and "fields" not in result.paths:
-            result.add("fields", recorded, now, "live")
+            result.add("fields", now, recorded, "live")
     elif not reports and desired.fields is not None and meta.fields:
         wanted_fields = desired.fields
         if not any(flag for _, _, flag in observed):
@@ -216,6 +216,13 @@ def _compare_observed(
             result.add(
                 "fields", [list(f) for f in observed], [list(f) for f in wanted_fields], "live"
             )
+    elif not reports and desired.query_columns is not None and meta.fields:
+        # Blind otherwise: the names of a query's columns are all a plan can see of it. Compared
+        # as sets, since services order and type a query's columns in their own ways.
+        names = sorted({name for name, _, _ in observed})
+        wanted_names = sorted(set(desired.query_columns))
+        if names != wanted_names:
+            result.add("fields", names, wanted_names, "live")
     # The rows of an S3 CSV are the bucket's; a count that moved since apply was redeployed.
     if record is not None and desired.csv is None and desired.kind == "csv":
         rows = record.observed.get("numEntries")

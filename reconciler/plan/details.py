@@ -51,6 +51,10 @@ def describe(path: str, before: Any, after: Any) -> list[str]:
 
 
 def _describe_columns(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    if not old or not new:  # deepdiff reports an empty side as one root change: list them
+        return [f"column {n} added at {c['position']}" for n, c in new.items()] + [
+            f"column {n} removed (was at {c['position']})" for n, c in old.items()
+        ]
     diff = DeepDiff(old, new, view="tree")
     lines: list[str] = []
     for item in diff.get("dictionary_item_added", []):
@@ -62,7 +66,8 @@ def _describe_columns(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changed: dict[str, list[str]] = {}
     for item in [*diff.get("values_changed", []), *diff.get("type_changes", [])]:
         name = _name(item.path())
-        attribute = item.path(output_format="list")[-1]
+        steps = item.path(output_format="list")
+        attribute = steps[-1] if len(steps) > 1 else "value"
         if attribute == "position":
             continue  # said once below, as a move
         changed.setdefault(name, []).append(f"{attribute} {item.t1} → {item.t2}")
