@@ -163,6 +163,35 @@ class Executor:
             await asyncio.gather(*tasks)
         return [outcomes[c.address] for c in changes]
 
+    def adopt(self, plan: Plan, live: Mapping[str, LookupMeta]) -> list[str]:
+        """Record lookups the plan found already matching their spec but the state does not know.
+
+        That is how a run interrupted after its requests (SIGKILL, a lost runner) is completed:
+        the re-run sees the lookups as up to date and records them, with a journal entry. Only
+        fully verified ones: a record vouches for what the service does not show, so a lookup
+        nothing could verify is never recorded this way (``apply --replace`` re-sends it).
+        """
+        adopted = []
+        for change in plan.changes:
+            meta = live.get(change.address)
+            if (
+                change.action is not Action.NOOP
+                or meta is None
+                or change.unverified
+                or change.address in self.state.lookups
+                or change.address not in self.desired
+                or self.desired[change.address].state != "present"
+            ):
+                continue
+            outcome = Outcome(change.address, Action.NOOP, status=DONE, effective=Action.NOOP)
+            outcome.message = (
+                "already matched its spec; recorded (e.g. completed after an interrupted apply)"
+            )
+            self._record(change, outcome, None, meta)
+            self._finish(change, outcome)
+            adopted.append(change.address)
+        return adopted
+
     def stop(self) -> None:
         """Stop submitting; in-flight jobs are reported as interrupted (Ctrl-C)."""
         self.stopping.set()

@@ -103,8 +103,9 @@ def _strict_refusal(plan: Plan) -> bool:
         + "; ".join(f"{c.address} ({', '.join(c.unverified)})" for c in plan.unverified)
     )
     _warn(
-        "  hint: the service shows no deployConfig for them and the state has no record; apply "
-        "them once (or point --state at the state that has their records)"
+        "  hint: the service shows no deployConfig for them and the state has no record: point "
+        "--state at the state that has their records, or re-send them once with "
+        "reconciler apply --replace ADDR"
     )
     return True
 
@@ -228,6 +229,20 @@ async def run_apply(
             if strict and _strict_refusal(run.plan):
                 return 1
             _approve(run, auto_approve)
+        journal = Journal(journal_path(settings.state_path))
+        options = ApplyOptions(
+            parallelism=parallelism,
+            wait=wait,
+            job_timeout=job_timeout,
+            actor=current_actor(),
+            commit=current_commit(),
+            **({"poll": poll} if poll is not None else {}),
+        )
+        adopter = Executor(
+            client, run.workspace.by_address(), run.state, journal, None, options, env
+        )
+        for address in adopter.adopt(run.plan, run.live_by_address()):
+            _warn(f"{address}: already matched its spec; recorded in the state")
         if not run.plan.can_apply():
             if output_format == "json":
                 _say(
@@ -239,15 +254,6 @@ async def run_apply(
                 _say("No changes.")
             return 0
         console: Any
-        options = ApplyOptions(
-            parallelism=parallelism,
-            wait=wait,
-            job_timeout=job_timeout,
-            actor=current_actor(),
-            commit=current_commit(),
-            **({"poll": poll} if poll is not None else {}),
-        )
-        journal = Journal(journal_path(settings.state_path))
         if output_format == "json":
             from reconciler.console import JsonConsole
 

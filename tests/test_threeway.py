@@ -275,3 +275,306 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
     assert (
         await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 0
     )
+
+
+# --- nothing silently unverifiable -----------------------------------------------------------
+
+
+async def test_strict_plan_without_config_or_state_exits_1_naming_what(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.commands import run_plan
+
+    project = project_for(tmp_path, "tidy", True)
+    project.write(lookup_doc("q", KINDS["static"]))
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()
+    capsys.readouterr()
+    specs = [str(project.specs)]
+    assert await run_plan(project.settings, specs, transport=project.transport()) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(
+        "1 lookup(s) could not be verified (no deployConfig from the service, no state)."
+    )
+    assert out.rstrip().splitlines()[-1].startswith("No changes.")
+    code = await run_plan(project.settings, specs, strict=True, transport=project.transport())
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--strict: 1 lookup(s) could not be verified: acme/q (" in err
+    assert "recipe.source.query" in err
+    # A plain apply has nothing to do and must not vouch for what it could not verify ...
+    assert await project.apply() == 0
+    assert await run_plan(project.settings, specs, strict=True, transport=project.transport()) == 1
+    # ... re-sending it records it, and the same strict plan passes.
+    assert await project.apply(replace=["acme/q"]) == 0
+    assert await run_plan(project.settings, specs, strict=True, transport=project.transport()) == 0
+
+
+def test_strict_comes_from_the_environment_too(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reconciler.cli import app
+
+    project = project_for(tmp_path, "tidy", True)
+    project.write(lookup_doc("q", KINDS["static"]))
+    # The embedded emulator under the project's state dir, configured to hide deployConfig.
+    env = {
+        "RECONCILER_STATE": str(project.settings.state_path),
+        "RECONCILER_EMULATOR_CONFIG": '{"deploy_config_null": true, "create_latency": 0, "deploy_latency": 0}',
+    }
+    runner = CliRunner()
+    applied = runner.invoke(
+        app, ["apply", "--emulator", "--auto-approve", str(project.specs)], env=env
+    )
+    assert applied.exit_code == 0, applied.output
+    project.settings.state_path.unlink()
+    plain = runner.invoke(app, ["plan", "--emulator", str(project.specs)], env=env)
+    assert plain.exit_code == 0, plain.output
+    strict = runner.invoke(
+        app, ["plan", "--emulator", str(project.specs)], env={**env, "RECONCILER_STRICT": "1"}
+    )
+    assert strict.exit_code == 1 and "could not be verified" in strict.output
+
+
+# --- protect, --replace and rotated secrets ---------------------------------------------------
+
+DOMAIN_PRUNE = (
+    "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {name: acme}\nspec: {prune: true}\n"
+)
+
+
+async def test_protect_false_is_applied_without_a_request_then_prune_deletes(
+    tmp_path: Path,
+) -> None:
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("vault", KINDS["static"], extra="protect: true"), DOMAIN_PRUNE)
+    assert await project.apply() == 0
+    project.write(lookup_doc("vault", KINDS["static"], extra="protect: false"), DOMAIN_PRUNE)
+    change = only_change((await project.plan()).plan)
+    assert change.action is Action.UPDATE and not change.request
+    assert [(d.path, d.before, d.after, d.source) for d in change.diff] == [
+        ("protect", True, False, "state")
+    ]
+    project.emulator.stats.routes.clear()
+    assert await project.apply() == 0
+    assert (
+        sum(n for route, n in project.emulator.stats.routes.items() if not route.startswith("GET"))
+        == 0
+    )  # recorded only: nothing was sent
+    assert not (await project.plan()).plan.can_apply()
+    project.write(DOMAIN_PRUNE)  # the spec is gone; the state no longer says protect
+    change = only_change((await project.plan()).plan)
+    assert change.action is Action.DELETE and change.address == "acme/vault"
+
+
+async def test_protect_true_is_recorded_for_a_lookup_that_is_otherwise_up_to_date(
+    tmp_path: Path,
+) -> None:
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("vault", KINDS["static"]), DOMAIN_PRUNE)
+    assert await project.apply() == 0
+    project.write(lookup_doc("vault", KINDS["static"], extra="protect: true"), DOMAIN_PRUNE)
+    assert await project.apply() == 0
+    project.write(DOMAIN_PRUNE)
+    from reconciler.errors import PlanError
+
+    with pytest.raises(PlanError, match="protected lookup"):
+        await project.plan()
+
+
+async def test_replace_resends_an_up_to_date_lookup(tmp_path: Path) -> None:
+    from reconciler.errors import SettingsError
+
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("s3", KINDS["csv_s3"]), lookup_doc("other", KINDS["static"]))
+    assert await project.apply() == 0
+    plan = (await project.plan(replace=["acme/s3"])).plan
+    change = only_change(plan)
+    assert change.address == "acme/s3" and change.reason == "replace requested (--replace)"
+    project.emulator.stats.routes.clear()
+    assert await project.apply(replace=["acme/s3"]) == 0
+    assert project.emulator.stats.routes["PUT /lookup/{domain}/{name}/deploy-csv"] == 1
+    assert "PUT /lookup/{domain}/{name}/deploy-static-query" not in project.emulator.stats.routes
+    with pytest.raises(SettingsError, match="--replace names no lookup.*acme/typo"):
+        await project.apply(replace=["acme/typo"])
+
+
+async def test_a_rotated_s3_secret_is_seen_and_pushed_without_being_stored(
+    tmp_path: Path,
+) -> None:
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("s3", KINDS["csv_s3"]))
+    assert await project.apply() == 0
+    assert not (await project.plan()).plan.can_apply()
+    rotated = {**SECRETS, "TEST_S3_SECRET": "rotated-canary-secret-43"}
+    change = only_change((await project.plan(env=rotated)).plan)
+    assert [d.path for d in change.diff] == ["recipe.source.fileProvider.secrets"]
+    assert await project.apply(env=rotated) == 0
+    assert not (await project.plan(env=rotated)).plan.can_apply()
+    # Without the variables at plan time nothing can be said, and nothing is claimed.
+    assert not (await project.plan(env={})).plan.can_apply()
+    state = project.settings.state_path.read_text()
+    for value in (*SECRETS.values(), rotated["TEST_S3_SECRET"]):
+        assert value not in state
+
+
+async def test_no_wait_records_submitted_and_a_failed_job_is_planned_again(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    project = project_for(tmp_path, "tidy", False)
+    project.emulator.config.job_failure_pattern = "doomed"
+    project.write(lookup_doc("doomed", KINDS["static"]))
+    assert await project.apply(wait=False) == 0
+    record = json.loads(project.settings.state_path.read_text())["lookups"]["acme/doomed"]
+    assert record["status"] == "submitted"
+    await __import__("asyncio").sleep(0.1)  # the job ends (in deploy.err) meanwhile
+    project.emulator.config.job_failure_pattern = None
+    # A failed update leaves the lookup in place (the emulator restores it): the plan must not
+    # trust the record and plans the lookup again, naming the failed job.
+    plan = (await project.plan()).plan
+    [change] = plan.changes
+    if change.action is Action.UPDATE:
+        assert "the last apply's job failed" in change.reason and "deploy.err" in change.reason
+    else:  # a failed create removed the lookup: it is simply created again
+        assert change.action is Action.CREATE
+    assert await project.apply() == 0
+    assert not (await project.plan()).plan.can_apply()
+
+
+async def test_no_wait_update_whose_job_fails_is_not_up_to_date(tmp_path: Path) -> None:
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("x", KINDS["static"]))
+    assert await project.apply() == 0
+    project.emulator.config.job_failure_pattern = "x"
+    project.write(lookup_doc("x", KINDS["static"].replace("from a", "from b")))
+    assert await project.apply(wait=False) == 0
+    await __import__("asyncio").sleep(0.1)
+    project.emulator.config.job_failure_pattern = None
+    change = only_change((await project.plan()).plan)
+    assert "the last apply's job failed" in change.reason, change.reason
+
+
+# --- drift and keep globs ---------------------------------------------------------------------
+
+
+async def test_unmanaged_lookups_covered_by_keep_are_reported_but_not_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = project_for(tmp_path, "tidy", False)
+    async with project.client() as client:
+        await client.deploy(
+            "POST", "deploy-static-query", "acme", "manual_x", {"query": "from x select y"}
+        )
+    domain = "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {{name: acme}}\nspec: {{prune: {p}, keep: ['manual_*']}}\n"
+    for prune in ("true", "false"):
+        project.write(lookup_doc("kept", KINDS["static"]), domain.format(p=prune))
+        assert await project.apply() == 0
+        capsys.readouterr()
+        code = await run_drift(
+            project.settings, [str(project.specs)], transport=project.transport()
+        )
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert (
+            "acme/manual_x (kept)" in out
+            and "In sync. 1 unmanaged lookup(s) kept by keep globs (not drift)." in out
+        )
+        assert "set prune: true" not in out  # the hint matches the Domain's real settings
+    project.write(lookup_doc("kept", KINDS["static"]))  # no Domain document: manual_x is drift
+    capsys.readouterr()
+    assert (
+        await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 2
+    )
+    assert "no Domain document" in capsys.readouterr().out
+
+
+# --- the service's spellings -----------------------------------------------------------------
+
+
+def test_canonical_form_reads_the_services_spellings() -> None:
+    from reconciler.canonical import flatten
+
+    tidy = {
+        "visibility": {"type": "creator-only"},
+        "recipe": {
+            "recipeType": "periodic",
+            "source": {
+                "columns": [
+                    {"name": "ip", "type": "IP4"},
+                    {"name": "n", "type": "int4", "from": 3},
+                ],
+                "skipPreface": None,
+                "hasHeader": True,
+            },
+            "columnFilter": None,
+            "refreshMillis": 300000,
+            "append": False,
+        },
+    }
+    spelled = {
+        "visibility": "creator-only",
+        "recipe": {
+            "recipeType": "periodic",
+            "source": {
+                "columns": [
+                    {"name": "ip", "type": "ip4", "from": "0"},
+                    {"name": "n", "type": "INT4", "from": 3},
+                ],
+                "skipPreface": "",
+                "hasHeader": "true",
+            },
+            "columnFilter": [],
+            "refreshMillis": "300000",
+            "append": "false",
+        },
+    }
+    assert flatten(spelled) == flatten(tidy)
+    assert flatten(tidy)["recipe.source.columns"][1] == {"name": "n", "type": "INT4", "from": 3}
+
+
+def test_start_dates_with_milliseconds_are_exact() -> None:
+    from datetime import UTC, datetime
+
+    from reconciler.spec.checks import parse_start_date
+    from reconciler.timeframe import epoch_millis, parse_time
+
+    base = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    for ms in range(1000):
+        text = f"2026-01-01T00:00:00.{ms:03d}Z"
+        assert parse_start_date(text) == base + ms
+        assert parse_time(text) == base + ms
+    assert epoch_millis(datetime(2026, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)) == base + 1
+
+
+def test_the_emulator_rewrites_queries_like_the_captured_echo() -> None:
+    from reconciler.emulator.habits import rewrite_query
+
+    sent = (
+        "from siem.logintrace where now()-1d < eventdate < now() group by username "
+        "select username, count() as event_count"
+    )
+    echoed = rewrite_query(sent, "devo_services")
+    assert echoed.startswith('from siem.logintrace where eq(client, "devo_services") where (')
+    assert echoed.endswith("select username select (count() as event_count)")
+    assert rewrite_query(sent, "devo_services") == echoed  # deterministic
+
+
+async def test_element_level_details_of_column_changes(tmp_path: Path) -> None:
+    project = project_for(tmp_path, "all", False)
+    project.write(lookup_doc("s3", KINDS["csv_s3"]))
+    assert await project.apply() == 0
+    project.write(
+        lookup_doc(
+            "s3",
+            KINDS["csv_s3"].replace(
+                "{name: score, type: INT4}]",
+                "{name: score, type: INT8}, {name: city, type: STRING}]",
+            ),
+        )
+    )
+    change = only_change((await project.plan()).plan)
+    [item] = change.diff
+    assert item.details == ["column city added at 2", "column score: type INT4 → INT8"]
+    assert "          column city added at 2" in render_text((await project.plan()).plan)

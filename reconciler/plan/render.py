@@ -55,7 +55,8 @@ def drift_line(plan: Plan) -> str:
     """``In sync.`` or ``Drift: N lookup(s) differ, M unmanaged.`` (kept ones are not drift)."""
     kept = f" ({len(plan.kept)} kept by keep globs)" if plan.kept else ""
     if plan.in_sync:
-        return "In sync." + (f"{kept[:-1]}, not drift)." if kept else "") + _unverified_note(plan)
+        note = f" {len(plan.kept)} unmanaged lookup(s) kept by keep globs (not drift)."
+        return "In sync." + (note if plan.kept else "") + _unverified_note(plan)
     return (
         f"Drift: {len(plan.actionable)} lookup(s) differ, "
         f"{len(plan.drifted_unmanaged)} unmanaged.{kept}" + _unverified_note(plan)
