@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from reconciler.errors import ReconcilerError, SpecError
+from reconciler.errors import ReconcilerError, SettingsError, SpecError
 
 app = typer.Typer(
     name="reconciler",
@@ -318,6 +318,14 @@ def emulator_serve(
     rate_drop: Annotated[float, typer.Option(help="Share of connections dropped.")] = 0.0,
     added_latency: Annotated[float, typer.Option(help="Seconds added to every request.")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault dice.")] = None,
+    habit: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A habit of a less tidy service (repeatable): rewrite-queries, "
+            "columns-with-from, empty-for-null, numbers-as-strings, jobs-vanish.",
+            metavar="HABIT",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Lookups API emulator over HTTP (runs until stopped)."""
     from reconciler.emulator import EmulatorConfig, Grant, serve
@@ -357,6 +365,19 @@ def emulator_serve(
         added_latency=added_latency,
         seed=seed,
     )
+    habits = (
+        "rewrite-queries",
+        "columns-with-from",
+        "empty-for-null",
+        "numbers-as-strings",
+        "jobs-vanish",
+    )
+    for name in habit or []:
+        if name not in habits:
+            raise SettingsError(
+                f"--habit {name!r} is not a habit", hint="one of: " + ", ".join(habits)
+            )
+        setattr(config, name.replace("-", "_"), True)
     _err(f"Lookups API emulator on http://{host}:{port}/lookup-api (database {db})")
     serve(config, host=host, port=port, db=db)
 
