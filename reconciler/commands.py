@@ -26,7 +26,7 @@ from reconciler.engine import (
     make_plan,
     saved_plan,
 )
-from reconciler.errors import PlanError, SettingsError, StalePlanError
+from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
 from reconciler.journal import Journal, current_actor, current_commit, journal_path
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
@@ -385,6 +385,13 @@ async def run_jobs(
             if not ids:
                 _say(f"{address}: no jobs.")
                 return 0
+            try:  # a typo'd --job is an error now, not a 24-hour wait
+                await reader.job_statuses(domain, name, ids[-1])
+            except NotFoundError as exc:
+                exc.hint = (
+                    f"no job {ids[-1]} for {address}: list its jobs with reconciler jobs {address}"
+                )
+                raise
             _say(f"Watching job {ids[-1]} of {address}...")
             try:
                 await reader.wait_for_job(

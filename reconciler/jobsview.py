@@ -1,7 +1,9 @@
 """``reconciler jobs``: a lookup's recent jobs as people expect to see them.
 
-For each job: its statuses in order (time, code, message), its stage (running / done / failed, by the
-rule in ``reconciler.client._jobs``), when it was submitted and when it stopped, and how long it ran.
+For each job: its statuses in order (time, code, message), its stage (running / done / failed, by
+``reconciler.client.job_state``, the same rule apply follows: a job whose latest status is
+``create.ok`` and older than the settle time is done), when it was submitted and when it stopped, and
+how long it ran. The clock is injected (``now``).
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.client import JobStatus, LookupReader, job_outcome
-
-STAGES = {"done": "done", "failed": "failed", "settling": "running", "running": "running"}
+from reconciler.client import JobStatus, LookupReader, PollPolicy, job_state
 
 
 def _moment(eventdata: str | None) -> datetime | None:
@@ -42,13 +42,21 @@ class JobView:
         return self.statuses[-1] if self.statuses else None
 
 
-def job_view(job_id: str, statuses: list[JobStatus]) -> JobView:
+def job_view(
+    job_id: str,
+    statuses: list[JobStatus],
+    *,
+    now: datetime | None = None,
+    settle: float = PollPolicy().settle,
+) -> JobView:
     """Summarise one job's statuses."""
-    stage = STAGES[job_outcome(statuses)]
+    now = now or datetime.now(UTC)
     first = _moment(statuses[0].eventdata) if statuses else None
     last = _moment(statuses[-1].eventdata) if statuses else None
+    quiet = (now - last).total_seconds() if last is not None else None
+    stage = job_state(statuses, quiet=quiet, settle=settle)
     stopped = last if stage != "running" else None
-    end = stopped or datetime.now(UTC)
+    end = stopped or now
     seconds = round((end - first).total_seconds(), 3) if first else None
     return JobView(
         id=job_id,

@@ -340,3 +340,39 @@ def test_rich_console_shows_progress_and_outcomes() -> None:
         )
     text = stream.getvalue()
     assert "acme/x: done" in text and "(job j-1)" in text and "Lookup successfully deployed" in text
+
+
+def test_jobs_view_follows_the_apply_rule_for_a_job_ending_at_create_ok() -> None:
+    from reconciler.client import JobStatus
+    from reconciler.jobsview import job_view
+
+    ended = [
+        JobStatus(code="create.start", eventdata="2026-11-24T15:00:00.000"),
+        JobStatus(code="create.ok", eventdata="2026-11-24T15:00:02.500"),
+    ]
+    later = datetime(2026, 11, 24, 16, 0, 0, tzinfo=UTC)
+    view = job_view("j", ended, now=later)
+    assert view.stage == "done" and view.seconds == 2.5
+    assert view.stopped == "2026-11-24T15:00:02.500+00:00"
+    soon = datetime(2026, 11, 24, 15, 0, 5, tzinfo=UTC)  # 2.5 s after create.ok: may go on
+    assert job_view("j", ended, now=soon).stage == "running"
+    uploaded = [
+        JobStatus(code="push.start", eventdata="2026-11-24T15:00:00"),
+        JobStatus(code="push.ok", eventdata="2026-11-24T15:00:01"),
+    ]
+    assert job_view("j", uploaded, now=later).stage == "running"  # push.ok never ends a job
+
+
+async def test_jobs_watch_of_an_unknown_job_fails_at_once(tmp_path: Path) -> None:
+    from reconciler.errors import NotFoundError
+
+    project = Project(tmp_path)
+    async with project.client() as client:
+        await client.deploy(
+            "POST", "deploy-static-query", "acme", "x", {"query": "from a select b"}
+        )
+    with pytest.raises(NotFoundError) as caught:
+        await run_jobs(
+            project.settings, "acme/x", job_id="typo", watch=True, transport=project.transport()
+        )
+    assert caught.value.hint and "reconciler jobs acme/x" in caught.value.hint

@@ -562,3 +562,16 @@ def test_emulator_serve_command(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert (tmp_path / "emu.db").exists()
+
+
+async def test_an_unknown_job_answers_404() -> None:
+    app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0))
+    async with asgi_client(app) as client:
+        created = await client.post(
+            "/lookup/acme/x/deploy-static-query", json={"query": "from a select b"}
+        )
+        assert created.status_code == 201
+        missing = await client.get("/lookup/acme/x/job/no-such-job")
+        assert missing.status_code == 404 and missing.json()["msg"] == "Job not found."
+        known = await client.get(f"/lookup/acme/x/job/{created.json()['id']}")
+        assert known.status_code == 200

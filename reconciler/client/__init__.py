@@ -15,7 +15,7 @@ from reconciler.client._client import (
     embedded_transport,
     lookup_path,
 )
-from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, wait_for_job
+from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, job_state, wait_for_job
 from reconciler.client._models import (
     CreationResponse,
     FieldInfo,
@@ -37,6 +37,7 @@ __all__ = [
     "RetryPolicy",
     "embedded_transport",
     "job_outcome",
+    "job_state",
     "lookup_path",
     "visibility_of",
     "wait_for_job",

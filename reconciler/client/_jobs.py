@@ -50,6 +50,20 @@ def job_outcome(statuses: list[JobStatus]) -> Outcome:
     return "running"
 
 
+def job_state(
+    statuses: list[JobStatus], *, quiet: float | None, settle: float = 15.0
+) -> Literal["done", "failed", "running"]:
+    """The one rule, as a verdict: ``settling`` is done once nothing newer came for ``settle`` s.
+
+    ``quiet``: for how long the latest status has been the latest (None: unknown). ``apply`` measures
+    it by polling; ``reconciler jobs`` by the latest status's time.
+    """
+    outcome = job_outcome(statuses)
+    if outcome == "settling":
+        return "done" if quiet is not None and quiet >= settle else "running"
+    return outcome
+
+
 @dataclass(frozen=True)
 class PollPolicy:
     """How often to poll a job: start fast, then slow down."""
@@ -138,7 +152,20 @@ async def wait_for_job(
                     on_status(status)
         outcome = job_outcome(statuses)
         now = clock()
-        if outcome == "done":
+        if outcome == "settling":
+            latest = statuses[-1].code
+            if latest != settling_code:
+                settling_code, settling_since = latest, now
+        else:
+            settling_code = settling_since = None
+        quiet = None if settling_since is None else now - settling_since
+        verdict = job_state(statuses, quiet=quiet, settle=policy.settle)
+        if verdict == "done" and outcome == "settling":
+            note = (
+                f"{statuses[-1].code} and nothing after it for {policy.settle:g}s: counted as done"
+            )
+            return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
+        if verdict == "done":
             return JobResult(job_id, statuses, polls, elapsed=now - start)
         if outcome == "failed":
             error = next(s for s in statuses if s.code.endswith(".err"))
@@ -148,15 +175,6 @@ async def wait_for_job(
                 last_code=error.code,
                 polls=polls,
             )
-        if outcome == "settling":
-            latest = statuses[-1].code
-            if latest != settling_code:
-                settling_code, settling_since = latest, now
-            elif settling_since is not None and now - settling_since >= policy.settle:
-                note = f"{latest} and nothing after it for {policy.settle:g}s: counted as done"
-                return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
-        else:
-            settling_code = settling_since = None
         if now - start >= timeout:
             last = statuses[-1].code if statuses else None
             raise JobTimeout(

@@ -453,6 +453,7 @@ async def get_job(request: Request) -> Response:
     statuses = emu.store.job_statuses(domain, name, request.path_params["job"])
     if emu.config.jobs_vanish and emu.store.get(domain, name) is None:
         statuses = None  # the lookup is gone, and its jobs with it
+    if statuses is None:
         return emu.error(404, "Job not found.", kind="LookupJobError")
     return JSONResponse({"code": 200, "msg": "Lookup job's statuses", "status": statuses})
 
