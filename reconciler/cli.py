@@ -180,6 +180,9 @@ class Connection:
         )
         if settings.notice:
             _err(settings.notice)
+        choice = settings.credentials.choice()
+        if choice:
+            _err(choice)
         return settings
 
 

@@ -1,9 +1,10 @@
 """Where the reconciler connects and with which credentials (CONTRACT.md, "Where it connects").
 
 Flags beat environment variables; ``--url``/``DEVO_LOOKUP_URL`` beats ``--region``/``DEVO_REGION``.
-With neither, the embedded emulator is the default, announced on stderr, except under ``CI=true``
-where a forgotten variable must never turn a deploy into a silent no-op: then ``--emulator`` is
-required. Tokens come from ``DEVO_TOKEN`` or ``--token-file``, never from argv, and are held in
+With neither, the embedded emulator is the default, announced on stderr, except in CI (a truthy
+``CI``, or a CI service's own marker such as ``GITHUB_ACTIONS`` or ``JENKINS_URL``) where a forgotten
+variable must never turn a deploy into a silent no-op: then ``--emulator`` is required. Credentials
+lose surrounding white space (a pasted token ends in a newline); white space inside one is an error. Tokens come from ``DEVO_TOKEN`` or ``--token-file``, never from argv, and are held in
 ``Secret`` so no repr, log line or exception can show them.
 """
 
@@ -18,6 +19,41 @@ from typing import Literal
 from reconciler.errors import SettingsError
 
 REGIONS = ("us", "eu", "ca", "apac", "es")
+# Variables CI services set: any of them means "running in CI", like a truthy CI.
+CI_MARKERS = (
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "JENKINS_URL",
+    "BUILDKITE",
+    "TF_BUILD",
+    "CIRCLECI",
+    "TRAVIS",
+    "TEAMCITY_VERSION",
+    "BITBUCKET_BUILD_NUMBER",
+    "CODEBUILD_BUILD_ID",
+    "DRONE",
+    "BUILD_ID",
+)
+
+
+def in_ci(env: Mapping[str, str]) -> str | None:
+    """The variable that says this runs in CI (a truthy ``CI``, or a CI service's marker)."""
+    if env.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        return "CI"
+    return next((name for name in CI_MARKERS if env.get(name, "").strip()), None)
+
+
+def _clean(value: str, source: str) -> str:
+    """A credential as pasted: surrounding white space goes; white space inside is an error."""
+    value = value.strip()
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise SettingsError(
+            f"{source} contains white space or control characters inside it",
+            hint="paste the credential again: it is one line with no spaces",
+        )
+    return value
+
+
 DEFAULT_STATE = Path(".reconciler/state.json")
 
 
@@ -65,6 +101,15 @@ class Credentials:
         if self.signed:
             return "API key and secret from DEVO_API_KEY/DEVO_API_SECRET (signed requests)"
         return "no credentials"
+
+    def choice(self) -> str | None:
+        """When both a token and an API key are set, which one is used (a line for stderr)."""
+        if self.token and self.signed:
+            return (
+                f"Both a token ({self.source}) and DEVO_API_KEY/DEVO_API_SECRET are set: using the "
+                "token. Unset DEVO_TOKEN to sign requests with the API key instead."
+            )
+        return None
 
     def secrets(self) -> list[str]:
         """The raw values, for redacting server messages that echo them."""
@@ -126,9 +171,10 @@ def resolve(
                 f"unknown region {region!r}", hint=f"one of {', '.join(REGIONS)}, or set --url"
             )
         return Settings(f"https://api-{region}.devo.com/lookup-api", credentials, state_path)
-    if env.get("CI", "").lower() == "true":
+    marker = in_ci(env)
+    if marker is not None:
         raise SettingsError(
-            "no Devo endpoint configured, and CI=true",
+            f"no Devo endpoint configured, and this runs in CI ({marker}={env[marker].strip()})",
             hint="set DEVO_LOOKUP_URL or DEVO_REGION, or pass --emulator to use the embedded "
             "emulator on purpose",
         )
@@ -158,10 +204,12 @@ def _credentials(
             raise SettingsError(f"cannot read token file {token_file}: {exc.strerror}") from None
         if not text:
             raise SettingsError(f"token file {token_file} is empty")
-        token, source = Secret(text), f"--token-file {token_file}"
-    elif env.get("DEVO_TOKEN"):
-        token, source = Secret(env["DEVO_TOKEN"]), "DEVO_TOKEN"
-    key, secret = env.get("DEVO_API_KEY"), env.get("DEVO_API_SECRET")
+        source = f"--token-file {token_file}"
+        token = Secret(_clean(text, source))
+    elif env.get("DEVO_TOKEN", "").strip():
+        token, source = Secret(_clean(env["DEVO_TOKEN"], "DEVO_TOKEN")), "DEVO_TOKEN"
+    key = _clean(env.get("DEVO_API_KEY", ""), "DEVO_API_KEY") or None
+    secret = _clean(env.get("DEVO_API_SECRET", ""), "DEVO_API_SECRET") or None
     if bool(key) != bool(secret):
         raise SettingsError(
             "DEVO_API_KEY and DEVO_API_SECRET go together", hint="set both, or neither"

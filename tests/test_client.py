@@ -97,6 +97,70 @@ def test_resolve_endpoints(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"CI": "1"},
+        {"CI": "yes"},
+        {"GITHUB_ACTIONS": "true"},
+        {"JENKINS_URL": "http://ci/"},
+        {"GITLAB_CI": "true"},
+        {"BUILDKITE": "true"},
+        {"TF_BUILD": "True"},
+    ],
+)
+def test_any_ci_marker_refuses_the_silent_emulator(marker: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="runs in CI"):
+        resolve(env=marker)
+    assert resolve(env={**marker, "DEVO_REGION": "us"}).base_url
+    assert resolve(emulator=True, env=marker).embedded
+    assert resolve(env={"CI": "false"}).embedded and resolve(env={"CI": "0"}).embedded
+
+
+@pytest.mark.parametrize("pasted", ["tok-123\n", "tok-123\r\n", " tok-123 ", "\ttok-123"])
+async def test_a_pasted_token_is_stripped_and_sent(pasted: str) -> None:
+    settings = resolve(env={"DEVO_REGION": "us", "DEVO_TOKEN": pasted})
+    assert settings.credentials.token is not None
+    assert settings.credentials.token.reveal() == "tok-123"
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={"lookups": [], "nextPageToken": -1})
+
+    async with mock_client(handler, settings) as client:
+        assert await client.all_lookups("acme") == []
+    assert seen == ["Bearer tok-123"]
+
+
+def test_white_space_inside_a_token_is_an_error_that_hides_it() -> None:
+    with pytest.raises(SettingsError, match="DEVO_TOKEN contains white space") as caught:
+        resolve(env={"DEVO_REGION": "us", "DEVO_TOKEN": "tok\n-secret-part"})
+    assert "secret-part" not in f"{caught.value} {caught.value.hint}"
+
+
+async def test_a_request_that_cannot_be_written_is_not_retried() -> None:
+    # Settings built by hand (resolve() would refuse this token): h11 refuses the header.
+    clock = FakeClock()
+    with served(make_app()) as base:
+        settings = Settings(base, Credentials(token=Secret("bad\ntoken"), source="DEVO_TOKEN"))
+        async with LookupClient(settings, sleep=clock.sleep, clock=clock) as client:
+            with pytest.raises(SettingsError, match="could not be sent") as caught:
+                await client.all_lookups("acme")
+    assert clock.slept == []  # no retry, no three-minute wait
+    assert "bad" not in str(caught.value) and "no spaces or line breaks" in (
+        caught.value.hint or ""
+    )
+
+
+def test_both_credentials_say_which_one_is_used() -> None:
+    both = resolve(
+        env={"DEVO_REGION": "us", "DEVO_TOKEN": "t", "DEVO_API_KEY": "k", "DEVO_API_SECRET": "s"}
+    )
+    assert both.credentials.choice() and "using the token" in both.credentials.choice()  # type: ignore[operator]
+    assert resolve(env={"DEVO_REGION": "us", "DEVO_TOKEN": "t"}).credentials.choice() is None
+
+
 def test_secret_never_shows_itself() -> None:
     secret = Secret("canary-value-123")
     creds = Credentials(token=secret, source="DEVO_TOKEN")

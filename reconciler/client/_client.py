@@ -46,6 +46,7 @@ from reconciler.errors import (
     NotFoundError,
     ReconcilerError,
     ServerError,
+    SettingsError,
     TransportError,
     redact,
 )
@@ -298,6 +299,15 @@ class LookupReader:
                         response.status_code,
                         (self._clock() - started) * 1000,
                     )
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                # The request could not even be written (a header with a newline, a bad URL):
+                # retrying cannot help, and the network is not to blame.
+                raise SettingsError(
+                    f"{method} {self._url(path)}: the request could not be sent "
+                    f"({type(exc).__name__})",
+                    hint="check the endpoint URL and the credential (no spaces or line breaks "
+                    f"inside it); used {self.settings.credentials.describe()}",
+                ) from None
             except httpx.TransportError as exc:
                 log.debug("%s %s -> %s", method, self._url(path), type(exc).__name__)
                 failure = TransportError(
