@@ -307,3 +307,80 @@ def test_validate_paths_api(tmp_path: Path) -> None:
     write_lookup(tmp_path, "a.yaml", "x", "  staticQuery: {query: q}")
     result = validate_paths([str(tmp_path)])
     assert not result.errors and [lu.address for lu in result.lookups] == ["acme/x"]
+
+
+# --- inputs that must never turn into a delete -------------------------------------------------
+
+
+def test_symlinked_spec_folders_are_followed_once(tmp_path: Path) -> None:
+    import os
+
+    elsewhere = tmp_path / "team_b"
+    elsewhere.mkdir()
+    write_lookup(elsewhere, "b.yaml", "from_link", "  staticQuery: {query: from a select b}")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write_lookup(specs, "a.yaml", "here", "  staticQuery: {query: from a select b}")
+    os.symlink(elsewhere, specs / "team_b")
+    os.symlink(specs, specs / "team_b_loop")  # a loop back to the root ends
+    os.symlink(elsewhere, specs / "again")  # the same folder twice is read once
+    result = load_specs([specs], env={})
+    names = sorted(lookup.model.metadata.name for lookup in result.lookups)
+    assert names == ["from_link", "here"] and not result.errors
+
+
+def test_an_unreadable_spec_folder_is_an_error(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    specs = tmp_path / "specs"
+    (specs / "locked").mkdir(parents=True)
+    write_lookup(specs, "a.yaml", "here", "  staticQuery: {query: from a select b}")
+    write_lookup(specs / "locked", "b.yaml", "hidden", "  staticQuery: {query: from a select b}")
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:  # root reads anything: refuse like chmod 000 would
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = runner.invoke(app, ["validate", str(specs)])
+    assert result.exit_code == 1
+    assert "locked: error: cannot read this folder: Permission denied" in result.stderr
+    assert "prune" in result.stderr
+
+
+def test_a_broken_symlink_under_the_specs_is_an_error(tmp_path: Path, runner: CliRunner) -> None:
+    import os
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write_lookup(specs, "a.yaml", "here", "  staticQuery: {query: from a select b}")
+    os.symlink(tmp_path / "submodule-not-checked-out", specs / "team_c")
+    result = runner.invoke(app, ["validate", str(specs)])
+    assert (
+        result.exit_code == 1
+        and "team_c: error: cannot read this folder: a broken symlink" in result.stderr
+    )
+
+
+def test_yaml_syntax_error_points_where_the_unclosed_thing_began(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        'apiVersion: reconciler/v1\nkind: Lookup\nmetadata:\n  domain: acme\n  name: "x\n'
+        "spec:\n  staticQuery: {query: from a select b}\n"
+    )
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:5:9: error: YAML syntax error: while scanning a quoted scalar" in result.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: reconciler/v1\nkind: Lookup\nmetadata:\n  domain: a: b\n")
+    result = runner.invoke(app, ["validate", str(other)])
+    assert (
+        f"{other}:4:12: error: YAML syntax error: mapping values are not allowed here"
+        in result.stderr
+    )

@@ -147,12 +147,20 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                rel = candidate.relative_to(path).parts
-                if any(part.startswith(".") for part in rel):
-                    continue  # .reconciler/, .git/ and friends
-                if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-                    found.append(candidate)
+            files, unreadable = _walk_specs(path)
+            found.extend(files)
+            problems.extend(
+                Diagnostic(
+                    str(folder),
+                    None,
+                    None,
+                    "",
+                    f"cannot read this folder: {reason}",
+                    hint="every folder under the spec paths must be readable: a folder that is "
+                    "skipped would make its lookups look deleted to prune",
+                )
+                for folder, reason in unreadable
+            )
         else:
             problems.append(
                 Diagnostic(
@@ -166,6 +174,37 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
             )
     unique = list(dict.fromkeys(found))
     return unique, problems
+
+
+def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """YAML files below ``root``, following symlinked folders once each; unreadable folders apart.
+
+    Hidden names (``.reconciler/``, ``.git/``) are skipped. A symlink back into a folder already
+    walked is not walked again, so a loop ends.
+    """
+    found: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def failed(error: OSError) -> None:
+        unreadable.append((Path(error.filename or root), error.strerror or str(error)))
+
+    for folder, dirs, files in os.walk(root, onerror=failed, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []  # a symlink loop, or a folder linked twice: walked already
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            candidate = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if not candidate.exists():  # a link to a folder or file that is not there
+                unreadable.append((candidate, "a broken symlink"))
+            elif name.endswith((".yaml", ".yml")) and candidate.is_file():
+                found.append(candidate)
+    return sorted(found), unreadable
 
 
 class _Converter:
@@ -323,9 +362,14 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        at_end = mark is not None and mark.index >= len(text.rstrip())
+        if at_end and exc.context_mark is not None:
+            # "found unexpected end of stream": where the unclosed thing began says more.
+            mark = exc.context_mark
         yaml_line = mark.line + 1 if mark else None
         yaml_column = mark.column + 1 if mark else None
-        message = f"YAML syntax error: {exc.problem or exc.context}"
+        what = [part for part in (exc.context, exc.problem) if part]
+        message = "YAML syntax error: " + (", ".join(what) if at_end else exc.problem or what[0])
         result.diagnostics.append(
             Diagnostic(
                 str(path), yaml_line, yaml_column, "", message, hint="check indentation and quoting"
