@@ -133,6 +133,10 @@ DebugOpt = Annotated[
 FormatOpt = Annotated[
     str, typer.Option("--format", help="text, json or markdown.", metavar="FORMAT")
 ]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option("--allow-outside", help="Accept csv.file paths that leave the spec repository."),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -208,11 +212,12 @@ def validate(
     output_format: Annotated[
         str, typer.Option("--format", help="text or json.", metavar="FORMAT")
     ] = "text",
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Check spec documents (schema, semantic rules, local CSVs). No network."""
     from reconciler.spec import validate_paths
 
-    result = validate_paths(_paths(paths), csv=not no_csv)
+    result = validate_paths(_paths(paths), csv=not no_csv, allow_outside=allow_outside)
     if output_format == "json":
         print(
             json.dumps(
@@ -402,6 +407,7 @@ def plan(
         bool, typer.Option("--verbose", "-v", help="Also list lookups that are up to date.")
     ] = False,
     strict: StrictOpt = False,
+    allow_outside: AllowOutsideOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -429,6 +435,7 @@ def plan(
             verbose=verbose,
             detailed_exitcode=detailed_exitcode,
             strict=strict,
+            allow_outside=allow_outside,
         )
     )
     raise typer.Exit(code)
@@ -442,6 +449,7 @@ def drift(
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
     strict: StrictOpt = False,
+    allow_outside: AllowOutsideOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -466,6 +474,7 @@ def drift(
             excludes=exclude or [],
             color=_color(),
             strict=strict,
+            allow_outside=allow_outside,
         )
     )
     raise typer.Exit(code)
@@ -505,6 +514,7 @@ def apply(
         ),
     ] = None,
     strict: StrictOpt = False,
+    allow_outside: AllowOutsideOpt = False,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -535,6 +545,7 @@ def apply(
             color=_color(),
             interactive=sys.stdout.isatty() and output_format == "text",
             strict=strict,
+            allow_outside=allow_outside,
             replace=replace or [],
         )
     )

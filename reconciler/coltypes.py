@@ -58,7 +58,7 @@ def field_type_name(value: str) -> str:
     return _FIELD_ALIASES.get(lower, lower)
 
 
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -82,6 +82,17 @@ def parse_duration_ms(text: str) -> int:
     return int(total)
 
 
+# The accepted forms, ASCII only: Python's int()/float() would also take ``1_000``, ``+7``,
+# Arabic-Indic digits, ``nan`` and ``infinity``, none of which a Devo column type documents.
+_INT_RE = re.compile(r"-?[0-9]+")
+_FLOAT_RE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_TIMESTAMP_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+
+
 def _parse_bool(cell: str) -> None:
     if cell.strip().lower() not in ("true", "false", "1", "0"):
         raise ValueError("expected true or false")
@@ -91,10 +102,10 @@ def _int_parser(bits: int) -> Callable[[str], None]:
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
     def parse(cell: str) -> None:
-        try:
-            value = int(cell.strip())
-        except ValueError:
-            raise ValueError("expected an integer") from None
+        text = cell.strip()
+        if not _INT_RE.fullmatch(text):
+            raise ValueError("expected an integer (digits 0-9, an optional leading -)")
+        value = int(text)
         if not low <= value <= high:
             raise ValueError(f"integer out of range for INT{bits // 8} ({low}..{high})")
 
@@ -103,10 +114,8 @@ def _int_parser(bits: int) -> Callable[[str], None]:
 
 def _float_parser(name: str) -> Callable[[str], None]:
     def parse(cell: str) -> None:
-        try:
-            float(cell.strip())
-        except ValueError:
-            raise ValueError(f"expected a number ({name})") from None
+        if not _FLOAT_RE.fullmatch(cell.strip()):
+            raise ValueError(f"expected a number ({name}: e.g. -1.5, 2, 3e-4)")
 
     return parse
 
@@ -138,17 +147,21 @@ def _parse_ip6(cell: str) -> None:
 
 def _parse_timestamp(cell: str) -> None:
     text = cell.strip()
-    if text.isdigit():
+    if _DIGITS_RE.fullmatch(text):
         return  # epoch milliseconds
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if not _TIMESTAMP_RE.fullmatch(text):
+            raise ValueError
+        datetime.fromisoformat(text.replace("Z", "+00:00"))  # a real date: no 2026-02-30
     except ValueError:
-        raise ValueError("expected a timestamp (ISO-8601 or epoch milliseconds)") from None
+        raise ValueError(
+            "expected a timestamp (epoch milliseconds, or ISO-8601 like 2026-01-31T10:00:00Z)"
+        ) from None
 
 
 def _parse_duration(cell: str) -> None:
     text = cell.strip()
-    if text.isdigit():
+    if _DIGITS_RE.fullmatch(text):
         return
     parse_duration_ms(text)
 

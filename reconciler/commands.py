@@ -76,17 +76,20 @@ async def run_plan(
     verbose: bool = False,
     detailed_exitcode: bool = False,
     strict: bool = False,
+    allow_outside: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport) as reader:
-        run = await make_plan(reader, paths, settings.state_path, selector)
+        run = await make_plan(
+            reader, paths, settings.state_path, selector, allow_outside=allow_outside
+        )
     for warning in run.workspace.warnings:
         _warn(warning.render())
     _say(render(run, output_format, color=color, verbose=verbose))
     if out is not None:
-        write_json_atomic(out, saved_plan(run, paths))
+        write_json_atomic(out, saved_plan(run, paths, allow_outside=allow_outside))
         # On stderr: the plan's text must end with its summary line (the contract).
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan):
@@ -119,12 +122,20 @@ async def run_drift(
     excludes: list[str] | None = None,
     color: bool = False,
     strict: bool = False,
+    allow_outside: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport) as reader:
-        run = await make_plan(reader, paths, settings.state_path, selector, strict_protect=False)
+        run = await make_plan(
+            reader,
+            paths,
+            settings.state_path,
+            selector,
+            strict_protect=False,
+            allow_outside=allow_outside,
+        )
     _say(render(run, output_format, color=color, drift=True))
     if strict and _strict_refusal(run.plan):
         return 1
@@ -154,7 +165,7 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
-    workspace = load_workspace(saved["paths"])
+    workspace = load_workspace(saved["paths"], allow_outside=bool(saved.get("allow_outside")))
     desired = workspace.by_address()
     stale: list[str] = []
     live: dict[str, list[LookupMeta]] = {}
@@ -202,6 +213,7 @@ async def run_apply(
     interactive: bool = False,
     strict: bool = False,
     replace: list[str] | None = None,
+    allow_outside: bool = False,
     poll: PollPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
@@ -222,7 +234,13 @@ async def run_apply(
         else:
             selector = Selector(tuple(targets or ()), tuple(excludes or ()))
             run = await make_plan(
-                client, paths, settings.state_path, selector, replace=replace or (), env=env
+                client,
+                paths,
+                settings.state_path,
+                selector,
+                replace=replace or (),
+                env=env,
+                allow_outside=allow_outside,
             )
             if output_format == "text":
                 _say(render(run, "text", color=color))

@@ -44,9 +44,9 @@ class Workspace:
         return {d.address: d for d in self.desired}
 
 
-def load_workspace(paths: list[str]) -> Workspace:
+def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspace:
     """Load and validate specs; raise SpecError (with every diagnostic) when any is invalid."""
-    result = validate_paths(paths)
+    result = validate_paths(paths, allow_outside=allow_outside)
     if result.errors:
         raise SpecError(result.diagnostics)
     desired = [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
@@ -163,13 +163,14 @@ async def make_plan(
     strict_protect: bool = True,
     replace: Collection[str] = (),
     env: Mapping[str, str] | None = None,
+    allow_outside: bool = False,
 ) -> PlanRun:
     """Load specs, read live state and the state file, and build the plan.
 
     ``replace``: addresses to re-send even when they are up to date (``apply --replace``).
     ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
     """
-    workspace = load_workspace(paths)
+    workspace = load_workspace(paths, allow_outside=allow_outside)
     state = State.load(state_path)
     known = {d.address for d in workspace.desired}
     unknown = sorted(set(replace) - known)
@@ -207,7 +208,7 @@ async def make_plan(
 PLAN_FILE_KIND = "reconciler-plan"
 
 
-def saved_plan(run: PlanRun, paths: list[str]) -> dict[str, Any]:
+def saved_plan(run: PlanRun, paths: list[str], *, allow_outside: bool = False) -> dict[str, Any]:
     """The ``plan --out`` document: the plan JSON plus what apply needs (no secret values)."""
     live = run.live_by_address()
     desired = run.workspace.by_address()
@@ -224,5 +225,10 @@ def saved_plan(run: PlanRun, paths: list[str]) -> dict[str, Any]:
             }
         )
     document = run.plan.to_json()
-    document["apply"] = {"kind": PLAN_FILE_KIND, "paths": paths, "changes": entries}
+    document["apply"] = {
+        "kind": PLAN_FILE_KIND,
+        "paths": paths,
+        "allow_outside": allow_outside,
+        "changes": entries,
+    }
     return document

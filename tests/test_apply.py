@@ -388,3 +388,20 @@ def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
     for name in names:
         assert f"✗ acme/{name} (create): interrupted job " in out
     assert "reconciler jobs acme/l0 --job " in out
+
+
+async def test_a_csv_with_a_byte_order_mark_is_uploaded_without_it(tmp_path: Path) -> None:
+    from tests.planning import KINDS as kinds
+    from tests.planning import Project as project_type
+    from tests.planning import lookup_doc as doc
+
+    project = project_type(tmp_path)
+    (project.specs / "data" / "geo.csv").write_bytes(
+        b"\xef\xbb\xbfip,country\r\n10.0.0.1,ES\r\n10.0.0.2,US\r\n"
+    )
+    project.write(doc("excel", kinds["csv_file"]))
+    assert await project.apply() == 0  # the emulator checks the header: it saw no mark
+    async with project.client() as client:
+        meta = await client.get_lookup("acme", "excel")
+    assert meta.numEntries == 2 and [f.column for f in meta.fields] == ["ip", "country"]
+    assert not (await project.plan()).plan.can_apply()

@@ -657,3 +657,22 @@ async def test_client_signature_known_answer() -> None:
         == "00185f3cd17187bca1bb288a355d0b832ca99807a8759525f3c7efd4503f8f82"
     )
     assert "authorization" not in request.headers and "standalonetoken" not in request.headers
+
+
+async def test_a_csv_upload_leaves_the_byte_order_mark_behind(tmp_path: Path) -> None:
+    csv = tmp_path / "excel.csv"
+    csv.write_bytes(b"\xef\xbb\xbfip,country\r\n10.0.0.1,ES\r\n")
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return httpx.Response(201, json={"id": "j1"})
+
+    signed = Settings(
+        "http://devo.test/lookup-api",
+        Credentials(api_key=Secret("key"), api_secret=Secret("secret")),
+    )
+    async with mock_client(handler, signed) as client:  # signing reads the body once more
+        await client.deploy("POST", "deploy-csv", "acme", "x", {"columns": []}, csv_file=csv)
+    [body] = bodies
+    assert b"\xef\xbb\xbf" not in body and b"\r\n\r\nip,country\r\n10.0.0.1,ES\r\n" in body

@@ -384,3 +384,81 @@ def test_yaml_syntax_error_points_where_the_unclosed_thing_began(
         f"{other}:4:12: error: YAML syntax error: mapping values are not allowed here"
         in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("column_type", "cell"),
+    [
+        ("INT4", "1_000"),
+        ("INT4", "+7"),
+        ("INT8", "\u0663\u0664"),  # Arabic-Indic digits
+        ("FLOAT8", "nan"),
+        ("FLOAT8", "infinity"),
+        ("FLOAT4", "1_0.5"),
+        ("TIMESTAMP", "\u00b2"),
+        ("TIMESTAMP", "2026-02-30"),
+        ("TIMESTAMP", "20260101T"),
+        ("DURATION", "\u00b2"),
+    ],
+)
+def test_cells_accept_only_devos_forms(column_type: str, cell: str) -> None:
+    with pytest.raises(ValueError):
+        parse_cell(column_type, cell)
+
+
+@pytest.mark.parametrize(
+    ("column_type", "cell"),
+    [
+        ("INT4", "-2147483648"),
+        ("INT8", "42"),
+        ("FLOAT8", "-1.5e-3"),
+        ("FLOAT4", ".5"),
+        ("TIMESTAMP", "1767225600000"),
+        ("TIMESTAMP", "2026-01-31"),
+        ("TIMESTAMP", "2026-01-31T10:00:00Z"),
+        ("TIMESTAMP", "2026-01-31 10:00:00.123+02:00"),
+        ("DURATION", "1h30m"),
+    ],
+)
+def test_cells_in_devos_forms_are_accepted(column_type: str, cell: str) -> None:
+    parse_cell(column_type, cell)
+
+
+def _geo_scan(data: bytes, *, has_header: bool = True) -> object:
+    return scan_csv(io.BytesIO(data), [("ip", "IP4"), ("country", "STRING")], has_header=has_header)
+
+
+def test_a_csv_with_a_byte_order_mark_is_accepted() -> None:
+    scan = _geo_scan(b"\xef\xbb\xbfip,country\n10.0.0.1,ES\n")
+    assert scan.ok and scan.rows == 1 and scan.bom and scan.header == ["ip", "country"]  # type: ignore[attr-defined]
+
+
+def test_an_empty_csv_that_should_have_a_header_is_an_error() -> None:
+    scan = _geo_scan(b"")
+    assert not scan.ok  # type: ignore[attr-defined]
+    assert scan.errors == [(1, "the file is empty, but hasHeader: true expects a header line")]  # type: ignore[attr-defined]
+    assert _geo_scan(b"", has_header=False).ok  # type: ignore[attr-defined]
+
+
+def test_a_csv_outside_the_spec_repository_needs_allow_outside(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "data").mkdir()
+    (repo / "data" / "in.csv").write_text("a\n1\n")
+    (tmp_path / "outside.csv").write_text("a\n1\n")
+    specs = repo / "specs"
+    specs.mkdir()
+    csv = "  csv: {{file: {f}, hasHeader: true, columns: [{{name: a, type: INT4}}]}}"
+    write_lookup(specs, "in.yaml", "inside", csv.format(f="../data/in.csv"))  # up, but inside
+    write_lookup(specs, "out.yaml", "outside", csv.format(f="../../outside.csv"))
+    write_lookup(specs, "etc.yaml", "passwd", csv.format(f="/etc/passwd"))
+    result = runner.invoke(app, ["validate", str(specs)])
+    assert result.exit_code == 1
+    assert result.stderr.count("is outside the spec repository") == 2
+    assert "out.yaml:5:" in result.stderr and "etc.yaml:5:" in result.stderr
+    assert "in.yaml" not in result.stderr
+    assert "root:" not in result.stderr  # nothing of /etc/passwd was read, let alone shown
+    allowed = runner.invoke(app, ["validate", "--allow-outside", str(specs / "out.yaml")])
+    assert allowed.exit_code == 0, allowed.stderr

@@ -474,7 +474,7 @@ class LookupClient(LookupReader):
             def files() -> dict[str, Any]:
                 return {
                     "deploy-config": (None, config_part, "application/json"),
-                    "csv": (csv_file.name, csv_file.open("rb"), "text/csv"),
+                    "csv": (csv_file.name, WithoutBom(csv_file), "text/csv"),
                 }
 
         for secret in secret_values(body):
@@ -534,6 +534,39 @@ class LookupClient(LookupReader):
         assert isinstance(response, httpx.Response)
         deleted = self._parse(response, DeletionResponse, "DELETE", path)
         return DeployResult(deleted.id)
+
+
+class WithoutBom:
+    """A CSV file opened for upload without its UTF-8 byte order mark, if it has one.
+
+    Excel starts every CSV with one; Devo would read it as part of the first header name. The
+    offsets it shows start after the mark, so httpx's ``seek(0)`` before each (re-)read of a
+    multipart body and its length measurement (``seek(0, 2)``) see the file as uploaded.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        self._skip = 3 if self._file.read(3) == b"\xef\xbb\xbf" else 0
+        self._file.seek(self._skip)
+        self.name = path.name
+
+    def read(self, size: int = -1) -> bytes:
+        """Bytes from the current position."""
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek as in a file that has no mark."""
+        if whence == 0:
+            offset += self._skip
+        return self._file.seek(offset, whence) - self._skip
+
+    def tell(self) -> int:
+        """The position, counted without the mark."""
+        return self._file.tell() - self._skip
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
 
 
 def secret_values(value: Any) -> list[str]:

@@ -5,10 +5,15 @@ from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult, load_
 __all__ = ["LoadResult", "LoadedDomain", "LoadedLookup", "load_specs", "validate_paths"]
 
 
-def validate_paths(paths: list[str], *, csv: bool = True) -> LoadResult:
-    """Load and check every spec under ``paths``; the result holds all diagnostics of the run."""
+def validate_paths(
+    paths: list[str], *, csv: bool = True, allow_outside: bool = False
+) -> LoadResult:
+    """Load and check every spec under ``paths``; the result holds all diagnostics of the run.
+
+    ``allow_outside``: accept ``csv.file`` paths that leave the spec repository.
+    """
     from reconciler.spec.checks import check
 
     result = load_specs(paths)
-    result.diagnostics.extend(check(result, csv=csv))
+    result.diagnostics.extend(check(result, csv=csv, allow_outside=allow_outside))
     return result

@@ -10,6 +10,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 from reconciler.coltypes import parse_duration_ms
 from reconciler.errors import Diagnostic
@@ -457,7 +458,23 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def check(result: LoadResult, *, csv: bool = True) -> list[Diagnostic]:
+def repository_root(spec: Path) -> Path:
+    """The git work tree a spec file is in; else the working directory, or the spec's folder."""
+    folder = spec.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    cwd = Path.cwd().resolve()
+    return cwd if folder.is_relative_to(cwd) else folder
+
+
+def _outside_repository(spec: Path, csv: Path) -> Path | None:
+    """The root ``csv`` escapes (after following symlinks), or None when it stays inside."""
+    root = repository_root(spec)
+    return None if csv.resolve().is_relative_to(root) else root
+
+
+def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) -> list[Diagnostic]:
     """Run every semantic rule (and, with ``csv``, the local CSV checks); return new diagnostics."""
     found: list[Diagnostic] = []
     seen: dict[str, LoadedLookup] = {}
@@ -475,10 +492,21 @@ def check(result: LoadResult, *, csv: bool = True) -> list[Diagnostic]:
             )
         else:
             seen[lookup.address] = lookup
-        if csv and lookup.model.spec.state == "present":
-            path = lookup.csv_path()
-            if path is not None:
-                found.extend(check_csv_file(lookup, path, result.csv_scans))
+        path = lookup.csv_path()
+        if path is not None and not allow_outside:
+            outside = _outside_repository(lookup.path, path)
+            if outside is not None:
+                found.append(
+                    lookup.diagnostic(
+                        ("spec", "csv", "file"),
+                        f"the CSV {path} is outside the spec repository ({outside})",
+                        hint="keep lookup data in the repository beside its spec, or pass "
+                        "--allow-outside if reading it from there is intended",
+                    )
+                )
+                continue
+        if csv and lookup.model.spec.state == "present" and path is not None:
+            found.extend(check_csv_file(lookup, path, result.csv_scans))
     domains: dict[str, str] = {}
     for domain in result.domains:
         name = domain.model.metadata.name

@@ -40,6 +40,7 @@ class CsvScan:
     errors: list[tuple[int, str]] = field(default_factory=list)
     error_count: int = 0
     header: list[str] | None = None
+    bom: bool = False  # the file starts with a UTF-8 byte order mark (apply uploads it without)
 
     def error(self, line: int, message: str) -> None:
         """Record an error; only the first ``MAX_REPORTED`` keep their text."""
@@ -108,6 +109,9 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def scan_csv(
     stream: BinaryIO,
     columns: Sequence[tuple[str, str]],
@@ -163,6 +167,9 @@ def scan_csv(
     finally:
         if keys is not None:
             keys.close()
+    if expect_header and not scan.errors:
+        scan.error(1, "the file is empty, but hasHeader: true expects a header line")
+    scan.bom = lines.bom
     # Finish reading so the hash covers the whole file even after an early stop.
     while hashing.read(1 << 16):
         pass
@@ -188,6 +195,7 @@ class _Lines:
         self._preface = preface
         self.skipped = 0
         self.physical = 0
+        self.bom = False
 
     def __iter__(self) -> Iterator[str]:
         skipping = self._preface is not None
@@ -195,6 +203,10 @@ class _Lines:
             self.physical += 1
             if b"\x00" in data:
                 raise _BadLine(self.physical, "unreadable CSV: a NUL byte")
+            if self.physical == 1 and data.startswith(UTF8_BOM):
+                # Excel writes one; apply uploads the file without it (see client.deploy).
+                data = data[len(UTF8_BOM) :]
+                self.bom = True
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError:
