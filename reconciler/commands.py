@@ -358,19 +358,30 @@ async def run_import(
     """``reconciler import``: one spec file per live lookup, plus the Domain document."""
     import fnmatch
 
-    from reconciler.importer import import_lookup, write_import
+    from reconciler.importer import import_lookup, invalid_import, write_import
 
     async with LookupReader(settings, transport=transport) as reader:
         live = await reader.all_lookups(domain)
     chosen = [m for m in live if name_glob is None or fnmatch.fnmatchcase(m.name, name_glob)]
-    imported = [import_lookup(domain, meta) for meta in chosen]
+    imported, skipped = [], []
+    for meta in chosen:
+        item = import_lookup(domain, meta)
+        problems = invalid_import(domain, item)
+        if problems:
+            skipped.append((meta.name, problems))
+        else:
+            imported.append(item)
     paths = write_import(out_dir, domain, imported, force=force)
+    for name, problems in skipped:
+        _warn(f"{domain}/{name}: skipped, the spec it would need is not valid: {problems}")
     for item, path in zip(imported, paths, strict=False):
         _say(f"{domain}/{item.name}: wrote {path} ({item.kind})")
         for note in item.notes:
             _say(f"  note: {note}")
     inexact = [i.name for i in imported if not i.exact]
     _say(f"\nImported {len(imported)} lookup(s) of {domain} into {out_dir / domain}.")
+    if skipped:
+        _warn(f"Skipped {len(skipped)} lookup(s) that no valid spec can describe (see above).")
     if inexact:
         _warn(
             f"Warning: {len(inexact)} lookup(s) imported from metadata only (deployConfig was not "

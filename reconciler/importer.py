@@ -332,6 +332,23 @@ def domain_document(domain: str) -> str:
     )
 
 
+def invalid_import(domain: str, item: ImportedLookup) -> str:
+    """Why the spec written for ``item`` would not validate ("" when it would).
+
+    Import writes only specs that ``validate`` accepts: each is checked as its own file, without
+    its CSV (which the user supplies for uploaded lookups).
+    """
+    import tempfile
+
+    from reconciler.spec import validate_paths
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-import-") as folder:
+        path = Path(folder) / "lookup.yaml"
+        path.write_text(item.text)
+        result = validate_paths([str(path)], csv=False, allow_outside=True)
+    return "; ".join(f"{d.field or 'spec'}: {d.message}" for d in result.errors)
+
+
 def write_import(
     out_dir: Path, domain: str, imported: list[ImportedLookup], *, force: bool
 ) -> list[Path]:

@@ -376,3 +376,28 @@ async def test_jobs_watch_of_an_unknown_job_fails_at_once(tmp_path: Path) -> Non
             project.settings, "acme/x", job_id="typo", watch=True, transport=project.transport()
         )
     assert caught.value.hint and "reconciler jobs acme/x" in caught.value.hint
+
+
+async def test_import_writes_only_specs_that_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = Project(tmp_path)
+    async with project.client() as client:
+        for name, query in [
+            ("a b", "from a select b"),  # a live name no spec can carry
+            ("grouped", "from a select host, count() as n group by host"),
+            ("with-dash", "from a select b"),
+        ]:
+            await client.deploy("POST", "deploy-static-query", "acme", name, {"query": query})
+    out = tmp_path / "imported"
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    captured = capsys.readouterr()
+    assert "acme/a b: skipped, the spec it would need is not valid: metadata.name" in captured.err
+    written = sorted(p.name for p in (out / "acme").glob("*.yaml"))
+    assert "a b.yaml" not in written and "with-dash.yaml" in written
+    result = validate_paths([str(out)], csv=False)
+    assert not result.errors, [d.render() for d in result.errors]
+    warnings = [d.message for d in result.diagnostics if d.severity == "warning"]
+    assert any("'with-dash' has characters other than" in w for w in warnings)

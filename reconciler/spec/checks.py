@@ -444,7 +444,24 @@ def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
                 )
 
 
+_DEVO_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def rule_devo_name(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """Devo's own upload path accepts lookup names of ``[A-Za-z0-9_]+`` only: warn about others."""
+    name = lookup.model.metadata.name
+    if not _DEVO_NAME.fullmatch(name):
+        yield lookup.diagnostic(
+            ("metadata", "name"),
+            f"lookup name {name!r} has characters other than letters, digits and '_'",
+            hint="Devo's own tooling accepts [A-Za-z0-9_]+ only; "
+            f"e.g. {re.sub(r'[^A-Za-z0-9_]', '_', name)!r}",
+            severity="warning",
+        )
+
+
 RULES: tuple[Rule, ...] = (
+    rule_devo_name,
     rule_one_source,
     rule_protect_absent,
     rule_csv_location,
