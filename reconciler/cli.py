@@ -32,7 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 PathsArg = Annotated[
     list[Path] | None,
-    typer.Argument(help="Spec files or folders (default: specs/).", show_default=False),
+    typer.Argument(
+        help="Spec files or folders (default: specs/).", show_default=False, metavar="PATHS"
+    ),
 ]
 
 
@@ -98,18 +100,30 @@ def _paths(paths: list[Path] | None) -> list[str]:
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", help="Lookups API base URL (env DEVO_LOOKUP_URL).", show_default=False),
+    typer.Option(
+        "--url",
+        help="Lookups API base URL (env DEVO_LOOKUP_URL).",
+        show_default=False,
+        metavar="URL",
+    ),
 ]
 RegionOpt = Annotated[
     str | None,
-    typer.Option("--region", help="us, eu, ca, apac or es (env DEVO_REGION).", show_default=False),
+    typer.Option(
+        "--region",
+        help="us, eu, ca, apac or es (env DEVO_REGION).",
+        show_default=False,
+        metavar="REGION",
+    ),
 ]
 EmulatorOpt = Annotated[
     bool, typer.Option("--emulator", help="Use the embedded Lookups API emulator.")
 ]
 TokenFileOpt = Annotated[
     Path | None,
-    typer.Option("--token-file", help="Read the token from this file (else env DEVO_TOKEN)."),
+    typer.Option(
+        "--token-file", help="Read the token from this file (else env DEVO_TOKEN).", metavar="FILE"
+    ),
 ]
 AuthSchemeOpt = Annotated[
     str | None,
@@ -117,6 +131,7 @@ AuthSchemeOpt = Annotated[
         "--auth-scheme",
         help="bearer (default) or standalone (env DEVO_AUTH_SCHEME).",
         show_default=False,
+        metavar="SCHEME",
     ),
 ]
 StateOpt = Annotated[
@@ -125,6 +140,7 @@ StateOpt = Annotated[
         "--state",
         help="State file (env RECONCILER_STATE; default .reconciler/state.json).",
         show_default=False,
+        metavar="PATH",
     ),
 ]
 DebugOpt = Annotated[
@@ -146,10 +162,12 @@ StrictOpt = Annotated[
     ),
 ]
 TargetOpt = Annotated[
-    list[str] | None, typer.Option("--target", help="Only lookups matching this domain/name glob.")
+    list[str] | None,
+    typer.Option("--target", help="Only lookups matching this domain/name glob.", metavar="GLOB"),
 ]
 ExcludeOpt = Annotated[
-    list[str] | None, typer.Option("--exclude", help="Skip lookups matching this domain/name glob.")
+    list[str] | None,
+    typer.Option("--exclude", help="Skip lookups matching this domain/name glob.", metavar="GLOB"),
 ]
 
 
@@ -298,17 +316,20 @@ def emulator_serve(
     token: Annotated[
         list[str] | None,
         typer.Option(
-            help="Accept a token: env:NAME or file:PATH, optionally =DOMAIN_GLOBS (comma-separated)."
+            help="Accept a token: env:NAME or file:PATH, optionally =DOMAIN_GLOBS (comma-separated).",
+            metavar="SOURCE",
         ),
     ] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
-            help="Accept signed requests: KEYSOURCE,SECRETSOURCE[=DOMAIN_GLOBS], sources as for --token."
+            help="Accept signed requests: KEYSOURCE,SECRETSOURCE[=DOMAIN_GLOBS], sources as for --token.",
+            metavar="SOURCES",
         ),
     ] = None,
     known_domain: Annotated[
-        list[str] | None, typer.Option(help="Only these domains exist (default: every domain).")
+        list[str] | None,
+        typer.Option(help="Only these domains exist (default: every domain).", metavar="DOMAIN"),
     ] = None,
     deploy_config_null: Annotated[
         bool, typer.Option(help="Answer deployConfig: null, as Devo's documented examples do.")
@@ -555,7 +576,7 @@ def apply(
 @app.command("import")
 @handle_errors
 def import_(
-    domain: Annotated[str, typer.Argument(help="The Devo domain to import.")],
+    domain: Annotated[str, typer.Argument(help="The Devo domain to import.", metavar="DOMAIN")],
     name: Annotated[
         str | None, typer.Option("--name", help="Only lookups whose name matches this glob.")
     ] = None,
@@ -584,7 +605,9 @@ def import_(
 @app.command()
 @handle_errors
 def jobs(
-    address: Annotated[str, typer.Argument(help="DOMAIN/NAME of the lookup.")],
+    address: Annotated[
+        str, typer.Argument(help="DOMAIN/NAME of the lookup.", metavar="DOMAIN/NAME")
+    ],
     job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="text or json.", metavar="FORMAT")
@@ -660,5 +683,25 @@ def history(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors exit 1, because 2 means "changes" or "drift".
+
+    Click exits 2 on a usage error (an unknown flag, a bad option value); a CI job that typo'd a
+    flag would then read as drift. Here every usage error is reported the same way and exits 1.
+    """
+    try:  # typer vendors click from 0.2x on; before that it used click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.UsageError as exc:
+        exc.show()
+        sys.exit(1)
+    except click_errors.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code or 1)
+    except typer.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

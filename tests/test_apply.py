@@ -405,3 +405,35 @@ async def test_a_csv_with_a_byte_order_mark_is_uploaded_without_it(tmp_path: Pat
         meta = await client.get_lookup("acme", "excel")
     assert meta.numEntries == 2 and [f.column for f in meta.fields] == ["ip", "country"]
     assert not (await project.plan()).plan.can_apply()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan", "--formt", "json"],
+        ["plan", "--tagret", "x"],
+        ["drift", "--bogus"],
+        ["apply", "--parallelism", "many"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_1_never_2(argv: list[str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_names_its_values_not_python_types() -> None:
+    for command in (["plan"], ["drift"], ["apply"], ["import"], ["jobs"], ["emulator", "serve"]):
+        text = CliRunner().invoke(cli, [*command, "--help"]).output
+        assert "list[str]" not in text and "{domain}" not in text and "{address}" not in text, text
