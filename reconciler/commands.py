@@ -469,12 +469,27 @@ def run_history(
         except ValueError as exc:
             raise SettingsError(f"{flag}: {exc}") from None
 
+    from reconciler.journal import ACTIONS
+
     if offset < 0 or not 1 <= page_size <= 1000:
         raise SettingsError("--offset must be ≥ 0 and --page-size between 1 and 1000")
+    if action is not None and action not in ACTIONS:
+        raise SettingsError(
+            f"--action {action!r} is not an action", hint="one of: " + ", ".join(ACTIONS)
+        )
     q = HistoryQuery(
         name, domain, action, moment("--since", since), moment("--until", until), offset, page_size
     )
-    page = query(Journal(journal_path(state_path)), q)
+    journal = Journal(journal_path(state_path))
+    page = query(journal, q)
+    if journal.skipped:
+        lines = ", ".join(map(str, journal.skipped[:10])) + (
+            " ..." if len(journal.skipped) > 10 else ""
+        )
+        _warn(
+            f"Warning: {journal.path}: skipped {len(journal.skipped)} line(s) that are not "
+            f"journal entries (line {lines})"
+        )
     if output_format == "json":
         _say(json.dumps(page, indent=2))
         return 0

@@ -104,27 +104,57 @@ class Journal:
             os.close(fd)
 
     def entries(self) -> Iterator[JournalEntry]:
-        """Every entry, oldest first; a torn last line (a crash mid-write) is skipped."""
+        """Every entry, oldest first. Lines that are not entries (a torn last line after a crash,
+        an edit by hand) are skipped, and their numbers kept in ``skipped`` for one warning."""
+        self.skipped: list[int] = []
         if not self.path.exists():
             return
         try:
-            with self.path.open() as handle:
+            with self.path.open(encoding="utf-8", errors="replace") as handle:
                 for number, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
-                    try:
-                        data = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if not isinstance(data, dict):
-                        raise StateError(f"{self.path}:{number}: not a journal entry")
-                    known: dict[str, Any] = {
-                        k: data.get(k) for k in JournalEntry.__dataclass_fields__
-                    }
-                    known["payload"] = known["payload"] or {}
-                    yield JournalEntry(**known)
+                    entry = _entry(line)
+                    if entry is None:
+                        self.skipped.append(number)
+                    else:
+                        yield entry
         except OSError as exc:
             raise StateError(f"cannot read journal {self.path}: {exc.strerror}") from None
+
+
+_REQUIRED = {"time": str, "timestamp": int, "domain": str, "lookup": str, "action": str}
+
+
+def _entry(line: str) -> JournalEntry | None:
+    """One journal line as an entry, or None when it is not one."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for name, kind in _REQUIRED.items():
+        if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
+            return None
+    known: dict[str, Any] = {k: data.get(k) for k in JournalEntry.__dataclass_fields__}
+    known["payload"] = known["payload"] if isinstance(known["payload"], dict) else {}
+    for name in ("actor", "outcome", "message", "id"):
+        known[name] = "" if known[name] is None else str(known[name])
+    known["type"] = known["type"] or "lookup"
+    return JournalEntry(**known)
+
+
+#: ``--action`` accepts the journal's words and the plan's (``add``, ``change``, ``destroy``).
+ACTIONS = {
+    "create": "create",
+    "add": "create",
+    "update": "update",
+    "change": "update",
+    "delete": "delete",
+    "destroy": "delete",
+    "no-op": "no-op",
+}
 
 
 @dataclass(frozen=True)
@@ -148,7 +178,7 @@ class HistoryQuery:
             return False
         if self.domain and entry.domain != self.domain:
             return False
-        if self.action and entry.action != self.action:
+        if self.action and entry.action != ACTIONS.get(self.action, self.action):
             return False
         if self.since is not None and entry.timestamp < self.since:
             return False

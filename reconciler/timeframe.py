@@ -1,6 +1,7 @@
 """Time frames for ``history``: epoch milliseconds, ISO-8601, and relative ``now-2h/h`` frames.
 
-Relative frames follow the events API of ``seeds/003``: ``now``, ``now-NU`` / ``now+NU`` with units
+Numbers are epoch milliseconds, except eight digits that form a date (``20260131``: ISO-8601's basic
+form). Relative frames follow the events API of ``seeds/003``: ``now``, ``now-NU`` / ``now+NU`` with units
 ``s m h d w M y`` (``M`` months, ``m`` minutes), and an optional alignment ``/U`` that truncates to
 the start of that unit (``now-1d/d`` is the start of yesterday; weeks start on Monday). Times without
 a zone are UTC. Everything returns epoch milliseconds; ``now`` is injected for tests.
@@ -81,7 +82,12 @@ def _align(moment: datetime, unit: str) -> datetime:
 def parse_time(text: str, *, now: datetime | None = None) -> int:
     """Epoch milliseconds of ``text``; ``ValueError`` with a hint when it is none of the formats."""
     value = text.strip()
-    if re.fullmatch(r"-?\d+", value):
+    if re.fullmatch(r"[0-9]{8}", value):  # ISO-8601 basic date (20260131), not 5.6 h after 1970
+        try:
+            return epoch_millis(datetime.strptime(value, "%Y%m%d"))
+        except ValueError:
+            pass
+    if re.fullmatch(r"-?[0-9]+", value):
         return int(value)
     match = _RELATIVE.match(value.replace(" ", ""))
     if match:

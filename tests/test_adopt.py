@@ -401,3 +401,46 @@ async def test_import_writes_only_specs_that_validate(
     assert not result.errors, [d.render() for d in result.errors]
     warnings = [d.message for d in result.diagnostics if d.severity == "warning"]
     assert any("'with-dash' has characters other than" in w for w in warnings)
+
+
+def test_history_skips_lines_that_are_not_entries_with_one_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.commands import run_history
+
+    state = tmp_path / ".reconciler" / "state.json"
+    state.parent.mkdir()
+    good = {
+        "id": "1",
+        "time": "2026-01-02T00:00:00+00:00",
+        "timestamp": 1767312000000,
+        "actor": "ci",
+        "domain": "acme",
+        "lookup": "x",
+        "action": "delete",
+        "outcome": "done",
+        "message": "",
+        "jobId": None,
+        "commit": None,
+        "payload": {},
+    }
+    lines = [
+        json.dumps(good),
+        json.dumps({"time": "2026-01-02"}),  # valid JSON, not an entry
+        "[1, 2]",
+        json.dumps({**good, "timestamp": "soon"}),
+        '{"torn": ',
+    ]
+    (state.parent / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    assert run_history(state, action="destroy", output_format="json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["totalResults"] == 1  # the plan's word finds the delete
+    assert "skipped 4 line(s) that are not journal entries (line 2, 3, 4, 5)" in captured.err
+    with pytest.raises(SettingsError, match="--action 'remove' is not an action"):
+        run_history(state, action="remove")
+
+
+def test_an_eight_digit_time_is_an_iso_basic_date() -> None:
+    assert parse_time("20260101") == parse_time("2026-01-01T00:00:00Z") == 1_767_225_600_000
+    assert parse_time("1767225600000") == 1_767_225_600_000
+    assert parse_time("20261399") == 20261399  # not a date: epoch milliseconds after all

@@ -292,3 +292,14 @@ async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_p
     csv.write_text(csv.read_text().replace("PT", "BR"))
     change = only_change((await project.plan()).plan)
     assert change.csv is not None and change.csv.added is None and change.csv.samples == []
+
+
+async def test_target_and_exclude_that_match_nothing_are_named(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in ("a1", "b1")))
+    plan = (await project.plan(Selector(targets=("acme/a*", "geo_*"), excludes=("zz*",)))).plan
+    assert [c.address for c in plan.changes] == ["acme/a1"]
+    assert [w for w in plan.warnings if "matches no lookup" in w] == [
+        "--target 'geo_*' matches no lookup (addresses are DOMAIN/NAME, e.g. acme/geo_*)",
+        "--exclude 'zz*' matches no lookup (addresses are DOMAIN/NAME, e.g. acme/geo_*)",
+    ]

@@ -52,6 +52,16 @@ class Selector:
     targets: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
 
+    def unmatched(self, addresses: Iterable[str]) -> list[str]:
+        """A warning for each ``--target``/``--exclude`` glob that matches none of ``addresses``."""
+        known = list(addresses)
+        return [
+            f"{flag} {glob!r} matches no lookup (addresses are DOMAIN/NAME, e.g. acme/geo_*)"
+            for flag, globs in (("--target", self.targets), ("--exclude", self.excludes))
+            for glob in globs
+            if not any(fnmatch.fnmatchcase(address, glob) for address in known)
+        ]
+
     def selects(self, address: str) -> bool:
         """True when the address is targeted (or no target is given) and not excluded."""
         if self.targets and not any(fnmatch.fnmatchcase(address, t) for t in self.targets):
@@ -341,7 +351,8 @@ def build_plan(
             "lookup to the domain's keep globs",
         )
     hints = _unmanaged_hints(unmanaged, kept, policies)
-    warnings = [f"{a}: protected, but no spec names it any more" for a in protected]
+    warnings = selector.unmatched(named | set(live_by_address))
+    warnings += [f"{a}: protected, but no spec names it any more" for a in protected]
     warnings += [
         f"{c.address}: could not verify {', '.join(c.unverified)} (the service does not report "
         "them and the state file has no record)"
