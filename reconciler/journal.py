@@ -95,13 +95,19 @@ class Journal:
 
     def append(self, entry: JournalEntry) -> None:
         """Append one entry as one line."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(asdict(entry), sort_keys=True, default=str) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the journal {self.path}: {exc.strerror or exc}",
+                hint=f"{self.path.parent}/ must be a folder this user can write",
+            ) from None
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry, oldest first. Lines that are not entries (a torn last line after a crash,

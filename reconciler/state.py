@@ -128,9 +128,9 @@ class State:
     @classmethod
     def load(cls, path: Path) -> State:
         """Read the state file; a missing file is an empty state, a broken one an error."""
-        if not path.exists():
-            return cls(path)
         try:
+            if not path.exists():
+                return cls(path)
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StateError(
@@ -139,7 +139,8 @@ class State:
             ) from None
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise StateError(f"state file {path} is not a version {VERSION} reconciler state")
-        entries = data.get("lookups") or {}
+        entries = data.get("lookups")
+        entries = {} if entries is None else entries
         if not isinstance(entries, dict):
             raise StateError(f"state file {path}: 'lookups' is not an object")
         lookups = {}
@@ -166,6 +167,15 @@ class State:
 
     def save(self) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
+        try:
+            self._write()
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the state file {self.path}: {exc.strerror or exc}",
+                hint=f"{self.path.parent}/ must be a folder this user can write",
+            ) from None
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "version": VERSION,

@@ -437,3 +437,44 @@ def test_help_names_its_values_not_python_types() -> None:
     for command in (["plan"], ["drift"], ["apply"], ["import"], ["jobs"], ["emulator", "serve"]):
         text = CliRunner().invoke(cli, [*command, "--help"]).output
         assert "list[str]" not in text and "{domain}" not in text and "{address}" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ('{"version": 1, "lookups": {"acme/x": 5}}', "the record of acme/x is malformed"),
+        (
+            '{"version": 1, "lookups": {"acme/x": {"canonical": [1]}}}',
+            "the record of acme/x is malformed: 'canonical' must be an object",
+        ),
+        ('{"version": 1, "lookups": []}', "'lookups' is not an object"),
+        (
+            '{"version": 1, "lookups": {"acme/x": {"status": "maybe"}}}',
+            "'status' must be 'deployed' or 'submitted'",
+        ),
+    ],
+)
+def test_a_malformed_state_entry_is_a_clean_error(
+    tmp_path: Path, state: str, expected: str
+) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    project.settings.state_path.parent.mkdir(parents=True, exist_ok=True)
+    project.settings.state_path.write_text(state)
+    result = CliRunner().invoke(
+        cli, ["plan", "--emulator", str(project.specs)], env=_cli_env(tmp_path)
+    )
+    assert result.exit_code == 1 and expected in result.stderr, result.stderr
+    assert "Internal error" not in result.stderr and "hint:" in result.stderr
+
+
+def test_a_state_folder_that_is_not_a_folder_is_a_clean_error(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    project.settings.state_path.parent.write_text("not a folder")
+    result = CliRunner().invoke(
+        cli, ["plan", "--emulator", str(project.specs)], env=_cli_env(tmp_path)
+    )
+    assert result.exit_code == 1, result.stderr
+    assert "cannot open the embedded emulator's database" in result.stderr
+    assert "Internal error" not in result.stderr

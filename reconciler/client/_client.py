@@ -602,5 +602,17 @@ def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
         raise SettingsError(
             f"RECONCILER_EMULATOR_CONFIG is not a JSON object of emulator knobs: {exc}"
         ) from None
-    app = create_app(config, db=settings.state_dir / "emulator.db")
+    import sqlite3
+
+    from reconciler.errors import StateError
+
+    db = settings.state_dir / "emulator.db"
+    try:
+        app = create_app(config, db=db)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(
+            f"cannot open the embedded emulator's database {db}: {exc}",
+            hint=f"{settings.state_dir}/ must be a folder this user can read and write "
+            "(or point --state / RECONCILER_STATE elsewhere)",
+        ) from None
     return httpx.ASGITransport(app=app)
