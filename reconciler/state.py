@@ -137,12 +137,17 @@ class State:
                 f"state file {path} is unreadable: {exc}",
                 hint="restore it from backup, or delete it: the next plan then relies on live state only",
             ) from None
+        restore = (
+            "restore it from backup, or delete it: the next plan then relies on live state only"
+        )
         if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise StateError(f"state file {path} is not a version {VERSION} reconciler state")
+            raise StateError(
+                f"state file {path} is not a version {VERSION} reconciler state", hint=restore
+            )
         entries = data.get("lookups")
         entries = {} if entries is None else entries
         if not isinstance(entries, dict):
-            raise StateError(f"state file {path}: 'lookups' is not an object")
+            raise StateError(f"state file {path}: 'lookups' is not an object", hint=restore)
         lookups = {}
         for address, entry in entries.items():
             try:
