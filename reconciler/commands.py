@@ -25,6 +25,7 @@ from reconciler.engine import (
     load_workspace,
     make_plan,
     saved_plan,
+    spec_fingerprint,
 )
 from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
 from reconciler.journal import Journal, current_actor, current_commit, journal_path
@@ -157,6 +158,11 @@ def _approve(run: PlanRun, auto_approve: bool) -> None:
 
 async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path) -> PlanRun:
     """Re-read only the lookups a saved plan read, and refuse it when anything changed."""
+    if not plan_file.is_file():
+        raise SettingsError(
+            f"saved plan {plan_file} not found",
+            hint="create one with: reconciler plan --out FILE",
+        )
     try:
         document = json.loads(plan_file.read_text())
         saved = document["apply"]
@@ -182,6 +188,19 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
             stale.append(f"{address}: its spec changed since the plan was made")
         elif (want.csv.sha256 if want and want.csv else None) != entry.get("csv_sha256"):
             stale.append(f"{address}: its CSV file changed since the plan was made")
+    recorded_specs = saved.get("specs")
+    if isinstance(recorded_specs, dict):
+        current = {a: spec_fingerprint(d) for a, d in desired.items()}
+        planned_addresses = {entry["address"] for entry in saved["changes"]}
+        for address in sorted(set(current) | set(recorded_specs)):
+            if address in planned_addresses:
+                continue  # said above, with its live fingerprint
+            if address not in recorded_specs:
+                stale.append(f"{address}: its spec was added since the plan was made")
+            elif address not in current:
+                stale.append(f"{address}: its spec was removed since the plan was made")
+            elif current[address] != recorded_specs[address]:
+                stale.append(f"{address}: its spec or CSV changed since the plan was made")
     if stale:
         raise StalePlanError(
             "the saved plan is stale: " + "; ".join(stale),

@@ -208,6 +208,11 @@ async def make_plan(
 PLAN_FILE_KIND = "reconciler-plan"
 
 
+def spec_fingerprint(want: DesiredLookup) -> str:
+    """A spec's hash, with its CSV's sha256 when it has one."""
+    return want.spec_hash + (f":{want.csv.sha256}" if want.csv else "")
+
+
 def saved_plan(run: PlanRun, paths: list[str], *, allow_outside: bool = False) -> dict[str, Any]:
     """The ``plan --out`` document: the plan JSON plus what apply needs (no secret values)."""
     live = run.live_by_address()
@@ -230,5 +235,7 @@ def saved_plan(run: PlanRun, paths: list[str], *, allow_outside: bool = False) -
         "paths": paths,
         "allow_outside": allow_outside,
         "changes": entries,
+        # Every spec the plan was made from, no-ops included: any edit makes the plan stale.
+        "specs": {d.address: spec_fingerprint(d) for d in run.workspace.desired},
     }
     return document

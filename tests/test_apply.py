@@ -478,3 +478,67 @@ def test_a_state_folder_that_is_not_a_folder_is_a_clean_error(tmp_path: Path) ->
     assert result.exit_code == 1, result.stderr
     assert "cannot open the embedded emulator's database" in result.stderr
     assert "Internal error" not in result.stderr
+
+
+def test_a_saved_plan_refuses_any_changed_spec_even_a_no_op(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
+    env = _cli_env(tmp_path)
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["apply", "--auto-approve", str(project.specs)], env=env).exit_code == 0
+    )
+    plan_file = tmp_path / "plan.json"
+    # a changes; b is a no-op in the saved plan.
+    project.write(
+        lookup_doc("a", KINDS["static"].replace("from a", "from z")),
+        lookup_doc("b", KINDS["static"]),
+    )
+    assert (
+        runner.invoke(cli, ["plan", str(project.specs), "--out", str(plan_file)], env=env).exit_code
+        == 0
+    )
+    project.write(
+        lookup_doc("a", KINDS["static"].replace("from a", "from z")),
+        lookup_doc("b", KINDS["static"].replace("from a", "from q")),
+    )
+    refused = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert refused.exit_code == 1
+    assert "acme/b: its spec or CSV changed since the plan was made" in refused.stderr
+    project.write(
+        lookup_doc("a", KINDS["static"].replace("from a", "from z")),
+        lookup_doc("b", KINDS["static"]),
+        lookup_doc("c", KINDS["static"]),
+    )
+    added = runner.invoke(cli, ["apply", "--plan", str(plan_file)], env=env)
+    assert added.exit_code == 1 and "acme/c: its spec was added" in added.stderr
+    missing = runner.invoke(cli, ["apply", "--plan", str(tmp_path / "missing.json")], env=env)
+    assert missing.exit_code == 1 and "missing.json not found" in missing.stderr
+
+
+async def test_a_lookup_a_killed_run_created_is_recorded_by_the_next_apply(
+    tmp_path: Path,
+) -> None:
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["csv_file"]))
+    assert await project.apply() == 0
+    # As if the run was killed after its requests, before it wrote anything down:
+    project.settings.state_path.unlink()
+    (project.settings.state_path.parent / "journal.jsonl").unlink()
+    assert not (await project.plan()).plan.can_apply()
+    project.emulator.stats.routes.clear()
+    assert await project.apply() == 0
+    assert not [r for r in project.emulator.stats.routes if not r.startswith("GET")]  # nothing sent
+    # The query lookup is proven to match; the CSV's content cannot be proven (a row count is not
+    # a content), so it is not vouched for: the plan keeps saying so until --replace re-sends it.
+    state = json.loads(project.settings.state_path.read_text())["lookups"]
+    assert set(state) == {"acme/a"}
+    journal = (project.settings.state_path.parent / "journal.jsonl").read_text().splitlines()
+    [entry] = [json.loads(line) for line in journal]
+    assert entry["lookup"] == "a" and "already matched its spec; recorded" in entry["message"]
+    assert (await project.plan()).plan.unverified[0].address == "acme/b"
+    assert await project.apply(replace=["acme/b"]) == 0
+    assert set(json.loads(project.settings.state_path.read_text())["lookups"]) == {
+        "acme/a",
+        "acme/b",
+    }
