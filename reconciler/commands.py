@@ -355,7 +355,8 @@ def _report(outcomes: list[Outcome], output_format: str) -> int:
         if not_done:
             _say("\nNot done:")
             for o in not_done:
-                job = f" job {o.job_id}" if o.job_id else ""
+                mentioned = o.job_id is not None and o.job_id in (o.message or "")
+                job = f" job {o.job_id}" if o.job_id and not mentioned else ""
                 _say(f"  ✗ {o.address} ({o.action.value}): {o.status}{job}: {o.message or '-'}")
             if any(o.status == NOT_ATTEMPTED for o in outcomes):
                 _say("  Run apply again to do the remaining work.")

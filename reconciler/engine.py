@@ -117,6 +117,27 @@ def rotated_secrets(desired: list[DesiredLookup], state: State, env: Mapping[str
     return rotated
 
 
+def unset_secrets(plan: Plan, workspace: Workspace, env: Mapping[str, str]) -> list[str]:
+    """Warnings for ``${env:...}`` secrets that changes to be sent need and that are not set.
+
+    ``apply`` refuses to send anything without them; the plan says so first.
+    """
+    desired = workspace.by_address()
+    missing: dict[str, list[str]] = {}
+    for change in plan.actionable:
+        want = desired.get(change.address)
+        if want is None or not change.request or change.action.value == "delete":
+            continue
+        for name in placeholders(want.body):
+            if not env.get(name):
+                missing.setdefault(name, []).append(change.address)
+    return [
+        f"environment variable {name} is not set (needed by {', '.join(sorted(set(addresses)))}); "
+        "apply will refuse until it is"
+        for name, addresses in sorted(missing.items())
+    ]
+
+
 async def check_submitted(
     reader: LookupReader, state: State, addresses: set[str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -192,6 +213,7 @@ async def make_plan(
         replace=replace,
         failed_jobs=failed_jobs,
     )
+    job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:
         plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
     if any(change.csv is not None for change in plan.changes):

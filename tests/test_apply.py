@@ -542,3 +542,22 @@ async def test_a_lookup_a_killed_run_created_is_recorded_by_the_next_apply(
         "acme/a",
         "acme/b",
     }
+
+
+async def test_failures_name_the_job_once_and_plan_warns_of_unset_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = EmulatorConfig(create_latency=0, deploy_latency=0.01, job_failure_pattern="bad")
+    project = Project(tmp_path, config)
+    project.write(lookup_doc("bad", KINDS["static"]), lookup_doc("s3", KINDS["csv_s3"]))
+    plan = (await project.plan(env={})).plan
+    assert any(
+        "TEST_S3_ACCESS is not set (needed by acme/s3); apply will refuse" in w
+        for w in plan.warnings
+    )
+    capsys.readouterr()
+    assert await project.apply() == 1
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if line.startswith("  ✗ acme/bad")]
+    job = line.split("job ")[1].split()[0].rstrip(":")
+    assert line.count(job) == 1, line

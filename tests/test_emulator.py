@@ -575,3 +575,49 @@ async def test_an_unknown_job_answers_404() -> None:
         assert missing.status_code == 404 and missing.json()["msg"] == "Job not found."
         known = await client.get(f"/lookup/acme/x/job/{created.json()['id']}")
         assert known.status_code == 200
+
+
+def test_serve_logs_an_injected_drop_as_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import free_port
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "reconciler",
+        "emulator",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(tmp_path / "emu.db"),
+        "--habit",
+        "rewrite-queries",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/lookup-api/lookup/acme", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        assert (
+            httpx.put(base + "/_emulator/config", json={"rate_drop": 1.0, "seed": 1}).status_code
+            == 200
+        )
+        for _ in range(3):
+            with pytest.raises(httpx.TransportError):
+                httpx.get(base + "/lookup-api/lookup/acme", timeout=5)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert err.count("injected fault: connection dropped") == 3, err
+    assert "Traceback" not in err

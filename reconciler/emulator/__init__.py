@@ -21,8 +21,34 @@ def serve(
     db: str | Path = ".reconciler/emulator.db",
     log_level: str = "warning",
 ) -> None:
-    """Serve the emulator over HTTP until interrupted."""
+    """Serve the emulator over HTTP until interrupted.
+
+    An injected dropped connection is raised through uvicorn on purpose; it is logged as one line
+    (``injected fault: connection dropped``), not as an application error with a traceback.
+    """
+    import logging
+
     import uvicorn
 
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     app = create_app(config, db=db)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+class _QuietDrops:
+    """A logging filter: an injected drop becomes one line, without the traceback."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        from reconciler.emulator.app import DroppedConnection
+
+        if isinstance(record, logging.LogRecord) and record.exc_info:
+            error = record.exc_info[1]
+            if isinstance(error, DroppedConnection):
+                record.msg, record.args, record.exc_info = (
+                    "injected fault: connection dropped",
+                    (),
+                    None,
+                )
+        return True
