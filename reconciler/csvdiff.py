@@ -41,6 +41,19 @@ def head_commit(folder: Path) -> str | None:
     return out.decode().strip() if out else None
 
 
+def _why_missing(commit: str, path: Path) -> str:
+    """Why git cannot show ``path`` at ``commit``: said in the plan instead of a silent gap."""
+    shallow = _git(path.parent, "rev-parse", "--is-shallow-repository")
+    if shallow is not None and shallow.decode().strip() == "true":
+        return (
+            f"rows not diffed by key: commit {commit[:12]} is not in this shallow clone "
+            "(check out with full history: actions/checkout fetch-depth: 0, GIT_DEPTH: 0)"
+        )
+    if _git(path.parent, "rev-parse", "--show-toplevel") is None:
+        return "rows not diffed by key: the CSV is not in a git repository"
+    return f"rows not diffed by key: git has no {path.name} at commit {commit[:12]}"
+
+
 def file_at(commit: str, path: Path) -> bytes | None:
     """The content of ``path`` at ``commit`` in its repository, or None."""
     top = _git(path.parent, "rev-parse", "--show-toplevel")
@@ -126,13 +139,21 @@ def enrich(
             and detail.before_sha256
         ):
             path, source = local
-            if path.stat().st_size <= MAX_BYTES:
+            note = None
+            if path.stat().st_size > MAX_BYTES:
+                note = f"rows not diffed by key: files over {MAX_BYTES // 2**20} MB are not"
+            else:
                 old = file_at(commit, path)
-                if (
-                    old is not None
-                    and len(old) <= MAX_BYTES
-                    and hashlib.sha256(old).hexdigest() == known.get("sha256")
-                ):
+                if old is None:
+                    note = _why_missing(commit, path)
+                elif len(old) > MAX_BYTES:
+                    note = f"rows not diffed by key: files over {MAX_BYTES // 2**20} MB are not"
+                elif hashlib.sha256(old).hexdigest() != known.get("sha256"):
+                    note = (
+                        f"rows not diffed by key: the file applied was not the one committed "
+                        f"at {commit[:12]}"
+                    )
+                else:
                     added, removed, changed_rows, samples = diff_rows(
                         old, path.read_bytes(), source
                     )
@@ -145,6 +166,8 @@ def enrich(
                             "samples": samples,
                         }
                     )
-                    change = change.model_copy(update={"csv": detail})
+            if note is not None:
+                detail = detail.model_copy(update={"note": note})
+            change = change.model_copy(update={"csv": detail})
         changes.append(change)
     return plan.model_copy(update={"changes": tuple(changes)})

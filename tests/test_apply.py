@@ -104,7 +104,7 @@ def test_faults_are_reported_precisely_and_a_second_apply_converges(
         assert asyncio.run(project.apply()) == 1
         out = capsys.readouterr().out
         for i in range(3):
-            assert f"✗ acme/fail-{i} (create): failed job " in out
+            assert f"✗ acme/fail-{i} (create): failed: job " in out  # its id once
         assert out.count("deploy.err: Lookup deployment failed: injected failure") >= 3
         assert "Apply failed: 3 of 23 lookup(s) not done." in out
         project.emulator.config.job_failure_pattern = None
@@ -181,7 +181,7 @@ async def test_job_timeout_is_reported_with_its_job_id(
     project.write(lookup_doc("slow", KINDS["static"]))
     assert await project.apply(job_timeout=0.3) == 1
     out = capsys.readouterr().out
-    assert "acme/slow (create): timed out job " in out and "last status: create.start" in out
+    assert "acme/slow (create): timed out: job " in out and "last status: create.start" in out
     assert (
         not project.settings.state_path.exists()
         or "acme/slow" not in project.settings.state_path.read_text()
@@ -386,7 +386,7 @@ def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
     assert process.returncode == 130, out + err
     assert "Traceback" not in out + err
     for name in names:
-        assert f"✗ acme/{name} (create): interrupted job " in out
+        assert f"✗ acme/{name} (create): interrupted: interrupted while job " in out
     assert "reconciler jobs acme/l0 --job " in out
 
 

@@ -303,3 +303,33 @@ async def test_target_and_exclude_that_match_nothing_are_named(tmp_path: Path) -
         "--target 'geo_*' matches no lookup (addresses are DOMAIN/NAME, e.g. acme/geo_*)",
         "--exclude 'zz*' matches no lookup (addresses are DOMAIN/NAME, e.g. acme/geo_*)",
     ]
+
+
+async def test_row_diffs_missing_on_a_shallow_clone_are_explained(tmp_path: Path) -> None:
+    import subprocess
+
+    from reconciler.client import LookupReader
+    from reconciler.engine import make_plan
+
+    origin = tmp_path / "origin"
+    project = Project(origin)
+    project.write(lookup_doc("geo", KINDS["csv_file"]))
+    _git(origin, "init", "-q")
+    _git(origin, "add", "specs")
+    _git(origin, "commit", "-q", "-m", "one")
+    assert await project.apply() == 0  # records the commit "one"
+    csv = project.specs / "data" / "geo.csv"
+    csv.write_text(csv.read_text() + "10.0.0.9,PT\n")
+    _git(origin, "commit", "-q", "-am", "two")
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],
+        check=True,
+        capture_output=True,
+    )
+    async with LookupReader(project.settings, transport=project.transport()) as reader:
+        run = await make_plan(reader, [str(clone / "specs")], project.settings.state_path)
+    [change] = run.plan.actionable
+    assert change.csv is not None and change.csv.added is None
+    assert change.csv.note and "is not in this shallow clone" in change.csv.note
+    assert "fetch-depth: 0" in render_text(run.plan)
