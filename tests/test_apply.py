@@ -561,3 +561,18 @@ async def test_failures_name_the_job_once_and_plan_warns_of_unset_secrets(
     [line] = [line for line in out.splitlines() if line.startswith("  ✗ acme/bad")]
     job = line.split("job ")[1].split()[0].rstrip(":")
     assert line.count(job) == 1, line
+
+
+async def test_json_reports_the_polls_of_a_failed_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = EmulatorConfig(create_latency=0, deploy_latency=0.05, job_failure_pattern="bad")
+    project = Project(tmp_path, config)
+    project.write(lookup_doc("bad", KINDS["static"]))
+    capsys.readouterr()
+    assert await project.apply(output_format="json") == 1
+    events = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
+    [finished] = [e for e in events if e["event"] == "change_finished"]
+    assert finished["status"] == "failed" and finished["polls"] >= 1
