@@ -161,7 +161,10 @@ class Executor:
         tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in changes]
         if tasks:
             await asyncio.gather(*tasks)
-        return [outcomes[c.address] for c in changes]
+        ordered = [outcomes[c.address] for c in changes]
+        if self.options.wait and not self.stopping.is_set():
+            await self.observe(ordered)
+        return ordered
 
     def adopt(self, plan: Plan, live: Mapping[str, LookupMeta]) -> list[str]:
         """Record lookups the plan found already matching their spec but the state does not know.
@@ -228,18 +231,40 @@ class Executor:
             await self._follow(change, outcome, result.job_id)
         outcome.seconds = time.monotonic() - started
         if outcome.ok:
-            meta = None
-            if outcome.status == DONE and change.action is not Action.DELETE:
-                meta = await self._observe(change)
-            self._record(change, outcome, result, meta)
+            self._record(change, outcome, result, None)
         self._finish(change, outcome)
 
-    async def _observe(self, change: Change) -> LookupMeta | None:
-        """The lookup as the service shows it after its job: what the next plan compares with."""
-        try:
-            return await self.client.find_lookup(change.domain, change.name)
-        except ReconcilerError:
-            return None  # the record then keeps what the 201 echoed
+    async def observe(self, outcomes: list[Outcome]) -> None:
+        """Record what the service now shows for every lookup this run deployed.
+
+        Read with the same paged list call a plan uses (one request per domain and 1,000
+        lookups, not one per lookup), so the next plan compares live with exactly what this
+        listing showed. Until then a record holds the 201's echo; if the listing fails, it keeps it.
+        """
+        deployed = {
+            o.address
+            for o in outcomes
+            if o.status == DONE
+            and o.action is not Action.DELETE
+            and o.address in self.state.lookups
+        }
+        # A job counted as done at create.ok may not have its rows yet: its count proves nothing.
+        settled = {o.address for o in outcomes if "counted as done" in o.message}
+        for domain in sorted({a.split("/", 1)[0] for a in deployed}):
+            try:
+                metas = await self.client.all_lookups(domain)
+            except ReconcilerError:
+                continue
+            for meta in metas:
+                address = f"{domain}/{meta.name}"
+                record = self.state.lookups.get(address)
+                if address in deployed and record is not None:
+                    echoed = flatten(meta.deployConfig) or record.echoed
+                    observed = observed_facts(meta)
+                    if address in settled:
+                        observed["numEntries"] = None
+                    self.state.lookups[address] = replace(record, echoed=echoed, observed=observed)
+            self.state.save()
 
     async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
         waiter = asyncio.create_task(

@@ -578,3 +578,21 @@ async def test_element_level_details_of_column_changes(tmp_path: Path) -> None:
     [item] = change.diff
     assert item.details == ["column city added at 2", "column score: type INT4 → INT8"]
     assert "          column city added at 2" in render_text((await project.plan()).plan)
+
+
+async def test_apply_records_what_the_listing_shows_with_one_list_per_domain(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    project = project_for(tmp_path, "rewrite", False)
+    project.write(*(lookup_doc(f"q{i}", KINDS["static"]) for i in range(5)))
+    project.emulator.stats.routes.clear()
+    assert await project.apply() == 0
+    routes = project.emulator.stats.routes
+    assert "GET /lookup/{domain}/{name}" not in routes  # no read per lookup
+    assert routes["GET /lookup/{domain}"] == 2  # the plan's listing, and the one after the jobs
+    record = json.loads(project.settings.state_path.read_text())["lookups"]["acme/q0"]
+    assert record["canonical"]["recipe.source.query"] == "from a select user, role"
+    assert record["echoed"]["recipe.source.query"].startswith('from a where eq(client, "acme")')
+    assert record["observed"]["fields"] == [["user", "str", True], ["role", "str", False]]

@@ -166,7 +166,8 @@ def compare(
         baseline = record.echoed if record.echoed and reports else None
         if baseline is not None:
             for path in _differing(baseline, live, skip | result.paths):
-                result.add(path, live.get(path), wanted.get(path), "live")
+                if path in live or _reported(path, live):  # a listing may show less than a GET
+                    result.add(path, live.get(path), wanted.get(path), "live")
         elif reports:
             _compare_normalised(result, wanted, live, skip | result.paths)
         elif "visibility" not in result.paths and live.get("visibility") not in (
