@@ -135,10 +135,11 @@ AuthSchemeOpt = Annotated[
     ),
 ]
 StateOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--state",
-        help="State file (env RECONCILER_STATE; default .reconciler/state.json).",
+        help="State: a file, or s3://BUCKET/PREFIX, gs://, az:// (env RECONCILER_STATE; "
+        "default .reconciler/state.json).",
         show_default=False,
         metavar="PATH",
     ),
@@ -180,7 +181,7 @@ class Connection:
     emulator: bool = False
     token_file: Path | None = None
     auth_scheme: str | None = None
-    state: Path | None = None
+    state: str | None = None
     debug: bool = False
 
     def settings(self) -> Any:
@@ -536,6 +537,14 @@ def apply(
     ] = None,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            help="Seconds to wait for another apply's lock on the state (default: fail at once).",
+            metavar="S",
+        ),
+    ] = 0.0,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -568,6 +577,7 @@ def apply(
             strict=strict,
             allow_outside=allow_outside,
             replace=replace or [],
+            lock_timeout=lock_timeout,
         )
     )
     raise typer.Exit(code)
@@ -667,9 +677,9 @@ def history(
     from reconciler.settings import DEFAULT_STATE
 
     _check_format(output_format, ("text", "json"))
-    state_path = state or Path(os.environ.get("RECONCILER_STATE") or DEFAULT_STATE)
+    location = state or os.environ.get("RECONCILER_STATE") or str(DEFAULT_STATE)
     code = run_history(
-        state_path,
+        location,
         name=name,
         domain=domain,
         action=action,
@@ -680,6 +690,88 @@ def history(
         output_format=output_format,
     )
     raise typer.Exit(code)
+
+
+state_app = typer.Typer(help="Inspect and manage the state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+def _state_location(state: str | None) -> str:
+    from reconciler.settings import DEFAULT_STATE
+
+    return state or os.environ.get("RECONCILER_STATE") or str(DEFAULT_STATE)
+
+
+@state_app.command("show")
+@handle_errors
+def state_show(
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
+    ] = "text",
+    state: StateOpt = None,
+) -> None:
+    """The recorded lookups: address, kind, endpoint, applied at, job id, CSV sha256 and rows."""
+    from reconciler.state import State, StateLock
+
+    _check_format(output_format, ("text", "json"))
+    location = _state_location(state)
+    loaded = State.load(location)
+    holder = StateLock(location, "").holder()
+    if output_format == "json":
+        document = loaded.document()
+        document["location"] = location
+        document["lock"] = None if holder is None else holder.__dict__
+        print(json.dumps(document, indent=2))
+        raise typer.Exit(0)
+    if not loaded.lookups:
+        print(f"{location}: no lookups recorded.")
+    for address, record in sorted(loaded.lookups.items()):
+        csv = record.csv or {}
+        data = f"  csv {str(csv.get('sha256'))[:12]} {csv.get('rows')} rows" if csv else ""
+        flags = " protect" if record.protect else ""
+        flags += " (submitted; job not followed)" if record.status == "submitted" else ""
+        print(
+            f"{address:<40} {record.kind or '-':<18} {record.endpoint or '-':<28} "
+            f"{record.applied_at or '-':<25} job {record.job_id or '-'}{data}{flags}"
+        )
+    print(f"\n{len(loaded.lookups)} lookup(s) in {location}.")
+    if holder is not None:
+        print(f"Locked: {holder.describe()}.")
+    raise typer.Exit(0)
+
+
+@state_app.command("unlock")
+@handle_errors
+def state_unlock(
+    lock_id: Annotated[
+        str, typer.Argument(help="The id the locked apply reported.", metavar="LOCK_ID")
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Release a lock a killed apply left behind (only the one named)."""
+    from reconciler.state import unlock
+
+    location = _state_location(state)
+    holder = unlock(location, lock_id)
+    _err(f"Released {holder.describe()} on {location}.")
+    raise typer.Exit(0)
+
+
+@state_app.command("migrate")
+@handle_errors
+def state_migrate(
+    to: Annotated[
+        str, typer.Option("--to", help="The new location (a path or a URL).", metavar="URL")
+    ],
+    state: StateOpt = None,
+) -> None:
+    """Copy state and journal to another location; the source is kept."""
+    from reconciler.state import migrate
+
+    location = _state_location(state)
+    records, entries = migrate(location, to)
+    _err(f"Copied {records} record(s) and {entries} journal entr(y/ies) from {location} to {to}.")
+    raise typer.Exit(0)
 
 
 def main() -> None:

@@ -28,12 +28,12 @@ from reconciler.engine import (
     spec_fingerprint,
 )
 from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
-from reconciler.journal import Journal, current_actor, current_commit, journal_path
+from reconciler.journal import Journal, current_actor, current_commit
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_json, render_markdown, render_text
 from reconciler.settings import Settings
-from reconciler.state import State
+from reconciler.state import State, StateLock
 
 
 def _say(text: str = "") -> None:
@@ -84,7 +84,7 @@ async def run_plan(
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(
-            reader, paths, settings.state_path, selector, allow_outside=allow_outside
+            reader, paths, settings.state_location, selector, allow_outside=allow_outside
         )
     for warning in run.workspace.warnings:
         _warn(warning.render())
@@ -132,7 +132,7 @@ async def run_drift(
         run = await make_plan(
             reader,
             paths,
-            settings.state_path,
+            settings.state_location,
             selector,
             strict_protect=False,
             allow_outside=allow_outside,
@@ -206,7 +206,7 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
             "the saved plan is stale: " + "; ".join(stale),
             hint="make a new plan: reconciler plan --out FILE",
         )
-    state = State.load(settings.state_path)
+    state = State.load(settings.state_location)
     planned = {entry["address"] for entry in saved["changes"]}
     subset = [d for d in workspace.desired if d.address in planned]
     if not planned:
@@ -234,10 +234,11 @@ async def run_apply(
     replace: list[str] | None = None,
     allow_outside: bool = False,
     poll: PollPolicy | None = None,
+    lock_timeout: float = 0.0,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
-    """``reconciler apply``."""
+    """``reconciler apply``: under the state's lock for the whole run (see ``StateLock``)."""
     if parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
     if plan_file is not None and replace:
@@ -246,6 +247,65 @@ async def run_apply(
             hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
             "reconciler apply --replace ADDR",
         )
+    lock = StateLock(settings.state_location, current_actor())
+    await lock.acquire(lock_timeout)
+    journal = Journal.for_state(settings.state_location)
+    states: list[State] = []
+    try:
+        return await _apply_locked(
+            settings,
+            paths,
+            journal,
+            states,
+            plan_file=plan_file,
+            auto_approve=auto_approve,
+            parallelism=parallelism,
+            wait=wait,
+            job_timeout=job_timeout,
+            output_format=output_format,
+            targets=targets,
+            excludes=excludes,
+            color=color,
+            interactive=interactive,
+            strict=strict,
+            replace=replace,
+            allow_outside=allow_outside,
+            poll=poll,
+            transport=transport,
+            env=env,
+        )
+    finally:
+        try:
+            for state in states:  # compacted once, whatever happened: the log already holds it
+                state.commit()
+            journal.close()
+        finally:
+            lock.release()
+
+
+async def _apply_locked(
+    settings: Settings,
+    paths: list[str],
+    journal: Journal,
+    states: list[State],
+    *,
+    plan_file: Path | None,
+    auto_approve: bool,
+    parallelism: int,
+    wait: bool,
+    job_timeout: float,
+    output_format: str,
+    targets: list[str] | None,
+    excludes: list[str] | None,
+    color: bool,
+    interactive: bool,
+    strict: bool,
+    replace: list[str] | None,
+    allow_outside: bool,
+    poll: PollPolicy | None,
+    transport: httpx.AsyncBaseTransport | None,
+    env: dict[str, str] | None,
+) -> int:
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with LookupClient(settings, retry=retry, transport=transport) as client:
         if plan_file is not None:
@@ -255,7 +315,7 @@ async def run_apply(
             run = await make_plan(
                 client,
                 paths,
-                settings.state_path,
+                settings.state_location,
                 selector,
                 replace=replace or (),
                 env=env,
@@ -266,7 +326,7 @@ async def run_apply(
             if strict and _strict_refusal(run.plan):
                 return 1
             _approve(run, auto_approve)
-        journal = Journal(journal_path(settings.state_path))
+        states.append(run.state)
         options = ApplyOptions(
             parallelism=parallelism,
             wait=wait,
@@ -466,7 +526,7 @@ async def run_jobs(
 
 
 def run_history(
-    state_path: Path,
+    state_location: str | Path,
     *,
     name: str | None = None,
     domain: str | None = None,
@@ -500,14 +560,14 @@ def run_history(
     q = HistoryQuery(
         name, domain, action, moment("--since", since), moment("--until", until), offset, page_size
     )
-    journal = Journal(journal_path(state_path))
+    journal = Journal.for_state(str(state_location))
     page = query(journal, q)
     if journal.skipped:
         lines = ", ".join(map(str, journal.skipped[:10])) + (
             " ..." if len(journal.skipped) > 10 else ""
         )
         _warn(
-            f"Warning: {journal.path}: skipped {len(journal.skipped)} line(s) that are not "
+            f"Warning: {journal.where}: skipped {len(journal.skipped)} line(s) that are not "
             f"journal entries (line {lines})"
         )
     if output_format == "json":

@@ -178,7 +178,7 @@ async def check_submitted(
 async def make_plan(
     reader: LookupReader,
     paths: list[str],
-    state_path: Path,
+    state_path: str | Path,
     selector: Selector | None = None,
     *,
     strict_protect: bool = True,

@@ -88,10 +88,30 @@ class JournalEntry:
 
 
 class Journal:
-    """Append-only JSONL file of JournalEntry."""
+    """Append-only JSONL file of JournalEntry (the journal of a local state)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.skipped: list[int] = []
+
+    @property
+    def where(self) -> str:
+        """Where the journal is, for messages."""
+        return str(self.path)
+
+    @staticmethod
+    def for_state(location: str, env: Mapping[str, str] | None = None) -> Journal:
+        """The journal kept with a state: ``journal.jsonl`` beside a local state file (or
+        ``RECONCILER_JOURNAL``), ``PREFIX/journal/`` in an object store."""
+        from reconciler.backends import is_url
+
+        if is_url(location):
+            return ObjectJournal(location)
+        return Journal(journal_path(Path(location), env))
+
+    def close(self) -> None:
+        """End of a run: nothing to compact in a local file."""
+        return None
 
     def append(self, entry: JournalEntry) -> None:
         """Append one entry as one line."""
@@ -112,7 +132,7 @@ class Journal:
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry, oldest first. Lines that are not entries (a torn last line after a crash,
         an edit by hand) are skipped, and their numbers kept in ``skipped`` for one warning."""
-        self.skipped: list[int] = []
+        self.skipped = []
         if not self.path.exists():
             return
         try:
@@ -149,6 +169,61 @@ def _entry(line: str) -> JournalEntry | None:
         known[name] = "" if known[name] is None else str(known[name])
     known["type"] = known["type"] or "lookup"
     return JournalEntry(**known)
+
+
+class ObjectJournal(Journal):
+    """The journal in an object store: one object per entry while a run goes on (so a killed run
+    loses nothing), compacted into one ``journal/RUN.jsonl`` object per run when it ends."""
+
+    def __init__(self, location: str) -> None:
+        from reconciler.backends import open_backend
+        from reconciler.state import new_run_id
+
+        super().__init__(Path("journal"))
+        self.backend, _ = open_backend(location)
+        self.location = location
+        self.run = new_run_id()
+        self.lines: list[bytes] = []
+
+    @property
+    def where(self) -> str:
+        return f"{self.location}/journal/"
+
+    def append(self, entry: JournalEntry) -> None:
+        line = json.dumps(asdict(entry), sort_keys=True, default=str).encode()
+        self.lines.append(line)
+        self.backend.append("journal", self.run, len(self.lines), line)
+
+    def close(self) -> None:
+        """Write the run's entries as one object and drop the per-entry ones."""
+        if not self.lines:
+            return
+        import contextlib
+
+        from reconciler.backends import AlreadyExists
+
+        body = b"\n".join(self.lines) + b"\n"
+        with contextlib.suppress(AlreadyExists):  # written already by an earlier attempt
+            self.backend.write(f"journal/{self.run}.jsonl", body, create=True)
+        self.backend.drop_log("journal", self.run)
+        self.lines = []
+
+    def entries(self) -> Iterator[JournalEntry]:
+        self.skipped = []
+        found: list[JournalEntry] = []
+        number = 0
+        for name, raw in self.backend.log_entries("journal"):
+            for line in raw.splitlines() if name.endswith(".jsonl") else [raw]:
+                if not line.strip():
+                    continue
+                number += 1
+                entry = _entry(line.decode("utf-8", errors="replace"))
+                if entry is None:
+                    self.skipped.append(number)
+                else:
+                    found.append(entry)
+        found.sort(key=lambda e: (e.timestamp, e.id))
+        yield from found
 
 
 #: ``--action`` accepts the journal's words and the plan's (``add``, ``change``, ``destroy``).

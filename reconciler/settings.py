@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from reconciler.backends import is_url
 from reconciler.errors import SettingsError
 
 REGIONS = ("us", "eu", "ca", "apac", "es")
@@ -124,6 +125,12 @@ class Settings:
     credentials: Credentials = field(default_factory=Credentials)
     state_path: Path = DEFAULT_STATE
     notice: str | None = None
+    state_url: str | None = None  # s3://, gs://, az://: the state lives in an object store
+
+    @property
+    def state_location(self) -> str:
+        """Where state and journal live: the object-store URL, else the state file's path."""
+        return self.state_url or str(self.state_path)
 
     @property
     def embedded(self) -> bool:
@@ -147,12 +154,35 @@ def resolve(
     emulator: bool = False,
     token_file: Path | None = None,
     auth_scheme: str | None = None,
-    state: Path | None = None,
+    state: Path | str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve flags and environment into Settings (raises SettingsError when unusable)."""
+    from dataclasses import replace
+
     env = os.environ if env is None else env
-    state_path = state or Path(env.get("RECONCILER_STATE") or DEFAULT_STATE)
+    settings = _resolve(url, region, emulator, token_file, auth_scheme, env)
+    location = str(state) if state is not None else env.get("RECONCILER_STATE") or ""
+    if is_url(location):
+        settings = replace(settings, state_url=location.rstrip("/"))
+    elif location:
+        settings = replace(settings, state_path=Path(location))
+    if settings.notice:
+        settings = replace(
+            settings, notice=f"{settings.notice[:-1]} (data in {settings.state_dir}/)."
+        )
+    return settings
+
+
+def _resolve(
+    url: str | None,
+    region: str | None,
+    emulator: bool,
+    token_file: Path | None,
+    auth_scheme: str | None,
+    env: Mapping[str, str],
+) -> Settings:
+    state_path = DEFAULT_STATE
     credentials = _credentials(token_file, auth_scheme, env)
     if emulator:
         return Settings(None, credentials, state_path)
@@ -182,8 +212,7 @@ def resolve(
         None,
         credentials,
         state_path,
-        notice="No DEVO_LOOKUP_URL or DEVO_REGION set: using the embedded Lookups API emulator "
-        f"(state in {state_path.parent}/).",
+        notice="No DEVO_LOOKUP_URL or DEVO_REGION set: using the embedded Lookups API emulator.",
     )
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets as secrets_module
-import tempfile
-from dataclasses import dataclass, field
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.backends import AlreadyExists, Backend, Precondition, lock_key, open_backend
 from reconciler.errors import StateError
 
 VERSION = 1
@@ -90,7 +92,7 @@ class LookupState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LookupState:
+    def from_json(cls, data: Any) -> LookupState:
         """One record; ``StateError``-worthy shapes raise ``TypeError``/``ValueError``."""
         if not isinstance(data, dict):
             raise TypeError(f"a record must be an object, not {type(data).__name__}")
@@ -118,81 +120,365 @@ class LookupState:
         )
 
 
+def new_run_id() -> str:
+    """A run's id: sortable by time, unique across machines."""
+    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{now}-{secrets_module.token_hex(4)}"
+
+
 @dataclass
 class State:
-    """Every lookup apply has deployed, by address (``domain/name``)."""
+    """Every lookup apply has deployed, by address (``domain/name``), in its backend.
 
-    path: Path
+    Writing one lookup's record costs O(1) in the number of lookups: ``record``/``forget`` add one
+    entry to the run's record log (a line in a file, or one object), and ``commit`` writes the
+    compacted state once, at the end of the run, with a compare-and-swap. When another writer got
+    there first (two runs that bypassed the lock), ``commit`` reads the new state, replays this
+    run's entries on top and tries again, so no run ever loses another's records. ``load`` replays
+    the log a killed run left behind, so nothing it recorded is lost either.
+    """
+
+    location: str
     lookups: dict[str, LookupState] = field(default_factory=dict)
+    _backend: Backend | None = field(default=None, repr=False)
+    _key: str = "state.json"
+    _etag: str | None = None
+    _run: str = field(default_factory=new_run_id)
+    _ops: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    _replayed: list[str] = field(default_factory=list, repr=False)
+    writes: int = 0  # objects or lines written (for benchmarks)
+    bytes_written: int = 0
+
+    def __post_init__(self) -> None:
+        self.location = str(self.location)  # a Path is welcome too
+
+    @property
+    def path(self) -> Path:
+        """The state file of a local location (a URL has none)."""
+        return Path(self.location)
+
+    @property
+    def backend(self) -> Backend:
+        """Where the state lives."""
+        if self._backend is None:
+            self._backend, self._key = open_backend(self.location)
+        return self._backend
 
     @classmethod
-    def load(cls, path: Path) -> State:
-        """Read the state file; a missing file is an empty state, a broken one an error."""
-        try:
-            if not path.exists():
-                return cls(path)
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StateError(
-                f"state file {path} is unreadable: {exc}",
-                hint="restore it from backup, or delete it: the next plan then relies on live state only",
-            ) from None
-        restore = (
-            "restore it from backup, or delete it: the next plan then relies on live state only"
-        )
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise StateError(
-                f"state file {path} is not a version {VERSION} reconciler state", hint=restore
-            )
-        entries = data.get("lookups")
-        entries = {} if entries is None else entries
-        if not isinstance(entries, dict):
-            raise StateError(f"state file {path}: 'lookups' is not an object", hint=restore)
-        lookups = {}
-        for address, entry in entries.items():
-            try:
-                lookups[address] = LookupState.from_json(entry)
-            except (TypeError, ValueError) as exc:
-                raise StateError(
-                    f"state file {path}: the record of {address} is malformed: {exc}",
-                    hint=f"restore the file from backup, or remove the {address!r} entry: the next "
-                    "plan then compares that lookup with live state only",
-                ) from None
-        return cls(path, lookups)
+    def load(cls, location: str | Path) -> State:
+        """Read the state and replay the record log of runs that did not finish (killed ones).
+
+        A missing state is an empty one; a broken one is an error.
+        """
+        state = cls(str(location))
+        stored = state.backend.read(state._key)
+        state._etag = stored.etag if stored is not None else None
+        state.lookups = _parse(stored.data, state.location) if stored is not None else {}
+        for run in state.backend.log_runs(state._key):
+            state._replayed.append(run)
+        for name, raw in state.backend.log_entries(state._key):
+            op = _log_op(raw)
+            if op is None:
+                continue  # a torn last entry of a killed run
+            _apply(state.lookups, op, f"{state.location} ({name})")
+        return state
 
     def record(self, address: str, entry: LookupState) -> None:
-        """Remember a deployed lookup and write the file at once."""
+        """Remember a deployed lookup: one log entry now, the compacted state at ``commit``."""
         self.lookups[address] = entry
-        self.save()
+        self._log(("record", address, entry.to_json()))
 
     def forget(self, address: str) -> None:
-        """Forget a deleted lookup and write the file at once."""
+        """Forget a deleted lookup (one log entry)."""
         if self.lookups.pop(address, None) is not None:
-            self.save()
+            self._log(("forget", address, None))
 
-    def save(self) -> None:
-        """Write atomically: a reader sees the old file or the new one, never half of one."""
+    def _log(self, op: tuple[str, str, dict[str, Any] | None]) -> None:
+        self._ops.append(op)
+        data = json.dumps({"op": op[0], "address": op[1], "entry": op[2]}, sort_keys=True).encode()
+        self.backend.append(self._key, self._run, len(self._ops), data)
+        self.writes += 1
+        self.bytes_written += len(data)
+
+    def commit(self, *, attempts: int = 20) -> None:
+        """Write the compacted state (compare-and-swap) and drop the logs it now contains."""
+        if not self._ops and not self._replayed:
+            return
+        for _ in range(attempts):
+            payload = _dump(self.lookups)
+            try:
+                if self._etag is None:
+                    self._etag = self.backend.write(self._key, payload, create=True)
+                else:
+                    self._etag = self.backend.write(self._key, payload, etag=self._etag)
+            except (AlreadyExists, Precondition):
+                self._rebase()
+                continue
+            self.writes += 1
+            self.bytes_written += len(payload)
+            for run in {self._run, *self._replayed}:
+                self.backend.drop_log(self._key, run)
+            self._ops.clear()
+            self._replayed.clear()
+            return
+        raise StateError(
+            f"state {self.location} kept changing while this run wrote it",
+            hint="another apply is writing the same state: run apply again once it is done",
+        )
+
+    def _rebase(self) -> None:
+        """Another writer won: start from its state and replay this run's entries on top."""
+        stored = self.backend.read(self._key)
+        self._etag = stored.etag if stored is not None else None
+        lookups = _parse(stored.data, self.location) if stored is not None else {}
+        for op in self._ops:
+            _apply(lookups, op, self.location)
+        self.lookups = lookups
+
+    save = commit  # the first version's name
+
+    def document(self) -> dict[str, Any]:
+        """The state as its JSON document (for ``state show`` and ``state migrate``)."""
+        return json.loads(_dump(self.lookups))
+
+
+def _dump(lookups: dict[str, LookupState]) -> bytes:
+    payload = {"version": VERSION, "lookups": {a: e.to_json() for a, e in sorted(lookups.items())}}
+    return json.dumps(payload, indent=2, sort_keys=True).encode()
+
+
+def _log_op(raw: bytes) -> tuple[str, str, dict[str, Any] | None] | None:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("op") not in ("record", "forget"):
+        return None
+    if not isinstance(data.get("address"), str):
+        return None
+    return data["op"], data["address"], data.get("entry")
+
+
+def _apply(
+    lookups: dict[str, LookupState], op: tuple[str, str, dict[str, Any] | None], where: str
+) -> None:
+    kind, address, entry = op
+    if kind == "forget":
+        lookups.pop(address, None)
+        return
+    try:
+        lookups[address] = LookupState.from_json(entry)
+    except (TypeError, ValueError) as exc:
+        raise StateError(
+            f"state {where}: a logged record of {address} is malformed: {exc}",
+            hint="remove that log entry; the next plan then compares the lookup with live state",
+        ) from None
+
+
+def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
+    restore = "restore it from backup, or delete it: the next plan then relies on live state only"
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"state file {location} is unreadable: {exc}", hint=restore) from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise StateError(
+            f"state file {location} is not a version {VERSION} reconciler state", hint=restore
+        )
+    entries = data.get("lookups")
+    entries = {} if entries is None else entries
+    if not isinstance(entries, dict):
+        raise StateError(f"state file {location}: 'lookups' is not an object", hint=restore)
+    lookups = {}
+    for address, entry in entries.items():
         try:
-            self._write()
-        except OSError as exc:
+            lookups[address] = LookupState.from_json(entry)
+        except (TypeError, ValueError) as exc:
             raise StateError(
-                f"cannot write the state file {self.path}: {exc.strerror or exc}",
-                hint=f"{self.path.parent}/ must be a folder this user can write",
+                f"state file {location}: the record of {address} is malformed: {exc}",
+                hint=f"restore the file from backup, or remove the {address!r} entry: the next "
+                "plan then compares that lookup with live state only",
             ) from None
+    return lookups
 
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "version": VERSION,
-            "lookups": {a: e.to_json() for a, e in sorted(self.lookups.items())},
-        }
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=self.path.parent)
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds the state's lock: written into the lock object itself."""
+
+    id: str
+    actor: str
+    host: str
+    pid: int
+    created: str  # ISO-8601, UTC
+    command: str = "apply"
+
+    def age(self, now: datetime | None = None) -> str:
+        """``3m12s`` since the lock was taken."""
         try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(payload, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            since = datetime.fromisoformat(self.created)
+        except ValueError:
+            return "unknown"
+        seconds = max(0, int(((now or datetime.now(UTC)) - since).total_seconds()))
+        hours, rest = divmod(seconds, 3600)
+        minutes, secs = divmod(rest, 60)
+        return (
+            (f"{hours}h" if hours else "")
+            + (f"{minutes}m" if hours or minutes else "")
+            + f"{secs}s"
+        )
+
+    def gone(self) -> bool:
+        """True when the holder ran on this host and its process no longer exists."""
+        import os
+        import socket
+
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def describe(self) -> str:
+        """``lock 1a2b… held by ci-bot on runner-7 (pid 4242) for 3m12s``."""
+        return (
+            f"lock {self.id} held by {self.actor} on {self.host} (pid {self.pid}) for {self.age()}"
+        )
+
+
+class LockedError(StateError):
+    """Another apply holds the state's lock."""
+
+    def __init__(self, location: str, holder: LockInfo | None) -> None:
+        who = holder.describe() if holder else "a lock whose holder cannot be read"
+        if holder is not None and holder.gone():
+            who += "; that process is no longer running on this host: the lock was left behind"
+        super().__init__(
+            f"the state {location} is locked: {who}",
+            hint="wait for that apply to finish, or pass --lock-timeout S to wait for it; if it "
+            "was killed, release its lock with: reconciler state unlock "
+            + (holder.id if holder else "LOCK_ID"),
+        )
+        self.holder = holder
+
+
+class StateLock:
+    """Apply's lock on a state: an object written create-if-absent, removed when apply ends."""
+
+    def __init__(self, location: str, actor: str) -> None:
+        import os
+        import socket
+
+        self.location = location
+        self.backend, key = open_backend(location)
+        self.key = lock_key(self.backend, key)
+        self.info = LockInfo(
+            id=secrets_module.token_hex(8),
+            actor=actor,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self.held = False
+
+    def holder(self) -> LockInfo | None:
+        """Who holds the lock now (None: nobody, or unreadable)."""
+        return read_lock(self.backend, self.key)
+
+    async def acquire(
+        self,
+        timeout: float = 0.0,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` naming the holder."""
+        import asyncio
+
+        sleep = sleep or asyncio.sleep
+        deadline = clock() + max(0.0, timeout)
+        data = json.dumps(asdict(self.info), sort_keys=True).encode()
+        delay = 0.5
+        while True:
+            try:
+                self.backend.write(self.key, data, create=True)
+            except AlreadyExists:
+                if clock() >= deadline:
+                    raise LockedError(self.location, self.holder()) from None
+                await sleep(min(delay, max(0.0, deadline - clock())))
+                delay = min(delay * 1.5, 5.0)
+                continue
+            self.held = True
+            return
+
+    def release(self) -> None:
+        """Remove the lock if it is still this run's."""
+        if not self.held:
+            return
+        current = self.holder()
+        if current is not None and current.id == self.info.id:
+            self.backend.delete(self.key)
+        self.held = False
+
+
+def read_lock(backend: Backend, key: str) -> LockInfo | None:
+    """The lock's holder, or None."""
+    stored = backend.read(key)
+    if stored is None:
+        return None
+    try:
+        data = json.loads(stored.data)
+        return LockInfo(**{k: data[k] for k in LockInfo.__dataclass_fields__ if k in data})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError):
+        return LockInfo(id="?", actor="?", host="?", pid=0, created="")
+
+
+def unlock(location: str, lock_id: str) -> LockInfo:
+    """Release a lock left behind by a killed apply; only the named one (``StateError`` else)."""
+    backend, key = open_backend(location)
+    lkey = lock_key(backend, key)
+    holder = read_lock(backend, lkey)
+    if holder is None:
+        raise StateError(f"the state {location} is not locked")
+    if holder.id != lock_id:
+        raise StateError(
+            f"the state {location} is locked by {holder.id}, not {lock_id}",
+            hint=f"{holder.describe()}; unlock with that id if it is the one to release",
+        )
+    backend.delete(lkey)
+    return holder
+
+
+def migrate(source: str, target: str) -> tuple[int, int]:
+    """Copy the state and the journal from ``source`` to ``target`` (which must hold no state).
+
+    Returns (records copied, journal entries copied). The source is left as it was.
+    """
+    from reconciler.journal import Journal
+
+    if source == target:
+        raise StateError("--to names the state it would copy from")
+    loaded = State.load(source)
+    destination = State.load(target)
+    if destination._etag is not None or destination.lookups:
+        raise StateError(
+            f"{target} already holds a state",
+            hint="migrate into an empty location, so no records there are overwritten",
+        )
+    for address, record in loaded.lookups.items():
+        destination.record(address, record)
+    destination.commit()
+    source_journal, target_journal = Journal.for_state(source), Journal.for_state(target)
+    count = 0
+    for entry in source_journal.entries():
+        target_journal.append(entry)
+        count += 1
+    target_journal.close()
+    return len(loaded.lookups), count

@@ -340,6 +340,17 @@ def test_sigkill_mid_apply_then_next_apply_converges(tmp_path: Path, kill_after:
             else "{}"
         )
         json.loads(state_text)  # never torn
+        locked = subprocess.run(
+            command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
+        # The killed run's lock is still there: reported with its holder and the way out.
+        assert locked.returncode == 1, locked.stdout + locked.stderr
+        assert f"(pid {process.pid})" in locked.stderr and "no longer running" in locked.stderr
+        lock_id = locked.stderr.split("reconciler state unlock ")[1].split()[0]
+        unlocked = subprocess.run(
+            [*command[:3], "state", "unlock", lock_id], env=env, capture_output=True, text=True
+        )
+        assert unlocked.returncode == 0, unlocked.stderr
         again = subprocess.run(
             command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
         )

@@ -1,0 +1,333 @@
+"""Where the state, its lock, its record log and the audit journal live: a folder, or an object store.
+
+A *location* is a path (``.reconciler/state.json``, today's default) or a URL: ``s3://BUCKET/PREFIX``
+(AWS S3 or any S3-compatible store; the standard ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included,
+are honoured), ``gs://BUCKET/PREFIX`` or ``az://CONTAINER/PREFIX``. Object stores go through
+`obstore` (an optional extra: ``pip install 'devo-reconciler[s3]'``), which gives the two conditional
+writes everything here is built on:
+
+* **create-if-absent** (``mode="create"``): the lock, and one object per record-log entry;
+* **compare-and-swap** on the ETag (``mode={"e_tag": ...}``): every write of the compacted state.
+
+Layout, for a local ``DIR/state.json`` and for ``s3://BUCKET/PREFIX``::
+
+    DIR/state.json            PREFIX/state.json              the compacted state (CAS)
+    DIR/state.json.lock       PREFIX/state.lock              apply's lock (create-if-absent)
+    DIR/state.json.log/RUN    PREFIX/log/RUN/SEQ.json        records written during a run
+    DIR/journal.jsonl         PREFIX/journal/RUN.jsonl       the audit journal, per run
+                              PREFIX/journal/RUN/SEQ.json    (entries of a run not yet compacted)
+
+A local folder emulates the conditions with ``O_EXCL`` and an ``flock``-guarded read-compare-replace,
+with the sha256 of the content as its ETag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.errors import SettingsError, StateError
+
+URL_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
+
+
+class AlreadyExists(Exception):
+    """A create-if-absent write found the object there."""
+
+
+class Precondition(Exception):
+    """A compare-and-swap write found another version than the one it read."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object's bytes and its version tag."""
+
+    data: bytes
+    etag: str
+
+
+class Backend(Protocol):
+    """The few operations state, lock and journal need."""
+
+    description: str
+
+    def read(self, key: str) -> Stored | None: ...
+
+    def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
+        """Write ``key``; ``create``: only if absent; ``etag``: only if still that version."""
+        ...
+
+    def append(self, key: str, run: str, seq: int, data: bytes) -> None:
+        """Add one entry to the append-only log ``key`` of run ``run`` (O(1))."""
+        ...
+
+    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
+        """Every entry of the log ``key`` as (name, bytes), oldest run first."""
+        ...
+
+    def drop_log(self, key: str, run: str) -> None:
+        """Remove run ``run``'s entries of log ``key``."""
+        ...
+
+    def log_runs(self, key: str) -> list[str]:
+        """The runs that have entries in log ``key``."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def is_url(location: str) -> bool:
+    """True for an object-store URL, False for a local path."""
+    return location.startswith(URL_SCHEMES)
+
+
+def open_backend(location: str) -> tuple[Backend, str]:
+    """The backend for a state location, and the key of the state in it."""
+    if is_url(location):
+        return ObjectBackend(location), "state.json"
+    path = Path(location)
+    return LocalBackend(path.parent), path.name
+
+
+# --- a local folder ---------------------------------------------------------------------------
+
+
+class LocalBackend:
+    """Files in one folder; logs are one append-only file per run under ``KEY.log/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.description = str(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> Stored | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as exc:
+            raise _io_error(self._path(key), exc) from None
+        return Stored(data, hashlib.sha256(data).hexdigest())
+
+    @contextlib.contextmanager
+    def _guard(self, key: str) -> Iterator[None]:
+        """Serialise read-compare-replace of ``key`` between processes on this machine."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self._path(f".{key}.guard"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
+        path = self._path(key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if create:
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    raise AlreadyExists(key) from None
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return hashlib.sha256(data).hexdigest()
+            with self._guard(key):
+                if etag is not None:
+                    current = self.read(key)
+                    if current is None or current.etag != etag:
+                        raise Precondition(key)
+                _replace(path, data)
+        except (AlreadyExists, Precondition):
+            raise
+        except OSError as exc:
+            raise _io_error(path, exc) from None
+        return hashlib.sha256(data).hexdigest()
+
+    def append(self, key: str, run: str, seq: int, data: bytes) -> None:
+        folder = self._path(f"{key}.log")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / run, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data.rstrip(b"\n") + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _io_error(folder / run, exc) from None
+
+    def log_runs(self, key: str) -> list[str]:
+        folder = self._path(f"{key}.log")
+        try:
+            return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _io_error(folder, exc) from None
+
+    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
+        entries: list[tuple[str, bytes]] = []
+        for run in self.log_runs(key):
+            path = self._path(f"{key}.log") / run
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _io_error(path, exc) from None
+            entries.extend((f"{run}:{i}", line) for i, line in enumerate(lines) if line.strip())
+        return entries
+
+    def drop_log(self, key: str, run: str) -> None:
+        (self._path(f"{key}.log") / run).unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise _io_error(self._path(key), exc) from None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write through a temp file and ``os.replace``: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _io_error(path: Path, exc: OSError) -> StateError:
+    return StateError(
+        f"cannot use {path}: {exc.strerror or exc}",
+        hint=f"{path.parent}/ must be a folder this user can read and write "
+        "(or point --state / RECONCILER_STATE elsewhere)",
+    )
+
+
+# --- an object store ----------------------------------------------------------------------------
+
+
+class ObjectBackend:
+    """Objects under a prefix of a bucket, through obstore; logs are one object per entry."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import obstore
+            from obstore.store import from_url
+        except ImportError:
+            raise SettingsError(
+                f"state location {url} needs the object-store extra",
+                hint="pip install 'devo-reconciler[s3]' (it adds obstore)",
+            ) from None
+        self._obstore = obstore
+        self.description = url
+        options: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if url.startswith("s3://") and endpoint and endpoint.startswith("http://"):
+            options["client_options"] = {"allow_http": True}  # a local S3-compatible server
+        try:
+            self._store = from_url(url, **options)
+        except Exception as exc:  # obstore raises its own errors for bad URLs and settings
+            raise SettingsError(
+                f"cannot use state location {url}: {type(exc).__name__}",
+                hint="s3://BUCKET/PREFIX with the AWS_* variables set (or gs://, az://)",
+            ) from None
+
+    def _fail(self, what: str, key: str, exc: Exception) -> StateError:
+        # obstore's messages may carry request details; never its credentials (it has none to show).
+        return StateError(
+            f"{what} {self.description}/{key} failed: {type(exc).__name__}",
+            hint="check the bucket, its permissions and the AWS_* variables",
+        )
+
+    def read(self, key: str) -> Stored | None:
+        try:
+            result = self._obstore.get(self._store, key)
+            data = bytes(result.bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._fail("reading", key, exc) from exc
+        return Stored(data, str(result.meta.get("e_tag") or hashlib.sha256(data).hexdigest()))
+
+    def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        mode: Any = "create" if create else ({"e_tag": etag} if etag is not None else "overwrite")
+        try:
+            result = self._obstore.put(self._store, key, data, mode=mode)
+        except AlreadyExistsError:
+            raise AlreadyExists(key) from None
+        except PreconditionError:
+            raise Precondition(key) from None
+        except Exception as exc:
+            raise self._fail("writing", key, exc) from exc
+        return str(result.get("e_tag") or hashlib.sha256(data).hexdigest())
+
+    def append(self, key: str, run: str, seq: int, data: bytes) -> None:
+        self.write(f"{_log_prefix(key)}/{run}/{seq:09d}.json", data, create=True)
+
+    def _list(self, prefix: str) -> list[str]:
+        try:
+            return sorted(
+                str(item["path"])
+                for batch in self._obstore.list(self._store, prefix=prefix)
+                for item in batch
+            )
+        except Exception as exc:
+            raise self._fail("listing", prefix, exc) from exc
+
+    def log_runs(self, key: str) -> list[str]:
+        prefix = _log_prefix(key) + "/"
+        return sorted({path[len(prefix) :].split("/", 1)[0] for path in self._list(prefix)})
+
+    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
+        entries: list[tuple[str, bytes]] = []
+        for path in self._list(_log_prefix(key) + "/"):
+            found = self.read(path)
+            if found is not None:
+                entries.append((path, found.data))
+        return entries
+
+    def drop_log(self, key: str, run: str) -> None:
+        for path in self._list(f"{_log_prefix(key)}/{run}/"):
+            self.delete(path)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._obstore.delete(self._store, key)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self._fail("deleting", key, exc) from exc
+
+
+def lock_key(backend: Backend, key: str) -> str:
+    """Where the lock of the state ``key`` lives in ``backend``."""
+    return f"{key}.lock" if isinstance(backend, LocalBackend) else "state.lock"
+
+
+def _log_prefix(key: str) -> str:
+    """``state.json`` → ``log``, ``journal`` → ``journal``: the folder of a log's objects."""
+    return "log" if key == "state.json" else key
