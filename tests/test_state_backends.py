@@ -1,0 +1,336 @@
+"""State, lock and journal in an object store: moto's S3 server on loopback, and the local folder.
+
+Real conditional writes against a real S3-protocol server (moto in server mode, started here), not a
+mock of the storage library: two concurrent applies never lose a record, a killed apply's lock is
+reported and released by ``state unlock``, a plan from another folder is clean, ``history`` there
+lists every change, ``state migrate`` copies state and journal, and no secret reaches any object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.backends import AlreadyExists, Precondition, open_backend
+from reconciler.emulator import EmulatorConfig
+from reconciler.state import LockedError, LookupState, State, StateLock, unlock
+from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
+from tests.support import served
+
+pytestmark = pytest.mark.anyio
+BUCKET = "reconciler-state"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """A moto S3 server on loopback with one bucket; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="moto-access",
+        AWS_SECRET_ACCESS_KEY="moto-secret",
+        AWS_REGION="us-east-1",
+    )
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+_counter = iter(range(10_000))
+
+
+@pytest.fixture
+def s3_url(s3: str) -> str:
+    """A fresh prefix in the bucket for one test."""
+    return f"s3://{BUCKET}/t{next(_counter)}-{os.getpid()}"
+
+
+def _objects(prefix_url: str) -> dict[str, bytes]:
+    import boto3
+
+    prefix = prefix_url.split(f"s3://{BUCKET}/", 1)[1]
+    client = boto3.client("s3")
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {
+        item["Key"]: client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+        for item in listed
+    }
+
+
+def _record(i: int) -> LookupState:
+    return LookupState(kind="staticQuery", endpoint="deploy-static-query", canonical={"i": i})
+
+
+# --- the backends' conditional writes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_conditional_writes(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    location = (
+        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
+    )
+    backend, key = open_backend(location)
+    first = backend.write(key, b"one", create=True)
+    with pytest.raises(AlreadyExists):
+        backend.write(key, b"two", create=True)
+    second = backend.write(key, b"three", etag=first)
+    with pytest.raises(Precondition):
+        backend.write(key, b"four", etag=first)  # someone else's version now
+    stored = backend.read(key)
+    assert stored is not None and stored.data == b"three" and stored.etag == second
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_writers_that_bypass_the_lock_lose_no_record(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = (
+        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
+    )
+    one, two = State.load(location), State.load(location)  # both read the empty state
+    for i in range(20):
+        one.record(f"acme/one{i}", _record(i))
+        two.record(f"acme/two{i}", _record(i))
+    one.commit()
+    two.commit()  # its compare-and-swap fails, it rebases on one's state and retries
+    merged = State.load(location)
+    assert len(merged.lookups) == 40
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_killed_runs_records_are_replayed(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = (
+        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
+    )
+    killed = State.load(location)
+    for i in range(3):
+        killed.record(f"acme/l{i}", _record(i))
+    # no commit: the process died. The next run sees the records and compacts them.
+    survivor = State.load(location)
+    assert set(survivor.lookups) == {"acme/l0", "acme/l1", "acme/l2"}
+    survivor.commit()
+    backend, key = open_backend(location)
+    assert backend.log_runs(key) == []
+    assert set(State.load(location).lookups) == {"acme/l0", "acme/l1", "acme/l2"}
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_the_lock_names_its_holder_waits_and_unlocks(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    location = (
+        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
+    )
+    first = StateLock(location, "alice@example.com")
+    await first.acquire()
+    second = StateLock(location, "ci-bot")
+    with pytest.raises(LockedError) as caught:
+        await second.acquire()
+    message = f"{caught.value} {caught.value.hint}"
+    assert first.info.id in message and "alice@example.com" in message
+    assert (
+        f"(pid {os.getpid()})" in message and f"reconciler state unlock {first.info.id}" in message
+    )
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.3)
+        first.release()
+
+    releaser = asyncio.create_task(release_soon())
+    await second.acquire(timeout=10)  # --lock-timeout: waits for the first to finish
+    await releaser
+    assert second.holder() is not None and second.holder().id == second.info.id  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="locked by"):
+        unlock(location, "not-the-id")
+    unlock(location, second.info.id)
+    assert second.holder() is None
+
+
+# --- applies against an S3 state -------------------------------------------------------------------
+
+
+def _s3_project(tmp_path: Path, s3_url: str, *, null_config: bool = True) -> Project:
+    project = Project(
+        tmp_path,
+        EmulatorConfig(create_latency=0, deploy_latency=0.02, deploy_config_null=null_config),
+    )
+    from dataclasses import replace
+
+    project.settings = replace(project.settings, state_url=s3_url)
+    return project
+
+
+async def test_plan_from_another_folder_is_clean_and_history_lists_every_change(
+    tmp_path: Path, s3_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.commands import run_history, run_plan
+
+    project = _s3_project(tmp_path / "laptop", s3_url)
+    project.write(
+        *(lookup_doc(f"q{i}", KINDS["static"]) for i in range(3)),
+        lookup_doc("s3", KINDS["csv_s3"]),
+        lookup_doc("geo", KINDS["csv_file"]),
+    )
+    assert await project.apply() == 0
+    assert not (project.root / ".reconciler" / "state.json").exists()  # all of it is in S3
+    # A fresh clone elsewhere: same specs, no local state, a deployConfig: null service.
+    clone = tmp_path / "ci-runner"
+    clone.mkdir()
+    subprocess.run(["cp", "-r", str(project.specs), str(clone / "specs")], check=True)
+    capsys.readouterr()
+    code = await run_plan(
+        project.settings,
+        [str(clone / "specs")],
+        detailed_exitcode=True,
+        strict=True,
+        transport=project.transport(),
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.rstrip().endswith("No changes."), out
+    assert run_history(s3_url, output_format="json") == 0
+    page = json.loads(capsys.readouterr().out)
+    assert page["totalResults"] == 5
+    assert {r["lookup"] for r in page["results"]} == {"q0", "q1", "q2", "s3", "geo"}
+    # No secret in any object the run wrote.
+    blobs = b"".join(_objects(s3_url).values())
+    for secret in SECRETS.values():
+        assert secret.encode() not in blobs
+    assert b"moto-secret" not in blobs
+
+
+async def test_two_concurrent_applies_never_lose_a_record(tmp_path: Path, s3_url: str) -> None:
+    project = _s3_project(tmp_path, s3_url, null_config=False)
+    project.emulator.config.deploy_latency = 0.3
+    project.write(*(lookup_doc(f"q{i:02d}", KINDS["static"]) for i in range(10)))
+    results = await asyncio.gather(project.apply(), project.apply(), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, LockedError)]
+    assert len(refused) == 1 and results.count(0) == 1, results
+    assert len(State.load(s3_url).lookups) == 10
+    # With --lock-timeout the second waits instead, then finds nothing to do.
+    project.write(*(lookup_doc(f"q{i:02d}", KINDS["static"]) for i in range(12)))
+    waited = await asyncio.gather(project.apply(), project.apply(lock_timeout=60))
+    assert waited == [0, 0]
+    assert len(State.load(s3_url).lookups) == 12
+
+
+def test_a_killed_apply_leaves_a_lock_that_unlock_clears(tmp_path: Path, s3_url: str) -> None:
+    project = _s3_project(tmp_path, s3_url, null_config=False)
+    project.emulator.config.create_latency = 0.5
+    project.emulator.config.deploy_latency = 1.0
+    project.write(*(lookup_doc(f"l{i:02d}", KINDS["static"]) for i in range(12)))
+    with served(project.app) as base:
+        env = {
+            **os.environ,
+            "DEVO_LOOKUP_URL": base,
+            "RECONCILER_STATE": s3_url,
+            "CI": "",
+            "RECONCILER_ACTOR": "killed-run",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "apply",
+            "--auto-approve",
+            str(project.specs),
+        ]
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+        )
+        deadline = time.monotonic() + 30
+        while not project.emulator.stats.created and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        locked = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert locked.returncode == 1
+        assert "held by killed-run" in locked.stderr and f"(pid {process.pid})" in locked.stderr
+        lock_id = locked.stderr.split("reconciler state unlock ")[1].split()[0]
+        shown = subprocess.run(
+            [*command[:3], "state", "show", "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert json.loads(shown.stdout)["lock"]["id"] == lock_id
+        cleared = subprocess.run(
+            [*command[:3], "state", "unlock", lock_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cleared.returncode == 0, cleared.stderr
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert len(State.load(s3_url).lookups) == 12
+
+
+async def test_migrate_copies_state_and_journal(tmp_path: Path, s3_url: str) -> None:
+    from reconciler.state import migrate
+
+    project = Project(tmp_path)
+    project.write(*(lookup_doc(f"q{i}", KINDS["static"]) for i in range(3)))
+    assert await project.apply(poll=FAST_POLL) == 0
+    local = str(project.settings.state_path)
+    assert migrate(local, s3_url) == (3, 3)
+    assert State.load(s3_url).document() == State.load(local).document()  # the source is kept
+    from reconciler.journal import Journal
+
+    assert len(list(Journal.for_state(s3_url).entries())) == 3
+    with pytest.raises(Exception, match="already holds a state"):
+        migrate(local, s3_url)
+
+
+def test_state_show_lists_the_records(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reconciler.cli import app
+
+    location = tmp_path / "state.json"
+    state = State.load(location)
+    state.record(
+        "acme/geo",
+        LookupState(
+            kind="csv",
+            endpoint="deploy-csv",
+            canonical={"a": 1},
+            job_id="j-1",
+            applied_at="2026-11-25T10:00:00+00:00",
+            csv={"sha256": "ab" * 32, "rows": 7},
+        ),
+    )
+    state.commit()
+    result = CliRunner().invoke(app, ["state", "show", "--state", str(location)])
+    assert result.exit_code == 0, result.output
+    assert "acme/geo" in result.stdout and "deploy-csv" in result.stdout
+    assert "j-1" in result.stdout and "7 rows" in result.stdout
