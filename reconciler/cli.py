@@ -674,12 +674,10 @@ def history(
 ) -> None:
     """The audit trail of what apply changed (newest first)."""
     from reconciler.commands import run_history
-    from reconciler.settings import DEFAULT_STATE
 
     _check_format(output_format, ("text", "json"))
-    location = state or os.environ.get("RECONCILER_STATE") or str(DEFAULT_STATE)
     code = run_history(
-        location,
+        _state_location(state),
         name=name,
         domain=domain,
         action=action,

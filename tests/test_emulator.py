@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reconciler.emulator import EmulatorConfig, Grant, sign
 from reconciler.emulator.app import DroppedConnection
 from reconciler.emulator.store import Store
-from tests.support import FakeClock, asgi_client, make_app, served
+from tests.support import FakeClock, asgi_client, make_app, served, wait_for_server
 
 pytestmark = pytest.mark.anyio
 
@@ -509,7 +509,6 @@ def test_emulator_serve_command(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-    import time
 
     from tests.support import free_port
 
@@ -544,16 +543,7 @@ def test_emulator_serve_command(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}/lookup-api"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base + "/lookup/acme", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None, (
-                    "server did not start"
-                )
-                time.sleep(0.05)
+        wait_for_server(base + "/lookup/acme", process)
         assert httpx.get(base + "/lookup/acme").status_code == 401
         headers = {"Authorization": "Bearer served-token"}
         assert httpx.get(base + "/lookup/acme", headers=headers).json()["lookups"] == []
@@ -580,7 +570,6 @@ async def test_an_unknown_job_answers_404() -> None:
 def test_serve_logs_an_injected_drop_as_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
-    import time
 
     from tests.support import free_port
 
@@ -601,14 +590,7 @@ def test_serve_logs_an_injected_drop_as_one_line(tmp_path: Path) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base + "/lookup-api/lookup/acme", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.05)
+        wait_for_server(base + "/lookup-api/lookup/acme", process)
         assert (
             httpx.put(base + "/_emulator/config", json={"rate_drop": 1.0, "seed": 1}).status_code
             == 200

@@ -83,6 +83,13 @@ def _objects(prefix_url: str) -> dict[str, bytes]:
     }
 
 
+def _location(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh state location: a local file, or a prefix in moto's bucket."""
+    if where == "local":
+        return str(tmp_path / "state.json")
+    return str(request.getfixturevalue("s3_url"))
+
+
 def _record(i: int) -> LookupState:
     return LookupState(kind="staticQuery", endpoint="deploy-static-query", canonical={"i": i})
 
@@ -92,9 +99,7 @@ def _record(i: int) -> LookupState:
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_conditional_writes(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    location = (
-        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
-    )
+    location = _location(where, tmp_path, request)
     backend, key = open_backend(location)
     first = backend.write(key, b"one", create=True)
     with pytest.raises(AlreadyExists):
@@ -110,9 +115,7 @@ def test_conditional_writes(where: str, tmp_path: Path, request: pytest.FixtureR
 def test_two_writers_that_bypass_the_lock_lose_no_record(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    location = (
-        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
-    )
+    location = _location(where, tmp_path, request)
     one, two = State.load(location), State.load(location)  # both read the empty state
     for i in range(20):
         one.record(f"acme/one{i}", _record(i))
@@ -127,9 +130,7 @@ def test_two_writers_that_bypass_the_lock_lose_no_record(
 def test_a_killed_runs_records_are_replayed(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    location = (
-        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
-    )
+    location = _location(where, tmp_path, request)
     killed = State.load(location)
     for i in range(3):
         killed.record(f"acme/l{i}", _record(i))
@@ -146,9 +147,7 @@ def test_a_killed_runs_records_are_replayed(
 async def test_the_lock_names_its_holder_waits_and_unlocks(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    location = (
-        str(tmp_path / "state.json") if where == "local" else request.getfixturevalue("s3_url")
-    )
+    location = _location(where, tmp_path, request)
     first = StateLock(location, "alice@example.com")
     await first.acquire()
     second = StateLock(location, "ci-bot")

@@ -55,6 +55,8 @@ def rewrite_query(query: str, domain: str) -> str:
 
 
 def _split_top_level(text: str) -> list[str]:
+    # The spec checks have a twin; the emulator keeps its own on purpose: it plays an independent
+    # implementation of the API, so it must not share the client side's query parsing.
     depth, start, out = 0, 0, []
     quote: str | None = None
     for i, ch in enumerate(text):
