@@ -181,7 +181,10 @@ class Executor:
                 change.action is not Action.NOOP
                 or meta is None
                 or change.unverified
-                or change.address in self.state.lookups
+                or (
+                    change.address in self.state.lookups
+                    and self.state.lookups[change.address].canonical
+                )
                 or change.address not in self.desired
                 or self.desired[change.address].state != "present"
             ):
@@ -362,9 +365,11 @@ class Executor:
             return
         want = self.desired[change.address]
         previous = self.state.lookups.get(change.address)
-        if not change.request and previous is not None:
-            # Only protect changed: keep everything else the record says.
-            self.state.record(change.address, replace(previous, protect=want.protect))
+        if not change.request:
+            # Only protect changed: keep everything else the record says. Without a record, keep
+            # protect alone: nothing was sent, so nothing else may be vouched for.
+            base = previous or LookupState(kind=want.kind, endpoint=want.endpoint, canonical={})
+            self.state.record(change.address, replace(base, protect=want.protect))
             return
         csv = None
         if want.csv is not None:

@@ -596,3 +596,38 @@ async def test_apply_records_what_the_listing_shows_with_one_list_per_domain(
     assert record["canonical"]["recipe.source.query"] == "from a select user, role"
     assert record["echoed"]["recipe.source.query"].startswith('from a where eq(client, "acme")')
     assert record["observed"]["fields"] == [["user", "str", True], ["role", "str", False]]
+
+
+async def test_recording_protect_alone_vouches_for_nothing_else(tmp_path: Path) -> None:
+    from reconciler.errors import PlanError
+
+    project = project_for(tmp_path, "tidy", True)
+    project.write(lookup_doc("vault", KINDS["static"]), DOMAIN_PRUNE)
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()  # lost: the lookup can no longer be verified
+    project.write(lookup_doc("vault", KINDS["static"], extra="protect: true"), DOMAIN_PRUNE)
+    change = only_change((await project.plan()).plan)
+    assert not change.request and change.unverified
+    assert await project.apply() == 0
+    plan = (await project.plan()).plan
+    assert not plan.can_apply() and plan.unverified  # still not verified: nothing was sent
+    project.write(DOMAIN_PRUNE)
+    with pytest.raises(PlanError, match="protected lookup"):
+        await project.plan()
+
+
+def test_a_key_the_service_does_not_show_at_all_is_unverified_not_changed(tmp_path: Path) -> None:
+    from reconciler.client import LookupMeta
+    from reconciler.emulator.derive import derive
+    from reconciler.plan.builder import compare
+
+    project = project_for(tmp_path, "tidy", False)
+    project.write(lookup_doc("w", KINDS["sliding"]))
+    [want] = load_workspace([str(project.specs)]).desired
+    shown = derive(want.endpoint or "", "acme", "w", want.body)
+    del shown["recipe"]["windowMillis"]  # a service that does not echo the field at all
+    result = compare(want, LookupMeta(name="w", deployConfig=shown), None)
+    assert result.diff == [] and "recipe.windowMillis" in result.unverified
+    shown["recipe"]["windowMillis"] = None  # shown as null: that is a difference
+    result = compare(want, LookupMeta(name="w", deployConfig=shown), None)
+    assert [d.path for d in result.diff] == ["recipe.windowMillis"]

@@ -122,18 +122,6 @@ def _differing(a: Mapping[str, Any], b: Mapping[str, Any], skip: Set[str]) -> li
     return [p for p in sorted(set(a) | set(b)) if p not in skip and a.get(p) != b.get(p)]
 
 
-def _reported(path: str, live: Mapping[str, Any]) -> bool:
-    """Whether the live config speaks about ``path``: it has it, or has its parent object.
-
-    A service that shows ``recipe.key.type`` but no ``recipe.key.column`` says the column is null;
-    one that shows no ``recipe`` at all says nothing about anything in it.
-    """
-    if path in live:
-        return True
-    parent = path.rpartition(".")[0]
-    return bool(parent) and any(p.startswith(parent + ".") for p in live)
-
-
 def compare(
     desired: DesiredLookup,
     meta: LookupMeta,
@@ -166,7 +154,7 @@ def compare(
         baseline = record.echoed if record.echoed and reports else None
         if baseline is not None:
             for path in _differing(baseline, live, skip | result.paths):
-                if path in live or _reported(path, live):  # a listing may show less than a GET
+                if path in live:  # a path the listing does not show at all is not a change
                     result.add(path, live.get(path), wanted.get(path), "live")
         elif reports:
             _compare_normalised(result, wanted, live, skip | result.paths)
@@ -195,9 +183,14 @@ def compare(
 def _compare_normalised(
     result: Comparison, wanted: Mapping[str, Any], live: Mapping[str, Any], skip: Set[str]
 ) -> None:
-    """Both directions: differing values, paths only the spec has, paths only live has."""
+    """Both directions: differing values, and paths only live has (shown as removed).
+
+    A path the spec has and the live config does not show at all (not even as null) is one the
+    service does not report: unverified, not a change. Devo shows nulls for what does not apply,
+    so a missing key means a service that does not know the field (``windowMillis``, say).
+    """
     for path in _differing(wanted, live, skip):
-        if path in wanted and not _reported(path, live):
+        if path in wanted and path not in live:
             result.unverified.append(path)
         else:
             result.add(path, live.get(path), wanted.get(path), "live")
