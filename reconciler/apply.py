@@ -234,8 +234,11 @@ class Executor:
             await self._follow(change, outcome, result.job_id)
         outcome.seconds = time.monotonic() - started
         if outcome.ok:
-            self._record(change, outcome, result, None)
-        self._finish(change, outcome)
+            # Off the event loop: a record is a file append or an object PUT, and a CSV's commit
+            # is asked of git; neither may stall the jobs being followed meanwhile.
+            await asyncio.to_thread(self._record, change, outcome, result, None)
+        await asyncio.to_thread(self._journal, change, outcome)
+        self.console.change_finished(change, outcome)
 
     async def observe(self, outcomes: list[Outcome]) -> None:
         """Record what the service now shows for every lookup this run deployed.
@@ -258,6 +261,7 @@ class Executor:
                 metas = await self.client.all_lookups(domain)
             except ReconcilerError:
                 continue
+            seen: dict[str, LookupState] = {}
             for meta in metas:
                 address = f"{domain}/{meta.name}"
                 record = self.state.lookups.get(address)
@@ -266,8 +270,8 @@ class Executor:
                     observed = observed_facts(meta)
                     if address in settled:
                         observed["numEntries"] = None
-                    self.state.lookups[address] = replace(record, echoed=echoed, observed=observed)
-            self.state.save()
+                    seen[address] = replace(record, echoed=echoed, observed=observed)
+            await asyncio.to_thread(self.state.record_many, seen)  # one log entry per domain
 
     async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
         waiter = asyncio.create_task(
@@ -407,11 +411,14 @@ class Executor:
         )
 
     def _finish(self, change: Change, outcome: Outcome) -> None:
+        self._journal(change, outcome)
+        self.console.change_finished(change, outcome)
+
+    def _journal(self, change: Change, outcome: Outcome) -> None:
         if self.journal is not None:
             self.journal.append(
                 JournalEntry.from_change(change, outcome, self.options.actor, self.options.commit)
             )
-        self.console.change_finished(change, outcome)
 
     def _safe(self, text: str) -> str:
         secrets = [

@@ -12,6 +12,7 @@ import fnmatch
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -184,6 +185,7 @@ class ObjectJournal(Journal):
         self.location = location
         self.run = new_run_id()
         self.lines: list[bytes] = []
+        self._lock = threading.Lock()  # apply appends from worker threads
 
     @property
     def where(self) -> str:
@@ -191,8 +193,10 @@ class ObjectJournal(Journal):
 
     def append(self, entry: JournalEntry) -> None:
         line = json.dumps(asdict(entry), sort_keys=True, default=str).encode()
-        self.lines.append(line)
-        self.backend.append("journal", self.run, len(self.lines), line)
+        with self._lock:
+            self.lines.append(line)
+            seq = len(self.lines)
+        self.backend.append("journal", self.run, seq, line)
 
     def close(self) -> None:
         """Write the run's entries as one object and drop the per-entry ones."""

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import secrets as secrets_module
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -146,6 +147,8 @@ class State:
     _run: str = field(default_factory=new_run_id)
     _ops: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list, repr=False)
     _replayed: list[str] = field(default_factory=list, repr=False)
+    _seq: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     writes: int = 0  # objects or lines written (for benchmarks)
     bytes_written: int = 0
 
@@ -177,28 +180,47 @@ class State:
         for run in state.backend.log_runs(state._key):
             state._replayed.append(run)
         for name, raw in state.backend.log_entries(state._key):
-            op = _log_op(raw)
-            if op is None:
-                continue  # a torn last entry of a killed run
-            _apply(state.lookups, op, f"{state.location} ({name})")
+            for op in _log_ops(raw):  # none for a torn last entry of a killed run
+                _apply(state.lookups, op, f"{state.location} ({name})")
         return state
 
     def record(self, address: str, entry: LookupState) -> None:
-        """Remember a deployed lookup: one log entry now, the compacted state at ``commit``."""
-        self.lookups[address] = entry
-        self._log(("record", address, entry.to_json()))
+        """Remember a deployed lookup: one log entry now, the compacted state at ``commit``.
+
+        Safe to call from worker threads (apply records off its event loop).
+        """
+        self.record_many({address: entry})
+
+    def record_many(self, entries: dict[str, LookupState]) -> None:
+        """Remember several lookups with one log entry (one object in an object store)."""
+        if not entries:
+            return
+        with self._lock:
+            self.lookups.update(entries)
+        self._log([("record", a, e.to_json()) for a, e in entries.items()])
 
     def forget(self, address: str) -> None:
         """Forget a deleted lookup (one log entry)."""
-        if self.lookups.pop(address, None) is not None:
-            self._log(("forget", address, None))
+        with self._lock:
+            gone = self.lookups.pop(address, None) is not None
+        if gone:
+            self._log([("forget", address, None)])
 
-    def _log(self, op: tuple[str, str, dict[str, Any] | None]) -> None:
-        self._ops.append(op)
-        data = json.dumps({"op": op[0], "address": op[1], "entry": op[2]}, sort_keys=True).encode()
-        self.backend.append(self._key, self._run, len(self._ops), data)
-        self.writes += 1
-        self.bytes_written += len(data)
+    def _log(self, ops: list[tuple[str, str, dict[str, Any] | None]]) -> None:
+        with self._lock:
+            self._ops.extend(ops)
+            self._seq += 1
+            seq = self._seq
+        body: dict[str, Any]
+        if len(ops) == 1:
+            body = {"op": ops[0][0], "address": ops[0][1], "entry": ops[0][2]}
+        else:
+            body = {"op": "batch", "ops": [{"op": k, "address": a, "entry": e} for k, a, e in ops]}
+        data = json.dumps(body, sort_keys=True).encode()
+        self.backend.append(self._key, self._run, seq, data)
+        with self._lock:
+            self.writes += 1
+            self.bytes_written += len(data)
 
     def commit(self, *, attempts: int = 20) -> None:
         """Write the compacted state (compare-and-swap) and drop the logs it now contains."""
@@ -247,16 +269,22 @@ def _dump(lookups: dict[str, LookupState]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True).encode()
 
 
-def _log_op(raw: bytes) -> tuple[str, str, dict[str, Any] | None] | None:
+def _log_ops(raw: bytes) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """The operations of one log entry (none when it is torn or not an entry)."""
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or data.get("op") not in ("record", "forget"):
-        return None
-    if not isinstance(data.get("address"), str):
-        return None
-    return data["op"], data["address"], data.get("entry")
+        return []
+    items = data.get("ops") if isinstance(data, dict) and data.get("op") == "batch" else [data]
+    ops = []
+    for item in items if isinstance(items, list) else []:
+        if (
+            isinstance(item, dict)
+            and item.get("op") in ("record", "forget")
+            and isinstance(item.get("address"), str)
+        ):
+            ops.append((item["op"], item["address"], item.get("entry")))
+    return ops
 
 
 def _apply(

@@ -132,8 +132,10 @@ def test_a_killed_runs_records_are_replayed(
 ) -> None:
     location = _location(where, tmp_path, request)
     killed = State.load(location)
-    for i in range(3):
-        killed.record(f"acme/l{i}", _record(i))
+    killed.record("acme/l0", _record(0))
+    killed.record_many({"acme/l1": _record(1), "acme/l2": _record(2)})  # one entry, two records
+    killed.record("acme/gone", _record(9))
+    killed.forget("acme/gone")
     # no commit: the process died. The next run sees the records and compacts them.
     survivor = State.load(location)
     assert set(survivor.lookups) == {"acme/l0", "acme/l1", "acme/l2"}
