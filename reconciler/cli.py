@@ -154,6 +154,15 @@ AllowOutsideOpt = Annotated[
     bool,
     typer.Option("--allow-outside", help="Accept csv.file paths that leave the spec repository."),
 ]
+MaxDestroyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-destroy",
+        min=0,
+        help="Refuse (exit 1, nothing sent) a plan that deletes more than N lookups in all.",
+        metavar="N",
+    ),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -430,6 +439,7 @@ def plan(
     ] = False,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
+    max_destroy: MaxDestroyOpt = None,
     url: UrlOpt = None,
     region: RegionOpt = None,
     emulator: EmulatorOpt = False,
@@ -458,6 +468,7 @@ def plan(
             detailed_exitcode=detailed_exitcode,
             strict=strict,
             allow_outside=allow_outside,
+            max_destroy=max_destroy,
         )
     )
     raise typer.Exit(code)
@@ -537,6 +548,7 @@ def apply(
     ] = None,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
+    max_destroy: MaxDestroyOpt = None,
     lock_timeout: Annotated[
         float,
         typer.Option(
@@ -578,6 +590,7 @@ def apply(
             allow_outside=allow_outside,
             replace=replace or [],
             lock_timeout=lock_timeout,
+            max_destroy=max_destroy,
         )
     )
     raise typer.Exit(code)

@@ -78,13 +78,19 @@ async def run_plan(
     detailed_exitcode: bool = False,
     strict: bool = False,
     allow_outside: bool = False,
+    max_destroy: int | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport) as reader:
         run = await make_plan(
-            reader, paths, settings.state_location, selector, allow_outside=allow_outside
+            reader,
+            paths,
+            settings.state_location,
+            selector,
+            allow_outside=allow_outside,
+            max_destroy=max_destroy,
         )
     for warning in run.workspace.warnings:
         _warn(warning.render())
@@ -156,7 +162,9 @@ def _approve(run: PlanRun, auto_approve: bool) -> None:
         raise SettingsError("apply cancelled")
 
 
-async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path) -> PlanRun:
+async def _planned_run(
+    reader: LookupReader, settings: Settings, plan_file: Path, max_destroy: int | None = None
+) -> PlanRun:
     """Re-read only the lookups a saved plan read, and refuse it when anything changed."""
     if not plan_file.is_file():
         raise SettingsError(
@@ -212,7 +220,9 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
     if not planned:
         return PlanRun(Plan(), workspace, live, state)
     selector = Selector(targets=tuple(sorted(planned)))
-    plan = build_plan(subset, live, state.lookups, workspace.policies, selector)
+    plan = build_plan(
+        subset, live, state.lookups, workspace.policies, selector, max_destroy=max_destroy
+    )
     return PlanRun(plan, workspace, live, state)
 
 
@@ -233,6 +243,7 @@ async def run_apply(
     strict: bool = False,
     replace: list[str] | None = None,
     allow_outside: bool = False,
+    max_destroy: int | None = None,
     poll: PollPolicy | None = None,
     lock_timeout: float = 0.0,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -270,6 +281,7 @@ async def run_apply(
             strict=strict,
             replace=replace,
             allow_outside=allow_outside,
+            max_destroy=max_destroy,
             poll=poll,
             transport=transport,
             env=env,
@@ -302,6 +314,7 @@ async def _apply_locked(
     strict: bool,
     replace: list[str] | None,
     allow_outside: bool,
+    max_destroy: int | None,
     poll: PollPolicy | None,
     transport: httpx.AsyncBaseTransport | None,
     env: dict[str, str] | None,
@@ -309,7 +322,7 @@ async def _apply_locked(
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with LookupClient(settings, retry=retry, transport=transport) as client:
         if plan_file is not None:
-            run = await _planned_run(client, settings, plan_file)
+            run = await _planned_run(client, settings, plan_file, max_destroy)
         else:
             selector = Selector(tuple(targets or ()), tuple(excludes or ()))
             run = await make_plan(
@@ -320,6 +333,7 @@ async def _apply_locked(
                 replace=replace or (),
                 env=env,
                 allow_outside=allow_outside,
+                max_destroy=max_destroy,
             )
             if output_format == "text":
                 _say(render(run, "text", color=color))

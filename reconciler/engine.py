@@ -52,7 +52,10 @@ def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspac
     desired = [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
     policies = {
         d.model.metadata.name: DomainPolicy(
-            d.model.metadata.name, d.model.spec.prune, tuple(d.model.spec.keep)
+            d.model.metadata.name,
+            d.model.spec.prune,
+            tuple(d.model.spec.keep),
+            d.model.spec.maxDestroy,
         )
         for d in result.domains
     }
@@ -185,6 +188,7 @@ async def make_plan(
     replace: Collection[str] = (),
     env: Mapping[str, str] | None = None,
     allow_outside: bool = False,
+    max_destroy: int | None = None,
 ) -> PlanRun:
     """Load specs, read live state and the state file, and build the plan.
 
@@ -212,6 +216,7 @@ async def make_plan(
         rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
         replace=replace,
         failed_jobs=failed_jobs,
+        max_destroy=max_destroy,
     )
     job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:

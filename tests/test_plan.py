@@ -333,3 +333,33 @@ async def test_row_diffs_missing_on_a_shallow_clone_are_explained(tmp_path: Path
     assert change.csv is not None and change.csv.added is None
     assert change.csv.note and "is not in this shallow clone" in change.csv.note
     assert "fetch-depth: 0" in render_text(run.plan)
+
+
+async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    from reconciler.commands import run_apply
+
+    project = Project(tmp_path)
+    names = [f"l{i}" for i in range(4)]
+    domain = "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {{name: acme}}\nspec: {{prune: true{extra}}}\n"
+    project.write(*(lookup_doc(n, KINDS["static"]) for n in names), domain.format(extra=""))
+    assert await project.apply() == 0
+    project.write(domain.format(extra=""))  # every spec gone: prune would delete all four
+    with pytest.raises(PlanError, match=r"delete 4 lookup\(s\), more than --max-destroy 3"):
+        await project.plan(max_destroy=3)
+    project.emulator.stats.routes.clear()
+    with pytest.raises(PlanError, match="nothing was sent"):
+        await run_apply(
+            project.settings,
+            [str(project.specs)],
+            auto_approve=True,
+            max_destroy=3,
+            transport=project.transport(),
+        )
+    assert not [r for r in project.emulator.stats.routes if r.startswith("DELETE")]
+    project.write(domain.format(extra=", maxDestroy: 2"))
+    with pytest.raises(PlanError, match=r"4 lookup\(s\) of acme, more than its maxDestroy 2"):
+        await project.plan()
+    project.write(domain.format(extra=", maxDestroy: 4"))
+    assert len((await project.plan(max_destroy=4)).plan.actionable) == 4

@@ -39,6 +39,7 @@ class DomainPolicy:
     name: str
     prune: bool = False
     keep: tuple[str, ...] = ()
+    max_destroy: int | None = None  # ``maxDestroy``: the most deletes a plan may hold here
 
     def keeps(self, name: str) -> bool:
         """True when ``name`` matches one of the ``keep`` globs."""
@@ -279,6 +280,7 @@ def build_plan(
     rotated: Collection[str] = (),
     replace: Collection[str] = (),
     failed_jobs: Mapping[str, str] | None = None,
+    max_destroy: int | None = None,
 ) -> Plan:
     """The plan that takes ``live`` to ``desired``.
 
@@ -288,7 +290,8 @@ def build_plan(
     (``--no-wait``) and whose job then failed, with its message: the record cannot be trusted.
 
     A delete of a protected lookup raises PlanError, or with ``strict_protect=False`` (drift, which
-    only reports) stays in the plan with a warning.
+    only reports) stays in the plan with a warning. So does a plan that deletes more than
+    ``max_destroy`` lookups in all, or more than a Domain's ``maxDestroy`` in that domain.
     """
     policies = policies or {}
     selector = selector or Selector()
@@ -345,7 +348,15 @@ def build_plan(
             "lookup to the domain's keep globs",
         )
     hints = _unmanaged_hints(unmanaged, kept, policies)
+    blast = _blast_radius(changes, policies, max_destroy)
+    if blast and strict_protect:
+        raise PlanError(
+            "; ".join(blast) + "; nothing was sent",
+            hint="check the deletes (a spec folder missing? a Domain's prune turned on?), then "
+            "raise the limit if they are meant",
+        )
     warnings = selector.unmatched(named | set(live_by_address))
+    warnings += blast
     warnings += [f"{a}: protected, but no spec names it any more" for a in protected]
     warnings += [
         f"{c.address}: could not verify {', '.join(c.unverified)} (the service does not report "
@@ -360,6 +371,28 @@ def build_plan(
         hints=tuple(hints),
         warnings=tuple(warnings),
     )
+
+
+def _blast_radius(
+    changes: list[Change], policies: Mapping[str, DomainPolicy], max_destroy: int | None
+) -> list[str]:
+    """What exceeds ``--max-destroy`` and each Domain's ``maxDestroy`` (empty when nothing)."""
+    deletes = [c for c in changes if c.action is Action.DELETE]
+    found = []
+    if max_destroy is not None and len(deletes) > max_destroy:
+        found.append(
+            f"the plan would delete {len(deletes)} lookup(s), more than --max-destroy "
+            f"{max_destroy}: {', '.join(c.address for c in deletes[:10])}"
+            + (" ..." if len(deletes) > 10 else "")
+        )
+    for domain, policy in sorted(policies.items()):
+        mine = [c for c in deletes if c.domain == domain]
+        if policy.max_destroy is not None and len(mine) > policy.max_destroy:
+            found.append(
+                f"the plan would delete {len(mine)} lookup(s) of {domain}, more than its "
+                f"maxDestroy {policy.max_destroy}"
+            )
+    return found
 
 
 def _unmanaged_hints(

@@ -218,6 +218,9 @@ class DomainSpec(_Strict):
 
     prune: bool = False
     keep: list[str] = Field(default_factory=list)
+    maxDestroy: int | None = Field(
+        default=None, ge=0, description="Refuse a plan that deletes more lookups of this domain."
+    )
 
 
 class DomainDocument(_Strict):
