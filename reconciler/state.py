@@ -62,7 +62,7 @@ class LookupState:
 
     kind: str | None
     endpoint: str | None
-    canonical: dict[str, Any]
+    canonical: dict[str, Any]  # what apply sent: the spec's canonical config
     protect: bool = False
     job_id: str | None = None
     applied_at: str | None = None
@@ -71,11 +71,6 @@ class LookupState:
     observed: dict[str, Any] = field(default_factory=dict)  # {fields, numEntries, shared}
     secrets: dict[str, str] | None = None  # {salt, digest}: a keyed hash, never a secret
     status: str = DEPLOYED
-
-    @property
-    def sent(self) -> dict[str, Any]:
-        """What apply sent (the canonical desired config): the ``canonical`` field."""
-        return self.canonical
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,11 +149,6 @@ class State:
 
     def __post_init__(self) -> None:
         self.location = str(self.location)  # a Path is welcome too
-
-    @property
-    def path(self) -> Path:
-        """The state file of a local location (a URL has none)."""
-        return Path(self.location)
 
     @property
     def backend(self) -> Backend:
@@ -256,8 +246,6 @@ class State:
         for op in self._ops:
             _apply(lookups, op, self.location)
         self.lookups = lookups
-
-    save = commit  # the first version's name
 
     def document(self) -> dict[str, Any]:
         """The state as its JSON document (for ``state show`` and ``state migrate``)."""
