@@ -147,6 +147,7 @@ StateOpt = Annotated[
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Log every request (method, URL, status, time) to stderr.")
 ]
+TextJsonOpt = Annotated[str, typer.Option("--format", help="text or json.", metavar="FORMAT")]
 FormatOpt = Annotated[
     str, typer.Option("--format", help="text, json or markdown.", metavar="FORMAT")
 ]
@@ -237,9 +238,7 @@ def validate(
     no_csv: Annotated[
         bool, typer.Option("--no-csv", help="Skip reading local CSV files (faster).")
     ] = False,
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
-    ] = "text",
+    output_format: TextJsonOpt = "text",
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Check spec documents (schema, semantic rules, local CSVs). No network."""
@@ -632,9 +631,7 @@ def jobs(
         str, typer.Argument(help="DOMAIN/NAME of the lookup.", metavar="DOMAIN/NAME")
     ],
     job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
-    ] = "text",
+    output_format: TextJsonOpt = "text",
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the latest (or --job) job until it ends.")
     ] = False,
@@ -680,9 +677,7 @@ def history(
     ] = None,
     offset: Annotated[int, typer.Option("--offset", help="Entries to skip.")] = 0,
     page_size: Annotated[int, typer.Option("--page-size", help="Entries per page.")] = 50,
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
-    ] = "text",
+    output_format: TextJsonOpt = "text",
     state: StateOpt = None,
 ) -> None:
     """The audit trail of what apply changed (newest first)."""
@@ -716,9 +711,7 @@ def _state_location(state: str | None) -> str:
 @state_app.command("show")
 @handle_errors
 def state_show(
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json.", metavar="FORMAT")
-    ] = "text",
+    output_format: TextJsonOpt = "text",
     state: StateOpt = None,
 ) -> None:
     """The recorded lookups: address, kind, endpoint, applied at, job id, CSV sha256 and rows."""
