@@ -335,3 +335,43 @@ def test_state_show_lists_the_records(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "acme/geo" in result.stdout and "deploy-csv" in result.stdout
     assert "j-1" in result.stdout and "7 rows" in result.stdout
+
+
+def test_an_object_store_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.errors import SettingsError
+
+    monkeypatch.setitem(sys.modules, "obstore", None)  # as if not installed
+    with pytest.raises(SettingsError) as caught:
+        State.load("s3://some-bucket/lookups")
+    assert "pip install 'devo-reconciler[s3]'" in (caught.value.hint or "")
+
+
+async def test_a_failed_apply_releases_its_lock(tmp_path: Path) -> None:
+    from reconciler.errors import SpecError
+
+    project = Project(tmp_path)
+    project.write("apiVersion: reconciler/v1\nkind: Lookup\nmetadata: {domain: acme}\n")
+    with pytest.raises(SpecError):
+        await project.apply()
+    lock = StateLock(str(project.settings.state_path), "me")
+    assert lock.holder() is None  # released on the way out
+    project.write(lookup_doc("ok", KINDS["static"]))
+    assert await project.apply() == 0
+
+
+def test_state_commands_on_the_command_line(tmp_path: Path, s3_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from reconciler.cli import app
+
+    local = tmp_path / "state.json"
+    state = State.load(local)
+    state.record("acme/a", _record(1))
+    state.commit()
+    runner = CliRunner()
+    moved = runner.invoke(app, ["state", "migrate", "--state", str(local), "--to", s3_url])
+    assert moved.exit_code == 0, moved.output
+    shown = runner.invoke(app, ["state", "show", "--state", s3_url, "--format", "json"])
+    assert json.loads(shown.stdout)["lookups"].keys() == {"acme/a"}
+    wrong = runner.invoke(app, ["state", "unlock", "nope", "--state", s3_url])
+    assert wrong.exit_code == 1 and "is not locked" in wrong.stderr
