@@ -375,3 +375,23 @@ def test_state_commands_on_the_command_line(tmp_path: Path, s3_url: str) -> None
     assert json.loads(shown.stdout)["lookups"].keys() == {"acme/a"}
     wrong = runner.invoke(app, ["state", "unlock", "nope", "--state", s3_url])
     assert wrong.exit_code == 1 and "is not locked" in wrong.stderr
+
+
+async def test_plan_and_drift_take_no_lock_and_work_while_one_is_held(tmp_path: Path) -> None:
+    from reconciler.commands import run_drift
+
+    project = Project(tmp_path)
+    project.write(lookup_doc("a", KINDS["static"]))
+    assert await project.apply() == 0
+    held = StateLock(str(project.settings.state_path), "someone-else")
+    await held.acquire()
+    try:
+        assert not (await project.plan()).plan.can_apply()
+        assert (
+            await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+            == 0
+        )
+        with pytest.raises(LockedError, match="held by someone-else"):
+            await project.apply()
+    finally:
+        held.release()
