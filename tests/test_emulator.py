@@ -603,3 +603,54 @@ def test_serve_logs_an_injected_drop_as_one_line(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=10)
     assert err.count("injected fault: connection dropped") == 3, err
     assert "Traceback" not in err
+
+
+async def test_the_row_protocol_of_deploy_csv(tmp_path: Path) -> None:
+    """Devo's guide: append + del removes the uploaded keys and keeps the other rows; append + add
+    adds (by key: replaces) rows; without append an upload replaces the data."""
+    from reconciler.client import LookupClient
+    from reconciler.settings import Settings
+
+    app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0))
+    columns = [{"name": "ip", "type": "IP4"}, {"name": "cc", "type": "STRING"}]
+    body = {"columns": columns, "hasHeader": True, "key": {"type": "column", "column": "ip"}}
+
+    def csv(*rows: str) -> Path:
+        path = tmp_path / f"f{len(list(tmp_path.iterdir()))}.csv"
+        path.write_text("ip,cc\n" + "".join(f"{r}\n" for r in rows))
+        return path
+
+    async def rows() -> list[str]:
+        async with asgi_client(app) as raw:
+            found = await raw.get("http://emulator.test/_emulator/rows/acme/geo")
+        return sorted(found.json()["rows"])
+
+    async def entries() -> int | None:
+        return (await client.get_lookup("acme", "geo")).numEntries
+
+    five = [f"10.0.0.{i},C{i}" for i in range(1, 6)]
+    settings = Settings("http://emulator.test/lookup-api")
+    async with LookupClient(settings, transport=httpx.ASGITransport(app=app)) as client:
+        await client.deploy("POST", "deploy-csv", "acme", "geo", body, csv_file=csv(*five))
+        assert await entries() == 5
+        delete = {**body, "append": True, "contribution": {"type": "del"}}
+        await client.deploy(
+            "PUT", "deploy-csv", "acme", "geo", delete, csv_file=csv("10.0.0.1,C1", "10.0.0.2,C2")
+        )
+        assert await entries() == 3  # the guide's expectation; the first version said 2
+        assert await rows() == ["10.0.0.3,C3", "10.0.0.4,C4", "10.0.0.5,C5"]
+        add = {**body, "append": True, "contribution": {"type": "add"}}
+        await client.deploy(
+            "PUT", "deploy-csv", "acme", "geo", add, csv_file=csv("10.0.0.3,XX", "10.0.0.9,C9")
+        )
+        assert await rows() == ["10.0.0.3,XX", "10.0.0.4,C4", "10.0.0.5,C5", "10.0.0.9,C9"]
+        assert await entries() == 4
+        # A changed recipe ignores append: the upload replaces the data.
+        wider = {**add, "columns": [*columns, {"name": "asn", "type": "INT4"}]}
+        path = tmp_path / "wide.csv"
+        path.write_text("ip,cc,asn\n10.1.1.1,ES,7\n")
+        await client.deploy("PUT", "deploy-csv", "acme", "geo", wider, csv_file=path)
+        assert await rows() == ["10.1.1.1,ES,7"] and await entries() == 1
+        # Without append: replaced.
+        await client.deploy("PUT", "deploy-csv", "acme", "geo", body, csv_file=csv("10.2.2.2,FR"))
+        assert await rows() == ["10.2.2.2,FR"] and await entries() == 1

@@ -506,6 +506,54 @@ def _scan_upload(upload: Any, config: dict[str, Any]) -> tuple[dict[str, Any], s
     return data, f"Error creating lookup: line {line}: {message}"
 
 
+def _read_rows(upload: Any, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """An upload's data rows as (key, row) pairs, the key by the recipe's key columns."""
+    import csv
+    import io
+
+    source = config["recipe"]["source"]
+    names = [c["name"] for c in source["columns"]]
+    key = config["recipe"]["key"]
+    positions = key_positions(names, key["type"], key.get("column"), key.get("columns"))
+    upload.file.seek(0)
+    text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
+    preface = re.compile(source["skipPreface"]) if source.get("skipPreface") else None
+    lines = iter(text)
+    pending: list[str] = []
+    for line in lines:
+        if preface is not None and preface.search(line.rstrip("\r\n")):
+            continue
+        pending.append(line)
+        break
+    rows: list[tuple[str, str]] = []
+    header = bool(source.get("hasHeader"))
+    for row in csv.reader([*pending, *lines]):
+        if not row or row == [""]:
+            continue
+        if header:
+            header = False
+            continue
+        line = ",".join(row)
+        rows.append(("\x1f".join(row[i] for i in positions) if positions else line, line))
+    text.detach()
+    return rows
+
+
+def _row_mode(creating: bool, stored: LookupRow | None, config: dict[str, Any]) -> str:
+    """Devo's row protocol: ``append`` adds or deletes rows by key (by ``contribution``), unless
+    there is no previous lookup or the recipe changed; without it the upload replaces the data."""
+    recipe = config["recipe"]
+    if creating or stored is None or not recipe.get("append"):
+        return "replace"
+
+    def shape(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k not in ("append", "contribution")}
+
+    if shape(stored.config["recipe"]) != shape(recipe):
+        return "replace"
+    return "del" if (recipe.get("contribution") or {}).get("type") == "del" else "add"
+
+
 async def deploy(request: Request) -> Response:
     endpoint = request.path_params["endpoint"]
     if endpoint not in DEPLOY_ENDPOINTS:
@@ -525,14 +573,20 @@ async def deploy(request: Request) -> Response:
         return emu.error(400, str(exc))
     data: dict[str, Any] = {"rows": 0, "size": 0}
     failure = None
+    rows = None
     if upload is not None:
         data, failure = await run_in_threadpool(_scan_upload, upload, config)
+        if failure is None:
+            rows = await run_in_threadpool(_read_rows, upload, config)
+    mode = _row_mode(creating, None if creating else emu.store.get(domain, name), config)
     schedule = emu.schedule("create", name, uploaded=upload is not None, failure=failure)
     try:
         if creating:
-            job_id = emu.store.create(domain, name, config, data, schedule, emu.config.owner)
+            job_id = emu.store.create(
+                domain, name, config, data, schedule, emu.config.owner, rows=rows
+            )
         else:
-            job_id = emu.store.update(domain, name, config, data, schedule)
+            job_id = emu.store.update(domain, name, config, data, schedule, rows=rows, mode=mode)
     except Conflict:
         emu.stats.conflicts[address] += 1
         return emu.error(409, f"Lookup with domain {domain} and name {name} already exists")
@@ -563,6 +617,13 @@ async def control_stats(request: Request) -> Response:
     counts = emu.stats.as_dict()
     counts["created_ok"] = await run_in_threadpool(emu.store.successful_creates)
     return JSONResponse(counts)
+
+
+async def control_rows(request: Request) -> Response:
+    """``GET /_emulator/rows/{domain}/{name}``: the rows a lookup holds (for tests)."""
+    emu = _emulator(request)
+    rows = emu.store.rows_of(request.path_params["domain"], request.path_params["name"])
+    return JSONResponse({"rows": rows})
 
 
 async def control_config(request: Request) -> Response:
@@ -690,6 +751,7 @@ def create_app(
         Route(base + "/{name}/{endpoint}", deploy, methods=["POST", "PUT"]),
         Route("/_emulator/stats", control_stats, methods=["GET", "DELETE"]),
         Route("/_emulator/config", control_config, methods=["GET", "PUT"]),
+        Route("/_emulator/rows/{domain}/{name}", control_rows, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.emulator = emulator

@@ -188,6 +188,7 @@ def derive(
             source=_csv_source(body, provider_required=not uploaded),
             key=_key(body.get("key")),
             contribution=_contribution(body.get("contribution")),
+            append=bool(body.get("append", False)),
         )
     elif endpoint == "deploy-static-query":
         query = _require(body, "query")

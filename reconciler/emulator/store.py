@@ -38,7 +38,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_lookup ON jobs (domain, name, seq);
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (settled, ends);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    domain TEXT NOT NULL, name TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (domain, name, key)
+);
 """
+
+#: How an uploaded CSV's rows meet the stored ones (Devo's row protocol on ``deploy-csv``):
+#: ``replace`` (no ``append``), ``add`` (``append`` with ``contribution: add``: upsert by key),
+#: ``del`` (``append`` with ``contribution: del``: the uploaded keys are removed).
+RowMode = str
+Rows = list[tuple[str, str]]
 
 Schedule = list[tuple[float, str, str]]
 
@@ -207,8 +217,9 @@ class Store:
         data: dict[str, Any],
         schedule: Schedule,
         owner: str,
+        rows: Rows | None = None,
     ) -> str:
-        """Create a lookup and its job; ``Conflict`` when it exists."""
+        """Create a lookup and its job; ``Conflict`` when it exists. ``rows`` replace any stored."""
 
         def run(db: sqlite3.Connection) -> str:
             exists = db.execute(
@@ -216,6 +227,8 @@ class Store:
             ).fetchone()
             if exists:
                 raise Conflict()
+            if rows is not None:
+                data["rows"] = self._apply_rows(db, domain, name, rows, "replace")
             job_id = self._add_job(db, domain, name, "create", schedule)
             db.execute(
                 "INSERT INTO lookups VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
@@ -241,8 +254,13 @@ class Store:
         config: dict[str, Any],
         data: dict[str, Any],
         schedule: Schedule,
+        rows: Rows | None = None,
+        mode: RowMode = "replace",
     ) -> str:
-        """Replace a lookup's config and start its job; ``Missing`` when it does not exist."""
+        """Replace a lookup's config and start its job; ``Missing`` when it does not exist.
+
+        ``rows`` meet the stored ones as ``mode`` says; ``data["rows"]`` becomes their count.
+        """
 
         def run(db: sqlite3.Connection) -> str:
             current = db.execute(
@@ -250,6 +268,8 @@ class Store:
             ).fetchone()
             if current is None:
                 raise Missing()
+            if rows is not None:
+                data["rows"] = self._apply_rows(db, domain, name, rows, mode)
             job_id = self._add_job(db, domain, name, "update", schedule)
             db.execute(
                 "UPDATE lookups SET config = ?, data = ?, prev_config = ?, prev_data = ?, "
@@ -285,6 +305,37 @@ class Store:
             return job_id
 
         return str(self._write(run))
+
+    # --- rows -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _apply_rows(
+        db: sqlite3.Connection, domain: str, name: str, rows: Rows, mode: RowMode
+    ) -> int:
+        if mode == "replace":
+            db.execute("DELETE FROM rows WHERE domain = ? AND name = ?", (domain, name))
+        if mode == "del":
+            db.executemany(
+                "DELETE FROM rows WHERE domain = ? AND name = ? AND key = ?",
+                [(domain, name, key) for key, _ in rows],
+            )
+        else:
+            db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                [(domain, name, key, row) for key, row in rows],
+            )
+        found = db.execute(
+            "SELECT COUNT(*) FROM rows WHERE domain = ? AND name = ?", (domain, name)
+        ).fetchone()
+        return int(found[0])
+
+    def rows_of(self, domain: str, name: str) -> list[str]:
+        """A lookup's rows (as CSV lines), in key order."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT row FROM rows WHERE domain = ? AND name = ? ORDER BY key", (domain, name)
+            ).fetchall()
+        return [row for (row,) in found]
 
     # --- jobs -------------------------------------------------------------------------------
 
