@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.canonical import flatten
@@ -340,6 +341,16 @@ class Executor:
                     if proven and comparison.csv is None and not want.uploads_csv:
                         return None, Action.NOOP
         # Update (or a create that met an existing lookup).
+        wants_delta = (
+            change.action is Action.UPDATE
+            and change.csv is not None
+            and change.csv.strategy == "delta"
+            and want.csv is not None
+        )
+        if wants_delta:
+            files = await asyncio.to_thread(self._delta_files, change, want)
+            if files:  # None: the old content is gone; []: nothing by key (the file is sent)
+                return await self._deploy_delta(change, want, body, files), Action.UPDATE
         self.console.change_started(change, "PUT")
         try:
             result = await self.client.deploy(
@@ -354,6 +365,73 @@ class Executor:
                 "POST", want.endpoint, want.domain, want.name, body, csv_file=csv_file
             )
             return result, Action.CREATE
+
+    def _delta_files(self, change: Change, want: DesiredLookup) -> list[tuple[str, Path]] | None:
+        """The delta's uploads as temp files: the deleted keys' old rows, then the new rows.
+
+        None (send the whole file) unless the content last applied is still exactly available.
+        """
+        import hashlib
+        import tempfile
+
+        from reconciler import csvdiff
+
+        assert want.csv is not None
+        record = (self.state.lookups.get(change.address) or LookupState(None, None, {})).csv or {}
+        commit = record.get("commit")
+        if not isinstance(commit, str):
+            return None
+        old = csvdiff.file_at(commit, want.csv.path)
+        if old is None or hashlib.sha256(old).hexdigest() != record.get("sha256"):
+            return None
+        delta = csvdiff.row_delta(old, want.csv.path.read_bytes(), want.csv.spec)
+        folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
+        files = []
+        for kind, rows in (("del", delta.deletes), ("add", delta.adds)):
+            if rows:
+                path = folder / f"{want.name}.{kind}.csv"
+                path.write_bytes(csvdiff.delta_file(rows, want.csv.spec))
+                files.append((kind, path))
+        return files
+
+    async def _deploy_delta(
+        self,
+        change: Change,
+        want: DesiredLookup,
+        body: dict[str, Any],
+        files: list[tuple[str, Path]],
+    ) -> DeployResult:
+        """Devo's row protocol: PUT the deleted keys (``append``, ``del``), wait for that job, then
+        PUT the added and changed rows (``append``, ``add``); the caller follows the last job.
+
+        If the second upload fails, the lookup holds fewer rows than the state records: the next
+        plan sees ``numEntries`` differ and repairs it with the whole file.
+        """
+        assert want.endpoint is not None
+        try:
+            result: DeployResult | None = None
+            for index, (kind, path) in enumerate(files):
+                self.console.change_started(change, f"PUT ({kind} {path.stat().st_size} bytes)")
+                phase = {**body, "append": True, "contribution": {"type": kind}}
+                result = await self.client.deploy(
+                    "PUT", want.endpoint, want.domain, want.name, phase, csv_file=path
+                )
+                if index < len(files) - 1 and result.job_id is not None:
+                    await self.client.wait_for_job(
+                        want.domain,
+                        want.name,
+                        result.job_id,
+                        timeout=self.options.job_timeout,
+                        policy=self.options.poll,
+                        on_status=lambda status: self.console.job_status(change, status),
+                    )
+            assert result is not None
+            return result
+        finally:
+            for _, path in files:
+                path.unlink(missing_ok=True)
+            if files:
+                files[0][1].parent.rmdir()
 
     def _record(
         self,

@@ -226,7 +226,8 @@ async def make_plan(
 
         sources = {d.address: (d.csv.path, d.csv.spec) for d in workspace.desired if d.csv}
         recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
-        plan = csvdiff.enrich(plan, sources, recorded)
+        live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
+        plan = csvdiff.enrich(plan, sources, recorded, live_rows)
     return PlanRun(plan, workspace, live, state)
 
 

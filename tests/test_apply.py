@@ -590,3 +590,92 @@ async def test_json_reports_the_polls_of_a_failed_job(
     ]
     [finished] = [e for e in events if e["event"] == "change_finished"]
     assert finished["status"] == "failed" and finished["polls"] >= 1
+
+
+def _big_csv(rows: int, *, changed: range = range(0), cut: int = 0, extra: int = 0) -> str:
+    lines = ["ip,n,note"]
+    for i in range(cut, rows):
+        note = "CHANGED" if i in changed else f"row{i}"
+        lines.append(f"10.{i // 65536}.{i // 256 % 256}.{i % 256},{i},{note}")
+    lines += [f"172.16.{i // 256}.{i % 256},{i},new" for i in range(extra)]
+    return "\n".join(lines) + "\n"
+
+
+BIG = """
+        csv:
+          file: data/big.csv
+          hasHeader: true
+          upload: {upload}
+          columns: [{{name: ip, type: IP4}}, {{name: n, type: INT8}}, {{name: note, type: STRING}}]
+          key: {{type: column, column: ip}}
+"""
+
+
+@pytest.mark.parametrize("upload", ["auto", "full"])
+async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(tmp_path: Path, upload: str) -> None:
+    from tests.test_plan import _git
+
+    project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
+    big = project.specs / "data" / "big.csv"
+    big.write_text(_big_csv(200_000))
+    project.write(lookup_doc("big", BIG.format(upload=upload)))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "specs")
+    _git(tmp_path, "commit", "-q", "-m", "big")
+    assert await project.apply() == 0
+    # 10 rows changed, 5 removed (the first five), 5 added.
+    big.write_text(_big_csv(200_000, changed=range(100, 110), cut=5, extra=5))
+    change = (await project.plan()).plan.actionable[0]
+    assert change.csv is not None
+    assert (change.csv.added, change.csv.removed, change.csv.changed) == (5, 5, 10)
+    project.emulator.stats.bytes_in.clear()
+    project.emulator.stats.routes.clear()
+    assert await project.apply() == 0
+    sent = project.emulator.stats.bytes_in["PUT /lookup/{domain}/{name}/deploy-csv"]
+    size = big.stat().st_size
+    if upload == "auto":
+        assert change.csv.strategy == "delta" and change.csv.send_rows == 30
+        assert project.emulator.stats.routes["PUT /lookup/{domain}/{name}/deploy-csv"] == 2
+        assert sent < 0.05 * size, (sent, size)
+    else:
+        assert change.csv.strategy == "full" and sent > size
+    async with project.client() as client:
+        meta = await client.get_lookup("acme", "big")
+    assert meta.numEntries == 200_000
+    held = project.emulator.store.rows_of("acme", "big")
+    assert len(held) == 200_000 and "10.0.0.100,100,CHANGED" in held
+    assert "172.16.0.4,4,new" in held and "10.0.0.0,0,row0" not in held
+    assert not (await project.plan()).plan.can_apply()
+
+
+async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Path) -> None:
+    from tests.test_plan import _git
+
+    project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
+    big = project.specs / "data" / "big.csv"
+    big.write_text(_big_csv(2_000))
+    project.write(lookup_doc("big", BIG.format(upload="delta")))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "specs")
+    _git(tmp_path, "commit", "-q", "-m", "big")
+    assert await project.apply() == 0
+    big.write_text(_big_csv(2_000, cut=5, extra=5))
+    # The del upload goes through; the add upload's job fails.
+    calls = {"n": 0}
+    original = project.emulator.schedule
+
+    def schedule(action: str, name: str, **kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            return [(0.0, "create.start", "s"), (0.0, "create.err", "Lookup creation failed")]
+        return original(action, name, **kw)  # type: ignore[arg-type]
+
+    project.emulator.schedule = schedule
+    assert await project.apply() == 1
+    project.emulator.schedule = original
+    change = (await project.plan()).plan.actionable[0]
+    assert change.csv is not None and change.csv.strategy == "full"
+    assert change.csv.note and "interrupted delta" in change.csv.note
+    assert await project.apply() == 0
+    assert len(project.emulator.store.rows_of("acme", "big")) == 2_000
+    assert not (await project.plan()).plan.can_apply()

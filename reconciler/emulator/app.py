@@ -123,11 +123,13 @@ class Stats:
     created: Counter[str] = field(default_factory=Counter)  # POSTs answered 201
     conflicts: Counter[str] = field(default_factory=Counter)  # POSTs answered 409: lookup existed
     faults: Counter[str] = field(default_factory=Counter)
+    bytes_in: Counter[str] = field(default_factory=Counter)  # request bytes, per route template
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": sum(self.routes.values()),
             "routes": dict(self.routes),
+            "bytes_in": dict(self.bytes_in),
             "posts": dict(self.posts),
             "created": dict(self.created),
             "conflicts": dict(self.conflicts),
@@ -673,7 +675,11 @@ class FaultInjector:
             return
         emu = self.emulator
         cfg = emu.config
-        emu.stats.routes[route_template(scope["method"], path)] += 1
+        template = route_template(scope["method"], path)
+        emu.stats.routes[template] += 1
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit():
+            emu.stats.bytes_in[template] += int(length)
         await run_in_threadpool(emu.store.settle)
         if cfg.added_latency:
             await asyncio.sleep(cfg.added_latency)

@@ -66,6 +66,9 @@ class CsvChange(_Frozen):
     changed: int | None = None
     samples: list[str] = Field(default_factory=list)
     source: str = "spec"  # "spec": the file changed; "live": Devo's data changed (numEntries)
+    strategy: str = "full"  # "full": the whole file; "delta": only the rows that changed
+    send_rows: int | None = None  # rows the upload sends (a delta: deleted + added)
+    send_bytes: int | None = None  # bytes the upload sends
     note: str | None = None  # why rows could not be diffed by key (display only)
 
 

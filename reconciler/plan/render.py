@@ -89,11 +89,23 @@ def _attribute_lines(change: Change) -> list[str]:
         )
         lines.append(f"~ {what}: {rows}{detail}")
         lines.extend(f"    {sample}" for sample in csv.samples)
+        if csv.send_bytes is not None:
+            lines.append(
+                f"# upload: {csv.strategy}, {csv.send_rows} row(s), {_size(csv.send_bytes)}"
+            )
         if csv.note:
             lines.append(f"# {csv.note}")
     if change.unverified and change.action is not Action.CREATE:
         lines.append(f"? could not verify: {', '.join(change.unverified)}")
     return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"  # pragma: no cover
 
 
 def render_text(

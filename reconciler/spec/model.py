@@ -93,6 +93,12 @@ class CsvSource(_Strict):
     skipEmptyLines: bool = False
     skipPreface: str | None = None
     contribution: Contribution | None = None
+    upload: Literal["auto", "full", "delta"] = Field(
+        default="auto",
+        description="csv.file only: how a changed CSV is sent. full: the whole file; delta: only "
+        "the rows that changed since the recorded content (Devo's append + del/add row protocol); "
+        "auto: delta when the recorded content is known and the change is small.",
+    )
 
 
 class StaticQuerySource(_Strict):
