@@ -18,12 +18,13 @@ import fnmatch
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import random
 import re
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -508,8 +509,9 @@ def _scan_upload(upload: Any, config: dict[str, Any]) -> tuple[dict[str, Any], s
     return data, f"Error creating lookup: line {line}: {message}"
 
 
-def _read_rows(upload: Any, config: dict[str, Any]) -> list[tuple[str, str]]:
-    """An upload's data rows as (key, row) pairs, the key by the recipe's key columns."""
+def _read_rows(upload: Any, config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """An upload's data rows as (key, row) pairs, the key by the recipe's key columns (streamed:
+    the store inserts them as they are read, so a big upload is never whole in memory)."""
     import csv
     import io
 
@@ -527,18 +529,16 @@ def _read_rows(upload: Any, config: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         pending.append(line)
         break
-    rows: list[tuple[str, str]] = []
     header = bool(source.get("hasHeader"))
-    for row in csv.reader([*pending, *lines]):
+    for row in csv.reader(itertools.chain(pending, lines)):
         if not row or row == [""]:
             continue
         if header:
             header = False
             continue
         line = ",".join(row)
-        rows.append(("\x1f".join(row[i] for i in positions) if positions else line, line))
+        yield ("\x1f".join(row[i] for i in positions) if positions else line, line)
     text.detach()
-    return rows
 
 
 def _row_mode(creating: bool, stored: LookupRow | None, config: dict[str, Any]) -> str:
@@ -579,16 +579,18 @@ async def deploy(request: Request) -> Response:
     if upload is not None:
         data, failure = await run_in_threadpool(_scan_upload, upload, config)
         if failure is None:
-            rows = await run_in_threadpool(_read_rows, upload, config)
+            rows = _read_rows(upload, config)
     mode = _row_mode(creating, None if creating else emu.store.get(domain, name), config)
     schedule = emu.schedule("create", name, uploaded=upload is not None, failure=failure)
     try:
         if creating:
-            job_id = emu.store.create(
-                domain, name, config, data, schedule, emu.config.owner, rows=rows
+            job_id = await run_in_threadpool(
+                emu.store.create, domain, name, config, data, schedule, emu.config.owner, rows
             )
         else:
-            job_id = emu.store.update(domain, name, config, data, schedule, rows=rows, mode=mode)
+            job_id = await run_in_threadpool(
+                emu.store.update, domain, name, config, data, schedule, rows, mode
+            )
     except Conflict:
         emu.stats.conflicts[address] += 1
         return emu.error(409, f"Lookup with domain {domain} and name {name} already exists")

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS rows (
 #: ``replace`` (no ``append``), ``add`` (``append`` with ``contribution: add``: upsert by key),
 #: ``del`` (``append`` with ``contribution: del``: the uploaded keys are removed).
 RowMode = str
-Rows = list[tuple[str, str]]
+Rows = Iterable[tuple[str, str]]
 
 Schedule = list[tuple[float, str, str]]
 
@@ -317,12 +317,12 @@ class Store:
         if mode == "del":
             db.executemany(
                 "DELETE FROM rows WHERE domain = ? AND name = ? AND key = ?",
-                [(domain, name, key) for key, _ in rows],
+                ((domain, name, key) for key, _ in rows),
             )
         else:
             db.executemany(
                 "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
-                [(domain, name, key, row) for key, row in rows],
+                ((domain, name, key, row) for key, row in rows),
             )
         found = db.execute(
             "SELECT COUNT(*) FROM rows WHERE domain = ? AND name = ?", (domain, name)
