@@ -156,6 +156,9 @@ def expand(spec: LookupSpec) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
         # The docs never say which recipeType deploy-csv derives (their example even says
         # periodic): it is the service's choice, not the spec's.
         ignore.add("recipe.recipeType")
+        if csv.file is not None and csv.upload != "full":
+            # A delta upload leaves append: true in the recipe; no spec field sets it here.
+            ignore.add("recipe.append")
     elif kind == "staticQuery":
         static = spec.staticQuery
         assert static is not None

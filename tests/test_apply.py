@@ -679,3 +679,21 @@ async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Pa
     assert await project.apply() == 0
     assert len(project.emulator.store.rows_of("acme", "big")) == 2_000
     assert not (await project.plan()).plan.can_apply()
+
+
+async def test_after_a_delta_a_plan_without_state_is_empty_too(tmp_path: Path) -> None:
+    from tests.test_plan import _git
+
+    project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
+    big = project.specs / "data" / "big.csv"
+    big.write_text(_big_csv(1_000))
+    project.write(lookup_doc("big", BIG.format(upload="delta")))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "specs")
+    _git(tmp_path, "commit", "-q", "-m", "big")
+    assert await project.apply() == 0
+    big.write_text(_big_csv(1_000, changed=range(3)))
+    assert (await project.plan()).plan.actionable[0].csv.strategy == "delta"  # type: ignore[union-attr]
+    assert await project.apply() == 0
+    project.settings.state_path.unlink()  # the live recipe now says append: true
+    assert not (await project.plan()).plan.can_apply()
