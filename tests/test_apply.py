@@ -611,17 +611,23 @@ BIG = """
 """
 
 
-@pytest.mark.parametrize("upload", ["auto", "full"])
-async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(tmp_path: Path, upload: str) -> None:
+def _big_project(tmp_path: Path, upload: str, rows: int) -> tuple[Project, Path]:
+    """A csv.file lookup of ``rows`` rows, committed to git (so a delta can find it), applied."""
     from tests.test_plan import _git
 
     project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
     big = project.specs / "data" / "big.csv"
-    big.write_text(_big_csv(200_000))
+    big.write_text(_big_csv(rows))
     project.write(lookup_doc("big", BIG.format(upload=upload)))
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "specs")
     _git(tmp_path, "commit", "-q", "-m", "big")
+    return project, big
+
+
+@pytest.mark.parametrize("upload", ["auto", "full"])
+async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(tmp_path: Path, upload: str) -> None:
+    project, big = _big_project(tmp_path, upload, 200_000)
     assert await project.apply() == 0
     # 10 rows changed, 5 removed (the first five), 5 added.
     big.write_text(_big_csv(200_000, changed=range(100, 110), cut=5, extra=5))
@@ -649,15 +655,7 @@ async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(tmp_path: Path, up
 
 
 async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Path) -> None:
-    from tests.test_plan import _git
-
-    project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
-    big = project.specs / "data" / "big.csv"
-    big.write_text(_big_csv(2_000))
-    project.write(lookup_doc("big", BIG.format(upload="delta")))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "big")
+    project, big = _big_project(tmp_path, "delta", 2_000)
     assert await project.apply() == 0
     big.write_text(_big_csv(2_000, cut=5, extra=5))
     # The del upload goes through; the add upload's job fails.
@@ -682,15 +680,7 @@ async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Pa
 
 
 async def test_after_a_delta_a_plan_without_state_is_empty_too(tmp_path: Path) -> None:
-    from tests.test_plan import _git
-
-    project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
-    big = project.specs / "data" / "big.csv"
-    big.write_text(_big_csv(1_000))
-    project.write(lookup_doc("big", BIG.format(upload="delta")))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "big")
+    project, big = _big_project(tmp_path, "delta", 1_000)
     assert await project.apply() == 0
     big.write_text(_big_csv(1_000, changed=range(3)))
     assert (await project.plan()).plan.actionable[0].csv.strategy == "delta"  # type: ignore[union-attr]
