@@ -6,11 +6,13 @@ Each returns the exit code; ``reconciler.cli`` only parses options and calls the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -258,69 +260,12 @@ async def run_apply(
             hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
             "reconciler apply --replace ADDR",
         )
-    lock = StateLock(settings.state_location, current_actor())
-    await lock.acquire(lock_timeout)
-    journal = Journal.for_state(settings.state_location)
-    states: list[State] = []
-    try:
-        return await _apply_locked(
-            settings,
-            paths,
-            journal,
-            states,
-            plan_file=plan_file,
-            auto_approve=auto_approve,
-            parallelism=parallelism,
-            wait=wait,
-            job_timeout=job_timeout,
-            output_format=output_format,
-            targets=targets,
-            excludes=excludes,
-            color=color,
-            interactive=interactive,
-            strict=strict,
-            replace=replace,
-            allow_outside=allow_outside,
-            max_destroy=max_destroy,
-            poll=poll,
-            transport=transport,
-            env=env,
-        )
-    finally:
-        try:
-            for state in states:  # compacted once, whatever happened: the log already holds it
-                state.commit()
-            journal.close()
-        finally:
-            lock.release()
-
-
-async def _apply_locked(
-    settings: Settings,
-    paths: list[str],
-    journal: Journal,
-    states: list[State],
-    *,
-    plan_file: Path | None,
-    auto_approve: bool,
-    parallelism: int,
-    wait: bool,
-    job_timeout: float,
-    output_format: str,
-    targets: list[str] | None,
-    excludes: list[str] | None,
-    color: bool,
-    interactive: bool,
-    strict: bool,
-    replace: list[str] | None,
-    allow_outside: bool,
-    max_destroy: int | None,
-    poll: PollPolicy | None,
-    transport: httpx.AsyncBaseTransport | None,
-    env: dict[str, str] | None,
-) -> int:
+    actor = current_actor()
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
-    async with LookupClient(settings, retry=retry, transport=transport) as client:
+    async with (
+        _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
+        LookupClient(settings, retry=retry, transport=transport) as client,
+    ):
         if plan_file is not None:
             run = await _planned_run(client, settings, plan_file, max_destroy)
         else:
@@ -345,14 +290,14 @@ async def _apply_locked(
             parallelism=parallelism,
             wait=wait,
             job_timeout=job_timeout,
-            actor=current_actor(),
+            actor=actor,
             commit=current_commit(),
             **({"poll": poll} if poll is not None else {}),
         )
-        adopter = Executor(
+        executor = Executor(
             client, run.workspace.by_address(), run.state, journal, None, options, env
         )
-        for address in adopter.adopt(run.plan, run.live_by_address()):
+        for address in executor.adopt(run.plan, run.live_by_address()):
             _warn(f"{address}: already matched its spec; recorded in the state")
         if not run.plan.can_apply():
             if output_format == "json":
@@ -377,11 +322,30 @@ async def _apply_locked(
             from reconciler.console import LineConsole
 
             console = LineConsole()
-        executor = Executor(
-            client, run.workspace.by_address(), run.state, journal, console, options, env
-        )
+        executor.console = console
         outcomes = await _execute(executor, run, console)
     return _report(outcomes, output_format)
+
+
+@contextlib.asynccontextmanager
+async def _state_locked(
+    location: str, actor: str, lock_timeout: float
+) -> AsyncIterator[tuple[Journal, list[State]]]:
+    """Hold the state's lock; on the way out, whatever happened, compact every state the run
+    loaded (its record log already holds what was done), close the journal, release the lock."""
+    lock = StateLock(location, actor)
+    await lock.acquire(lock_timeout)
+    journal = Journal.for_state(location)
+    states: list[State] = []
+    try:
+        yield journal, states
+    finally:
+        try:
+            for state in states:
+                state.commit()
+            journal.close()
+        finally:
+            lock.release()
 
 
 async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outcome]:
