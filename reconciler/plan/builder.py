@@ -96,9 +96,12 @@ class Comparison:
         return {d.path for d in self.diff}
 
 
-def live_flat(meta: LookupMeta) -> dict[str, Any]:
-    """The canonical config of a live lookup; ``shared`` stands in when ``deployConfig`` is null."""
-    flat = flatten(meta.deployConfig)
+def live_flat(meta: LookupMeta, shown: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The canonical config of a live lookup; ``shared`` stands in when ``deployConfig`` is null.
+
+    ``shown``: ``flatten(meta.deployConfig)`` when the caller has it already.
+    """
+    flat = dict(flatten(meta.deployConfig) if shown is None else shown)
     if "visibility" not in flat and meta.visibility is not None:
         flat["visibility"] = meta.visibility
     return flat
@@ -140,8 +143,9 @@ def compare(
     not report at all.
     """
     result = Comparison()
-    live = live_flat(meta)
-    reports = meta.deployConfig is not None and bool(flatten(meta.deployConfig))
+    shown = flatten(meta.deployConfig)
+    reports = bool(shown)  # the service shows a deployConfig (not null, not empty)
+    live = live_flat(meta, shown)
     skip = desired.ignore | SERVER_OWNED
     wanted = desired.flat
     record = previous if previous is not None and previous.canonical else None
