@@ -69,8 +69,8 @@ class Backend(Protocol):
         """Add one entry to the append-only log ``key`` of run ``run`` (O(1))."""
         ...
 
-    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
-        """Every entry of the log ``key`` as (name, bytes), oldest run first."""
+    def log_entries(self, key: str) -> list[tuple[str, str, bytes]]:
+        """Every entry of the log ``key`` as (run, name, bytes), oldest run first."""
         ...
 
     def drop_log(self, key: str, run: str) -> None:
@@ -180,8 +180,8 @@ class LocalBackend:
         except OSError as exc:
             raise _io_error(folder, exc) from None
 
-    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
-        entries: list[tuple[str, bytes]] = []
+    def log_entries(self, key: str) -> list[tuple[str, str, bytes]]:
+        entries: list[tuple[str, str, bytes]] = []
         for run in self.log_runs(key):
             path = self._path(f"{key}.log") / run
             try:
@@ -190,7 +190,9 @@ class LocalBackend:
                 continue
             except OSError as exc:
                 raise _io_error(path, exc) from None
-            entries.extend((f"{run}:{i}", line) for i, line in enumerate(lines) if line.strip())
+            entries.extend(
+                (run, f"{run}:{i}", line) for i, line in enumerate(lines) if line.strip()
+            )
         return entries
 
     def drop_log(self, key: str, run: str) -> None:
@@ -302,12 +304,13 @@ class ObjectBackend:
         prefix = _log_prefix(key) + "/"
         return sorted({path[len(prefix) :].split("/", 1)[0] for path in self._list(prefix)})
 
-    def log_entries(self, key: str) -> list[tuple[str, bytes]]:
-        entries: list[tuple[str, bytes]] = []
-        for path in self._list(_log_prefix(key) + "/"):
+    def log_entries(self, key: str) -> list[tuple[str, str, bytes]]:
+        prefix = _log_prefix(key) + "/"
+        entries: list[tuple[str, str, bytes]] = []
+        for path in self._list(prefix):
             found = self.read(path)
             if found is not None:
-                entries.append((path, found.data))
+                entries.append((path[len(prefix) :].split("/", 1)[0], path, found.data))
         return entries
 
     def drop_log(self, key: str, run: str) -> None:

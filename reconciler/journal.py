@@ -216,7 +216,7 @@ class ObjectJournal(Journal):
         self.skipped = []
         found: list[JournalEntry] = []
         number = 0
-        for name, raw in self.backend.log_entries("journal"):
+        for _, name, raw in self.backend.log_entries("journal"):
             for line in raw.splitlines() if name.endswith(".jsonl") else [raw]:
                 if not line.strip():
                     continue

@@ -167,9 +167,9 @@ class State:
         stored = state.backend.read(state._key)
         state._etag = stored.etag if stored is not None else None
         state.lookups = _parse(stored.data, state.location) if stored is not None else {}
-        for run in state.backend.log_runs(state._key):
-            state._replayed.append(run)
-        for name, raw in state.backend.log_entries(state._key):
+        entries = state.backend.log_entries(state._key)  # one listing: runs and entries
+        state._replayed = sorted({run for run, _, _ in entries})
+        for _, name, raw in entries:
             for op in _log_ops(raw):  # none for a torn last entry of a killed run
                 _apply(state.lookups, op, f"{state.location} ({name})")
         return state
