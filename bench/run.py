@@ -99,7 +99,7 @@ def spec_doc(domain: str, name: str) -> str:
 # --- 1. refresh --------------------------------------------------------------------------------
 
 
-def bench_refresh(sizes: list[int], work: Path) -> list[dict[str, Any]]:
+def bench_refresh(sizes: list[int], work: Path, repeats: int | None = None) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
         folder = work / f"refresh-{n}"
@@ -119,7 +119,7 @@ def bench_refresh(sizes: list[int], work: Path) -> list[dict[str, Any]]:
                 addresses.append((f"d{d}", name))
             (specs / f"d{d}.yaml").write_text("---\n".join(docs))
         store.close()
-        repeats = 3 if n <= 1000 else 1
+        times = repeats or (3 if n <= 1000 else 1)
         with server(db) as (base, control):
             settings = Settings(base, state_path=folder / "state.json")
 
@@ -156,7 +156,7 @@ def bench_refresh(sizes: list[int], work: Path) -> list[dict[str, Any]]:
 
                 asyncio.run(run())
 
-            row: dict[str, Any] = {"n": n, "repeats": repeats}
+            row: dict[str, Any] = {"n": n, "repeats": times}
             for label, fn in (
                 ("ours", ours),
                 ("ours_plan", ours_plan),
@@ -164,8 +164,8 @@ def bench_refresh(sizes: list[int], work: Path) -> list[dict[str, Any]]:
                 ("naive_parallel10", naive_parallel),
             ):
                 stats(control, reset=True)
-                seconds = median_time(fn, repeats)
-                row[label] = {"seconds": seconds, "requests": stats(control)["requests"] // repeats}
+                seconds = median_time(fn, times)
+                row[label] = {"seconds": seconds, "requests": stats(control)["requests"] // times}
             rows.append(row)
             print(f"refresh n={n}: " + json.dumps(row), flush=True)
     return rows
@@ -259,7 +259,7 @@ def bench_apply(
 # --- 3. start-up -------------------------------------------------------------------------------
 
 
-def bench_startup(work: Path, files: int) -> dict[str, Any]:
+def bench_startup(work: Path, files: int, repeats: int = 10) -> dict[str, Any]:
     def run(*args: str) -> Callable[[], None]:
         return lambda: subprocess.run(
             [PY, "-m", "reconciler", *args], cwd=ROOT, capture_output=True, check=False
@@ -270,12 +270,12 @@ def bench_startup(work: Path, files: int) -> dict[str, Any]:
     for i in range(files):
         (many / f"s{i:04d}.yaml").write_text(spec_doc("bench", f"l{i:04d}"))
     result = {
-        "help_seconds": median_time(run("--help"), 10),
-        "validate_examples_seconds": median_time(run("validate", "specs"), 10),
-        "validate_many_seconds": median_time(run("validate", str(many)), 3),
+        "help_seconds": median_time(run("--help"), repeats),
+        "validate_examples_seconds": median_time(run("validate", "specs"), repeats),
+        "validate_many_seconds": median_time(run("validate", str(many)), min(3, repeats)),
         "validate_many_files": files,
         "python_startup_seconds": median_time(
-            lambda: subprocess.run([PY, "-c", "pass"], check=False), 10
+            lambda: subprocess.run([PY, "-c", "pass"], check=False), repeats
         ),
     }
     print("startup: " + json.dumps(result), flush=True)
@@ -616,11 +616,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
         work = Path(tmp)
         if args.quick:
-            refresh = bench_refresh([100, 1000], work)
-            apply = bench_apply([50], [0.5], work, sample=5)
-            startup = bench_startup(work, 100)
-            csv = bench_csv(work, 5)
-            state = bench_state([200], work, [200])
+            # A smoke test of every section at the smallest sizes that still show its shape.
+            refresh = bench_refresh([1000], work, repeats=1)
+            apply = bench_apply([20], [0.5], work, sample=2)
+            startup = bench_startup(work, 20, repeats=2)
+            csv = bench_csv(work, 1)
+            state = bench_state([50], work, [50])
         else:
             refresh = bench_refresh([100, 1000, 10_000], work)
             apply = bench_apply([50, 200, 500], [0.5, 2.0], work, sample=10)

@@ -20,6 +20,6 @@ def test_bench_quick_runs_and_reports_every_section() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     for heading in ("## 1. Refresh", "## 2. Apply", "## 3. Start-up", "## 4. CSV", "## 5. State"):
         assert heading in out.stdout
-    assert "| local | 200 |" in out.stdout and "| s3 (moto) | 200 |" in out.stdout
+    assert "| local | 50 |" in out.stdout and "| s3 (moto) | 50 |" in out.stdout
     # The refresh makes one list request per domain (10 domains), whatever N is.
-    assert "| 1,000 | 3 | 10 |" in out.stdout
+    assert "| 1,000 | 1 | 10 |" in out.stdout
