@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.plan.model import Plan
-from reconciler.spec.csvcheck import key_positions
+from reconciler.sources._shared import key_positions
 from reconciler.spec.model import CsvSource
 
 MAX_BYTES = 20 * 1024 * 1024

@@ -8,19 +8,19 @@ expected to derive from that body (defaults filled in, ``refreshPeriod`` → ``r
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reconciler.canonical import flatten
-from reconciler.coltypes import field_type_name, parse_duration_ms
-from reconciler.spec.checks import parse_start_date, query_columns
-from reconciler.spec.csvcheck import CsvScan, key_positions
+from reconciler.coltypes import field_type_name
+from reconciler.linq import query_columns
+from reconciler.sources import ENDPOINTS
+from reconciler.sources import expand as expand_source
+from reconciler.sources._shared import key_positions
+from reconciler.spec.csvcheck import CsvScan
 from reconciler.spec.loader import ENV_RE, LoadedLookup
-from reconciler.spec.model import SOURCE_KINDS, CsvSource, Key, LookupSpec, LookupType
-
-DEFAULT_REFRESH_MS = 300_000
+from reconciler.spec.model import CsvSource, LookupSpec
 
 
 @dataclass(frozen=True)
@@ -60,236 +60,12 @@ class DesiredLookup:
         return self.csv is not None
 
 
-def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def _key(key: Key | None) -> dict[str, Any]:
-    if key is None:
-        return {"type": "first-column"}
-    out: dict[str, Any] = {"type": key.type}
-    if key.type == "column":
-        out["column"] = key.column
-    if key.type == "col-hash":
-        out["columns"] = list(key.columns or [])
-    return out
-
-
-def _lookup_type(value: LookupType | None) -> dict[str, Any]:
-    if value is None:
-        return {"type": "normal"}
-    return _drop_none(value.model_dump())
-
-
-def _history(keep: bool, column: str | None) -> dict[str, Any]:
-    if not keep:
-        return {"type": "normal"}
-    if column:
-        return {"type": "historic", "instantPolicy": "column", "columnName": column}
-    return {"type": "historic", "instantPolicy": "natural"}
-
-
-def _recipe(**fields: Any) -> dict[str, Any]:
-    recipe: dict[str, Any] = {
-        "recipeType": "once",
-        "lookupType": {"type": "normal"},
-        "append": False,
-        "key": {"type": "first-column"},
-        "columnFilter": None,
-        "contribution": {"type": "add"},
-        "secondaryIndexes": {"type": "none"},
-        "refreshMillis": None,
-        "startMillis": None,
-        "requiresDate": False,
-    }
-    recipe.update(fields)
-    return recipe
-
-
-def default_refresh_ms(query: str) -> int:
-    """Devo's default ``refreshPeriod``: the query's grouping period (``every 1h``), else 5m."""
-    every = re.search(r"\bevery\s+(\d+(?:ms|s|m|h|d|w))", query)
-    return parse_duration_ms(every.group(1)) if every else DEFAULT_REFRESH_MS
-
-
-def _columns_body(columns: list[Any]) -> list[dict[str, Any]]:
-    return [_drop_none({"name": c.name, "type": c.type, "from": c.from_}) for c in columns]
-
-
 def expand(spec: LookupSpec) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
     """(request body, expected nested config, ignored paths) for a spec with one source block."""
     kind = spec.source_kind
-    visibility = spec.visibility
-    ignore: set[str] = set()
-    body: dict[str, Any]
-    if kind == "csv":
-        csv = spec.csv
-        assert csv is not None
-        provider = csv.fileProvider.model_dump(exclude_none=True) if csv.fileProvider else None
-        body = _drop_none(
-            {
-                "visibility": visibility,
-                "columns": _columns_body(csv.columns),
-                "fileProvider": provider,
-                "key": _key(csv.key) if csv.key else None,
-                "skipPreface": csv.skipPreface,
-                "hasHeader": csv.hasHeader,
-                "skipEmptyLines": csv.skipEmptyLines,
-                "contribution": csv.contribution.model_dump(exclude_none=True)
-                if csv.contribution
-                else None,
-            }
-        )
-        recipe = _recipe(
-            source={
-                "columns": _columns_body(csv.columns),
-                "fileProvider": provider,
-                "skipPreface": csv.skipPreface,
-                "hasHeader": csv.hasHeader,
-                "skipEmptyLines": csv.skipEmptyLines,
-            },
-            key=_key(csv.key),
-            contribution=csv.contribution.model_dump(exclude_none=True)
-            if csv.contribution
-            else {"type": "add"},
-        )
-        # The docs never say which recipeType deploy-csv derives (their example even says
-        # periodic): it is the service's choice, not the spec's.
-        ignore.add("recipe.recipeType")
-        if csv.file is not None and csv.upload != "full":
-            # A delta upload leaves append: true in the recipe; no spec field sets it here.
-            ignore.add("recipe.append")
-    elif kind == "staticQuery":
-        static = spec.staticQuery
-        assert static is not None
-        body = _drop_none(
-            {
-                "visibility": visibility,
-                "query": static.query,
-                "key": _key(static.key) if static.key else None,
-                "keepHistory": static.keepHistory or None,
-                "columnTimeReference": static.columnTimeReference,
-                "append": static.append or None,
-            }
-        )
-        recipe = _recipe(
-            source={"query": static.query},
-            key=_key(static.key),
-            append=static.append,
-            lookupType=_history(static.keepHistory, static.columnTimeReference),
-        )
-    elif kind == "periodicQuery":
-        periodic = spec.periodicQuery
-        assert periodic is not None
-        body = _drop_none(
-            {
-                "visibility": visibility,
-                "query": periodic.query,
-                "key": _key(periodic.key) if periodic.key else None,
-                "refreshPeriod": periodic.refreshPeriod,
-                "startDate": periodic.startDate,
-                "append": periodic.append or None,
-                "keepHistory": periodic.keepHistory or None,
-            }
-        )
-        refresh = (
-            parse_duration_ms(periodic.refreshPeriod)
-            if periodic.refreshPeriod
-            else default_refresh_ms(periodic.query)
-        )
-        start = parse_start_date(periodic.startDate) if periodic.startDate is not None else None
-        recipe = _recipe(
-            recipeType="periodic",
-            source={"query": periodic.query},
-            key=_key(periodic.key),
-            append=periodic.append,
-            lookupType=_history(periodic.keepHistory, None),
-            refreshMillis=refresh,
-            startMillis=start,
-            requiresDate=True,
-        )
-        ignore.add("recipe.requiresDate")  # derived by the service for simplified bodies
-        if start is None:
-            ignore.add("recipe.startMillis")  # the service picks the request time
-    elif kind == "slidingWindowQuery":
-        window = spec.slidingWindowQuery
-        assert window is not None
-        body = _drop_none(
-            {
-                "visibility": visibility,
-                "query": window.query,
-                "key": _key(window.key) if window.key else None,
-                "windowSize": window.windowSize,
-                "refreshPeriod": window.refreshPeriod,
-                "startDate": window.startDate,
-            }
-        )
-        start = parse_start_date(window.startDate) if window.startDate is not None else None
-        recipe = _recipe(
-            recipeType="periodic",
-            source={"query": window.query},
-            key=_key(window.key),
-            refreshMillis=parse_duration_ms(window.refreshPeriod)
-            if window.refreshPeriod
-            else default_refresh_ms(window.query),
-            startMillis=start,
-            requiresDate=True,
-            windowMillis=parse_duration_ms(window.windowSize),
-        )
-        ignore.add("recipe.requiresDate")
-        if start is None:
-            ignore.add("recipe.startMillis")
-    elif kind == "recipe":
-        given = spec.recipe
-        assert given is not None
-        recipe_body = given.model_dump(by_alias=True, exclude_none=True)
-        source = recipe_body["source"]
-        if "columns" in source:
-            source["columns"] = _columns_body(given.source.columns or [])
-        body = {
-            "visibility": visibility,
-            "recipe": recipe_body,
-            "notifyStatus": bool(spec.notifyStatus),
-        }
-        if given.source.query:
-            full_source: dict[str, Any] = {"query": given.source.query}
-        else:
-            full_source = {
-                "columns": _columns_body(given.source.columns or []),
-                "fileProvider": given.source.fileProvider.model_dump(exclude_none=True)
-                if given.source.fileProvider
-                else None,
-                "skipPreface": given.source.skipPreface,
-                "hasHeader": given.source.hasHeader,
-                "skipEmptyLines": given.source.skipEmptyLines,
-            }
-        recipe = _recipe(
-            recipeType=given.recipeType,
-            source=full_source,
-            lookupType=_lookup_type(given.lookupType),
-            append=given.append,
-            key=_key(given.key),
-            columnFilter=given.columnFilter,
-            contribution=given.contribution.model_dump(exclude_none=True)
-            if given.contribution
-            else {"type": "add"},
-            secondaryIndexes=given.secondaryIndexes.model_dump(exclude_none=True)
-            if given.secondaryIndexes
-            else {"type": "none"},
-            refreshMillis=given.refreshMillis,
-            startMillis=given.startMillis,
-            requiresDate=given.requiresDate,
-        )
-    else:  # pragma: no cover - validation guarantees one source block
-        raise ValueError(f"no source block in spec (kind {kind!r})")
-    config = {
-        "visibility": {"type": visibility},
-        "recipe": recipe,
-        "notifyStatus": bool(spec.notifyStatus) if kind == "recipe" else False,
-    }
-    if kind != "recipe":
-        ignore.add("notifyStatus")  # only deploy-config bodies carry it
-    return body, config, ignore
+    if kind is None:  # pragma: no cover - validation guarantees one source block
+        raise ValueError("no source block in spec")
+    return expand_source(kind, spec.source, spec.visibility, spec.notify_status)
 
 
 def observable_fields(config: dict[str, Any]) -> list[tuple[str, str, bool]] | None:
@@ -316,7 +92,7 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         state=spec.state,
         protect=spec.protect,
         kind=kind,
-        endpoint=SOURCE_KINDS[kind] if kind else None,
+        endpoint=ENDPOINTS[kind] if kind else None,
         body={},
         flat={},
         spec_hash=loaded.spec_hash,
@@ -329,8 +105,9 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
     path = loaded.csv_path()
     if path is not None and scans is not None and path in scans:
         scan = scans[path]
-        assert spec.csv is not None
-        csv = CsvContent(path, scan.sha256, scan.rows, scan.size, spec.csv)
+        block = spec.block(CsvSource)
+        assert block is not None
+        csv = CsvContent(path, scan.sha256, scan.rows, scan.size, block)
     desired.body = body
     desired.flat = flatten(config)
     desired.ignore = frozenset(ignore)
@@ -369,7 +146,6 @@ def resolve_secrets(body: Any, env: dict[str, str]) -> Any:
 __all__ = [
     "CsvContent",
     "DesiredLookup",
-    "default_refresh_ms",
     "desired_lookup",
     "expand",
     "placeholders",

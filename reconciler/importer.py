@@ -23,7 +23,8 @@ from reconciler.client import LookupMeta
 from reconciler.coltypes import FIELD_TYPE_NAMES
 from reconciler.desired import DesiredLookup, expand, observable_fields
 from reconciler.plan.builder import compare
-from reconciler.spec.model import SOURCE_KINDS, LookupSpec
+from reconciler.sources import ENDPOINTS, KINDS
+from reconciler.spec.model import LookupSpec
 
 _TYPE_BY_FIELD = {short: long for long, short in FIELD_TYPE_NAMES.items()}
 
@@ -39,165 +40,15 @@ class ImportedLookup:
     exact: bool = True  # False when deployConfig was unreadable
 
 
-def duration_text(millis: int) -> str:
-    """300000 → ``5m``; the largest unit that divides exactly."""
-    for unit, size in (
-        ("w", 604_800_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ):
-        if millis and millis % size == 0:
-            return f"{millis // size}{unit}"
-    return f"{millis}ms"
-
-
-def iso_date(millis: int) -> str:
-    """Epoch ms → ``2026-01-01T00:00:00Z``."""
-    moment = datetime.fromtimestamp(millis / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (
-        "Z" if moment.microsecond == 0 else f".{moment.microsecond // 1000:03d}Z"
-    )
-
-
-def env_name(domain: str, name: str, secret: str) -> str:
-    """``${env:ACME_GEO_SECRET_KEY}``-style variable names for masked secrets."""
-    base = re.sub(r"[^A-Za-z0-9]+", "_", f"{domain}_{name}").strip("_").upper()
-    suffix = "ACCESS_KEY" if secret == "accessKey" else "SECRET_KEY"
-    return f"{base}_{suffix}"
-
-
-def _key(recipe: dict[str, Any]) -> dict[str, Any] | None:
-    key = recipe.get("key") or {"type": "first-column"}
-    if key.get("type", "first-column") == "first-column":
-        return None
-    out: dict[str, Any] = {"type": key["type"]}
-    if key.get("column"):
-        out["column"] = key["column"]
-    if key.get("columns"):
-        out["columns"] = list(key["columns"])
-    return out
-
-
-def _provider(domain: str, name: str, provider: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field_name in ("bucketName", "keyName", "transferOwnership", "host", "port", "region"):
-        if provider.get(field_name) is not None:
-            out[field_name] = provider[field_name]
-    for secret in ("accessKey", "secretKey"):
-        if provider.get(secret):
-            out[secret] = "${env:" + env_name(domain, name, secret) + "}"
-    return out
-
-
-def _columns(source: dict[str, Any]) -> list[dict[str, Any]]:
-    columns = []
-    for column in source.get("columns") or []:
-        item: dict[str, Any] = {
-            "name": column["name"],
-            "type": str(column.get("type", "STRING")).upper(),
-        }
-        if column.get("from") is not None:
-            item["from"] = column["from"]
-        columns.append(item)
-    return columns
-
-
 def _candidates(domain: str, name: str, config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Spec bodies to try, most specific first; ``recipe`` last."""
-    recipe = config.get("recipe") or {}
-    source = recipe.get("source") or {}
-    key = _key(recipe)
-    lookup_type = recipe.get("lookupType") or {"type": "normal"}
-    historic = lookup_type.get("type") == "historic"
-    out: list[tuple[str, dict[str, Any]]] = []
-    if source.get("query"):
-        query = source["query"]
-        if recipe.get("recipeType") == "once":
-            static: dict[str, Any] = {"query": query}
-            if key:
-                static["key"] = key
-            if historic:
-                static["keepHistory"] = True
-                if lookup_type.get("instantPolicy") == "column" and lookup_type.get("columnName"):
-                    static["columnTimeReference"] = lookup_type["columnName"]
-            if recipe.get("append"):
-                static["append"] = True
-            out.append(("staticQuery", static))
-        elif recipe.get("recipeType") == "periodic" and recipe.get("refreshMillis"):
-            timing: dict[str, Any] = {"refreshPeriod": duration_text(int(recipe["refreshMillis"]))}
-            if recipe.get("startMillis") is not None:
-                timing["startDate"] = iso_date(int(recipe["startMillis"]))
-            if recipe.get("windowMillis"):
-                window = {
-                    "query": query,
-                    **({"key": key} if key else {}),
-                    "windowSize": duration_text(int(recipe["windowMillis"])),
-                    **timing,
-                }
-                out.append(("slidingWindowQuery", window))
-            else:
-                periodic: dict[str, Any] = {
-                    "query": query,
-                    **({"key": key} if key else {}),
-                    **timing,
-                }
-                if recipe.get("append"):
-                    periodic["append"] = True
-                if historic:
-                    periodic["keepHistory"] = True
-                out.append(("periodicQuery", periodic))
-    elif source.get("columns"):
-        csv: dict[str, Any] = {"columns": _columns(source)}
-        if source.get("fileProvider"):
-            csv = {"fileProvider": _provider(domain, name, source["fileProvider"]), **csv}
-        else:  # uploaded: the data lives only in Devo and in the file it came from
-            csv = {"file": f"data/{name}.csv", **csv}
-        if key:
-            csv["key"] = key
-        for option in ("hasHeader", "skipEmptyLines"):
-            if source.get(option):
-                csv[option] = True
-        if source.get("skipPreface"):
-            csv["skipPreface"] = source["skipPreface"]
-        contribution = recipe.get("contribution") or {"type": "add"}
-        if contribution.get("type", "add") != "add":
-            csv["contribution"] = {k: v for k, v in contribution.items() if v is not None}
-        out.append(("csv", csv))
-    out.append(("recipe", _recipe_block(domain, name, recipe)))
+    """Spec blocks to try, in the table's order (most specific first; ``recipe`` last)."""
+    live = config.get("recipe") or {}
+    out = []
+    for kind in KINDS.values():
+        block = kind.candidate(domain, name, live)
+        if block is not None:
+            out.append((kind.name, block))
     return out
-
-
-def _recipe_block(domain: str, name: str, recipe: dict[str, Any]) -> dict[str, Any]:
-    source = dict(recipe.get("source") or {})
-    if source.get("query"):
-        source = {"query": source["query"]}
-    else:
-        source = {k: v for k, v in source.items() if v is not None}
-        if "columns" in source:
-            source["columns"] = _columns(source)
-        if source.get("fileProvider"):
-            source["fileProvider"] = _provider(domain, name, source["fileProvider"])
-    block: dict[str, Any] = {"recipeType": recipe.get("recipeType", "once"), "source": source}
-    for name_ in (
-        "lookupType",
-        "append",
-        "key",
-        "columnFilter",
-        "contribution",
-        "secondaryIndexes",
-        "refreshMillis",
-        "startMillis",
-        "requiresDate",
-    ):
-        value = recipe.get(name_)
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if v is not None}
-        block[name_] = value
-    return block
 
 
 def _document(
@@ -231,7 +82,7 @@ def _round_trips(document: dict[str, Any], meta: LookupMeta) -> bool:
         state="present",
         protect=False,
         kind=spec.source_kind,
-        endpoint=SOURCE_KINDS[spec.source_kind or "recipe"],
+        endpoint=ENDPOINTS[spec.source_kind or "recipe"],
         body={},
         flat=flatten(config),
         ignore=frozenset(ignore),

@@ -32,6 +32,16 @@ _RELATIVE = re.compile(
 )
 
 
+def parse_start_date(value: str | int) -> int:
+    """``startDate`` (ISO-8601 or epoch ms) → epoch milliseconds; ``ValueError`` if neither."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    return epoch_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
 def _add_months(moment: datetime, months: int) -> datetime:
     index = moment.year * 12 + (moment.month - 1) + months
     year, month = divmod(index, 12)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 from reconciler.coltypes import parse_cell, parse_duration_ms
 from reconciler.spec import validate_paths
-from reconciler.spec.checks import query_columns
+from reconciler.linq import query_columns
 from reconciler.spec.csvcheck import scan_csv
 from reconciler.spec.loader import load_specs
 

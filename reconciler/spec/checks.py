@@ -9,15 +9,26 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 from reconciler.coltypes import parse_duration_ms
 from reconciler.errors import Diagnostic
+from reconciler.linq import query_columns
 from reconciler.spec.csvcheck import check_csv_file
 from reconciler.spec.loader import ENV_RE, LoadedLookup, LoadResult
-from reconciler.spec.model import SOURCE_KINDS, Column, FileProvider, Key, LookupType
-from reconciler.timeframe import epoch_millis
+from reconciler.spec.model import (
+    SOURCE_KINDS,
+    Column,
+    Contribution,
+    CsvSource,
+    FileProvider,
+    Key,
+    LookupType,
+    Recipe,
+    StaticQuerySource,
+)
+from reconciler.timeframe import parse_start_date
 
 MIN_REFRESH_MS = 60_000
 
@@ -36,22 +47,24 @@ def _source_path(lookup: LoadedLookup) -> tuple[str, ...]:
 
 def _columns(lookup: LoadedLookup) -> list[Column] | None:
     """The declared columns, when the source declares them (CSV sources)."""
-    spec = lookup.model.spec
-    if spec.csv is not None:
-        return spec.csv.columns
-    if spec.recipe is not None:
-        return spec.recipe.source.columns
-    return None
+    columns = getattr(_inner_source(lookup), "columns", None)
+    return cast("list[Column] | None", columns)
+
+
+def _inner_source(lookup: LoadedLookup) -> Any:
+    """The block that holds columns, query and fileProvider (``recipe`` nests them in ``source``)."""
+    block = lookup.model.spec.source
+    return getattr(block, "source", block) if isinstance(block, Recipe) else block
+
+
+def _inner_path(lookup: LoadedLookup) -> tuple[str, ...]:
+    """The location of ``_inner_source`` in the document."""
+    path = _source_path(lookup)
+    return (*path, "source") if isinstance(lookup.model.spec.source, Recipe) else path
 
 
 def _query(lookup: LoadedLookup) -> str | None:
-    spec = lookup.model.spec
-    for block in (spec.staticQuery, spec.periodicQuery, spec.slidingWindowQuery):
-        if block is not None:
-            return block.query
-    if spec.recipe is not None:
-        return spec.recipe.source.query
-    return None
+    return cast("str | None", getattr(_inner_source(lookup), "query", None))
 
 
 def _key(lookup: LoadedLookup) -> tuple[Key | None, tuple[str, ...]]:
@@ -59,61 +72,7 @@ def _key(lookup: LoadedLookup) -> tuple[Key | None, tuple[str, ...]]:
     kind = spec.source_kind
     if kind is None:
         return None, ()
-    return getattr(spec, kind).key, ("spec", kind, "key")
-
-
-_CLAUSE_RE = re.compile(r"\b(select|where|group\s+by|every|from|order\s+by|limit)\b", re.I)
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def query_columns(query: str) -> list[str] | None:
-    """The column names a LINQ query's ``select``/``group by`` lists produce, when they can be read.
-
-    Returns None when any expression has no readable name (the caller then skips the check).
-    """
-    parts = _CLAUSE_RE.split(query)
-    names: list[str] = []
-    saw_select = False
-    for i in range(1, len(parts) - 1, 2):
-        clause = re.sub(r"\s+", " ", parts[i].lower())
-        body = parts[i + 1]
-        if clause not in ("select", "group by"):
-            continue
-        saw_select = saw_select or clause == "select"
-        for expr in _split_top_level(body):
-            expr = expr.strip()
-            if not expr:
-                continue
-            alias = re.search(r"\bas\s+([A-Za-z_][A-Za-z0-9_]*)\s*$", expr, re.I)
-            if alias:
-                names.append(alias.group(1))
-            elif _IDENT_RE.match(expr):
-                names.append(expr)
-            elif expr == "*":
-                return None
-            else:
-                return None
-    return names if saw_select else None
-
-
-def _split_top_level(text: str) -> list[str]:
-    depth, start, out = 0, 0, []
-    quote: str | None = None
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(text[start:i])
-            start = i + 1
-    out.append(text[start:])
-    return out
+    return getattr(spec.source, "key", None), ("spec", kind, "key")
 
 
 # --- the rules ----------------------------------------------------------------------------------
@@ -149,8 +108,9 @@ def rule_protect_absent(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 def rule_csv_location(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """``csv`` needs exactly one of ``file`` and ``fileProvider``; ``recipe.source`` one kind."""
     spec = lookup.model.spec
-    if spec.csv is not None:
-        has_file, has_s3 = spec.csv.file is not None, spec.csv.fileProvider is not None
+    csv, recipe = spec.block(CsvSource), spec.block(Recipe)
+    if csv is not None:
+        has_file, has_s3 = csv.file is not None, csv.fileProvider is not None
         if has_file == has_s3:
             yield lookup.diagnostic(
                 ("spec", "csv"),
@@ -159,8 +119,8 @@ def rule_csv_location(lookup: LoadedLookup) -> Iterator[Diagnostic]:
                 else "no CSV location: neither 'file' nor 'fileProvider'",
                 hint="file: a CSV in git, relative to this spec; fileProvider: a CSV in S3",
             )
-    if spec.recipe is not None:
-        source = spec.recipe.source
+    if recipe is not None:
+        source = recipe.source
         is_query = source.query is not None
         is_csv = source.columns is not None or source.fileProvider is not None
         if is_query == is_csv:
@@ -182,9 +142,7 @@ def rule_unique_columns(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """Column names are unique."""
     columns = _columns(lookup) or []
     seen: set[str] = set()
-    base = (*_source_path(lookup), "columns")
-    if lookup.model.spec.recipe is not None:
-        base = ("spec", "recipe", "source", "columns")
+    base = (*_inner_path(lookup), "columns")
     for i, column in enumerate(columns):
         if column.name in seen:
             yield lookup.diagnostic(
@@ -253,16 +211,6 @@ def _check_duration(
         )
 
 
-def parse_start_date(value: str | int) -> int:
-    """``startDate`` (ISO-8601 or epoch ms) → epoch milliseconds; ``ValueError`` if neither."""
-    if isinstance(value, int):
-        return value
-    text = value.strip()
-    if text.isdigit():
-        return int(text)
-    return epoch_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))
-
-
 def rule_periods(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """``refreshPeriod`` ≥ 1 minute, ``windowSize`` a duration, ``startDate`` a date."""
     spec = lookup.model.spec
@@ -288,7 +236,7 @@ def rule_periods(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 
 def rule_recipe(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """Recipe rules: periodic timing, columnFilter, contribution, secondary indexes."""
-    recipe = lookup.model.spec.recipe
+    recipe = lookup.model.spec.block(Recipe)
     if recipe is None:
         return
     at = ("spec", "recipe")
@@ -378,13 +326,9 @@ def _lookup_type_rules(
 
 def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """``contribution.type: col`` needs ``name``, a STRING column when columns are known."""
-    spec = lookup.model.spec
-    for at, block in (
-        (("spec", "csv", "contribution"), spec.csv.contribution if spec.csv else None),
-        (("spec", "recipe", "contribution"), spec.recipe.contribution if spec.recipe else None),
-    ):
-        if block is None:
-            continue
+    block: Contribution | None = getattr(lookup.model.spec.source, "contribution", None)
+    at = (*_source_path(lookup), "contribution")
+    if block is not None:
         if block.type == "col" and not block.name:
             yield lookup.diagnostic(
                 (*at, "type"),
@@ -413,7 +357,7 @@ def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 
 def rule_static_history(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """``columnTimeReference`` only makes sense with ``keepHistory: true``."""
-    block = lookup.model.spec.staticQuery
+    block = lookup.model.spec.block(StaticQuerySource)
     if block is not None and block.columnTimeReference and not block.keepHistory:
         yield lookup.diagnostic(
             ("spec", "staticQuery", "columnTimeReference"),
@@ -424,14 +368,10 @@ def rule_static_history(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 
 def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """A literal ``accessKey``/``secretKey`` is a warning: it belongs in ``${env:...}``."""
-    spec = lookup.model.spec
     providers: list[tuple[tuple[str, ...], FileProvider]] = []
-    if spec.csv is not None and spec.csv.fileProvider is not None:
-        providers.append((("spec", "csv", "fileProvider"), spec.csv.fileProvider))
-    if spec.recipe is not None and spec.recipe.source.fileProvider is not None:
-        providers.append(
-            (("spec", "recipe", "source", "fileProvider"), spec.recipe.source.fileProvider)
-        )
+    provider = getattr(_inner_source(lookup), "fileProvider", None)
+    if isinstance(provider, FileProvider):
+        providers.append(((*_inner_path(lookup), "fileProvider"), provider))
     for at, provider in providers:
         for name in ("accessKey", "secretKey"):
             value = getattr(provider, name)

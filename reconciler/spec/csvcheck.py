@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from reconciler.coltypes import parse_cell
 from reconciler.errors import Diagnostic
+from reconciler.sources._shared import key_positions
+from reconciler.sources.csv import CsvSource
 
 if TYPE_CHECKING:
     from reconciler.spec.loader import LoadedLookup
@@ -218,25 +220,9 @@ class _Lines:
             yield line
 
 
-def key_positions(
-    column_names: Sequence[str],
-    key_type: str,
-    key_column: str | None,
-    key_columns: Sequence[str] | None,
-) -> list[int] | None:
-    """Indexes of the columns that form the key, or None when the key type has no column key."""
-    if key_type == "first-column":
-        return [0]
-    if key_type == "column" and key_column is not None and key_column in column_names:
-        return [list(column_names).index(key_column)]
-    if key_type == "col-hash" and key_columns and all(c in column_names for c in key_columns):
-        return [list(column_names).index(c) for c in key_columns]
-    return None
-
-
 def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
     """Scan the ``csv.file`` of ``lookup`` with its declared columns and options."""
-    source = lookup.model.spec.csv
+    source = lookup.model.spec.block(CsvSource)
     assert source is not None
     names = [c.name for c in source.columns]
     key = source.key

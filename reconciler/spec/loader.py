@@ -26,6 +26,7 @@ from reconciler.errors import Diagnostic
 from reconciler.spec.model import (
     DOCUMENT_MODELS,
     SECRET_FIELDS,
+    CsvSource,
     DomainDocument,
     LookupDocument,
 )
@@ -98,7 +99,7 @@ class LoadedLookup(LoadedDocument):
 
     def csv_path(self) -> Path | None:
         """The CSV file of a ``csv.file`` source, resolved relative to this spec file."""
-        csv = self.model.spec.csv
+        csv = self.model.spec.block(CsvSource)
         if csv is None or csv.file is None:
             return None
         return (self.path.parent / csv.file).resolve()

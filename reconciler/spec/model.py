@@ -7,183 +7,56 @@ The JSON Schema printed by ``reconciler schema`` is generated from these models.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, create_model
 
-from reconciler.coltypes import ColumnType
+from reconciler.sources import ENDPOINTS, KINDS, spec_order
+from reconciler.sources._shared import (
+    Column,
+    Contribution,
+    FileProvider,
+    Key,
+    KeyType,
+    LookupType,
+    SecondaryIndexes,
+    Strict,
+)
+from reconciler.sources.csv import CsvSource
+from reconciler.sources.periodic_query import PeriodicQuerySource
+from reconciler.sources.recipe import Recipe, RecipeSource
+from reconciler.sources.sliding_window_query import SlidingWindowQuerySource
+from reconciler.sources.static_query import StaticQuerySource
+
+B = TypeVar("B", bound=BaseModel)
 
 # Names become URL path segments (/lookup/{domain}/{name}): keep them to a safe set.
 DOMAIN_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$"
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 Visibility = Literal["creator-only", "all-subdomains"]
-KeyType = Literal["first-column", "column", "row-hash", "col-hash", "seq"]
 
 #: Fields whose values are secrets: masked in every output, resolved from ``${env:...}`` at apply.
 SECRET_FIELDS = frozenset({"accessKey", "secretKey"})
 
-
-class _Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+#: The spec block of each source kind → its endpoint (the table lives in ``reconciler.sources``).
+SOURCE_KINDS: dict[str, str] = ENDPOINTS
 
 
-class Column(_Strict):
-    """A CSV column: its name, Devo type, and (deploy-config only) its 0-based index in the CSV."""
+class LookupSpecBase(Strict):
+    """The ``spec`` of a Lookup: visibility, lifecycle flags and exactly one source block.
 
-    name: str = Field(min_length=1)
-    type: ColumnType = "STRING"
-    from_: int | None = Field(default=None, alias="from", ge=0)
-
-
-class Key(_Strict):
-    """How the lookup's key is built (``key`` in Devo's bodies)."""
-
-    type: KeyType = "first-column"
-    column: str | None = None
-    columns: list[str] | None = None
-
-
-class Contribution(_Strict):
-    """Whether rows add or delete entries, or a string column says which (``col``)."""
-
-    type: Literal["add", "del", "col"] = "add"
-    name: str | None = None
-
-
-class LookupType(_Strict):
-    """``normal`` or ``historic`` lookups and, for historic ones, where each row's instant comes from."""
-
-    type: Literal["normal", "historic"] = "normal"
-    instantPolicy: Literal["natural", "const", "column"] | None = None
-    instant: int | float | None = None
-    columnName: str | None = None
-
-
-class SecondaryIndexes(_Strict):
-    """Extra indexes: none, all columns, or by name (``map``)."""
-
-    type: Literal["none", "all", "by-name"] = "none"
-    map: dict[str, Any] | None = None
-
-
-class FileProvider(_Strict):
-    """A CSV in S3 (or an S3-compatible store). ``accessKey``/``secretKey`` should be ``${env:...}``."""
-
-    bucketName: str = Field(min_length=1)
-    keyName: str = Field(min_length=1)
-    transferOwnership: bool
-    accessKey: str | None = None
-    secretKey: str | None = None
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    region: str | None = None
-
-
-class CsvSource(_Strict):
-    """``csv``: a lookup from a CSV kept in git (``file``) or in S3 (``fileProvider``) → deploy-csv."""
-
-    file: str | None = None
-    fileProvider: FileProvider | None = None
-    columns: list[Column] = Field(min_length=1)
-    key: Key | None = None
-    hasHeader: bool = False
-    skipEmptyLines: bool = False
-    skipPreface: str | None = None
-    contribution: Contribution | None = None
-    upload: Literal["auto", "full", "delta"] = Field(
-        default="auto",
-        description="csv.file only: how a changed CSV is sent. full: the whole file; delta: only "
-        "the rows that changed since the recorded content (Devo's append + del/add row protocol); "
-        "auto: delta when the recorded content is known and the change is small.",
-    )
-
-
-class StaticQuerySource(_Strict):
-    """``staticQuery``: a lookup from a query run once → deploy-static-query."""
-
-    query: str = Field(min_length=1)
-    key: Key | None = None
-    keepHistory: bool = False
-    columnTimeReference: str | None = None
-    append: bool = False
-
-
-class PeriodicQuerySource(_Strict):
-    """``periodicQuery``: a lookup refreshed from a query every ``refreshPeriod`` → deploy-periodic-query."""
-
-    query: str = Field(min_length=1)
-    key: Key | None = None
-    refreshPeriod: str | None = None
-    startDate: str | int | None = None
-    append: bool = False
-    keepHistory: bool = False
-
-
-class SlidingWindowQuerySource(_Strict):
-    """``slidingWindowQuery``: a query over the last ``windowSize`` → deploy-sliding-window-query."""
-
-    query: str = Field(min_length=1)
-    key: Key | None = None
-    windowSize: str
-    refreshPeriod: str | None = None
-    startDate: str | int | None = None
-
-
-class RecipeSource(_Strict):
-    """``recipe.source``: either a ``query`` or a CSV in S3 (``columns`` + ``fileProvider``)."""
-
-    query: str | None = None
-    columns: list[Column] | None = None
-    fileProvider: FileProvider | None = None
-    skipPreface: str | None = None
-    hasHeader: bool = False
-    skipEmptyLines: bool = False
-
-
-class Recipe(_Strict):
-    """``recipe``: the deploy-config recipe exactly as Devo documents it → deploy-config."""
-
-    recipeType: Literal["once", "periodic"]
-    source: RecipeSource
-    lookupType: LookupType | None = None
-    append: bool = False
-    key: Key | None = None
-    columnFilter: list[str] | None = None
-    contribution: Contribution | None = None
-    secondaryIndexes: SecondaryIndexes | None = None
-    refreshMillis: int | None = Field(default=None, ge=0)
-    startMillis: int | None = Field(default=None, ge=0)
-    requiresDate: bool = False
-
-
-SOURCE_KINDS: dict[str, str] = {
-    "csv": "deploy-csv",
-    "staticQuery": "deploy-static-query",
-    "periodicQuery": "deploy-periodic-query",
-    "slidingWindowQuery": "deploy-sliding-window-query",
-    "recipe": "deploy-config",
-}
-
-
-class LookupSpec(_Strict):
-    """The ``spec`` of a Lookup: visibility, lifecycle flags and exactly one source block."""
+    The source blocks themselves (``csv``, ``staticQuery``, ...) are fields added from the source
+    kinds' table (``reconciler.sources.KINDS``): a new kind needs no change here.
+    """
 
     visibility: Visibility = "creator-only"
     protect: bool = False
     state: Literal["present", "absent"] = "present"
-    csv: CsvSource | None = None
-    staticQuery: StaticQuerySource | None = None
-    periodicQuery: PeriodicQuerySource | None = None
-    slidingWindowQuery: SlidingWindowQuerySource | None = None
-    recipe: Recipe | None = None
-    notifyStatus: bool | None = None
 
     def sources(self) -> list[str]:
         """The names of the source blocks that are set (a valid spec has exactly one)."""
-        return [kind for kind in SOURCE_KINDS if getattr(self, kind) is not None]
+        return [kind for kind in KINDS if getattr(self, kind, None) is not None]
 
     @property
     def source_kind(self) -> str | None:
@@ -191,15 +64,48 @@ class LookupSpec(_Strict):
         kinds = self.sources()
         return kinds[0] if len(kinds) == 1 else None
 
+    @property
+    def source(self) -> Any:
+        """The one source block's model, or None when there is not exactly one."""
+        kind = self.source_kind
+        return getattr(self, kind) if kind else None
 
-class LookupMetadata(_Strict):
+    def block(self, model: type[B]) -> B | None:
+        """The source block of type ``model`` (e.g. ``CsvSource``) when it is the one set."""
+        source = self.source
+        return source if isinstance(source, model) else None
+
+    @property
+    def notify_status(self) -> bool | None:
+        """``notifyStatus`` (deploy-config bodies only)."""
+        return cast("bool | None", getattr(self, "notifyStatus", None))
+
+
+def _lookup_spec() -> type[LookupSpecBase]:
+    fields: dict[str, Any] = {kind.name: (kind.model | None, None) for kind in spec_order()}
+    fields["notifyStatus"] = (bool | None, None)
+    return create_model(
+        "LookupSpec",
+        __base__=LookupSpecBase,
+        __doc__="The ``spec`` of a Lookup: visibility, lifecycle flags and exactly one source block.",
+        **fields,
+    )
+
+
+if TYPE_CHECKING:
+    LookupSpec = LookupSpecBase
+else:
+    LookupSpec = _lookup_spec()
+
+
+class LookupMetadata(Strict):
     """Which lookup: the owning Devo domain and the lookup's name."""
 
     domain: str = Field(pattern=DOMAIN_PATTERN)
     name: str = Field(pattern=NAME_PATTERN)
 
 
-class LookupDocument(_Strict):
+class LookupDocument(Strict):
     """A ``kind: Lookup`` document."""
 
     apiVersion: Literal["reconciler/v1"]
@@ -213,13 +119,13 @@ class LookupDocument(_Strict):
         return f"{self.metadata.domain}/{self.metadata.name}"
 
 
-class DomainMetadata(_Strict):
+class DomainMetadata(Strict):
     """Which domain."""
 
     name: str = Field(pattern=DOMAIN_PATTERN)
 
 
-class DomainSpec(_Strict):
+class DomainSpec(Strict):
     """Domain-wide policy: whether to prune unnamed live lookups, and which globs are never pruned."""
 
     prune: bool = False
@@ -229,7 +135,7 @@ class DomainSpec(_Strict):
     )
 
 
-class DomainDocument(_Strict):
+class DomainDocument(Strict):
     """A ``kind: Domain`` document."""
 
     apiVersion: Literal["reconciler/v1"]
@@ -262,3 +168,27 @@ def json_schema() -> dict[str, Any]:
         ],
         "$defs": defs["$defs"],
     }
+
+
+__all__ = [
+    "DOCUMENT_MODELS",
+    "SECRET_FIELDS",
+    "SOURCE_KINDS",
+    "Column",
+    "Contribution",
+    "CsvSource",
+    "DomainDocument",
+    "FileProvider",
+    "Key",
+    "KeyType",
+    "LookupDocument",
+    "LookupSpec",
+    "LookupType",
+    "PeriodicQuerySource",
+    "Recipe",
+    "RecipeSource",
+    "SecondaryIndexes",
+    "SlidingWindowQuerySource",
+    "StaticQuerySource",
+    "json_schema",
+]
