@@ -382,8 +382,8 @@ def _state_record(i: int) -> Any:
 
 def _state_run(location: str, n: int) -> dict[str, Any]:
     """Record n lookups one by one as an apply does, then commit; count what was written."""
-    from reconciler.backends import open_backend
     from reconciler.state import State
+    from reconciler.state.backends import open_backend
 
     state = State.load(location)
     started = time.perf_counter()

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.client import visibility_of
-
 SECRET_KEYS = frozenset({"accessKey", "secretKey"})
 
 # A null (or missing) object where Devo documents a default object.
@@ -56,6 +54,13 @@ _BOOLEANS = frozenset(
 )
 # Paths the service owns or derives on its own: never compared.
 SERVER_OWNED = frozenset({"id.creator", "id.name"})
+
+
+def visibility_of(value: Any) -> str | None:
+    """``"creator-only"`` from either ``"creator-only"`` or ``{"type": "creator-only"}``."""
+    if isinstance(value, dict):
+        value = value.get("type")
+    return str(value) if value else None
 
 
 def flatten(config: dict[str, Any] | None) -> dict[str, Any]:

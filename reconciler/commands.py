@@ -20,6 +20,7 @@ import httpx
 
 from reconciler.apply import ApplyOptions, Executor, Outcome, completion_line
 from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
+from reconciler.connect import transport_for
 from reconciler.engine import (
     PLAN_FILE_KIND,
     PlanRun,
@@ -30,12 +31,12 @@ from reconciler.engine import (
     spec_fingerprint,
 )
 from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
-from reconciler.journal import Journal, current_actor, current_commit
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.plan.render import render_json, render_markdown, render_text
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock
+from reconciler.state.journal import Journal, current_actor, current_commit
 
 
 def _say(text: str = "") -> None:
@@ -85,7 +86,7 @@ async def run_plan(
 ) -> int:
     """``reconciler plan``."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings, transport=transport) as reader:
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         run = await make_plan(
             reader,
             paths,
@@ -136,7 +137,7 @@ async def run_drift(
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings, transport=transport) as reader:
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         run = await make_plan(
             reader,
             paths,
@@ -264,7 +265,7 @@ async def run_apply(
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with (
         _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
-        LookupClient(settings, retry=retry, transport=transport) as client,
+        LookupClient(settings, retry=retry, transport=transport_for(settings, transport)) as client,
     ):
         if plan_file is not None:
             run = await _planned_run(client, settings, plan_file, max_destroy)
@@ -418,7 +419,7 @@ async def run_import(
 
     from reconciler.importer import import_lookup, invalid_import, write_import
 
-    async with LookupReader(settings, transport=transport) as reader:
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         live = await reader.all_lookups(domain)
     chosen = [m for m in live if name_glob is None or fnmatch.fnmatchcase(m.name, name_glob)]
     imported, skipped = [], []
@@ -466,7 +467,7 @@ async def run_jobs(
         raise SettingsError(
             f"{address!r} is not DOMAIN/NAME", hint="e.g. reconciler jobs acme/geo_ranges"
         )
-    async with LookupReader(settings, transport=transport) as reader:
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         if watch:
             ids = [job_id] if job_id else await reader.job_ids(domain, name)
             if not ids:
@@ -516,7 +517,7 @@ def run_history(
     output_format: str = "text",
 ) -> int:
     """``reconciler history``: query the journal of what apply changed."""
-    from reconciler.journal import HistoryQuery, query
+    from reconciler.state.journal import HistoryQuery, query
     from reconciler.timeframe import parse_time
 
     def moment(flag: str, value: str | None) -> int | None:
@@ -527,7 +528,7 @@ def run_history(
         except ValueError as exc:
             raise SettingsError(f"{flag}: {exc}") from None
 
-    from reconciler.journal import ACTIONS
+    from reconciler.state.journal import ACTIONS
 
     if offset < 0 or not 1 <= page_size <= 1000:
         raise SettingsError("--offset must be ≥ 0 and --page-size between 1 and 1000")

@@ -222,12 +222,12 @@ async def make_plan(
     if job_warnings:
         plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
     if any(change.csv is not None for change in plan.changes):
-        from reconciler import csvdiff
+        from reconciler.plan import rows as row_diff
 
         sources = {d.address: (d.csv.path, d.csv.spec) for d in workspace.desired if d.csv}
         recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
         live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
-        plan = csvdiff.enrich(plan, sources, recorded, live_rows)
+        plan = row_diff.enrich(plan, sources, recorded, live_rows)
     return PlanRun(plan, workspace, live, state)
 
 

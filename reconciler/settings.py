@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reconciler.backends import is_url
 from reconciler.errors import SettingsError
 
 REGIONS = ("us", "eu", "ca", "apac", "es")
@@ -56,6 +55,13 @@ def _clean(value: str, source: str) -> str:
 
 
 DEFAULT_STATE = Path(".reconciler/state.json")
+#: State locations that are object-store URLs (``reconciler.state.backends`` opens them).
+URL_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
+
+
+def is_url(location: str) -> bool:
+    """True for an object-store URL, False for a local path."""
+    return location.startswith(URL_SCHEMES)
 
 
 class Secret:

@@ -14,9 +14,9 @@ from reconciler.commands import run_import, run_jobs
 from reconciler.desired import expand
 from reconciler.emulator import EmulatorConfig
 from reconciler.errors import JobFailed, SettingsError
-from reconciler.journal import HistoryQuery, Journal, JournalEntry, query
 from reconciler.spec import validate_paths
 from reconciler.spec.model import SOURCE_KINDS, LookupDocument
+from reconciler.state.journal import HistoryQuery, Journal, JournalEntry, query
 from reconciler.timeframe import parse_time
 from tests.planning import KINDS, Project, lookup_doc
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends import AlreadyExists, Precondition, open_backend
 from reconciler.emulator import EmulatorConfig
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
+from reconciler.state.backends import AlreadyExists, Precondition, open_backend
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
 from tests.support import served
 
@@ -305,7 +305,7 @@ async def test_migrate_copies_state_and_journal(tmp_path: Path, s3_url: str) -> 
     local = str(project.settings.state_path)
     assert migrate(local, s3_url) == (3, 3)
     assert State.load(s3_url).document() == State.load(local).document()  # the source is kept
-    from reconciler.journal import Journal
+    from reconciler.state.journal import Journal
 
     assert len(list(Journal.for_state(s3_url).entries())) == 3
     with pytest.raises(Exception, match="already holds a state"):

@@ -537,8 +537,7 @@ def test_canonical_form_reads_the_services_spellings() -> None:
 def test_start_dates_with_milliseconds_are_exact() -> None:
     from datetime import UTC, datetime
 
-    from reconciler.timeframe import parse_start_date
-    from reconciler.timeframe import epoch_millis, parse_time
+    from reconciler.timeframe import epoch_millis, parse_start_date, parse_time
 
     base = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     for ms in range(1000):

@@ -12,7 +12,6 @@ from reconciler.client._client import (
     LookupClient,
     LookupReader,
     RetryPolicy,
-    embedded_transport,
     lookup_path,
 )
 from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, job_state, wait_for_job
@@ -35,7 +34,6 @@ __all__ = [
     "LookupReader",
     "PollPolicy",
     "RetryPolicy",
-    "embedded_transport",
     "job_outcome",
     "job_state",
     "lookup_path",

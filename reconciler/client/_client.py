@@ -180,7 +180,9 @@ class LookupReader:
         self.requests = 0
         base_url = settings.base_url or "http://emulator.embedded/lookup-api"
         if transport is None and settings.embedded:
-            transport = embedded_transport(settings)
+            # The client never builds the emulator itself (it must not import it): the caller
+            # passes reconciler.connect.transport_for(settings).
+            raise ValueError("settings name the embedded emulator: pass its transport")
         # An SSL context costs ~70 ms to build; plain-http endpoints (a loopback emulator) and the
         # in-process transport never use one. Redirects are not followed, so http stays http.
         plain = transport is not None or base_url.startswith("http://")
@@ -588,37 +590,3 @@ def secret_values(value: Any) -> list[str]:
         for item in value:
             found.extend(secret_values(item))
     return found
-
-
-def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """An in-process transport to the embedded emulator, its database beside the state file.
-
-    ``RECONCILER_EMULATOR_CONFIG`` (a JSON object of ``EmulatorConfig`` knobs, e.g.
-    ``{"deploy_config_null": true, "deploy_latency": 2}``) tunes it.
-    """
-    import os
-
-    from reconciler.emulator import EmulatorConfig, create_app
-    from reconciler.errors import SettingsError
-
-    knobs = os.environ.get("RECONCILER_EMULATOR_CONFIG")
-    try:
-        config = EmulatorConfig(**json.loads(knobs)) if knobs else EmulatorConfig()
-    except (ValueError, TypeError) as exc:
-        raise SettingsError(
-            f"RECONCILER_EMULATOR_CONFIG is not a JSON object of emulator knobs: {exc}"
-        ) from None
-    import sqlite3
-
-    from reconciler.errors import StateError
-
-    db = settings.state_dir / "emulator.db"
-    try:
-        app = create_app(config, db=db)
-    except (OSError, sqlite3.Error) as exc:
-        raise StateError(
-            f"cannot open the embedded emulator's database {db}: {exc}",
-            hint=f"{settings.state_dir}/ must be a folder this user can read and write "
-            "(or point --state / RECONCILER_STATE elsewhere)",
-        ) from None
-    return httpx.ASGITransport(app=app)

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from reconciler.canonical import visibility_of
+
 
 class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -54,13 +56,6 @@ class LookupMeta(_Tolerant):
         if self.shared is None:
             return None
         return "all-subdomains" if self.shared else "creator-only"
-
-
-def visibility_of(value: Any) -> str | None:
-    """``"creator-only"`` from either ``"creator-only"`` or ``{"type": "creator-only"}``."""
-    if isinstance(value, dict):
-        value = value.get("type")
-    return str(value) if value else None
 
 
 class LookupList(_Tolerant):

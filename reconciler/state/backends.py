@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.errors import SettingsError, StateError
-
-URL_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
+from reconciler.settings import is_url
 
 
 class AlreadyExists(Exception):
@@ -82,11 +81,6 @@ class Backend(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
-
-
-def is_url(location: str) -> bool:
-    """True for an object-store URL, False for a local path."""
-    return location.startswith(URL_SCHEMES)
 
 
 def open_backend(location: str) -> tuple[Backend, str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,7 +29,6 @@ from typing import Any, Protocol
 
 from reconciler.canonical import flatten
 from reconciler.client import DeployResult, JobStatus, LookupClient, LookupMeta, PollPolicy
-from reconciler.csvdiff import head_commit
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
 from reconciler.errors import (
     ConflictError,
@@ -39,11 +39,13 @@ from reconciler.errors import (
     SettingsError,
     redact,
 )
-from reconciler.journal import Journal, JournalEntry
 from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
+from reconciler.plan.rows import head_commit
 from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
+from reconciler.state.journal import Journal, JournalEntry
+from reconciler.timeframe import epoch_millis
 
 DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
     "done",
@@ -374,23 +376,23 @@ class Executor:
         import hashlib
         import tempfile
 
-        from reconciler import csvdiff
+        from reconciler.plan import rows as row_diff
 
         assert want.csv is not None
         record = (self.state.lookups.get(change.address) or LookupState(None, None, {})).csv or {}
         commit = record.get("commit")
         if not isinstance(commit, str):
             return None
-        old = csvdiff.file_at(commit, want.csv.path)
+        old = row_diff.file_at(commit, want.csv.path)
         if old is None or hashlib.sha256(old).hexdigest() != record.get("sha256"):
             return None
-        delta = csvdiff.row_delta(old, want.csv.path.read_bytes(), want.csv.spec)
+        delta = row_diff.row_delta(old, want.csv.path.read_bytes(), want.csv.spec)
         folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
         files = []
         for kind, rows in (("del", delta.deletes), ("add", delta.adds)):
             if rows:
                 path = folder / f"{want.name}.{kind}.csv"
-                path.write_bytes(csvdiff.delta_file(rows, want.csv.spec))
+                path.write_bytes(row_diff.delta_file(rows, want.csv.spec))
                 files.append((kind, path))
         return files
 
@@ -495,7 +497,7 @@ class Executor:
     def _journal(self, change: Change, outcome: Outcome) -> None:
         if self.journal is not None:
             self.journal.append(
-                JournalEntry.from_change(change, outcome, self.options.actor, self.options.commit)
+                journal_entry(change, outcome, self.options.actor, self.options.commit)
             )
 
     def _safe(self, text: str) -> str:
@@ -506,6 +508,40 @@ class Executor:
             if self.env.get(name)
         ]
         return redact(text, secrets)
+
+
+def journal_entry(change: Change, outcome: Outcome, actor: str, commit: str | None) -> JournalEntry:
+    """The entry for one applied change."""
+    before = change.before or {}
+    after = change.after or {}
+    if change.action.value == "delete":
+        previous, additions, deletions = dict(before), {}, dict(before)
+    elif change.action.value == "create":
+        previous, additions, deletions = {}, dict(after), {}
+    else:
+        changed = {d.path for d in change.diff}
+        previous = {p: before.get(p) for p in sorted(changed) if p in before}
+        additions = {d.path: d.after for d in change.diff}
+        deletions = {p: v for p, v in before.items() if p not in after and p in changed}
+        if change.csv is not None:
+            previous["csv.sha256"] = change.csv.before_sha256
+            additions["csv.sha256"] = change.csv.after_sha256
+    now = datetime.now(UTC)
+    effective = outcome.effective.value if outcome.effective else change.action.value
+    return JournalEntry(
+        id=str(uuid.uuid4()),
+        time=now.isoformat(timespec="milliseconds"),
+        timestamp=epoch_millis(now),
+        actor=actor,
+        domain=change.domain,
+        lookup=change.name,
+        action=effective,
+        outcome=outcome.status,
+        message=outcome.message,
+        jobId=outcome.job_id,
+        commit=commit,
+        payload={"previous": previous, "additions": additions, "deletions": deletions},
+    )
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, int]:

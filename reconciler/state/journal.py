@@ -13,19 +13,12 @@ import json
 import os
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.errors import StateError
-from reconciler.timeframe import epoch_millis
-
-if TYPE_CHECKING:
-    from reconciler.apply import Outcome
-    from reconciler.plan.model import Change
 
 
 @dataclass
@@ -51,42 +44,6 @@ class JournalEntry:
         """``domain/lookup``."""
         return f"{self.domain}/{self.lookup}"
 
-    @classmethod
-    def from_change(
-        cls, change: Change, outcome: Outcome, actor: str, commit: str | None
-    ) -> JournalEntry:
-        """The entry for one applied change."""
-        before = change.before or {}
-        after = change.after or {}
-        if change.action.value == "delete":
-            previous, additions, deletions = dict(before), {}, dict(before)
-        elif change.action.value == "create":
-            previous, additions, deletions = {}, dict(after), {}
-        else:
-            changed = {d.path for d in change.diff}
-            previous = {p: before.get(p) for p in sorted(changed) if p in before}
-            additions = {d.path: d.after for d in change.diff}
-            deletions = {p: v for p, v in before.items() if p not in after and p in changed}
-            if change.csv is not None:
-                previous["csv.sha256"] = change.csv.before_sha256
-                additions["csv.sha256"] = change.csv.after_sha256
-        now = datetime.now(UTC)
-        effective = outcome.effective.value if outcome.effective else change.action.value
-        return cls(
-            id=str(uuid.uuid4()),
-            time=now.isoformat(timespec="milliseconds"),
-            timestamp=epoch_millis(now),
-            actor=actor,
-            domain=change.domain,
-            lookup=change.name,
-            action=effective,
-            outcome=outcome.status,
-            message=outcome.message,
-            jobId=outcome.job_id,
-            commit=commit,
-            payload={"previous": previous, "additions": additions, "deletions": deletions},
-        )
-
 
 class Journal:
     """Append-only JSONL file of JournalEntry (the journal of a local state)."""
@@ -104,7 +61,7 @@ class Journal:
     def for_state(location: str, env: Mapping[str, str] | None = None) -> Journal:
         """The journal kept with a state: ``journal.jsonl`` beside a local state file (or
         ``RECONCILER_JOURNAL``), ``PREFIX/journal/`` in an object store."""
-        from reconciler.backends import is_url
+        from reconciler.settings import is_url
 
         if is_url(location):
             return ObjectJournal(location)
@@ -177,8 +134,8 @@ class ObjectJournal(Journal):
     loses nothing), compacted into one ``journal/RUN.jsonl`` object per run when it ends."""
 
     def __init__(self, location: str) -> None:
-        from reconciler.backends import open_backend
-        from reconciler.state import new_run_id
+        from reconciler.state.backends import open_backend
+        from reconciler.state.records import new_run_id
 
         super().__init__(Path("journal"))
         self.backend, _ = open_backend(location)
@@ -204,7 +161,7 @@ class ObjectJournal(Journal):
             return
         import contextlib
 
-        from reconciler.backends import AlreadyExists
+        from reconciler.state.backends import AlreadyExists
 
         body = b"\n".join(self.lines) + b"\n"
         with contextlib.suppress(AlreadyExists):  # written already by an earlier attempt

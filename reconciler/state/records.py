@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends import AlreadyExists, Backend, Precondition, lock_key, open_backend
 from reconciler.errors import StateError
+from reconciler.state.backends import AlreadyExists, Backend, Precondition, lock_key, open_backend
 
 VERSION = 1
 DEPLOYED, SUBMITTED = "deployed", "submitted"
@@ -477,7 +477,7 @@ def migrate(source: str, target: str) -> tuple[int, int]:
 
     Returns (records copied, journal entries copied). The source is left as it was.
     """
-    from reconciler.journal import Journal
+    from reconciler.state.journal import Journal
 
     if source == target:
         raise StateError("--to names the state it would copy from")

@@ -1,0 +1,41 @@
+"""State and journal: what the tool recorded of each lookup, where it is kept, and the audit trail.
+
+- ``records``: ``State`` (a record per lookup, an append-only log compacted with conditional writes),
+  the state lock, ``unlock`` and ``migrate``;
+- ``backends``: where the bytes live (a local folder, or an object store through obstore);
+- ``journal``: the history of every change (JSONL beside a local state, objects beside a remote one).
+"""
+
+from reconciler.state.records import (
+    DEPLOYED,
+    SUBMITTED,
+    VERSION,
+    LockedError,
+    LockInfo,
+    LookupState,
+    State,
+    StateLock,
+    migrate,
+    new_run_id,
+    read_lock,
+    secret_digest,
+    secrets_rotated,
+    unlock,
+)
+
+__all__ = [
+    "DEPLOYED",
+    "SUBMITTED",
+    "VERSION",
+    "LockInfo",
+    "LockedError",
+    "LookupState",
+    "State",
+    "StateLock",
+    "migrate",
+    "new_run_id",
+    "read_lock",
+    "secret_digest",
+    "secrets_rotated",
+    "unlock",
+]
