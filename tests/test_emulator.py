@@ -12,9 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.coltypes import parse_cell
 from reconciler.emulator import EmulatorConfig, Grant, sign
 from reconciler.emulator.app import DroppedConnection
 from reconciler.emulator.store import Store
+from reconciler.emulator.values import TYPES, cell_ok
 from tests.support import FakeClock, asgi_client, make_app, served, wait_for_server
 
 pytestmark = pytest.mark.anyio
@@ -654,3 +656,29 @@ async def test_the_row_protocol_of_deploy_csv(tmp_path: Path) -> None:
         # Without append: replaced.
         await client.deploy("PUT", "deploy-csv", "acme", "geo", body, csv_file=csv("10.2.2.2,FR"))
         assert await rows() == ["10.2.2.2,FR"] and await entries() == 1
+
+
+# --- two independent readings of cell values -----------------------------------------------------
+
+_CELL_SHAPES = st.one_of(
+    st.text(max_size=24),
+    st.from_regex(r"\A-?[0-9]{1,20}(\.[0-9]{0,4})?([eE][-+]?[0-9]{1,3})?\Z"),
+    st.from_regex(r"\A(0x)?[0-9a-fA-F]{1,18}\Z"),
+    st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){3}\Z"),
+    st.ip_addresses(v=6).map(str),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?\Z"),
+    st.from_regex(r"\A([0-9]{1,3}(ms|s|m|h|d|w)){1,3}\Z"),
+    st.sampled_from(["true", "FALSE", " 1 ", "0", "yes", "", " ", "nan", "1_000", "+7", "٣"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(kind=st.sampled_from(sorted(TYPES)), cell=_CELL_SHAPES)
+def test_the_emulator_and_validate_agree_on_every_cell(kind: str, cell: str) -> None:
+    """The emulator's cell checks and ``validate``'s are written apart; they must agree."""
+    try:
+        parse_cell(kind, cell)
+        ours = True
+    except ValueError:
+        ours = False
+    assert cell_ok(kind, cell) == ours, (kind, cell)

@@ -18,7 +18,6 @@ import fnmatch
 import functools
 import hashlib
 import hmac
-import itertools
 import json
 import random
 import re
@@ -36,12 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from reconciler.coltypes import field_type_name
 from reconciler.emulator.derive import MASK, BodyError, derive
 from reconciler.emulator.habits import echo_config, echo_metadata
+from reconciler.emulator.ingest import ingest, read_rows
 from reconciler.emulator.store import Conflict, LookupRow, Missing, Schedule, Store, iso_millis
-from reconciler.spec.checks import query_columns
-from reconciler.spec.csvcheck import key_positions, scan_csv
+from reconciler.emulator.values import TYPES, key_indexes, query_columns
 
 PREFIX = "/lookup-api"
 DEPLOY_ENDPOINTS = (
@@ -227,13 +225,13 @@ class Emulator:
         source = recipe.get("source") or {}
         key = recipe.get("key") or {"type": "first-column"}
         if source.get("columns"):
-            columns = [(c["name"], field_type_name(c["type"])) for c in source["columns"]]
+            columns = [
+                (c["name"], TYPES.get(str(c["type"]).upper(), "str")) for c in source["columns"]
+            ]
         else:
             columns = [(name, "str") for name in _query_columns(source.get("query", ""))]
         names = [name for name, _ in columns]
-        key_index = set(
-            key_positions(names, key["type"], key.get("column"), key.get("columns")) or []
-        )
+        key_index = set(key_indexes(names, key))
         shown = {
             "name": row.name,
             "domain": row.domain,
@@ -316,7 +314,7 @@ def masked(config: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=4096)
 def _query_columns(query: str) -> tuple[str, ...]:
-    return tuple(query_columns(query) or ())
+    return tuple(query_columns(query))
 
 
 def _key_type(key: dict[str, Any]) -> dict[str, Any]:
@@ -487,58 +485,19 @@ async def _read_deploy_body(request: Request, endpoint: str) -> tuple[dict[str, 
 
 
 def _scan_upload(upload: Any, config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    source = config["recipe"]["source"]
-    columns = [(c["name"], c["type"]) for c in source["columns"]]
-    key = config["recipe"]["key"]
-    positions = key_positions(
-        [n for n, _ in columns], key["type"], key.get("column"), key.get("columns")
-    )
     upload.file.seek(0)
-    scan = scan_csv(
-        upload.file,
-        columns,
-        has_header=bool(source.get("hasHeader")),
-        skip_empty_lines=bool(source.get("skipEmptyLines")),
-        skip_preface=source.get("skipPreface"),
-        key_columns=positions,
-    )
-    data = {"rows": scan.rows, "size": scan.size, "sha256": scan.sha256}
-    if scan.ok:
+    result = ingest(upload.file, config)
+    data = {"rows": result.rows, "size": result.size, "sha256": result.sha256}
+    if result.problem is None:
         return data, None
-    line, message = scan.errors[0]
-    return data, f"Error creating lookup: line {line}: {message}"
+    return data, f"Error creating lookup: {result.problem}"
 
 
 def _read_rows(upload: Any, config: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """An upload's data rows as (key, row) pairs, the key by the recipe's key columns (streamed:
-    the store inserts them as they are read, so a big upload is never whole in memory)."""
-    import csv
-    import io
-
-    source = config["recipe"]["source"]
-    names = [c["name"] for c in source["columns"]]
-    key = config["recipe"]["key"]
-    positions = key_positions(names, key["type"], key.get("column"), key.get("columns"))
+    """An upload's data rows as (key, row) pairs, streamed: the store inserts them as they are
+    read, so a big upload is never whole in memory."""
     upload.file.seek(0)
-    text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
-    preface = re.compile(source["skipPreface"]) if source.get("skipPreface") else None
-    lines = iter(text)
-    pending: list[str] = []
-    for line in lines:
-        if preface is not None and preface.search(line.rstrip("\r\n")):
-            continue
-        pending.append(line)
-        break
-    header = bool(source.get("hasHeader"))
-    for row in csv.reader(itertools.chain(pending, lines)):
-        if not row or row == [""]:
-            continue
-        if header:
-            header = False
-            continue
-        line = ",".join(row)
-        yield ("\x1f".join(row[i] for i in positions) if positions else line, line)
-    text.detach()
+    return read_rows(upload.file, config)
 
 
 def _row_mode(creating: bool, stored: LookupRow | None, config: dict[str, Any]) -> str:

@@ -11,8 +11,9 @@ import re
 import time
 from typing import Any
 
-from reconciler.coltypes import COLUMN_TYPES, parse_duration_ms
-from reconciler.timeframe import epoch_millis
+from reconciler.emulator.values import TYPES, duration_ms, iso_millis
+
+COLUMN_TYPES = tuple(TYPES)
 
 KEY_TYPES = ("first-column", "column", "row-hash", "col-hash", "seq")
 MASK = "****"
@@ -97,9 +98,9 @@ def _file_provider(value: Any, *, required: bool) -> dict[str, Any] | None:
 def _refresh(value: Any, query: str) -> int:
     if value in (None, ""):
         every = re.search(r"\bevery\s+(\d+(?:ms|s|m|h|d|w))", query)
-        return parse_duration_ms(every.group(1)) if every else DEFAULT_REFRESH_MS
+        return duration_ms(every.group(1)) if every else DEFAULT_REFRESH_MS
     try:
-        millis = parse_duration_ms(str(value))
+        millis = duration_ms(str(value))
     except ValueError:
         raise BodyError(f"refreshPeriod '{value}' is not a valid duration") from None
     if millis < 60_000:
@@ -112,13 +113,10 @@ def _start(value: Any, now_ms: int) -> int:
         return now_ms
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         return int(value)
-    from datetime import datetime
-
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return iso_millis(str(value))
     except ValueError:
         raise BodyError(f"startDate '{value}' is not a valid date") from None
-    return epoch_millis(parsed)
 
 
 def _recipe(**fields: Any) -> dict[str, Any]:
@@ -214,7 +212,7 @@ def derive(
         query = _require(body, "query")
         window = _require(body, "windowSize")
         try:
-            window_ms = parse_duration_ms(str(window))
+            window_ms = duration_ms(str(window))
         except ValueError:
             raise BodyError(f"windowSize '{window}' is not a valid duration") from None
         recipe = _recipe(

@@ -1,0 +1,233 @@
+"""The emulator's own reading of values: column types, cells, durations, dates, query columns, keys.
+
+Written apart from the tool's parsing on purpose (the emulator is the suite's stand-in for a service
+nobody here wrote): it follows the same documented forms (README, "Cell values") by other means,
+so a parsing bug on the tool's side shows up as a disagreement in tests instead of being shared.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+#: Devo's column types (deploy bodies) → the short names lookup metadata reports in ``fields``.
+TYPES: dict[str, str] = {
+    "BOOLEAN": "bool",
+    "STRING": "str",
+    "INT4": "int4",
+    "INT8": "int8",
+    "FLOAT4": "float4",
+    "FLOAT8": "float8",
+    "HEX4": "hex4",
+    "HEX8": "hex8",
+    "IP4": "ip4",
+    "IP6": "ip6",
+    "TIMESTAMP": "timestamp",
+    "DURATION": "duration",
+}
+
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def duration_ms(text: str) -> int:
+    """``1h30m`` → 5400000; ``ValueError`` for anything else."""
+    compact = "".join(text.split())
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(f"{text!r} is not a duration")
+    return int(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(compact)))
+
+
+def iso_millis(text: str) -> int:
+    """An ISO-8601 date (``Z`` or an offset; naive = UTC) → epoch milliseconds, exactly."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+# --- cells -------------------------------------------------------------------------------------
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IP4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_HEX = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
+_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[-+]\d{2}:?\d{2})?)?",
+    re.ASCII,
+)
+
+
+def _ip6(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return text.isascii()
+
+
+def _timestamp(text: str) -> bool:
+    if text.isascii() and text.isdigit():
+        return True
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        iso_millis(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _duration(text: str) -> bool:
+    if text.isascii() and text.isdigit():
+        return True
+    try:
+        duration_ms(text)
+    except ValueError:
+        return False
+    return text.isascii()
+
+
+def _integer(text: str, bits: int) -> bool:
+    return bool(_INTEGER.fullmatch(text)) and -(2 ** (bits - 1)) <= int(text) < 2 ** (bits - 1)
+
+
+def _hex(text: str, digits: int) -> bool:
+    match = _HEX.fullmatch(text)
+    return bool(match) and len(match.group(1)) <= digits if match else False
+
+
+_CHECKS = {
+    "BOOLEAN": lambda t: t.lower() in ("true", "false", "1", "0"),
+    "STRING": lambda t: True,
+    "INT4": lambda t: _integer(t, 32),
+    "INT8": lambda t: _integer(t, 64),
+    "FLOAT4": lambda t: bool(_NUMBER.fullmatch(t)),
+    "FLOAT8": lambda t: bool(_NUMBER.fullmatch(t)),
+    "HEX4": lambda t: _hex(t, 8),
+    "HEX8": lambda t: _hex(t, 16),
+    "IP4": lambda t: bool(_IP4.fullmatch(t)),
+    "IP6": _ip6,
+    "TIMESTAMP": _timestamp,
+    "DURATION": _duration,
+}
+
+
+#: How Devo's job messages name each type's values.
+EXPECTED = {
+    "BOOLEAN": "true or false",
+    "STRING": "a string",
+    "INT4": "a 32-bit integer",
+    "INT8": "a 64-bit integer",
+    "FLOAT4": "a number",
+    "FLOAT8": "a number",
+    "HEX4": "up to 8 hexadecimal digits",
+    "HEX8": "up to 16 hexadecimal digits",
+    "IP4": "an IPv4 address",
+    "IP6": "an IPv6 address",
+    "TIMESTAMP": "a timestamp",
+    "DURATION": "a duration",
+}
+
+
+def cell_ok(column_type: str, cell: str) -> bool:
+    """True when ``cell`` is a value of ``column_type`` (an empty cell is a null: always)."""
+    text = cell.strip()
+    return cell == "" or bool(_CHECKS[column_type.upper()](text))
+
+
+# --- queries and keys --------------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CLAUSES = ("select", "where", "group", "every", "from", "order", "limit")
+
+
+def _top_level(query: str) -> list[tuple[int, str]]:
+    """(position, lower-case word) of each word outside quotes and parentheses."""
+    words, depth, quote, i = [], 0, "", 0
+    while i < len(query):
+        ch = query[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and (ch.isalpha() or ch == "_"):
+            match = _WORD.match(query, i)
+            assert match is not None
+            words.append((i, match.group().lower()))
+            i = match.end()
+            continue
+        i += 1
+    return words
+
+
+def _items(text: str) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    out.append("".join(current).strip())
+    return [item for item in out if item]
+
+
+def query_columns(query: str) -> list[str]:
+    """The columns a query's ``group by`` and ``select`` lists name (none when one is unreadable)."""
+    words = _top_level(query)
+    clauses: list[tuple[str, int, int]] = []  # (clause, start of its list, start of the keyword)
+    for n, (pos, word) in enumerate(words):
+        if word not in _CLAUSES:
+            continue
+        if word in ("group", "order"):
+            if n + 1 >= len(words) or words[n + 1][1] != "by":
+                continue
+            clauses.append((word, words[n + 1][0] + 2, pos))
+        else:
+            clauses.append((word, pos + len(word), pos))
+    names: list[str] = []
+    selected = False
+    for n, (clause, start, _) in enumerate(clauses):
+        end = clauses[n + 1][2] if n + 1 < len(clauses) else len(query)
+        if clause not in ("select", "group"):
+            continue
+        selected = selected or clause == "select"
+        for item in _items(query[start:end]):
+            alias = re.search(r"\s[aA][sS]\s+([A-Za-z_][A-Za-z0-9_]*)$", item)
+            if alias:
+                names.append(alias.group(1))
+            elif _WORD.fullmatch(item):
+                names.append(item)
+            else:
+                return []
+    return names if selected else []
+
+
+def key_indexes(names: list[str], key: dict[str, Any]) -> list[int]:
+    """The positions of the key's columns among ``names`` (empty for row-hash and seq keys)."""
+    kind = key.get("type", "first-column")
+    if kind == "first-column":
+        return [0]
+    wanted = [str(key.get("column"))] if kind == "column" else list(key.get("columns") or [])
+    if kind not in ("column", "col-hash") or not all(w in names for w in wanted):
+        return []
+    return [names.index(w) for w in wanted]
