@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from reconciler import views
 from reconciler.errors import ReconcilerError, SettingsError, SpecError
 
 app = typer.Typer(
@@ -219,14 +220,6 @@ class Connection:
         return settings
 
 
-def _check_format(value: str, allowed: tuple[str, ...] = ("text", "json", "markdown")) -> str:
-    from reconciler.errors import SettingsError
-
-    if value not in allowed:
-        raise SettingsError(f"unknown format {value!r}", hint="one of " + ", ".join(allowed))
-    return value
-
-
 def _color() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
@@ -242,42 +235,18 @@ def validate(
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Check spec documents (schema, semantic rules, local CSVs). No network."""
+    from reconciler import views
     from reconciler.spec import validate_paths
 
+    views.check_format("validate", output_format)
     result = validate_paths(_paths(paths), csv=not no_csv, allow_outside=allow_outside)
-    if output_format == "json":
-        print(
-            json.dumps(
-                {
-                    "valid": not result.errors,
-                    "files": len(result.files),
-                    "lookups": len(result.lookups),
-                    "domains": len(result.domains),
-                    "diagnostics": [
-                        {
-                            "path": d.path,
-                            "line": d.line,
-                            "column": d.column,
-                            "field": d.field,
-                            "severity": d.severity,
-                            "message": d.message,
-                            "hint": d.hint,
-                        }
-                        for d in result.diagnostics
-                    ],
-                },
-                indent=2,
-            )
-        )
-        raise typer.Exit(1 if result.errors else 0)
-    if result.errors:
+    if output_format == "text" and result.errors:
         raise SpecError(result.diagnostics)
-    for diagnostic in result.diagnostics:
-        _err(diagnostic.render())
-    print(
-        f"✓ {len(result.lookups)} lookup(s) and {len(result.domains)} domain(s) valid "
-        f"in {len(result.files)} file(s)."
-    )
+    if output_format == "text":
+        for diagnostic in result.diagnostics:
+            _err(diagnostic.render())
+    print(views.render("validate", output_format, result))
+    raise typer.Exit(1 if result.errors else 0)
 
 
 @app.command()
@@ -452,7 +421,7 @@ def plan(
 
     from reconciler.commands import run_plan
 
-    _check_format(output_format)
+    views.check_format("plan", output_format)
     connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_plan(
@@ -495,7 +464,7 @@ def drift(
 
     from reconciler.commands import run_drift
 
-    _check_format(output_format)
+    views.check_format("plan", output_format)
     connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_drift(
@@ -569,7 +538,7 @@ def apply(
 
     from reconciler.commands import run_apply
 
-    _check_format(output_format, ("text", "json"))
+    views.check_format("apply", output_format)
     connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_apply(
@@ -648,7 +617,7 @@ def jobs(
 
     from reconciler.commands import run_jobs
 
-    _check_format(output_format, ("text", "json"))
+    views.check_format("jobs", output_format)
     connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_jobs(
@@ -683,7 +652,7 @@ def history(
     """The audit trail of what apply changed (newest first)."""
     from reconciler.commands import run_history
 
-    _check_format(output_format, ("text", "json"))
+    views.check_format("history", output_format)
     code = run_history(
         _state_location(state),
         name=name,
@@ -715,32 +684,13 @@ def state_show(
     state: StateOpt = None,
 ) -> None:
     """The recorded lookups: address, kind, endpoint, applied at, job id, CSV sha256 and rows."""
+    from reconciler import views
     from reconciler.state import State, StateLock
 
-    _check_format(output_format, ("text", "json"))
+    views.check_format("state", output_format)
     location = _state_location(state)
     loaded = State.load(location)
-    holder = StateLock(location, "").holder()
-    if output_format == "json":
-        document = loaded.document()
-        document["location"] = location
-        document["lock"] = None if holder is None else holder.__dict__
-        print(json.dumps(document, indent=2))
-        raise typer.Exit(0)
-    if not loaded.lookups:
-        print(f"{location}: no lookups recorded.")
-    for address, record in sorted(loaded.lookups.items()):
-        csv = record.csv or {}
-        data = f"  csv {str(csv.get('sha256'))[:12]} {csv.get('rows')} rows" if csv else ""
-        flags = " protect" if record.protect else ""
-        flags += " (submitted; job not followed)" if record.status == "submitted" else ""
-        print(
-            f"{address:<40} {record.kind or '-':<18} {record.endpoint or '-':<28} "
-            f"{record.applied_at or '-':<25} job {record.job_id or '-'}{data}{flags}"
-        )
-    print(f"\n{len(loaded.lookups)} lookup(s) in {location}.")
-    if holder is not None:
-        print(f"Locked: {holder.describe()}.")
+    print(views.render("state", output_format, loaded, location, StateLock(location, "").holder()))
     raise typer.Exit(0)
 
 

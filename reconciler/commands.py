@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 
-from reconciler.apply import ApplyOptions, Executor, Outcome, completion_line
+from reconciler import views
+from reconciler.apply.executor import ApplyOptions, Executor
+from reconciler.apply.outcome import Outcome
 from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
 from reconciler.connect import transport_for
 from reconciler.engine import (
@@ -33,7 +35,6 @@ from reconciler.engine import (
 from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
-from reconciler.plan.render import render_json, render_markdown, render_text
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock
 from reconciler.state.journal import Journal, current_actor, current_commit
@@ -52,11 +53,7 @@ def render(
     run: PlanRun, output_format: str, *, color: bool, drift: bool = False, verbose: bool = False
 ) -> str:
     """The plan in the requested format."""
-    if output_format == "json":
-        return render_json(run.plan, drift=drift)
-    if output_format == "markdown":
-        return render_markdown(run.plan, drift=drift)
-    return render_text(run.plan, color=color, drift=drift, verbose=verbose)
+    return views.render("plan", output_format, run.plan, color=color, drift=drift, verbose=verbose)
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
@@ -312,15 +309,15 @@ async def run_apply(
             return 0
         console: Any
         if output_format == "json":
-            from reconciler.console import JsonConsole
+            from reconciler.views.progress import JsonConsole
 
             console = JsonConsole()
         elif interactive:
-            from reconciler.console import RichConsole
+            from reconciler.views.progress import RichConsole
 
             console = RichConsole(len(run.plan.actionable))
         else:
-            from reconciler.console import LineConsole
+            from reconciler.views.progress import LineConsole
 
             console = LineConsole()
         executor.console = console
@@ -367,42 +364,12 @@ async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outco
 
 
 def _report(outcomes: list[Outcome], output_format: str) -> int:
-    from reconciler.apply import INTERRUPTED, NOT_ATTEMPTED, summarize
+    from reconciler.apply.outcome import INTERRUPTED, summarize
 
-    counts = summarize(outcomes)
-    interrupted = any(o.status == INTERRUPTED for o in outcomes)
-    if output_format == "json":
-        _say(
-            json.dumps(
-                {
-                    "event": "summary",
-                    **counts,
-                    "outcomes": [
-                        {
-                            "address": o.address,
-                            "status": o.status,
-                            "job_id": o.job_id,
-                            "message": o.message,
-                        }
-                        for o in outcomes
-                    ],
-                }
-            )
-        )
-    else:
-        not_done = [o for o in outcomes if not o.ok]
-        if not_done:
-            _say("\nNot done:")
-            for o in not_done:
-                mentioned = o.job_id is not None and o.job_id in (o.message or "")
-                job = f" job {o.job_id}" if o.job_id and not mentioned else ""
-                _say(f"  ✗ {o.address} ({o.action.value}): {o.status}{job}: {o.message or '-'}")
-            if any(o.status == NOT_ATTEMPTED for o in outcomes):
-                _say("  Run apply again to do the remaining work.")
-        _say("\n" + completion_line(outcomes))
-    if interrupted:
+    _say(views.render("apply", output_format, outcomes))
+    if any(o.status == INTERRUPTED for o in outcomes):
         return 130
-    return 1 if counts["failed"] else 0
+    return 1 if summarize(outcomes)["failed"] else 0
 
 
 async def run_import(
@@ -459,8 +426,8 @@ async def run_jobs(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler jobs DOMAIN/NAME``."""
+    from reconciler.apply.jobs import job_views
     from reconciler.errors import JobFailed, JobTimeout
-    from reconciler.jobsview import as_json, job_views, render_jobs
 
     domain, sep, name = address.partition("/")
     if not sep or not domain or not name:
@@ -496,11 +463,8 @@ async def run_jobs(
                 return 1
             _say(f"{address}: job {ids[-1]} done.")
             return 0
-        views = await job_views(reader, domain, name, job_id)
-    if output_format == "json":
-        _say(json.dumps(as_json(address, views), indent=2))
-    else:
-        _say(render_jobs(address, views))
+        found = await job_views(reader, domain, name, job_id)
+    _say(views.render("jobs", output_format, address, found))
     return 0
 
 
@@ -549,27 +513,7 @@ def run_history(
             f"Warning: {journal.where}: skipped {len(journal.skipped)} line(s) that are not "
             f"journal entries (line {lines})"
         )
-    if output_format == "json":
-        _say(json.dumps(page, indent=2))
-        return 0
-    if not page["results"]:
-        _say(
-            "No history entries match." if page["totalResults"] == 0 else "No entries on this page."
-        )
-        return 0
-    for entry in page["results"]:
-        job = f" job {entry['jobId']}" if entry.get("jobId") else ""
-        _say(
-            f"{entry['time']}  {entry['actor']:<20} {entry['action']:<7} {entry['domain']}/{entry['lookup']}"
-            f"  {entry['outcome']}{job}  {entry['message']}"
-        )
-        changed = sorted(
-            set(entry["payload"].get("additions", {})) | set(entry["payload"].get("deletions", {}))
-        )
-        if changed and entry["action"] == "update":
-            _say(f"    changed: {', '.join(changed)}")
-    shown = offset + len(page["results"])
-    _say(f"\n{offset + 1}-{shown} of {page['totalResults']} entries (newest first).")
+    _say(views.render("history", output_format, page, offset))
     return 0
 
 

@@ -322,10 +322,10 @@ def test_rich_console_shows_progress_and_outcomes() -> None:
 
     from rich.console import Console
 
-    from reconciler.apply import Outcome
+    from reconciler.apply.outcome import Outcome
     from reconciler.client import JobStatus
-    from reconciler.console import RichConsole
     from reconciler.plan.model import Action, Change
+    from reconciler.views.progress import RichConsole
 
     stream = io.StringIO()
     console = RichConsole(2, console=Console(file=stream, force_terminal=True, width=100))
@@ -343,8 +343,8 @@ def test_rich_console_shows_progress_and_outcomes() -> None:
 
 
 def test_jobs_view_follows_the_apply_rule_for_a_job_ending_at_create_ok() -> None:
+    from reconciler.apply.jobs import job_view
     from reconciler.client import JobStatus
-    from reconciler.jobsview import job_view
 
     ended = [
         JobStatus(code="create.start", eventdata="2026-11-24T15:00:00.000"),

@@ -125,7 +125,7 @@ async def test_conflict_becomes_update_and_missing_update_becomes_create(tmp_pat
         await client.deploy(
             "POST", "deploy-static-query", "acme", "raced", {"query": "from other select user"}
         )
-    from reconciler.apply import Executor
+    from reconciler.apply.executor import Executor
 
     async with project.client() as client:
         executor = Executor(client, plan_run.workspace.by_address(), plan_run.state, env={})

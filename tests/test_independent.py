@@ -186,7 +186,7 @@ async def test_conflict_with_unreadable_config_is_updated_not_assumed_equal(tmp_
     specs.mkdir()
     (specs / "q.yaml").write_text(lookup_doc("q", KINDS["static"]))
     # The plan read an empty domain (e.g. made before someone created q by hand).
-    from reconciler.apply import Executor
+    from reconciler.apply.executor import Executor
     from reconciler.client import LookupClient
     from reconciler.engine import load_workspace
     from reconciler.plan.builder import build_plan

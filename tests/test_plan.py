@@ -12,7 +12,9 @@ from reconciler.emulator.derive import derive
 from reconciler.errors import PlanError
 from reconciler.plan.builder import Selector
 from reconciler.plan.model import Action, Change, Plan
-from reconciler.plan.render import render_json, render_markdown, render_text
+from reconciler.views.json import plan as render_json
+from reconciler.views.markdown import plan as render_markdown
+from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
 
 pytestmark = pytest.mark.anyio

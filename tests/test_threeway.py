@@ -22,7 +22,7 @@ from reconciler.desired import resolve_secrets
 from reconciler.emulator import EmulatorConfig
 from reconciler.engine import load_workspace
 from reconciler.plan.model import Action, Change, Plan
-from reconciler.plan.render import render_text
+from reconciler.views.text import plan as render_text
 from tests.planning import FAST_POLL, GEO, KINDS, SECRETS, Project, lookup_doc
 
 pytestmark = pytest.mark.anyio

@@ -1,39 +1,8 @@
 """Apply: carry out a plan's changes through the client, follow every job, record what happened.
 
-``executor`` holds the Executor (ordering, concurrency, delta uploads, recording and journaling) and
-the outcome vocabulary; ``jobs`` reads a lookup's jobs for the ``jobs`` command with the same rule.
+- ``executor``: the Executor (ordering, concurrency, delta uploads, recording and journaling);
+- ``outcome``: what happened to each lookup (statuses, ``Outcome``, ``summarize``);
+- ``jobs``: a lookup's jobs for the ``jobs`` command, read with the same rule apply follows.
+
+The package itself imports nothing heavy: views read outcomes without loading the HTTP client.
 """
-
-from reconciler.apply.executor import (
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    NOT_ATTEMPTED,
-    SUBMITTED,
-    TIMED_OUT,
-    ApplyConsole,
-    ApplyOptions,
-    Executor,
-    NullConsole,
-    Outcome,
-    check_secrets,
-    completion_line,
-    summarize,
-)
-
-__all__ = [
-    "DONE",
-    "FAILED",
-    "INTERRUPTED",
-    "NOT_ATTEMPTED",
-    "SUBMITTED",
-    "TIMED_OUT",
-    "ApplyConsole",
-    "ApplyOptions",
-    "Executor",
-    "NullConsole",
-    "Outcome",
-    "check_secrets",
-    "completion_line",
-    "summarize",
-]

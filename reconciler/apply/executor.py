@@ -27,6 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from reconciler.apply.outcome import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    SUBMITTED,
+    TIMED_OUT,
+    Outcome,
+)
 from reconciler.canonical import flatten
 from reconciler.client import DeployResult, JobStatus, LookupClient, LookupMeta, PollPolicy
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
@@ -46,34 +54,6 @@ from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal, JournalEntry
 from reconciler.timeframe import epoch_millis
-
-DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
-    "done",
-    "failed",
-    "timed out",
-    "not attempted",
-    "submitted",
-    "interrupted",
-)
-
-
-@dataclass
-class Outcome:
-    """What happened to one lookup."""
-
-    address: str
-    action: Action
-    status: str = NOT_ATTEMPTED
-    job_id: str | None = None
-    message: str = ""
-    polls: int = 0
-    seconds: float = 0.0
-    effective: Action | None = None  # what was really done (a 409 create may become an update)
-
-    @property
-    def ok(self) -> bool:
-        """Done, or submitted with --no-wait."""
-        return self.status in (DONE, SUBMITTED)
 
 
 class ApplyConsole(Protocol):
@@ -542,47 +522,3 @@ def journal_entry(change: Change, outcome: Outcome, actor: str, commit: str | No
         commit=commit,
         payload={"previous": previous, "additions": additions, "deletions": deletions},
     )
-
-
-def summarize(outcomes: list[Outcome]) -> dict[str, int]:
-    """Counts of what was really done: added, changed, destroyed, and lookups not done."""
-    counts = {"added": 0, "changed": 0, "destroyed": 0, "failed": 0}
-    for outcome in outcomes:
-        if not outcome.ok:
-            counts["failed"] += 1
-            continue
-        effective = outcome.effective or outcome.action
-        if effective is Action.CREATE:
-            counts["added"] += 1
-        elif effective is Action.UPDATE:
-            counts["changed"] += 1
-        elif effective is Action.DELETE:
-            counts["destroyed"] += 1
-    return counts
-
-
-def completion_line(outcomes: list[Outcome]) -> str:
-    """``Apply complete! Lookups: X added, Y changed, Z destroyed.`` (or what failed)."""
-    counts = summarize(outcomes)
-    done = f"Lookups: {counts['added']} added, {counts['changed']} changed, {counts['destroyed']} destroyed."
-    if counts["failed"]:
-        return f"Apply failed: {counts['failed']} of {len(outcomes)} lookup(s) not done. {done}"
-    return f"Apply complete! {done}"
-
-
-__all__ = [
-    "DONE",
-    "FAILED",
-    "INTERRUPTED",
-    "NOT_ATTEMPTED",
-    "SUBMITTED",
-    "TIMED_OUT",
-    "ApplyConsole",
-    "ApplyOptions",
-    "Executor",
-    "NullConsole",
-    "Outcome",
-    "check_secrets",
-    "completion_line",
-    "summarize",
-]

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from rich.markup import escape
 
-from reconciler.apply import Outcome
+from reconciler.apply.outcome import Outcome
 from reconciler.client import JobStatus
 from reconciler.plan.model import Change
 

@@ -1,4 +1,4 @@
-"""``reconciler jobs``: a lookup's recent jobs as people expect to see them.
+"""A lookup's recent jobs as people expect to see them (the data of ``reconciler jobs``).
 
 For each job: its statuses in order (time, code, message), its stage (running / done / failed, by
 ``reconciler.client.job_state``, the same rule apply follows: a job whose latest status is
@@ -8,7 +8,7 @@ how long it ran. The clock is injected (``now``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,27 +77,3 @@ async def job_views(
     for one in ids:
         views.append(job_view(one, await reader.job_statuses(domain, name, one)))
     return views
-
-
-def render_jobs(address: str, views: list[JobView]) -> str:
-    """The text view."""
-    if not views:
-        return f"{address}: no jobs."
-    lines = [f"Jobs of {address} (oldest first):", ""]
-    for view in views:
-        took = f", ran {view.seconds:g}s" if view.seconds is not None else ""
-        stopped = f", stopped {view.stopped}" if view.stopped else ""
-        lines.append(
-            f"job {view.id}: {view.stage.upper()} (submitted {view.submitted or '?'}{stopped}{took})"
-        )
-        for status in view.statuses:
-            lines.append(
-                f"  {status['time'] or '-':<24} {status['code']:<14} {status['msg'] or ''}"
-            )
-        lines.append("")
-    return "\n".join(lines).rstrip()
-
-
-def as_json(address: str, views: list[JobView]) -> dict[str, Any]:
-    """The JSON view."""
-    return {"lookup": address, "jobs": [asdict(v) for v in views]}

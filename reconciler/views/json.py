@@ -1,0 +1,85 @@
+"""The JSON view: the contract's plan JSON, and JSON for apply, jobs, history and validate.
+
+Everything a tool reads: stable keys, one document per command (apply's live events are one JSON
+object per line, from ``reconciler.views.progress``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from reconciler.apply.outcome import INTERRUPTED, Outcome, summarize
+from reconciler.plan.model import Plan
+from reconciler.spec.loader import LoadResult
+from reconciler.state import LockInfo, State
+
+if TYPE_CHECKING:
+    from reconciler.apply.jobs import JobView
+
+
+def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
+    """The contract's plan JSON (drift adds ``in_sync``)."""
+    document: dict[str, Any] = plan.to_json()
+    if drift:
+        document["in_sync"] = plan.in_sync
+    return json.dumps(document, indent=2, sort_keys=False)
+
+
+def apply(outcomes: list[Outcome]) -> str:
+    """The closing ``summary`` event: counts and every lookup's outcome."""
+    return json.dumps(
+        {
+            "event": "summary",
+            **summarize(outcomes),
+            "interrupted": any(o.status == INTERRUPTED for o in outcomes),
+            "outcomes": [
+                {"address": o.address, "status": o.status, "job_id": o.job_id, "message": o.message}
+                for o in outcomes
+            ],
+        }
+    )
+
+
+def jobs(address: str, views: list[JobView]) -> str:
+    """A lookup's jobs, oldest first."""
+    return json.dumps({"lookup": address, "jobs": [asdict(v) for v in views]}, indent=2)
+
+
+def history(page: dict[str, Any], offset: int) -> str:
+    """One page of the journal, as the journal query returns it."""
+    return json.dumps(page, indent=2)
+
+
+def validate(result: LoadResult) -> str:
+    """Whether the specs are valid, with every diagnostic."""
+    return json.dumps(
+        {
+            "valid": not result.errors,
+            "files": len(result.files),
+            "lookups": len(result.lookups),
+            "domains": len(result.domains),
+            "diagnostics": [
+                {
+                    "path": d.path,
+                    "line": d.line,
+                    "column": d.column,
+                    "field": d.field,
+                    "severity": d.severity,
+                    "message": d.message,
+                    "hint": d.hint,
+                }
+                for d in result.diagnostics
+            ],
+        },
+        indent=2,
+    )
+
+
+def state(loaded: State, location: str, holder: LockInfo | None) -> str:
+    """The state document, with where it is and who holds its lock."""
+    document = loaded.document()
+    document["location"] = location
+    document["lock"] = None if holder is None else holder.__dict__
+    return json.dumps(document, indent=2)

@@ -1,0 +1,269 @@
+"""The text view: what a person reads in a terminal or a CI log.
+
+One function per thing the commands show (``plan``, ``apply``, ``jobs``, ``history``, ``validate``),
+each a pure function of its data returning the text; ``reconciler.views`` picks the format.
+Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR``).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from reconciler.apply.outcome import NOT_ATTEMPTED, Outcome, summarize
+from reconciler.canonical import render_value
+from reconciler.plan.model import Action, Change, Plan
+from reconciler.spec.loader import LoadResult
+from reconciler.state import LockInfo, State
+
+if TYPE_CHECKING:
+    from reconciler.apply.jobs import JobView
+
+_STYLES = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: ""}
+_HEADLINE = {
+    Action.CREATE: "will be created",
+    Action.UPDATE: "will be updated in-place",
+    Action.DELETE: "will be destroyed",
+    Action.NOOP: "is up to date",
+}
+_ORIGIN = {
+    "spec": " (spec changed since the last apply)",
+    "state": " (recorded only; nothing is sent for it)",
+}
+_DRIFT = {
+    Action.CREATE: "is missing in Devo",
+    Action.UPDATE: "differs from its spec",
+    Action.DELETE: "should not exist",
+}
+
+
+def _unverified_note(plan: Plan) -> str:
+    count = len(plan.unverified)
+    if not count:
+        return ""
+    return f" {count} lookup(s) could not be verified (no deployConfig from the service, no state)."
+
+
+def summary_line(plan: Plan) -> str:
+    """The contract's last line: ``Plan: X to add, Y to change, Z to destroy.`` or ``No changes.``
+
+    When some lookups could not be verified, the line says how many after the contract's words.
+    """
+    if not plan.can_apply():
+        return "No changes." + _unverified_note(plan)
+    s = plan.summary
+    return (
+        f"Plan: {s['add']} to add, {s['change']} to change, {s['destroy']} to destroy."
+        + _unverified_note(plan)
+    )
+
+
+def drift_line(plan: Plan) -> str:
+    """``In sync.`` or ``Drift: N lookup(s) differ, M unmanaged.`` (kept ones are not drift)."""
+    kept = f" ({len(plan.kept)} kept by keep globs)" if plan.kept else ""
+    if plan.in_sync:
+        note = f" {len(plan.kept)} unmanaged lookup(s) kept by keep globs (not drift)."
+        return "In sync." + (note if plan.kept else "") + _unverified_note(plan)
+    return (
+        f"Drift: {len(plan.actionable)} lookup(s) differ, "
+        f"{len(plan.drifted_unmanaged)} unmanaged.{kept}" + _unverified_note(plan)
+    )
+
+
+class _Painter:
+    """Colours lines through rich (one capturing console per view), or leaves them plain."""
+
+    def __init__(self, color: bool) -> None:
+        self.console = (
+            Console(
+                file=io.StringIO(),
+                force_terminal=True,
+                color_system="standard",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if color
+            else None
+        )
+
+    def __call__(self, text: str, style: str) -> str:
+        if self.console is None or not style:
+            return text
+        with self.console.capture() as capture:
+            self.console.print(Text(text, style=style), end="")
+        return capture.get()
+
+
+def attribute_lines(change: Change) -> list[str]:
+    lines = []
+    if change.action is Action.CREATE and change.after:
+        for path, value in sorted(change.after.items()):
+            lines.append(f"+ {path} = {render_value(value)}")
+    for item in change.diff:
+        origin = _ORIGIN.get(item.source, "")
+        lines.append(
+            f"~ {item.path}: {render_value(item.before)} → {render_value(item.after)}{origin}"
+        )
+        lines.extend(f"    {detail}" for detail in item.details)
+    if change.csv is not None:
+        csv = change.csv
+        rows = f"{csv.before_rows if csv.before_rows is not None else '?'} → {csv.after_rows} rows"
+        detail = ""
+        if csv.added is not None:
+            detail = f" (+{csv.added} -{csv.removed} ~{csv.changed} by key)"
+        what = (
+            "csv content" if csv.source == "spec" else "data in Devo (changed outside reconciler)"
+        )
+        lines.append(f"~ {what}: {rows}{detail}")
+        lines.extend(f"    {sample}" for sample in csv.samples)
+        if csv.send_bytes is not None:
+            lines.append(
+                f"# upload: {csv.strategy}, {csv.send_rows} row(s), {_size(csv.send_bytes)}"
+            )
+        if csv.note:
+            lines.append(f"# {csv.note}")
+    if change.unverified and change.action is not Action.CREATE:
+        lines.append(f"? could not verify: {', '.join(change.unverified)}")
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"  # pragma: no cover
+
+
+def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool = False) -> str:
+    """The human view of a plan (like Terraform's). ``verbose`` also lists lookups up to date."""
+    paint = _Painter(color)
+    out: list[str] = []
+    shown = [c for c in plan.changes if verbose or c.action is not Action.NOOP]
+    if shown:
+        out.append(
+            "Devo differs from the specs:"
+            if drift
+            else "reconciler will perform the following actions:"
+        )
+        out.append("")
+    for change in shown:
+        style = _STYLES[change.action]
+        headline = (_DRIFT if drift else _HEADLINE).get(change.action, _HEADLINE[change.action])
+        reason = f" ({change.reason})" if change.reason and change.action is not Action.NOOP else ""
+        out.append(f"  # {change.address} {headline}{reason}")
+        kind = f" ({change.kind} → {change.endpoint})" if change.kind else ""
+        out.append(paint(f'  {change.action.symbol} lookup "{change.address}"{kind}', style))
+        for line in attribute_lines(change):
+            out.append(paint(f"      {line}", style if line[0] in "+~-" else ""))
+        out.append("")
+    if plan.unmanaged:
+        kept = set(plan.kept)
+        out.append("Unmanaged lookups (no spec names them):")
+        out.extend(
+            f"  ? {address}" + (" (kept)" if address in kept else "") for address in plan.unmanaged
+        )
+        out.extend(f"  hint: {hint}" for hint in plan.hints)
+        out.append("")
+    for warning in plan.warnings:
+        out.append(paint(f"Warning: {warning}", "yellow"))
+    if plan.warnings:
+        out.append("")
+    out.append(drift_line(plan) if drift else summary_line(plan))
+    return "\n".join(out)
+
+
+def completion_line(outcomes: list[Outcome]) -> str:
+    """``Apply complete! Lookups: X added, Y changed, Z destroyed.`` (or what failed)."""
+    counts = summarize(outcomes)
+    done = f"Lookups: {counts['added']} added, {counts['changed']} changed, {counts['destroyed']} destroyed."
+    if counts["failed"]:
+        return f"Apply failed: {counts['failed']} of {len(outcomes)} lookup(s) not done. {done}"
+    return f"Apply complete! {done}"
+
+
+def apply(outcomes: list[Outcome]) -> str:
+    """What apply did not do (and why), then the completion line."""
+    out: list[str] = []
+    not_done = [o for o in outcomes if not o.ok]
+    if not_done:
+        out.append("\nNot done:")
+        for o in not_done:
+            mentioned = o.job_id is not None and o.job_id in (o.message or "")
+            job = f" job {o.job_id}" if o.job_id and not mentioned else ""
+            out.append(f"  ✗ {o.address} ({o.action.value}): {o.status}{job}: {o.message or '-'}")
+        if any(o.status == NOT_ATTEMPTED for o in outcomes):
+            out.append("  Run apply again to do the remaining work.")
+    out.append("\n" + completion_line(outcomes))
+    return "\n".join(out)
+
+
+def jobs(address: str, views: list[JobView]) -> str:
+    """A lookup's jobs, oldest first, each with its statuses."""
+    if not views:
+        return f"{address}: no jobs."
+    lines = [f"Jobs of {address} (oldest first):", ""]
+    for view in views:
+        took = f", ran {view.seconds:g}s" if view.seconds is not None else ""
+        stopped = f", stopped {view.stopped}" if view.stopped else ""
+        lines.append(
+            f"job {view.id}: {view.stage.upper()} (submitted {view.submitted or '?'}{stopped}{took})"
+        )
+        for status in view.statuses:
+            lines.append(
+                f"  {status['time'] or '-':<24} {status['code']:<14} {status['msg'] or ''}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def history(page: dict[str, Any], offset: int) -> str:
+    """One page of the journal, newest first, with what each update changed."""
+    if not page["results"]:
+        return (
+            "No history entries match." if page["totalResults"] == 0 else "No entries on this page."
+        )
+    out = []
+    for entry in page["results"]:
+        job = f" job {entry['jobId']}" if entry.get("jobId") else ""
+        out.append(
+            f"{entry['time']}  {entry['actor']:<20} {entry['action']:<7} "
+            f"{entry['domain']}/{entry['lookup']}  {entry['outcome']}{job}  {entry['message']}"
+        )
+        changed = sorted(
+            set(entry["payload"].get("additions", {})) | set(entry["payload"].get("deletions", {}))
+        )
+        if changed and entry["action"] == "update":
+            out.append(f"    changed: {', '.join(changed)}")
+    shown = offset + len(page["results"])
+    out.append(f"\n{offset + 1}-{shown} of {page['totalResults']} entries (newest first).")
+    return "\n".join(out)
+
+
+def validate(result: LoadResult) -> str:
+    """The line that says how much was valid (diagnostics go to stderr, one per line)."""
+    return (
+        f"✓ {len(result.lookups)} lookup(s) and {len(result.domains)} domain(s) valid "
+        f"in {len(result.files)} file(s)."
+    )
+
+
+def state(loaded: State, location: str, holder: LockInfo | None) -> str:
+    """The recorded lookups, one line each, and who holds the lock."""
+    out = [] if loaded.lookups else [f"{location}: no lookups recorded."]
+    for address, record in sorted(loaded.lookups.items()):
+        csv = record.csv or {}
+        data = f"  csv {str(csv.get('sha256'))[:12]} {csv.get('rows')} rows" if csv else ""
+        flags = " protect" if record.protect else ""
+        flags += " (submitted; job not followed)" if record.status == "submitted" else ""
+        out.append(
+            f"{address:<40} {record.kind or '-':<18} {record.endpoint or '-':<28} "
+            f"{record.applied_at or '-':<25} job {record.job_id or '-'}{data}{flags}"
+        )
+    out.append(f"\n{len(loaded.lookups)} lookup(s) in {location}.")
+    if holder is not None:
+        out.append(f"Locked: {holder.describe()}.")
+    return "\n".join(out)
