@@ -7,6 +7,7 @@ them, so ``reconciler --help`` and ``reconciler validate`` start fast.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -148,10 +149,30 @@ StateOpt = Annotated[
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Log every request (method, URL, status, time) to stderr.")
 ]
-TextJsonOpt = Annotated[str, typer.Option("--format", help="text or json.", metavar="FORMAT")]
-FormatOpt = Annotated[
-    str, typer.Option("--format", help="text, json or markdown.", metavar="FORMAT")
+
+
+def _formats(view: str, note: str = "") -> str:
+    """``--format`` help for a command showing ``view``: its choices come from the views registry."""
+    choices = views.formats_for(view)
+    listed = ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+    return f"{listed}{note}."
+
+
+PlanFormatOpt = Annotated[str, typer.Option("--format", help=_formats("plan"), metavar="FORMAT")]
+ApplyFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format", help=_formats("apply", " (json: one event per line)"), metavar="FORMAT"
+    ),
 ]
+JobsFormatOpt = Annotated[str, typer.Option("--format", help=_formats("jobs"), metavar="FORMAT")]
+HistoryFormatOpt = Annotated[
+    str, typer.Option("--format", help=_formats("history"), metavar="FORMAT")
+]
+ValidateFormatOpt = Annotated[
+    str, typer.Option("--format", help=_formats("validate"), metavar="FORMAT")
+]
+StateFormatOpt = Annotated[str, typer.Option("--format", help=_formats("state"), metavar="FORMAT")]
 AllowOutsideOpt = Annotated[
     bool,
     typer.Option("--allow-outside", help="Accept csv.file paths that leave the spec repository."),
@@ -220,6 +241,42 @@ class Connection:
         return settings
 
 
+_CONNECTION_OPTIONS: dict[str, Any] = {
+    "url": (UrlOpt, None),
+    "region": (RegionOpt, None),
+    "emulator": (EmulatorOpt, False),
+    "token_file": (TokenFileOpt, None),
+    "auth_scheme": (AuthSchemeOpt, None),
+    "state": (StateOpt, None),
+    "debug": (DebugOpt, False),
+}
+
+
+def connected(fn: F) -> F:
+    """Give a command the connection options, declared once here, as one ``connection`` argument.
+
+    The command declares ``connection: Connection``; typer sees the seven options in its place
+    (``--url``, ``--region``, ``--emulator``, ``--token-file``, ``--auth-scheme``, ``--state``,
+    ``--debug``), and the command receives them resolved into one object.
+    """
+    signature = inspect.signature(fn, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "connection"]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default)
+        for name, (hint, default) in _CONNECTION_OPTIONS.items()
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = {name: kwargs.pop(name) for name in _CONNECTION_OPTIONS if name in kwargs}
+        return fn(*args, connection=Connection(**options), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must read the new signature, not the command's own
+    return wrapper  # type: ignore[return-value]
+
+
 def _color() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
@@ -231,7 +288,7 @@ def validate(
     no_csv: Annotated[
         bool, typer.Option("--no-csv", help="Skip reading local CSV files (faster).")
     ] = False,
-    output_format: TextJsonOpt = "text",
+    output_format: ValidateFormatOpt = "text",
     allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Check spec documents (schema, semantic rules, local CSVs). No network."""
@@ -391,12 +448,13 @@ def emulator_serve(
 
 @app.command()
 @handle_errors
+@connected
 def plan(
     paths: PathsArg = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Save the plan for apply --plan.")
     ] = None,
-    output_format: FormatOpt = "text",
+    output_format: PlanFormatOpt = "text",
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
     ] = False,
@@ -408,13 +466,8 @@ def plan(
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
     max_destroy: MaxDestroyOpt = None,
-    url: UrlOpt = None,
-    region: RegionOpt = None,
-    emulator: EmulatorOpt = False,
-    token_file: TokenFileOpt = None,
-    auth_scheme: AuthSchemeOpt = None,
-    state: StateOpt = None,
-    debug: DebugOpt = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Show what apply would do: diff the specs against the live lookups."""
     import asyncio
@@ -422,7 +475,6 @@ def plan(
     from reconciler.commands import run_plan
 
     views.check_format("plan", output_format)
-    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_plan(
             connection.settings(),
@@ -444,20 +496,16 @@ def plan(
 
 @app.command()
 @handle_errors
+@connected
 def drift(
     paths: PathsArg = None,
-    output_format: FormatOpt = "text",
+    output_format: PlanFormatOpt = "text",
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
-    url: UrlOpt = None,
-    region: RegionOpt = None,
-    emulator: EmulatorOpt = False,
-    token_file: TokenFileOpt = None,
-    auth_scheme: AuthSchemeOpt = None,
-    state: StateOpt = None,
-    debug: DebugOpt = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Read-only: report where Devo differs from the specs (exit 2 on drift)."""
     import asyncio
@@ -465,7 +513,6 @@ def drift(
     from reconciler.commands import run_drift
 
     views.check_format("plan", output_format)
-    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_drift(
             connection.settings(),
@@ -483,6 +530,7 @@ def drift(
 
 @app.command()
 @handle_errors
+@connected
 def apply(
     paths: PathsArg = None,
     plan_file: Annotated[
@@ -500,9 +548,7 @@ def apply(
     job_timeout: Annotated[
         float, typer.Option("--job-timeout", help="Seconds each job may take.")
     ] = 600.0,
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json (one event per line).", metavar="FORMAT")
-    ] = "text",
+    output_format: ApplyFormatOpt = "text",
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
     replace: Annotated[
@@ -525,13 +571,8 @@ def apply(
             metavar="S",
         ),
     ] = 0.0,
-    url: UrlOpt = None,
-    region: RegionOpt = None,
-    emulator: EmulatorOpt = False,
-    token_file: TokenFileOpt = None,
-    auth_scheme: AuthSchemeOpt = None,
-    state: StateOpt = None,
-    debug: DebugOpt = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Make the live lookups match the specs, and follow every job to its end."""
     import asyncio
@@ -539,7 +580,6 @@ def apply(
     from reconciler.commands import run_apply
 
     views.check_format("apply", output_format)
-    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_apply(
             connection.settings(),
@@ -566,6 +606,7 @@ def apply(
 
 @app.command("import")
 @handle_errors
+@connected
 def import_(
     domain: Annotated[str, typer.Argument(help="The Devo domain to import.", metavar="DOMAIN")],
     name: Annotated[
@@ -573,20 +614,14 @@ def import_(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder to write specs into.")] = Path("specs"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
-    url: UrlOpt = None,
-    region: RegionOpt = None,
-    emulator: EmulatorOpt = False,
-    token_file: TokenFileOpt = None,
-    auth_scheme: AuthSchemeOpt = None,
-    state: StateOpt = None,
-    debug: DebugOpt = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Write specs for lookups that already exist (a plan right after is empty)."""
     import asyncio
 
     from reconciler.commands import run_import
 
-    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_import(connection.settings(), domain, name_glob=name, out_dir=out, force=force)
     )
@@ -595,22 +630,18 @@ def import_(
 
 @app.command()
 @handle_errors
+@connected
 def jobs(
     address: Annotated[
         str, typer.Argument(help="DOMAIN/NAME of the lookup.", metavar="DOMAIN/NAME")
     ],
     job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
-    output_format: TextJsonOpt = "text",
+    output_format: JobsFormatOpt = "text",
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the latest (or --job) job until it ends.")
     ] = False,
-    url: UrlOpt = None,
-    region: RegionOpt = None,
-    emulator: EmulatorOpt = False,
-    token_file: TokenFileOpt = None,
-    auth_scheme: AuthSchemeOpt = None,
-    state: StateOpt = None,
-    debug: DebugOpt = False,
+    *,
+    connection: Connection,
 ) -> None:
     """A lookup's recent jobs: statuses in order, stage, submitted/stopped times, duration."""
     import asyncio
@@ -618,7 +649,6 @@ def jobs(
     from reconciler.commands import run_jobs
 
     views.check_format("jobs", output_format)
-    connection = Connection(url, region, emulator, token_file, auth_scheme, state, debug)
     code = asyncio.run(
         run_jobs(
             connection.settings(), address, job_id=job, output_format=output_format, watch=watch
@@ -646,7 +676,7 @@ def history(
     ] = None,
     offset: Annotated[int, typer.Option("--offset", help="Entries to skip.")] = 0,
     page_size: Annotated[int, typer.Option("--page-size", help="Entries per page.")] = 50,
-    output_format: TextJsonOpt = "text",
+    output_format: HistoryFormatOpt = "text",
     state: StateOpt = None,
 ) -> None:
     """The audit trail of what apply changed (newest first)."""
@@ -680,7 +710,7 @@ def _state_location(state: str | None) -> str:
 @state_app.command("show")
 @handle_errors
 def state_show(
-    output_format: TextJsonOpt = "text",
+    output_format: StateFormatOpt = "text",
     state: StateOpt = None,
 ) -> None:
     """The recorded lookups: address, kind, endpoint, applied at, job id, CSV sha256 and rows."""
