@@ -22,6 +22,7 @@ from reconciler import views
 from reconciler.apply.executor import ApplyOptions, Executor
 from reconciler.apply.outcome import Outcome
 from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
+from reconciler.clock import SYSTEM_CLOCK, Clock
 from reconciler.connect import transport_for
 from reconciler.engine import (
     PLAN_FILE_KIND,
@@ -245,6 +246,7 @@ async def run_apply(
     allow_outside: bool = False,
     max_destroy: int | None = None,
     poll: PollPolicy | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     lock_timeout: float = 0.0,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
@@ -262,7 +264,14 @@ async def run_apply(
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with (
         _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
-        LookupClient(settings, retry=retry, transport=transport_for(settings, transport)) as client,
+        LookupClient(
+            settings,
+            retry=retry,
+            transport=transport_for(settings, transport),
+            sleep=clock.sleep,
+            clock=clock.monotonic,
+            wall_clock=clock.wall,
+        ) as client,
     ):
         if plan_file is not None:
             run = await _planned_run(client, settings, plan_file, max_destroy)
@@ -290,6 +299,7 @@ async def run_apply(
             job_timeout=job_timeout,
             actor=actor,
             commit=current_commit(),
+            clock=clock,
             **({"poll": poll} if poll is not None else {}),
         )
         executor = Executor(

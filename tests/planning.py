@@ -14,7 +14,7 @@ from reconciler.emulator import EmulatorConfig
 from reconciler.engine import PlanRun, make_plan
 from reconciler.plan.builder import Selector
 from reconciler.settings import Settings
-from tests.support import make_app
+from tests.support import JumpingClock, make_app
 
 KINDS: dict[str, str] = {
     "csv_file": """
@@ -92,8 +92,12 @@ class Project:
         self.specs = root / "specs"
         (self.specs / "data").mkdir(parents=True, exist_ok=True)
         (self.specs / "data" / "geo.csv").write_text(GEO)
+        # Jobs take their latency in the emulator's time; the client's polls jump the shared
+        # clock forward instead of waiting for it.
+        self.clock = JumpingClock()
         self.app = make_app(
-            config or EmulatorConfig(create_latency=0.0, deploy_latency=0.02, delete_latency=0.02)
+            config or EmulatorConfig(create_latency=0.0, deploy_latency=0.02, delete_latency=0.02),
+            clock=self.clock,
         )
         self.settings = Settings(
             "http://devo.test/lookup-api", state_path=root / ".reconciler" / "state.json"
@@ -120,6 +124,7 @@ class Project:
         options.setdefault("auto_approve", True)
         options.setdefault("env", dict(SECRETS))
         options.setdefault("poll", FAST_POLL)
+        options.setdefault("clock", self.clock.clock())
         return await run_apply(
             self.settings, [str(self.specs)], transport=self.transport(), **options
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from reconciler.clock import Clock
 from reconciler.emulator import EmulatorConfig, create_app
 from reconciler.emulator.app import FaultInjector
 from reconciler.emulator.store import Store
@@ -36,6 +38,32 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+class JumpingClock:
+    """Real time plus the length of every sleep: waits return at once, yet time moves as if they
+    had passed. Shared by a test's emulator (whose jobs advance with it) and the client polling
+    them, a job that takes two seconds finishes in no real time, while anything that waits on the
+    real clock still sees it move."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.offset += max(0.0, seconds)
+        await asyncio.sleep(0)  # still let the other tasks run
+
+    def clock(self) -> Clock:
+        """The tool's Clock reading this one."""
+        return Clock(monotonic=self.monotonic, wall=self, sleep=self.sleep)
 
 
 def make_app(

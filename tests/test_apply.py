@@ -687,3 +687,27 @@ async def test_after_a_delta_a_plan_without_state_is_empty_too(tmp_path: Path) -
     assert await project.apply() == 0
     project.settings.state_path.unlink()  # the live recipe now says append: true
     assert not (await project.plan()).plan.can_apply()
+
+
+async def test_apply_takes_its_time_from_the_clock_it_is_given(tmp_path: Path) -> None:
+    """Durations, records and journal entries read the injected clock, and job polls wait on it:
+    a two-second job takes no real time when the clock jumps on every sleep."""
+    from datetime import UTC, datetime
+
+    from reconciler.state import State
+    from reconciler.state.journal import Journal
+
+    project = Project(
+        tmp_path, EmulatorConfig(create_latency=0.0, deploy_latency=2.0, delete_latency=0.0)
+    )
+    project.clock.offset = 400 * 86_400.0  # the clock runs 400 days ahead of the machine's
+    project.write(lookup_doc("one", KINDS["static"]))
+    started = time.monotonic()
+    assert await project.apply() == 0
+    assert time.monotonic() - started < 1.5, "the job's 2 s were waited for, not jumped"
+    assert sum(project.clock.slept) > 1.5  # the polls jumped over (most of) the job
+    ahead = str(datetime.now(UTC).year + 1)
+    record = State.load(str(project.settings.state_path)).lookups["acme/one"]
+    assert record.applied_at is not None and record.applied_at.startswith(ahead)
+    (entry,) = list(Journal.for_state(str(project.settings.state_path)).entries())
+    assert entry.time.startswith(ahead) and entry.action == "create"

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +36,7 @@ from reconciler.apply.outcome import (
 )
 from reconciler.canonical import flatten
 from reconciler.client import DeployResult, JobStatus, LookupClient, LookupMeta, PollPolicy
+from reconciler.clock import SYSTEM_CLOCK, Clock
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
 from reconciler.errors import (
     ConflictError,
@@ -89,6 +89,7 @@ class ApplyOptions:
     poll: PollPolicy = field(default_factory=PollPolicy)
     actor: str = "unknown"
     commit: str | None = None
+    clock: Clock = SYSTEM_CLOCK  # durations, record and journal times
 
 
 def check_secrets(
@@ -186,7 +187,7 @@ class Executor:
         self.stopping.set()
 
     async def _one(self, change: Change, outcome: Outcome) -> None:
-        started = time.monotonic()
+        started = self.options.clock.monotonic()
         if not change.request:  # only the state changes (protect): nothing to send
             outcome.status, outcome.effective = DONE, Action.UPDATE
             outcome.message = "recorded protect: " + str(change.protect).lower() + " (no request)"
@@ -200,7 +201,7 @@ class Executor:
                 result, effective = await self._submit_change(change)
             except ReconcilerError as exc:
                 outcome.status, outcome.message = FAILED, self._safe(str(exc))
-                outcome.seconds = time.monotonic() - started
+                outcome.seconds = self.options.clock.monotonic() - started
                 self._finish(change, outcome)
                 return
         outcome.effective = effective
@@ -215,7 +216,7 @@ class Executor:
             )
         else:
             await self._follow(change, outcome, result.job_id)
-        outcome.seconds = time.monotonic() - started
+        outcome.seconds = self.options.clock.monotonic() - started
         if outcome.ok:
             # Off the event loop: a record is a file append or an object PUT, and a CSV's commit
             # is asked of git; neither may stall the jobs being followed meanwhile.
@@ -423,7 +424,7 @@ class Executor:
         meta: LookupMeta | None,
     ) -> None:
         """Write what was sent and what the service showed for it (see ``reconciler.state``)."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+        now = self.options.clock.now().isoformat(timespec="seconds")
         if change.action is Action.DELETE:
             self.state.forget(change.address)
             return
@@ -477,7 +478,13 @@ class Executor:
     def _journal(self, change: Change, outcome: Outcome) -> None:
         if self.journal is not None:
             self.journal.append(
-                journal_entry(change, outcome, self.options.actor, self.options.commit)
+                journal_entry(
+                    change,
+                    outcome,
+                    self.options.actor,
+                    self.options.commit,
+                    self.options.clock.now(),
+                )
             )
 
     def _safe(self, text: str) -> str:
@@ -490,7 +497,9 @@ class Executor:
         return redact(text, secrets)
 
 
-def journal_entry(change: Change, outcome: Outcome, actor: str, commit: str | None) -> JournalEntry:
+def journal_entry(
+    change: Change, outcome: Outcome, actor: str, commit: str | None, now: datetime
+) -> JournalEntry:
     """The entry for one applied change."""
     before = change.before or {}
     after = change.after or {}
@@ -506,7 +515,6 @@ def journal_entry(change: Change, outcome: Outcome, actor: str, commit: str | No
         if change.csv is not None:
             previous["csv.sha256"] = change.csv.before_sha256
             additions["csv.sha256"] = change.csv.after_sha256
-    now = datetime.now(UTC)
     effective = outcome.effective.value if outcome.effective else change.action.value
     return JournalEntry(
         id=str(uuid.uuid4()),
