@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock
+from reconciler.state.backends import write_atomically
 from reconciler.state.journal import Journal, current_actor, current_commit
 
 
@@ -58,12 +57,9 @@ def render(
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON through a temp file and ``os.replace``."""
+    """Write JSON atomically (a reader sees the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(document, indent=2).encode())
 
 
 async def run_plan(

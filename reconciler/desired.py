@@ -46,7 +46,7 @@ class DesiredLookup:
     kind: str | None  # the source block: csv, staticQuery, ...
     endpoint: str | None
     body: dict[str, Any]  # the request body (secrets as placeholders)
-    flat: dict[str, Any]  # the canonical config the service should report
+    canonical: dict[str, Any]  # the canonical config the service should report (state: the same)
     ignore: frozenset[str] = frozenset()  # paths the service decides (e.g. an unset startDate)
     fields: list[tuple[str, str, bool]] | None = None  # observable columns (name, type, key)
     query_columns: list[str] | None = None  # a query source's column names, when readable
@@ -94,7 +94,7 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         kind=kind,
         endpoint=ENDPOINTS[kind] if kind else None,
         body={},
-        flat={},
+        canonical={},
         spec_hash=loaded.spec_hash,
         source=f"{loaded.path}:{loaded.line}",
     )
@@ -109,7 +109,7 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         assert block is not None
         csv = CsvContent(path, scan.sha256, scan.rows, scan.size, block)
     desired.body = body
-    desired.flat = flatten(config)
+    desired.canonical = flatten(config)
     desired.ignore = frozenset(ignore)
     desired.fields = observable_fields(config)
     query = config["recipe"]["source"].get("query")

@@ -84,7 +84,7 @@ def _round_trips(document: dict[str, Any], meta: LookupMeta) -> bool:
         kind=spec.source_kind,
         endpoint=ENDPOINTS[spec.source_kind or "recipe"],
         body={},
-        flat=flatten(config),
+        canonical=flatten(config),
         ignore=frozenset(ignore),
         fields=observable_fields(config),
     )

@@ -5,7 +5,7 @@ With neither, the embedded emulator is the default, announced on stderr, except 
 ``CI``, or a CI service's own marker such as ``GITHUB_ACTIONS`` or ``JENKINS_URL``) where a forgotten
 variable must never turn a deploy into a silent no-op: then ``--emulator`` is required. Credentials
 lose surrounding white space (a pasted token ends in a newline); white space inside one is an error. Tokens come from ``DEVO_TOKEN`` or ``--token-file``, never from argv, and are held in
-``Secret`` so no repr, log line or exception can show them.
+pydantic ``SecretStr`` so no repr, log line or exception can show them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from pydantic import SecretStr
 
 from reconciler.errors import SettingsError
 
@@ -64,35 +66,14 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
-class Secret:
-    """A credential value that never shows itself in reprs, logs or messages."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The value, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
 @dataclass(frozen=True)
 class Credentials:
     """How requests are authenticated; ``describe`` names the credential without its value."""
 
-    token: Secret | None = None
+    token: SecretStr | None = None
     scheme: Literal["bearer", "standalone"] = "bearer"
-    api_key: Secret | None = None
-    api_secret: Secret | None = None
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
     source: str = ""
 
     @property
@@ -120,7 +101,7 @@ class Credentials:
 
     def secrets(self) -> list[str]:
         """The raw values, for redacting server messages that echo them."""
-        return [s.reveal() for s in (self.token, self.api_key, self.api_secret) if s]
+        return [s.get_secret_value() for s in (self.token, self.api_key, self.api_secret) if s]
 
 
 @dataclass(frozen=True)
@@ -230,7 +211,7 @@ def _credentials(
         raise SettingsError(
             f"unknown auth scheme {scheme!r}", hint="bearer (Authorization: Bearer) or standalone"
         )
-    token: Secret | None = None
+    token: SecretStr | None = None
     source = ""
     if token_file is not None:
         try:
@@ -240,9 +221,9 @@ def _credentials(
         if not text:
             raise SettingsError(f"token file {token_file} is empty")
         source = f"--token-file {token_file}"
-        token = Secret(_clean(text, source))
+        token = SecretStr(_clean(text, source))
     elif env.get("DEVO_TOKEN", "").strip():
-        token, source = Secret(_clean(env["DEVO_TOKEN"], "DEVO_TOKEN")), "DEVO_TOKEN"
+        token, source = SecretStr(_clean(env["DEVO_TOKEN"], "DEVO_TOKEN")), "DEVO_TOKEN"
     key = _clean(env.get("DEVO_API_KEY", ""), "DEVO_API_KEY") or None
     secret = _clean(env.get("DEVO_API_SECRET", ""), "DEVO_API_SECRET") or None
     if bool(key) != bool(secret):
@@ -252,7 +233,7 @@ def _credentials(
     return Credentials(
         token=token,
         scheme="standalone" if scheme == "standalone" else "bearer",
-        api_key=Secret(key) if key else None,
-        api_secret=Secret(secret) if secret else None,
+        api_key=SecretStr(key) if key else None,
+        api_secret=SecretStr(secret) if secret else None,
         source=source,
     )

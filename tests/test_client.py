@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr as Secret
 
 from reconciler.client import (
     JobStatus,
@@ -33,7 +34,7 @@ from reconciler.errors import (
     SettingsError,
     TransportError,
 )
-from reconciler.settings import Credentials, Secret, Settings, resolve
+from reconciler.settings import Credentials, Settings, resolve
 from tests.support import FakeClock, make_app, served
 
 pytestmark = pytest.mark.anyio
@@ -90,7 +91,7 @@ def test_resolve_endpoints(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("file-token\n")
     creds = resolve(token_file=token_file, env={"DEVO_TOKEN": "env-token"}).credentials
-    assert creds.token is not None and creds.token.reveal() == "file-token"
+    assert creds.token is not None and creds.token.get_secret_value() == "file-token"
     assert (
         resolve(env={"RECONCILER_STATE": str(tmp_path / "s.json")}).state_path
         == tmp_path / "s.json"
@@ -121,7 +122,7 @@ def test_any_ci_marker_refuses_the_silent_emulator(marker: dict[str, str]) -> No
 async def test_a_pasted_token_is_stripped_and_sent(pasted: str) -> None:
     settings = resolve(env={"DEVO_REGION": "us", "DEVO_TOKEN": pasted})
     assert settings.credentials.token is not None
-    assert settings.credentials.token.reveal() == "tok-123"
+    assert settings.credentials.token.get_secret_value() == "tok-123"
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -459,7 +459,7 @@ class Executor:
             LookupState(
                 kind=want.kind,
                 endpoint=want.endpoint,
-                canonical=dict(want.flat),
+                canonical=dict(want.canonical),
                 protect=want.protect,
                 job_id=outcome.job_id,
                 applied_at=now,

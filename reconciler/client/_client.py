@@ -101,13 +101,13 @@ class _Auth(httpx.Auth):
         creds = self.credentials
         if creds.token:
             if creds.scheme == "standalone":
-                request.headers["standAloneToken"] = creds.token.reveal()
+                request.headers["standAloneToken"] = creds.token.get_secret_value()
             else:
-                request.headers["Authorization"] = f"Bearer {creds.token.reveal()}"
+                request.headers["Authorization"] = f"Bearer {creds.token.get_secret_value()}"
         elif creds.signed and creds.api_key and creds.api_secret:
             timestamp = str(int(self.clock() * 1000))
-            mac = hmac.new(creds.api_secret.reveal().encode(), digestmod=hashlib.sha256)
-            mac.update(creds.api_key.reveal().encode())
+            mac = hmac.new(creds.api_secret.get_secret_value().encode(), digestmod=hashlib.sha256)
+            mac.update(creds.api_key.get_secret_value().encode())
             # Multipart streams are re-iterable: hash them chunk by chunk, never whole in memory.
             if isinstance(request.stream, httpx.SyncByteStream):
                 for chunk in request.stream:
@@ -115,7 +115,7 @@ class _Auth(httpx.Auth):
             else:
                 mac.update(request.content)
             mac.update(timestamp.encode())
-            request.headers["x-logtrust-apikey"] = creds.api_key.reveal()
+            request.headers["x-logtrust-apikey"] = creds.api_key.get_secret_value()
             request.headers["x-logtrust-timestamp"] = timestamp
             request.headers["x-logtrust-sign"] = mac.hexdigest()
         yield request

@@ -31,12 +31,12 @@ from typing import Literal, Protocol
 from reconciler.client._models import JobStatus
 from reconciler.errors import JobFailed, JobTimeout, NotFoundError
 
-Outcome = Literal["done", "failed", "settling", "running"]
+JobStage = Literal["done", "failed", "settling", "running"]
 DONE_CODES = frozenset({"deploy.ok", "del.ok"})
 SETTLING_CODES = frozenset({"create.ok"})
 
 
-def job_outcome(statuses: list[JobStatus]) -> Outcome:
+def job_outcome(statuses: list[JobStatus]) -> JobStage:
     """Classify a job by its statuses (oldest first)."""
     if any(s.code.endswith(".err") for s in statuses):
         return "failed"

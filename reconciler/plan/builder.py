@@ -147,7 +147,7 @@ def compare(
     reports = bool(shown)  # the service shows a deployConfig (not null, not empty)
     live = live_flat(meta, shown)
     skip = desired.ignore | SERVER_OWNED
-    wanted = desired.flat
+    wanted = desired.canonical
     record = previous if previous is not None and previous.canonical else None
     if record is not None:
         if record.endpoint and desired.endpoint and record.endpoint != desired.endpoint:
@@ -451,7 +451,7 @@ def _change_for(
         return Change(
             action=Action.DELETE, before=live_flat(meta), reason="state: absent", **common
         )
-    after = {path: value for path, value in want.flat.items() if path not in want.ignore}
+    after = {path: value for path, value in want.canonical.items() if path not in want.ignore}
     if meta is None:
         return Change(action=Action.CREATE, after=after, reason="not found", **common)
     trusted = previous if failed_job is None else None

@@ -145,7 +145,7 @@ class LocalBackend:
                     current = self.read(key)
                     if current is None or current.etag != etag:
                         raise Precondition(key)
-                _replace(path, data)
+                write_atomically(path, data)
         except (AlreadyExists, Precondition):
             raise
         except OSError as exc:
@@ -199,8 +199,11 @@ class LocalBackend:
             raise _io_error(self._path(key), exc) from None
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write through a temp file and ``os.replace``: readers see the old file or the new one."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temp file, fsync and ``os.replace``: readers see the old file or the new one.
+
+    The one atomic write of the tool (state files, saved plans).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
