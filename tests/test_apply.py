@@ -459,12 +459,12 @@ def test_help_names_its_values_not_python_types() -> None:
         ('{"version": 1, "lookups": {"acme/x": 5}}', "the record of acme/x is malformed"),
         (
             '{"version": 1, "lookups": {"acme/x": {"canonical": [1]}}}',
-            "the record of acme/x is malformed: 'canonical' must be an object",
+            "the record of acme/x is malformed: canonical: Input should be a valid dictionary",
         ),
         ('{"version": 1, "lookups": []}', "'lookups' is not an object"),
         (
             '{"version": 1, "lookups": {"acme/x": {"status": "maybe"}}}',
-            "'status' must be 'deployed' or 'submitted'",
+            "status: Input should be 'deployed' or 'submitted'",
         ),
     ],
 )

@@ -21,7 +21,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -254,7 +254,9 @@ class Executor:
                     observed = observed_facts(meta)
                     if address in settled:
                         observed["numEntries"] = None
-                    seen[address] = replace(record, echoed=echoed, observed=observed)
+                    seen[address] = record.model_copy(
+                        update={"echoed": echoed, "observed": observed}
+                    )
             await asyncio.to_thread(self.state.record_many, seen)  # one log entry per domain
 
     async def _follow(self, change: Change, outcome: Outcome, job_id: str) -> None:
@@ -360,7 +362,7 @@ class Executor:
         from reconciler.plan import rows as row_diff
 
         assert want.csv is not None
-        record = (self.state.lookups.get(change.address) or LookupState(None, None, {})).csv or {}
+        record = (self.state.lookups.get(change.address) or LookupState()).csv or {}
         commit = record.get("commit")
         if not isinstance(commit, str):
             return None
@@ -434,7 +436,7 @@ class Executor:
             # Only protect changed: keep everything else the record says. Without a record, keep
             # protect alone: nothing was sent, so nothing else may be vouched for.
             base = previous or LookupState(kind=want.kind, endpoint=want.endpoint, canonical={})
-            self.state.record(change.address, replace(base, protect=want.protect))
+            self.state.record(change.address, base.model_copy(update={"protect": want.protect}))
             return
         csv = None
         if want.csv is not None:

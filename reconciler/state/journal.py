@@ -14,30 +14,56 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from reconciler.errors import StateError
 
 
-@dataclass
-class JournalEntry:
-    """One change apply made or tried."""
+class JournalEntry(BaseModel):
+    """One change apply made or tried (one JSON line of the journal), validated when read."""
 
-    id: str
-    time: str
-    timestamp: int
-    actor: str
-    domain: str
-    lookup: str
-    action: str
-    outcome: str
-    message: str
-    jobId: str | None
-    commit: str | None
-    payload: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = ""
+    time: StrictStr
+    timestamp: StrictInt
+    actor: str = ""
+    domain: StrictStr
+    lookup: StrictStr
+    action: StrictStr
+    outcome: str = ""
+    message: str = ""
+    jobId: str | None = None
+    commit: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
     type: str = "lookup"
+
+    @field_validator("id", "actor", "outcome", "message", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return "" if value is None else str(value)
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _payload(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        return value or "lookup"
 
     @property
     def address(self) -> str:
@@ -73,7 +99,7 @@ class Journal:
 
     def append(self, entry: JournalEntry) -> None:
         """Append one entry as one line."""
-        line = json.dumps(asdict(entry), sort_keys=True, default=str) + "\n"
+        line = json.dumps(entry.model_dump(mode="json"), sort_keys=True) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -107,26 +133,12 @@ class Journal:
             raise StateError(f"cannot read journal {self.path}: {exc.strerror}") from None
 
 
-_REQUIRED = {"time": str, "timestamp": int, "domain": str, "lookup": str, "action": str}
-
-
 def _entry(line: str) -> JournalEntry | None:
-    """One journal line as an entry, or None when it is not one."""
+    """One journal line as an entry, or None when it is not one (torn, or another shape)."""
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
+        return JournalEntry.model_validate_json(line)
+    except ValidationError:
         return None
-    if not isinstance(data, dict):
-        return None
-    for name, kind in _REQUIRED.items():
-        if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
-            return None
-    known: dict[str, Any] = {k: data.get(k) for k in JournalEntry.__dataclass_fields__}
-    known["payload"] = known["payload"] if isinstance(known["payload"], dict) else {}
-    for name in ("actor", "outcome", "message", "id"):
-        known[name] = "" if known[name] is None else str(known[name])
-    known["type"] = known["type"] or "lookup"
-    return JournalEntry(**known)
 
 
 class ObjectJournal(Journal):
@@ -149,7 +161,7 @@ class ObjectJournal(Journal):
         return f"{self.location}/journal/"
 
     def append(self, entry: JournalEntry) -> None:
-        line = json.dumps(asdict(entry), sort_keys=True, default=str).encode()
+        line = json.dumps(entry.model_dump(mode="json"), sort_keys=True).encode()
         with self._lock:
             self.lines.append(line)
             seq = len(self.lines)
@@ -232,7 +244,11 @@ def query(journal: Journal, q: HistoryQuery) -> dict[str, Any]:
     matching = [e for e in journal.entries() if q.matches(e)]
     matching.reverse()
     page = matching[q.offset : q.offset + q.page_size]
-    return {"totalResults": len(matching), "offset": q.offset, "results": [asdict(e) for e in page]}
+    return {
+        "totalResults": len(matching),
+        "offset": q.offset,
+        "results": [e.model_dump(mode="json") for e in page],
+    }
 
 
 def journal_path(state_path: Path, env: Mapping[str, str] | None = None) -> Path:

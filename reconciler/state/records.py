@@ -27,13 +27,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from reconciler.errors import StateError
 from reconciler.state.backends import AlreadyExists, Backend, Precondition, lock_key, open_backend
 
 VERSION = 1
-DEPLOYED, SUBMITTED = "deployed", "submitted"
+RecordStatus = Literal["deployed", "submitted"]
+DEPLOYED: RecordStatus = "deployed"  # its job was followed to success
+SUBMITTED: RecordStatus = "submitted"  # sent with --no-wait: the next plan reads its job
 
 
 def secret_digest(values: list[str], salt: str | None = None) -> dict[str, str]:
@@ -56,64 +60,44 @@ def secrets_rotated(recorded: dict[str, str] | None, values: list[str]) -> bool:
     return not hmac.compare_digest(current["digest"], recorded["digest"])
 
 
-@dataclass
-class LookupState:
-    """What apply deployed for one lookup."""
+class LookupState(BaseModel):
+    """What apply deployed for one lookup; validated whenever a state is read back."""
 
-    kind: str | None
-    endpoint: str | None
-    canonical: dict[str, Any]  # what apply sent: the spec's canonical config
+    # A newer reconciler's extra fields are kept out, not refused: old tools read new state.
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str | None = None
+    endpoint: str | None = None
+    canonical: dict[str, Any] = Field(default_factory=dict)  # what apply sent, canonical form
     protect: bool = False
     job_id: str | None = None
     applied_at: str | None = None
     csv: dict[str, Any] | None = None  # {sha256, rows, path, commit}
-    echoed: dict[str, Any] = field(default_factory=dict)
-    observed: dict[str, Any] = field(default_factory=dict)  # {fields, numEntries, shared}
+    echoed: dict[str, Any] = Field(default_factory=dict)
+    observed: dict[str, Any] = Field(default_factory=dict)  # {fields, numEntries, shared}
     secrets: dict[str, str] | None = None  # {salt, digest}: a keyed hash, never a secret
-    status: str = DEPLOYED
+    status: RecordStatus = DEPLOYED
+
+    @field_validator("canonical", "echoed", "observed", "status", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return DEPLOYED if info.field_name == "status" else {}
+        return value
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "endpoint": self.endpoint,
-            "canonical": self.canonical,
-            "echoed": self.echoed,
-            "observed": self.observed,
-            "protect": self.protect,
-            "job_id": self.job_id,
-            "applied_at": self.applied_at,
-            "status": self.status,
-            "csv": self.csv,
-            "secrets": self.secrets,
-        }
+        """The record as the state file stores it."""
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: Any) -> LookupState:
-        """One record; ``StateError``-worthy shapes raise ``TypeError``/``ValueError``."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a record must be an object, not {type(data).__name__}")
-        for name in ("canonical", "echoed", "observed"):
-            if not isinstance(data.get(name) or {}, dict):
-                raise TypeError(f"{name!r} must be an object")
-        for name in ("csv", "secrets"):
-            if data.get(name) is not None and not isinstance(data[name], dict):
-                raise TypeError(f"{name!r} must be an object or null")
-        status = data.get("status") or DEPLOYED
-        if status not in (DEPLOYED, SUBMITTED):
-            raise ValueError(f"'status' must be {DEPLOYED!r} or {SUBMITTED!r}, not {status!r}")
-        return cls(
-            kind=data.get("kind"),
-            endpoint=data.get("endpoint"),
-            canonical=dict(data.get("canonical") or {}),
-            protect=bool(data.get("protect", False)),
-            job_id=data.get("job_id"),
-            applied_at=data.get("applied_at"),
-            csv=data.get("csv"),
-            echoed=dict(data.get("echoed") or {}),
-            observed=dict(data.get("observed") or {}),
-            secrets=data.get("secrets"),
-            status=status,
-        )
+        """One record; a malformed one raises ``ValueError`` saying which field and why."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the record"
+            raise ValueError(f"{where}: {first['msg']}") from None
 
 
 def new_run_id() -> str:
