@@ -23,6 +23,8 @@ import copy
 import re
 from typing import Any
 
+from reconciler.emulator.values import list_items
+
 _FROM = re.compile(r"^(\s*from\s+\S+)", re.IGNORECASE)
 _CLAUSE = re.compile(r"\b(where|group\s+by|every|select|order\s+by|limit)\b", re.IGNORECASE)
 _EMPTY_LIST_PATHS = ("columnFilter",)
@@ -45,35 +47,13 @@ def rewrite_query(query: str, domain: str) -> str:
         if clause == "where":
             out.append(f" where ({body})")
         elif clause == "select":
-            items = [item.strip() for item in _split_top_level(body) if item.strip()]
+            items = list_items(body)
             if items:
                 out.append(f" select {items[0]}")
                 out.extend(f" select ({item})" for item in items[1:])
         else:
             out.append(f" {clause} {body}")
     return "".join(out).strip()
-
-
-def _split_top_level(text: str) -> list[str]:
-    # The spec checks have a twin; the emulator keeps its own on purpose: it plays an independent
-    # implementation of the API, so it must not share the client side's query parsing.
-    depth, start, out = 0, 0, []
-    quote: str | None = None
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(text[start:i])
-            start = i + 1
-    out.append(text[start:])
-    return out
 
 
 def echo_config(config: dict[str, Any], domain: str, knobs: Any) -> dict[str, Any]:

@@ -169,7 +169,8 @@ def _top_level(query: str) -> list[tuple[int, str]]:
     return words
 
 
-def _items(text: str) -> list[str]:
+def list_items(text: str) -> list[str]:
+    """The comma-separated items of a select or group-by list, split outside quotes and parentheses."""
     out: list[str] = []
     current: list[str] = []
     depth, quote = 0, ""
@@ -211,7 +212,7 @@ def query_columns(query: str) -> list[str]:
         if clause not in ("select", "group"):
             continue
         selected = selected or clause == "select"
-        for item in _items(query[start:end]):
+        for item in list_items(query[start:end]):
             alias = re.search(r"\s[aA][sS]\s+([A-Za-z_][A-Za-z0-9_]*)$", item)
             if alias:
                 names.append(alias.group(1))

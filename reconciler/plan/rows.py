@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.plan.model import Plan
-from reconciler.sources._shared import key_positions
+from reconciler.sources.csv import key_columns
 from reconciler.spec.model import CsvSource
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -121,14 +121,7 @@ def diff_rows(old: bytes, new: bytes, source: CsvSource) -> tuple[int, int, int,
 
 def row_delta(old: bytes, new: bytes, source: CsvSource) -> RowDelta:
     """The rows that changed between two versions of a CSV, by the lookup's key."""
-    names = [c.name for c in source.columns]
-    key = source.key
-    positions = key_positions(
-        names,
-        key.type if key else "first-column",
-        key.column if key else None,
-        key.columns if key else None,
-    )
+    positions = key_columns(source)
 
     def index(data: bytes) -> dict[tuple[str, ...], list[str]]:
         rows: dict[tuple[str, ...], list[str]] = {}

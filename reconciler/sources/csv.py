@@ -24,6 +24,7 @@ from reconciler.sources._shared import (
     imported_key,
     imported_provider,
     key_body,
+    key_positions,
     provider_body,
     recipe,
 )
@@ -45,6 +46,17 @@ class CsvSource(Strict):
         description="csv.file only: how a changed CSV is sent. full: the whole file; delta: only "
         "the rows that changed since the recorded content (Devo's append + del/add row protocol); "
         "auto: delta when the recorded content is known and the change is small.",
+    )
+
+
+def key_columns(block: CsvSource) -> list[int] | None:
+    """The positions of the key's columns in the CSV (None when the key names unknown columns)."""
+    key = block.key
+    return key_positions(
+        [c.name for c in block.columns],
+        key.type if key else "first-column",
+        key.column if key else None,
+        key.columns if key else None,
     )
 
 

@@ -36,6 +36,23 @@ class PeriodicQuerySource(Strict):
     keepHistory: bool = False
 
 
+def schedule(
+    query: str, refresh_period: str | None, start_date: str | int | None
+) -> tuple[dict[str, Any], set[str]]:
+    """The recipe's timing fields of a periodic query kind, and the paths the service decides.
+
+    ``refreshPeriod`` defaults to the query's grouping period (Devo's rule); without a
+    ``startDate`` the service picks the request time, and it derives ``requiresDate`` itself.
+    """
+    refresh = parse_duration_ms(refresh_period) if refresh_period else default_refresh_ms(query)
+    start = parse_start_date(start_date) if start_date is not None else None
+    ignore = {"recipe.requiresDate"}
+    if start is None:
+        ignore.add("recipe.startMillis")
+    fields = {"refreshMillis": refresh, "startMillis": start, "requiresDate": True}
+    return fields, ignore
+
+
 def expand(block: PeriodicQuerySource, visibility: str, notify_status: bool | None) -> Expansion:
     """The deploy-periodic-query body and the recipe Devo derives from it."""
     body = drop_none(
@@ -49,25 +66,15 @@ def expand(block: PeriodicQuerySource, visibility: str, notify_status: bool | No
             "keepHistory": block.keepHistory or None,
         }
     )
-    refresh = (
-        parse_duration_ms(block.refreshPeriod)
-        if block.refreshPeriod
-        else default_refresh_ms(block.query)
-    )
-    start = parse_start_date(block.startDate) if block.startDate is not None else None
+    timing_fields, ignore = schedule(block.query, block.refreshPeriod, block.startDate)
     expected = recipe(
         recipeType="periodic",
         source={"query": block.query},
         key=key_body(block.key),
         append=block.append,
         lookupType=history_body(block.keepHistory, None),
-        refreshMillis=refresh,
-        startMillis=start,
-        requiresDate=True,
+        **timing_fields,
     )
-    ignore = {"recipe.requiresDate"}  # derived by the service for simplified bodies
-    if start is None:
-        ignore.add("recipe.startMillis")  # the service picks the request time
     return Expansion(body, expected, frozenset(ignore))
 
 

@@ -12,15 +12,13 @@ from reconciler.sources._shared import (
     Key,
     SourceKind,
     Strict,
-    default_refresh_ms,
     drop_none,
     duration_text,
     imported_key,
     key_body,
     recipe,
 )
-from reconciler.sources.periodic_query import timing
-from reconciler.timeframe import parse_start_date
+from reconciler.sources.periodic_query import schedule, timing
 
 
 class SlidingWindowQuerySource(Strict):
@@ -47,21 +45,14 @@ def expand(
             "startDate": block.startDate,
         }
     )
-    start = parse_start_date(block.startDate) if block.startDate is not None else None
+    timing_fields, ignore = schedule(block.query, block.refreshPeriod, block.startDate)
     expected = recipe(
         recipeType="periodic",
         source={"query": block.query},
         key=key_body(block.key),
-        refreshMillis=parse_duration_ms(block.refreshPeriod)
-        if block.refreshPeriod
-        else default_refresh_ms(block.query),
-        startMillis=start,
-        requiresDate=True,
         windowMillis=parse_duration_ms(block.windowSize),
+        **timing_fields,
     )
-    ignore = {"recipe.requiresDate"}
-    if start is None:
-        ignore.add("recipe.startMillis")
     return Expansion(body, expected, frozenset(ignore))
 
 

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from reconciler.coltypes import parse_cell
 from reconciler.errors import Diagnostic
-from reconciler.sources._shared import key_positions
-from reconciler.sources.csv import CsvSource
+from reconciler.sources.csv import CsvSource, key_columns
 
 if TYPE_CHECKING:
     from reconciler.spec.loader import LoadedLookup
@@ -224,14 +223,7 @@ def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
     """Scan the ``csv.file`` of ``lookup`` with its declared columns and options."""
     source = lookup.model.spec.block(CsvSource)
     assert source is not None
-    names = [c.name for c in source.columns]
-    key = source.key
-    positions = key_positions(
-        names,
-        key.type if key else "first-column",
-        key.column if key else None,
-        key.columns if key else None,
-    )
+    positions = key_columns(source)
     with path.open("rb") as handle:
         return scan_csv(
             handle,
