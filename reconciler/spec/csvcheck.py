@@ -14,7 +14,8 @@ import hashlib
 import io
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -219,15 +220,52 @@ class _Lines:
             yield line
 
 
+#: Set by the command line on a terminal: a context manager shown while a big file is scanned.
+scan_progress: Callable[[Path, int], AbstractContextManager[object]] | None = None
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+
+
 def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
-    """Scan the ``csv.file`` of ``lookup`` with its declared columns and options."""
+    """Scan the ``csv.file`` of ``lookup`` with its declared columns and options.
+
+    Big files go to the columnar engine first (``csvengine``), which answers only "valid"; any
+    file it does not vouch for is read by the exact scanner, which names every problem's line.
+    """
     source = lookup.model.spec.block(CsvSource)
     assert source is not None
+    size = path.stat().st_size
+    show = scan_progress if scan_progress is not None and size >= PROGRESS_MIN_BYTES else None
+    with show(path, size) if show is not None else nullcontext():
+        return _scan(source, path, size)
+
+
+def _scan(source: CsvSource, path: Path, size: int) -> CsvScan:
+    from reconciler.spec import csvengine
+
     positions = key_columns(source)
+    columns = [(c.name, c.type) for c in source.columns]
+    if size >= csvengine.ENGINE_MIN_BYTES and csvengine.available():
+        fast = csvengine.check_file(
+            path,
+            columns,
+            has_header=source.hasHeader,
+            skip_empty_lines=source.skipEmptyLines,
+            skip_preface=source.skipPreface,
+            key_columns=positions,
+        )
+        if fast is not None:
+            rows, facts, prologue = fast
+            return CsvScan(
+                rows=rows,
+                sha256=facts.sha256,
+                size=facts.size,
+                header=prologue.header,
+                bom=facts.bom or prologue.bom,
+            )
     with path.open("rb") as handle:
         return scan_csv(
             handle,
-            [(c.name, c.type) for c in source.columns],
+            columns,
             has_header=source.hasHeader,
             skip_empty_lines=source.skipEmptyLines,
             skip_preface=source.skipPreface,

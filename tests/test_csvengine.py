@@ -1,0 +1,186 @@
+"""The columnar fast path against the exact scanner: it may only ever say "valid" when the exact
+scanner does (with the same rows, sha256, size and header), and it does say so for clean files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.spec import csvengine
+from reconciler.spec.csvcheck import scan_csv
+
+pytestmark = pytest.mark.skipif(not csvengine.available(), reason="needs the big extra (duckdb)")
+
+TYPES = [
+    "STRING",
+    "BOOLEAN",
+    "INT4",
+    "INT8",
+    "FLOAT8",
+    "HEX4",
+    "IP4",
+    "IP6",
+    "TIMESTAMP",
+    "DURATION",
+]
+GOOD = {
+    "STRING": st.text(alphabet="abc xyz-_.,\"'é", max_size=6),
+    "BOOLEAN": st.sampled_from(["true", "FALSE", "1", "0", " true "]),
+    "INT4": st.integers(-(2**31), 2**31 - 1).map(str),
+    "INT8": st.integers(-(2**63), 2**63 - 1).map(str),
+    "FLOAT8": st.sampled_from(["1.5", "-2", "3e-4", ".5", "7."]),
+    "HEX4": st.sampled_from(["0x1F", "ff", "DEADBEEF", "0X0"]),
+    "IP4": st.ip_addresses(v=4).map(str),
+    "IP6": st.ip_addresses(v=6).map(str),
+    "TIMESTAMP": st.sampled_from(["1767225600000", "2026-01-31T10:00:00Z", "2026-02-28"]),
+    "DURATION": st.sampled_from(["5m", "1h30m", "250ms", "42"]),
+}
+BAD = st.sampled_from(
+    [
+        "x",
+        "2147483648",
+        "99999999999999999999",
+        "01.2.3.4",
+        "1_000",
+        "nan",
+        "0x",
+        "2026-02-30",
+        "\ttrue",
+        "TRUE\u00a0",
+        "falſe",
+        "١٢",
+        "+7",
+        "1e",
+        "::g",
+        "5 m",
+    ]
+)
+
+
+def _cell(kind: str) -> st.SearchStrategy[str]:
+    return st.one_of(GOOD[kind], GOOD[kind], GOOD[kind], st.just(""), BAD)
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str]], dict[str, object]]:
+    kinds = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=4))
+    columns = [(f"c{i}", kind) for i, kind in enumerate(kinds)]
+    has_header = draw(st.booleans())
+    preface = draw(st.sampled_from([None, "^#"]))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    lines: list[str] = []
+    if preface:
+        lines += [f"# note {i}" for i in range(draw(st.integers(0, 2)))]
+    if has_header:
+        lines.append(",".join(name for name, _ in columns))
+    for _ in range(draw(st.integers(0, 12))):
+        cells = [draw(_cell(kind)) for _, kind in columns]
+        cells = [
+            f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"') else c
+            for c in cells
+        ]
+        if draw(st.integers(0, 30)) == 0:
+            cells = cells[:-1] if len(cells) > 1 else [*cells, "extra"]  # a wrong field count
+        lines.append(",".join(cells))
+        if draw(st.integers(0, 40)) == 0:
+            lines.append("")  # a blank line
+    text = newline.join(lines) + (newline if draw(st.booleans()) else "")
+    bom = "\ufeff" if draw(st.integers(0, 10)) == 0 else ""
+    options = {
+        "has_header": has_header,
+        "skip_empty_lines": draw(st.booleans()),
+        "skip_preface": preface,
+        "key_columns": draw(st.sampled_from([None, [0], list(range(len(columns)))])),
+    }
+    return (bom + text).encode(), columns, options
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=csv_files())
+def test_the_fast_path_never_calls_valid_what_the_exact_scanner_refuses(
+    tmp_path: Path, case: tuple[bytes, list[tuple[str, str]], dict[str, object]]
+) -> None:
+    data, columns, options = case
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    fast = csvengine.check_file(path, columns, **options)  # type: ignore[arg-type]
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, columns, **options)  # type: ignore[arg-type]
+    if fast is not None:
+        rows, facts, prologue = fast
+        assert exact.ok, exact.errors
+        assert (rows, facts.sha256, facts.size) == (exact.rows, exact.sha256, exact.size)
+        assert prologue.header == exact.header
+
+
+def test_the_fast_path_vouches_for_a_clean_file_of_every_type(tmp_path: Path) -> None:
+    row = [
+        "10.0.0.1",
+        "true",
+        "-7",
+        "9000000000",
+        "1.5",
+        "0x1F",
+        "x y",
+        "::1",
+        "2026-01-31T10:00:00Z",
+        "1h30m",
+    ]
+    kinds = [
+        "IP4",
+        "BOOLEAN",
+        "INT4",
+        "INT8",
+        "FLOAT8",
+        "HEX4",
+        "STRING",
+        "IP6",
+        "TIMESTAMP",
+        "DURATION",
+    ]
+    columns = [(f"c{i}", kind) for i, kind in enumerate(kinds)]
+    lines = ["# exported", ",".join(name for name, _ in columns)]
+    lines += [",".join([f"10.0.{i // 256}.{i % 256}", *row[1:]]) for i in range(500)]
+    path = tmp_path / "clean.csv"
+    path.write_text("\r\n".join(lines) + "\r\n")
+    fast = csvengine.check_file(
+        path, columns, has_header=True, skip_empty_lines=False, skip_preface="^#", key_columns=[0]
+    )
+    assert fast is not None and fast[0] == 500
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, columns, has_header=True, skip_preface="^#", key_columns=[0])
+    assert exact.ok and exact.rows == 500 and exact.sha256 == fast[1].sha256
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("10.0.0.1,1\n10.0.0.1,2\n", "duplicate key"),
+        ("10.0.0.1,1\n10.0.0.300,2\n", "an IP4 out of range"),
+        ("10.0.0.1,1\n\n10.0.0.2,2\n", "a blank line"),
+        ("10.0.0.1,1\r10.0.0.2,2\r", "bare carriage returns"),
+        ("10.0.0.1,2147483648\n", "INT4 overflow"),
+        ("10.0.0.1\n", "a missing field"),
+    ],
+)
+def test_the_fast_path_leaves_every_doubt_to_the_exact_scanner(
+    tmp_path: Path, body: str, why: str
+) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text(body, newline="")
+    assert (
+        csvengine.check_file(
+            path,
+            [("ip", "IP4"), ("n", "INT4")],
+            has_header=False,
+            skip_empty_lines=True,
+            skip_preface=None,
+            key_columns=[0],
+        )
+        is None
+    ), why
