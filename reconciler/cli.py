@@ -56,6 +56,17 @@ def _root(
     ] = False,
 ) -> None:
     """Keep Devo lookups in git: validate, plan, apply, drift, import, jobs and history."""
+    if sys.stderr.isatty():  # a person is watching: say what a long CSV scan is doing
+        from reconciler.spec import csvcheck
+
+        csvcheck.scan_progress = _scan_status
+
+
+def _scan_status(path: Path, size: int) -> Any:
+    """A spinner with the elapsed time on stderr while a big CSV is checked."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(f"Checking {path.name} ({size / 2**20:,.0f} MB)…")
 
 
 def _err(text: str) -> None:

@@ -462,3 +462,34 @@ def test_a_csv_outside_the_spec_repository_needs_allow_outside(
     assert "root:" not in result.stderr  # nothing of /etc/passwd was read, let alone shown
     allowed = runner.invoke(app, ["validate", "--allow-outside", str(specs / "out.yaml")])
     assert allowed.exit_code == 0, allowed.stderr
+
+
+def test_a_long_csv_scan_shows_progress_through_the_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line sets ``scan_progress`` on a terminal; big scans run inside it."""
+    from contextlib import contextmanager
+
+    from reconciler.spec import csvcheck
+
+    shown: list[tuple[str, int]] = []
+
+    @contextmanager
+    def progress(path: Path, size: int):  # type: ignore[no-untyped-def]
+        shown.append((path.name, size))
+        yield
+
+    monkeypatch.setattr(csvcheck, "scan_progress", progress)
+    monkeypatch.setattr(csvcheck, "PROGRESS_MIN_BYTES", 10)
+    (tmp_path / "geo.csv").write_text("10.0.0.1,ES\n10.0.0.2,US\n")
+    write_lookup(
+        tmp_path,
+        "a.yaml",
+        "geo",
+        "  csv:\n    file: geo.csv\n    columns: [{name: ip, type: IP4}, {name: c}]",
+    )
+    assert not validate_paths([str(tmp_path)]).errors
+    assert shown == [("geo.csv", 24)]
+    monkeypatch.setattr(csvcheck, "PROGRESS_MIN_BYTES", 1000)
+    shown.clear()
+    assert not validate_paths([str(tmp_path)]).errors and shown == []
