@@ -224,7 +224,7 @@ async def make_plan(
     if any(change.csv is not None for change in plan.changes):
         from reconciler.plan import rows as row_diff
 
-        sources = {d.address: (d.csv.path, d.csv.spec) for d in workspace.desired if d.csv}
+        sources = {d.address: d.csv for d in workspace.desired if d.csv}
         recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
         live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
         plan = row_diff.enrich(plan, sources, recorded, live_rows)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ class Executor:
         self.env = os.environ if env is None else env
         self.stopping = asyncio.Event()
         self._submit = asyncio.Semaphore(max(1, self.options.parallelism))
+        self._scratch: list[Path] = []  # delta uploads' temporary folders, removed after the run
 
     async def run(self, plan: Plan) -> list[Outcome]:
         """Carry out every actionable change; return one Outcome per change, in plan order."""
@@ -143,8 +145,12 @@ class Executor:
         check_secrets(changes, self.desired, self.env)
         outcomes = {c.address: Outcome(c.address, c.action) for c in changes}
         tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in changes]
-        if tasks:
-            await asyncio.gather(*tasks)
+        try:
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for folder in self._scratch:
+                shutil.rmtree(folder, ignore_errors=True)
         ordered = [outcomes[c.address] for c in changes]
         if self.options.wait and not self.stopping.is_set():
             await self.observe(ordered)
@@ -356,7 +362,6 @@ class Executor:
 
         None (send the whole file) unless the content last applied is still exactly available.
         """
-        import hashlib
         import tempfile
 
         from reconciler.plan import rows as row_diff
@@ -366,18 +371,12 @@ class Executor:
         commit = record.get("commit")
         if not isinstance(commit, str):
             return None
-        old = row_diff.file_at(commit, want.csv.path)
-        if old is None or hashlib.sha256(old).hexdigest() != record.get("sha256"):
-            return None
-        delta = row_diff.row_delta(old, want.csv.path.read_bytes(), want.csv.spec)
         folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
-        files = []
-        for kind, rows in (("del", delta.deletes), ("add", delta.adds)):
-            if rows:
-                path = folder / f"{want.name}.{kind}.csv"
-                path.write_bytes(row_diff.delta_file(rows, want.csv.spec))
-                files.append((kind, path))
-        return files
+        self._scratch.append(folder)
+        old = row_diff.file_at(commit, want.csv.path, folder)
+        if old is None or old[1] != record.get("sha256"):
+            return None
+        return row_diff.row_delta(old[0], want.csv.path, want.csv.spec, folder).uploads()
 
     async def _deploy_delta(
         self,
@@ -413,10 +412,8 @@ class Executor:
             assert result is not None
             return result
         finally:
-            for _, path in files:
+            for _, path in files:  # the scratch folder goes at the end of the run
                 path.unlink(missing_ok=True)
-            if files:
-                files[0][1].parent.rmdir()
 
     def _record(
         self,

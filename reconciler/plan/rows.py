@@ -1,10 +1,12 @@
 """Row-level diffs of a ``csv.file`` lookup's CSV against the version apply last deployed.
 
 Apply records, per lookup, the CSV's sha256 and the git commit of its repository. When a plan sees
-the content changed, this step asks git for the file at that commit (``git show``) and, only if its
-sha256 is the one recorded (so it is exactly what was deployed), compares the two by key: rows added,
-removed and changed, with a few samples. Files over ``MAX_BYTES`` are not diffed row by row (the plan
-still shows the row counts). This is I/O, so it runs after the pure plan builder, as its own step.
+the content changed, this step asks git for the file at that commit (``git show``, streamed to a
+temporary file) and, only if its sha256 is the one recorded (so it is exactly what was deployed),
+compares the two by key: rows added, removed and changed, with a few samples. There is no size
+limit: files of a few megabytes are compared in Python, bigger ones by DuckDB (the ``big`` extra),
+which joins the two by key in bounded memory and writes the delta uploads itself. This is I/O, so
+it runs after the pure plan builder, as its own step.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import hashlib
 import io
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.desired import CsvContent
 from reconciler.plan.model import Plan
 from reconciler.sources.csv import key_columns
 from reconciler.spec.model import CsvSource
 
-MAX_BYTES = 20 * 1024 * 1024
 SAMPLES = 3
 
 
@@ -55,8 +58,8 @@ def _why_missing(commit: str, path: Path) -> str:
     return f"rows not diffed by key: git has no {path.name} at commit {commit[:12]}"
 
 
-def file_at(commit: str, path: Path) -> bytes | None:
-    """The content of ``path`` at ``commit`` in its repository, or None."""
+def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
+    """``path`` as it was at ``commit``, streamed into ``folder``: (the copy, its sha256), or None."""
     top = _git(path.parent, "rev-parse", "--show-toplevel")
     if not top:
         return None
@@ -64,7 +67,25 @@ def file_at(commit: str, path: Path) -> bytes | None:
         relative = path.resolve().relative_to(Path(top.decode().strip()).resolve())
     except ValueError:
         return None
-    return _git(path.parent, "show", f"{commit}:{relative.as_posix()}")
+    copy = folder / f"old-{path.name}"
+    try:
+        with copy.open("wb") as out:
+            done = subprocess.run(
+                ["git", "-C", str(path.parent), "show", f"{commit}:{relative.as_posix()}"],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                timeout=600,
+                check=False,
+            )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    digest = hashlib.sha256()
+    with copy.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return copy, digest.hexdigest()
 
 
 def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
@@ -93,14 +114,26 @@ def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
 
 @dataclass
 class RowDelta:
-    """What changed between two versions of a CSV, by key, and the rows a delta upload sends."""
+    """What changed between two versions of a CSV, by key, and the delta uploads that carry it."""
 
     added: int
     removed: int
     changed: int
     samples: list[str]
-    deletes: list[list[str]]  # old rows whose keys go: removed rows and changed rows' old versions
-    adds: list[list[str]]  # new rows: added rows and changed rows' new versions
+    # The uploads, written: old rows whose keys go (removed rows, changed rows' old versions) and
+    # new rows (added rows, changed rows' new versions). Either may be missing when it is empty.
+    deletes: Path | None = None
+    adds: Path | None = None
+    send_rows: int = 0
+
+    @property
+    def send_bytes(self) -> int:
+        """The bytes the two uploads send."""
+        return sum(p.stat().st_size for p in (self.deletes, self.adds) if p is not None)
+
+    def uploads(self) -> list[tuple[str, Path]]:
+        """The uploads in the order Devo's row protocol takes them: ``del`` first, then ``add``."""
+        return [(k, p) for k, p in (("del", self.deletes), ("add", self.adds)) if p is not None]
 
 
 def delta_file(rows: list[list[str]], source: CsvSource) -> bytes:
@@ -113,14 +146,20 @@ def delta_file(rows: list[list[str]], source: CsvSource) -> bytes:
     return out.getvalue().encode()
 
 
-def diff_rows(old: bytes, new: bytes, source: CsvSource) -> tuple[int, int, int, list[str]]:
-    """(added, removed, changed, samples) between two versions of a CSV, by the lookup's key."""
-    delta = row_delta(old, new, source)
-    return delta.added, delta.removed, delta.changed, delta.samples
+def row_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDelta:
+    """The rows that changed between two versions of a CSV by the lookup's key; the delta
+    uploads are written into ``folder``."""
+    from reconciler.spec import csvengine
+
+    big = max(old.stat().st_size, new.stat().st_size) >= csvengine.ENGINE_MIN_BYTES
+    if big and csvengine.available():
+        found = _duckdb_delta(old, new, source, folder)
+        if found is not None:
+            return found
+    return _python_delta(old.read_bytes(), new.read_bytes(), source, folder)
 
 
-def row_delta(old: bytes, new: bytes, source: CsvSource) -> RowDelta:
-    """The rows that changed between two versions of a CSV, by the lookup's key."""
+def _python_delta(old: bytes, new: bytes, source: CsvSource, folder: Path) -> RowDelta:
     positions = key_columns(source)
 
     def index(data: bytes) -> dict[tuple[str, ...], list[str]]:
@@ -138,14 +177,91 @@ def row_delta(old: bytes, new: bytes, source: CsvSource) -> RowDelta:
     samples = [f"+ {','.join(after[k])}" for k in added[:SAMPLES]]
     samples += [f"- {','.join(before[k])}" for k in removed[:SAMPLES]]
     samples += [f"~ {','.join(before[k])} → {','.join(after[k])}" for k in changed[:SAMPLES]]
-    return RowDelta(
-        added=len(added),
-        removed=len(removed),
-        changed=len(changed),
-        samples=samples,
-        deletes=[before[k] for k in [*removed, *changed]],
-        adds=[after[k] for k in [*added, *changed]],
-    )
+    delta = RowDelta(len(added), len(removed), len(changed), samples)
+    deletes = [before[k] for k in [*removed, *changed]]
+    adds = [after[k] for k in [*added, *changed]]
+    if deletes:
+        delta.deletes = folder / "delta.del.csv"
+        delta.deletes.write_bytes(delta_file(deletes, source))
+    if adds:
+        delta.adds = folder / "delta.add.csv"
+        delta.adds.write_bytes(delta_file(adds, source))
+    delta.send_rows = len(deletes) + len(adds)
+    return delta
+
+
+def _duckdb_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDelta | None:
+    """The same comparison in DuckDB: a full outer join by key, bounded memory, both cores."""
+    import duckdb
+
+    from reconciler.spec import csvengine
+
+    names = [f"c{i}" for i in range(len(source.columns))]
+    positions = key_columns(source)
+    keyed = [names[i] for i in positions] if positions else names
+    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
+    cells = ", ".join(f"coalesce({n}, '')" for n in names)
+    header = [c.name for c in source.columns]
+    try:
+        with duckdb.connect(
+            config={"memory_limit": csvengine.MEMORY_LIMIT, "preserve_insertion_order": True}
+        ) as con:
+            for table, path in (("old", old), ("new", new)):
+                prologue = csvengine.read_prologue(path, source.hasHeader, source.skipPreface)
+                if prologue is None:
+                    return None
+                literal = str(path).replace("'", "''")
+                con.execute(
+                    f"CREATE TEMP TABLE {table} AS SELECT row_number() OVER () AS n, "
+                    f"[{', '.join(f'coalesce({k}, {chr(39) * 2})' for k in keyed)}] AS k, "
+                    f"[{cells}] AS r, {', '.join(names)} "
+                    f"FROM read_csv('{literal}', header = false, skip = {prologue.skip}, "
+                    f"columns = {{{spec}}}, delim = ',', quote = '\"', escape = '\"', "
+                    "strict_mode = true, null_padding = false, auto_detect = false)"
+                )
+            con.execute(
+                "CREATE TEMP TABLE d AS SELECT o.n AS old_n, w.n AS new_n, "
+                "CASE WHEN o.k IS NULL THEN 'added' WHEN w.k IS NULL THEN 'removed' "
+                "WHEN o.r <> w.r THEN 'changed' END AS what, "
+                "array_to_string(o.r, ',') AS before, array_to_string(w.r, ',') AS after "
+                "FROM old o FULL OUTER JOIN new w ON o.k = w.k"
+            )
+            counts = dict(con.execute("SELECT what, count(*) FROM d GROUP BY what").fetchall())
+            samples: list[str] = []
+            for what, mark, order in (
+                ("added", "+", "new_n"),
+                ("removed", "-", "old_n"),
+                ("changed", "~", "new_n"),
+            ):
+                for before, after in con.execute(
+                    f"SELECT before, after FROM d WHERE what = '{what}' ORDER BY {order} "
+                    f"LIMIT {SAMPLES}"
+                ).fetchall():
+                    text = {"+": after, "-": before, "~": f"{before} → {after}"}[mark]
+                    samples.append(f"{mark} {text}")
+            delta = RowDelta(
+                counts.get("added", 0), counts.get("removed", 0), counts.get("changed", 0), samples
+            )
+            columns = ", ".join(f'{n} AS "{h}"' for n, h in zip(names, header, strict=True))
+            for kind, table, side, whats in (
+                ("del", "old", "old_n", "('removed', 'changed')"),
+                ("add", "new", "new_n", "('added', 'changed')"),
+            ):
+                rows = con.execute(f"SELECT count(*) FROM d WHERE what IN {whats}").fetchone()
+                if not rows or not rows[0]:
+                    continue
+                target = folder / f"delta.{kind}.csv"
+                literal = str(target).replace("'", "''")
+                con.execute(
+                    f"COPY (SELECT {columns} FROM {table} t JOIN d ON t.n = d.{side} "
+                    f"WHERE d.what IN {whats} ORDER BY t.n) TO '{literal}' "
+                    f"(FORMAT csv, HEADER {str(source.hasHeader).lower()}, DELIMITER ',')"
+                )
+                setattr(delta, "deletes" if kind == "del" else "adds", target)
+                delta.send_rows += int(rows[0])
+    except duckdb.Error:
+        return None
+    return delta
 
 
 #: ``auto`` sends a delta when it is at most this share of the file's bytes.
@@ -154,16 +270,27 @@ AUTO_DELTA_SHARE = 0.25
 
 def enrich(
     plan: Plan,
-    sources: dict[str, tuple[Path, CsvSource]],
+    sources: Mapping[str, CsvContent],
     recorded: dict[str, dict[str, object]],
     live_rows: Mapping[str, int | None] | None = None,
 ) -> Plan:
     """The plan with row-level detail and an upload strategy for each CSV change.
 
-    ``sources``: address → (local CSV path, csv block); ``recorded``: address → the state's csv
-    record; ``live_rows``: address → ``numEntries`` Devo reports now.
+    ``sources``: address → the local CSV (path, rows, csv block); ``recorded``: address → the
+    state's csv record; ``live_rows``: address → ``numEntries`` Devo reports now.
     """
     live_rows = live_rows or {}
+    with tempfile.TemporaryDirectory(prefix="reconciler-rows-") as scratch:
+        return _enrich(plan, sources, recorded, live_rows, Path(scratch))
+
+
+def _enrich(
+    plan: Plan,
+    sources: Mapping[str, CsvContent],
+    recorded: dict[str, dict[str, object]],
+    live_rows: Mapping[str, int | None],
+    scratch: Path,
+) -> Plan:
     changes = []
     for change in plan.changes:
         detail = change.csv
@@ -171,7 +298,9 @@ def enrich(
         if detail is None or local is None:
             changes.append(change)
             continue
-        path, source = local
+        path, source = local.path, local.spec
+        folder = scratch / str(len(changes))
+        folder.mkdir()
         known = recorded.get(change.address) or {}
         commit = known.get("commit")
         delta: RowDelta | None = None
@@ -180,21 +309,17 @@ def enrich(
             note = "the data in Devo is not what was applied: the whole file is sent"
         elif not isinstance(commit, str) or not detail.before_sha256:
             note = "rows not diffed by key: no recorded content to compare with"
-        elif path.stat().st_size > MAX_BYTES:
-            note = f"rows not diffed by key: files over {MAX_BYTES // 2**20} MB are not"
         else:
-            old = file_at(commit, path)
+            old = file_at(commit, path, folder)
             if old is None:
                 note = _why_missing(commit, path)
-            elif len(old) > MAX_BYTES:
-                note = f"rows not diffed by key: files over {MAX_BYTES // 2**20} MB are not"
-            elif hashlib.sha256(old).hexdigest() != known.get("sha256"):
+            elif old[1] != known.get("sha256"):
                 note = (
                     f"rows not diffed by key: the file applied was not the one committed "
                     f"at {commit[:12]}"
                 )
             else:
-                delta = row_delta(old, path.read_bytes(), source)
+                delta = row_delta(old[0], path, source, folder)
         update: dict[str, object] = {}
         if delta is not None:
             update.update(
@@ -204,7 +329,7 @@ def enrich(
                 samples=delta.samples,
             )
         strategy, rows, size, why = _strategy(
-            source, path, delta, live_rows.get(change.address), known.get("rows")
+            source, local, delta, live_rows.get(change.address), known.get("rows")
         )
         update.update(strategy=strategy, send_rows=rows, send_bytes=size)
         if why is not None and detail.source == "spec":
@@ -217,14 +342,13 @@ def enrich(
 
 def _strategy(
     source: CsvSource,
-    path: Path,
+    local: CsvContent,
     delta: RowDelta | None,
     live_rows: int | None,
     recorded_rows: object,
 ) -> tuple[str, int, int, str | None]:
     """(strategy, rows to send, bytes to send, why not a delta when one was asked for)."""
-    size = path.stat().st_size
-    full_rows = sum(1 for _ in _rows(path.read_bytes(), source)) if size <= MAX_BYTES else 0
+    size, full_rows = local.size, local.rows
     if source.upload == "full":
         return "full", full_rows, size, None
     if delta is None:
@@ -238,8 +362,7 @@ def _strategy(
             f"Devo holds {live_rows} rows, not the {recorded_rows} last applied (an interrupted "
             "delta?): the whole file repairs it",
         )
-    delta_bytes = len(delta_file(delta.deletes, source)) + len(delta_file(delta.adds, source))
-    delta_rows = len(delta.deletes) + len(delta.adds)
+    delta_bytes, delta_rows = delta.send_bytes, delta.send_rows
     if source.upload == "auto" and delta_bytes > AUTO_DELTA_SHARE * size:
         return "full", full_rows, size, None
     return "delta", delta_rows, delta_bytes, None
