@@ -53,6 +53,7 @@ class DesiredLookup:
     csv: CsvContent | None = None
     spec_hash: str = ""
     source: str = ""  # file:line of the spec
+    overlay: str | None = None  # file:line of the Overlay merged onto it (fan-out)
 
     @property
     def uploads_csv(self) -> bool:
@@ -97,12 +98,13 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         canonical={},
         spec_hash=loaded.spec_hash,
         source=f"{loaded.path}:{loaded.line}",
+        overlay=loaded.overlay,
     )
     if kind is None:  # state: absent with no source block
         return desired
     body, config, ignore = expand(spec)
     csv = None
-    path = loaded.csv_path()
+    path = loaded.csv_data()
     if path is not None and scans is not None and path in scans:
         scan = scans[path]
         block = spec.block(CsvSource)

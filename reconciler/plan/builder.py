@@ -444,6 +444,7 @@ def _change_for(
         "endpoint": want.endpoint,
         "protect": want.protect,
         "spec": want.source,
+        "overlay": want.overlay,
     }
     if want.state == "absent":
         if meta is None:

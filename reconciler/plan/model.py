@@ -89,6 +89,7 @@ class Change(_Frozen):
     csv: CsvChange | None = None
     protect: bool = False
     spec: str | None = None  # file:line of the spec (display only)
+    overlay: str | None = None  # file:line of the Overlay merged onto it, for this domain
     request: bool = True  # False: apply only records it (a change of ``protect``), sends nothing
 
 

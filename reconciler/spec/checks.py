@@ -464,6 +464,14 @@ def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) 
                 continue
         if csv and lookup.model.spec.state == "present" and path is not None:
             found.extend(check_csv_file(lookup, path, result.csv_scans))
+            if lookup.csv_patch is not None and path.is_file():
+                from reconciler.spec.fanout import patched_csv
+
+                own, problems = patched_csv(lookup, path)
+                found.extend(problems)
+                if own is not None:
+                    lookup.patched_csv = own
+                    found.extend(check_csv_file(lookup, own, result.csv_scans))
     domains: dict[str, str] = {}
     for domain in result.domains:
         name = domain.model.metadata.name

@@ -29,6 +29,7 @@ from reconciler.spec.model import (
     CsvSource,
     DomainDocument,
     LookupDocument,
+    OverlayDocument,
 )
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -91,6 +92,10 @@ class LoadedLookup(LoadedDocument):
     """A valid ``Lookup`` document."""
 
     model: LookupDocument = None  # type: ignore[assignment]
+    fanned_out: bool = False  # one of the lookups of a domains/domainSelector document
+    overlay: str | None = None  # file:line of the Overlay merged onto it
+    csv_patch: Any = None  # the Overlay's csv.patch (reconciler.spec.fanout.CsvPatch)
+    patched_csv: Path | None = None  # the domain's own CSV, built from the shared one and the patch
 
     @property
     def address(self) -> str:
@@ -104,6 +109,10 @@ class LoadedLookup(LoadedDocument):
             return None
         return (self.path.parent / csv.file).resolve()
 
+    def csv_data(self) -> Path | None:
+        """The CSV whose rows this lookup holds: the patched one when an Overlay patches rows."""
+        return self.patched_csv or self.csv_path()
+
 
 @dataclass
 class LoadedDomain(LoadedDocument):
@@ -113,11 +122,19 @@ class LoadedDomain(LoadedDocument):
 
 
 @dataclass
+class LoadedOverlay(LoadedDocument):
+    """A valid ``Overlay`` document (not yet matched to its lookup)."""
+
+    model: OverlayDocument = None  # type: ignore[assignment]
+
+
+@dataclass
 class LoadResult:
     """Everything a load found: valid documents and every diagnostic (errors and warnings)."""
 
     lookups: list[LoadedLookup] = field(default_factory=list)
     domains: list[LoadedDomain] = field(default_factory=list)
+    overlays: list[LoadedOverlay] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     csv_scans: dict[Path, Any] = field(default_factory=dict)  # CSV path -> CsvScan, from check()
@@ -436,7 +453,7 @@ def _load_document(
             doc.diagnostic(
                 ("kind",),
                 "missing 'kind'" if kind is None else f"unknown kind {kind!r}",
-                hint=hint or "kind is Lookup or Domain",
+                hint=hint or "kind is Lookup, Domain or Overlay",
             )
         )
         return
@@ -448,6 +465,10 @@ def _load_document(
     if isinstance(model, LookupDocument):
         result.lookups.append(
             LoadedLookup(path, index, line, data, converter.positions, model=model)
+        )
+    elif isinstance(model, OverlayDocument):
+        result.overlays.append(
+            LoadedOverlay(path, index, line, data, converter.positions, model=model)
         )
     else:
         result.domains.append(
@@ -464,7 +485,11 @@ def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None
         result.files.extend(one.files)
         result.lookups.extend(one.lookups)
         result.domains.extend(one.domains)
+        result.overlays.extend(one.overlays)
         result.diagnostics.extend(one.diagnostics)
+    from reconciler.spec.fanout import expand_fan_out
+
+    expand_fan_out(result)
     return result
 
 

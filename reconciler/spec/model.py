@@ -7,9 +7,9 @@ The JSON Schema printed by ``reconciler schema`` is generated from these models.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from reconciler.sources import ENDPOINTS, KINDS, spec_order
 from reconciler.sources._shared import (
@@ -98,11 +98,43 @@ else:
     LookupSpec = _lookup_spec()
 
 
-class LookupMetadata(Strict):
-    """Which lookup: the owning Devo domain and the lookup's name."""
+class DomainSelector(Strict):
+    """Every Domain whose ``metadata.labels`` include all of these."""
 
-    domain: str = Field(pattern=DOMAIN_PATTERN)
+    labels: dict[str, str] = Field(min_length=1)
+
+
+class LookupMetadata(Strict):
+    """Which lookup: its name, and its domain, or the domains it fans out to.
+
+    Exactly one of ``domain`` (one lookup), ``domains`` (one lookup per listed domain) and
+    ``domainSelector`` (one per Domain document whose labels match). A fanned-out document is
+    expanded at load time into one lookup per domain; addresses stay ``domain/name``.
+    """
+
+    domain: str = Field(default="", pattern=DOMAIN_PATTERN)
+    domains: list[Annotated[str, Field(pattern=DOMAIN_PATTERN)]] | None = Field(
+        default=None, min_length=1
+    )
+    domainSelector: DomainSelector | None = None
     name: str = Field(pattern=NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_domains(self) -> LookupMetadata:
+        given = [k for k in ("domain", "domains", "domainSelector") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'domain', 'domains' and 'domainSelector'"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if self.domains is not None and len(set(self.domains)) != len(self.domains):
+            raise ValueError("'domains' lists a domain twice")
+        return self
+
+    @property
+    def fans_out(self) -> bool:
+        """True for ``domains`` or ``domainSelector`` (before expansion)."""
+        return not self.domain
 
 
 class LookupDocument(Strict):
@@ -120,9 +152,10 @@ class LookupDocument(Strict):
 
 
 class DomainMetadata(Strict):
-    """Which domain."""
+    """Which domain, and the labels ``domainSelector`` matches."""
 
     name: str = Field(pattern=DOMAIN_PATTERN)
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class DomainSpec(Strict):
@@ -144,9 +177,38 @@ class DomainDocument(Strict):
     spec: DomainSpec = Field(default_factory=DomainSpec)
 
 
-DOCUMENT_MODELS: dict[str, type[LookupDocument] | type[DomainDocument]] = {
+class OverlayMetadata(Strict):
+    """The one lookup (of a fanned-out Lookup) in one domain that an Overlay patches."""
+
+    domain: str = Field(pattern=DOMAIN_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class OverlayDocument(Strict):
+    """A ``kind: Overlay`` document: a patch merged onto one fanned-out lookup's spec.
+
+    Mappings merge, scalars and lists replace, ``null`` removes. For ``csv.file`` lookups,
+    ``spec.csv.patch`` adds rows (``add``: a CSV with the same columns; a row whose key exists
+    replaces it) and removes keys (``remove``) on top of the shared CSV. The merged spec is
+    validated like any Lookup's.
+    """
+
+    apiVersion: Literal["reconciler/v1"]
+    kind: Literal["Overlay"]
+    metadata: OverlayMetadata
+    spec: dict[str, Any]
+
+    @property
+    def address(self) -> str:
+        """``domain/name`` of the lookup it patches."""
+        return f"{self.metadata.domain}/{self.metadata.name}"
+
+
+Document = LookupDocument | DomainDocument | OverlayDocument
+DOCUMENT_MODELS: dict[str, type[Document]] = {
     "Lookup": LookupDocument,
     "Domain": DomainDocument,
+    "Overlay": OverlayDocument,
 }
 
 
@@ -155,7 +217,11 @@ def json_schema() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
     _, defs = models_json_schema(
-        [(LookupDocument, "validation"), (DomainDocument, "validation")],
+        [
+            (LookupDocument, "validation"),
+            (DomainDocument, "validation"),
+            (OverlayDocument, "validation"),
+        ],
         ref_template="#/$defs/{model}",
     )
     return {
@@ -165,6 +231,7 @@ def json_schema() -> dict[str, Any]:
         "oneOf": [
             {"$ref": "#/$defs/LookupDocument"},
             {"$ref": "#/$defs/DomainDocument"},
+            {"$ref": "#/$defs/OverlayDocument"},
         ],
         "$defs": defs["$defs"],
     }
@@ -172,6 +239,8 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "DomainSelector",
+    "OverlayDocument",
     "SECRET_FIELDS",
     "SOURCE_KINDS",
     "Column",

@@ -154,7 +154,8 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
         style = _STYLES[change.action]
         headline = (_DRIFT if drift else _HEADLINE).get(change.action, _HEADLINE[change.action])
         reason = f" ({change.reason})" if change.reason and change.action is not Action.NOOP else ""
-        out.append(f"  # {change.address} {headline}{reason}")
+        shaped = f" [overlay {change.overlay}]" if change.overlay else ""
+        out.append(f"  # {change.address} {headline}{reason}{shaped}")
         kind = f" ({change.kind} → {change.endpoint})" if change.kind else ""
         out.append(paint(f'  {change.action.symbol} lookup "{change.address}"{kind}', style))
         for line in attribute_lines(change):
