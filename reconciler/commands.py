@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from reconciler.engine import (
     fingerprint,
     load_workspace,
     make_plan,
+    preflight,
     saved_plan,
     spec_fingerprint,
 )
@@ -177,6 +179,7 @@ async def _planned_run(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
     workspace = load_workspace(saved["paths"], allow_outside=bool(saved.get("allow_outside")))
+    reader.use_domain_credentials(workspace.credentials(os.environ))
     desired = workspace.by_address()
     stale: list[str] = []
     live: dict[str, list[LookupMeta]] = {}
@@ -296,7 +299,8 @@ async def run_apply(
             actor=actor,
             commit=current_commit(),
             clock=clock,
-            **({"poll": poll} if poll is not None else {}),
+            poll=poll or PollPolicy(),
+            waves=run.workspace.waves,
         )
         executor = Executor(
             client, run.workspace.by_address(), run.state, journal, None, options, env
@@ -327,6 +331,7 @@ async def run_apply(
 
             console = LineConsole()
         executor.console = console
+        await preflight(client, run.plan)
         outcomes = await _execute(executor, run, console)
     return _report(outcomes, output_format)
 

@@ -18,10 +18,19 @@ from typing import Any
 
 from reconciler.client import LookupMeta, LookupReader, job_outcome
 from reconciler.desired import DesiredLookup, desired_lookup, placeholders
-from reconciler.errors import Diagnostic, NotFoundError, SettingsError, SpecError
+from reconciler.errors import (
+    Diagnostic,
+    NotFoundError,
+    PreflightError,
+    ReconcilerError,
+    SettingsError,
+    SpecError,
+)
 from reconciler.plan.builder import DomainPolicy, Selector, build_plan, live_fields, live_flat
 from reconciler.plan.model import Plan
+from reconciler.settings import Credentials, named_credentials
 from reconciler.spec import validate_paths
+from reconciler.spec.model import DomainAuth
 from reconciler.state import SUBMITTED, State, secrets_rotated
 
 
@@ -32,6 +41,17 @@ class Workspace:
     desired: list[DesiredLookup]
     policies: dict[str, DomainPolicy]
     warnings: list[Diagnostic] = field(default_factory=list)
+    auth: dict[str, DomainAuth] = field(default_factory=dict)  # domains with their own credential
+    waves: dict[str, int] = field(default_factory=dict)  # domain → its apply wave
+
+    def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
+        """Each Domain's own credential, read from the variables it names (an error if unset)."""
+        return {
+            domain: named_credentials(
+                auth.tokenEnv, auth.apiKeyEnv, auth.apiSecretEnv, env, f"domain {domain}"
+            )
+            for domain, auth in sorted(self.auth.items())
+        }
 
     @property
     def domains(self) -> list[str]:
@@ -59,7 +79,35 @@ def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspac
         )
         for d in result.domains
     }
-    return Workspace(desired, policies, [d for d in result.diagnostics if d.severity == "warning"])
+    return Workspace(
+        desired,
+        policies,
+        [d for d in result.diagnostics if d.severity == "warning"],
+        auth={
+            d.model.metadata.name: d.model.spec.auth for d in result.domains if d.model.spec.auth
+        },
+        waves={d.model.metadata.name: d.model.spec.wave for d in result.domains},
+    )
+
+
+async def preflight(reader: LookupReader, plan: Plan) -> None:
+    """Before the first write: every domain the plan touches answers an authorised list call
+    with the credential its requests will carry. If one does not, nothing is sent anywhere."""
+    domains = sorted({c.domain for c in plan.actionable if c.request})
+
+    async def one(domain: str) -> None:
+        try:
+            async for _ in reader.list_lookups(domain, page_size=1):
+                break
+        except ReconcilerError as exc:
+            raise PreflightError(
+                f"domain {domain} did not answer an authorised list call ({exc.message}); "
+                "nothing was sent to any domain",
+                hint=f"check the credential and endpoint of {domain} (its Domain's auth, or the "
+                "run's DEVO_TOKEN / DEVO_API_KEY)",
+            ) from None
+
+    await asyncio.gather(*(one(d) for d in domains))
 
 
 async def fetch_live(reader: LookupReader, domains: list[str]) -> dict[str, list[LookupMeta]]:
@@ -196,6 +244,7 @@ async def make_plan(
     ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
     """
     workspace = load_workspace(paths, allow_outside=allow_outside)
+    reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
     state = State.load(state_path)
     known = {d.address for d in workspace.desired}
     unknown = sorted(set(replace) - known)

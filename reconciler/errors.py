@@ -18,7 +18,8 @@ tree and turns it into a message and an exit code in one place (``reconciler.cli
     │   ├── JobFailed                  it ended in a ``*.err`` status
     │   └── JobTimeout                 it did not end within the job timeout
     ├── PlanError                      a plan cannot be built or applied (protect, stale plan)
-    │   └── StalePlanError             a saved plan no longer matches live state or the specs
+    │   ├── StalePlanError             a saved plan no longer matches live state or the specs
+    │   └── PreflightError             a domain to be written did not answer an authorised read
     └── StateError                     the state file or journal is unreadable
 
 Messages never contain secret values: tokens, API secrets and S3 keys are not passed to any of
@@ -164,6 +165,10 @@ class PlanError(ReconcilerError):
 
 class StalePlanError(PlanError):
     """A saved plan no longer matches the live lookups or the specs it was made from."""
+
+
+class PreflightError(PlanError):
+    """Before the first write, a domain the plan touches did not answer an authorised list call."""
 
 
 class StateError(ReconcilerError):

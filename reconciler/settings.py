@@ -203,6 +203,34 @@ def _resolve(
     )
 
 
+def named_credentials(
+    token_env: str | None,
+    api_key_env: str | None,
+    api_secret_env: str | None,
+    env: Mapping[str, str],
+    owner: str,
+) -> Credentials:
+    """A credential read from the environment variables a Domain names (``owner`` for messages).
+
+    Unset or empty is an error naming the variable, never a fallback to another credential.
+    """
+    names = [n for n in (token_env, api_key_env, api_secret_env) if n]
+    missing = [n for n in names if not (env.get(n) or "").strip()]
+    if missing:
+        raise SettingsError(
+            f"{owner}: environment variable {', '.join(missing)} is not set; nothing was sent",
+            hint=f"export it where reconciler runs (the credential of {owner})",
+        )
+    if token_env:
+        return Credentials(token=SecretStr(_clean(env[token_env], token_env)), source=token_env)
+    assert api_key_env and api_secret_env
+    return Credentials(
+        api_key=SecretStr(_clean(env[api_key_env], api_key_env)),
+        api_secret=SecretStr(_clean(env[api_secret_env], api_secret_env)),
+        source=f"{api_key_env}/{api_secret_env}",
+    )
+
+
 def _credentials(
     token_file: Path | None, auth_scheme: str | None, env: Mapping[str, str]
 ) -> Credentials:

@@ -4,13 +4,24 @@ every way an Overlay or a selector can be wrong (an error, never a silent nothin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from reconciler.apply.executor import ApplyOptions, Executor
+from reconciler.client import LookupReader
+from reconciler.client._client import domain_of
+from reconciler.emulator import EmulatorConfig, Grant
+from reconciler.engine import preflight
+from reconciler.errors import PreflightError, ReconcilerError, SettingsError
 from reconciler.plan.model import Action
+from reconciler.settings import Credentials, Settings
 from reconciler.spec import validate_paths
+from reconciler.state import State
 from reconciler.views.text import plan as render_text
-from tests.planning import Project
+from tests.planning import FAST_POLL, SECRETS, Project
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +215,144 @@ async def test_fan_out_metadata_mistakes(tmp_path: Path) -> None:
     ):
         p = project(tmp_path, documents)
         assert any(expected in line for line in errors(p)), (expected, errors(p))
+
+
+# --- per-domain credentials, the preflight, waves ------------------------------------------------
+
+AUTH_DOMAINS = """
+apiVersion: reconciler/v1
+kind: Domain
+metadata: {name: initech}
+spec: {auth: {tokenEnv: INITECH_TOKEN}}
+---
+apiVersion: reconciler/v1
+kind: Domain
+metadata: {name: globex}
+spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1}
+---
+apiVersion: reconciler/v1
+kind: Domain
+metadata: {name: umbrella}
+spec: {wave: 1}
+"""
+TOKENS = {"INITECH_TOKEN": "tok-initech-1", "GLOBEX_TOKEN": "tok-globex-2"}
+
+
+class Recording(httpx.ASGITransport):
+    """The in-process transport, noting each request's path and Authorization header."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app=app)
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.url.path, request.headers.get("Authorization", "")))
+        return await super().handle_async_request(request)
+
+
+def authorised_project(tmp_path: Path, *documents: str) -> tuple[Project, Recording]:
+    config = EmulatorConfig(
+        create_latency=0.0,
+        deploy_latency=0.02,
+        delete_latency=0.0,
+        grants=[
+            Grant(token="tok-initech-1", domains=["initech"]),
+            Grant(token="tok-globex-2", domains=["globex"]),
+            Grant(token="tok-run-0", domains=["umbrella"]),
+        ],
+    )
+    p = Project(tmp_path, config)
+    (p.specs / "data" / "bad_ips.csv").write_text(BAD_IPS)
+    p.settings = Settings(
+        p.settings.base_url,
+        Credentials(token=SecretStr("tok-run-0"), source="DEVO_TOKEN"),
+        state_path=p.settings.state_path,
+    )
+    p.write(AUTH_DOMAINS, *documents)
+    recording = Recording(p.app)
+    p.transport = lambda: recording  # type: ignore[method-assign]
+    return p, recording
+
+
+async def test_each_domain_is_sent_only_its_own_credential(tmp_path: Path) -> None:
+    p, recording = authorised_project(tmp_path, fanned())
+    assert await p.apply(env={**SECRETS, **TOKENS}) == 0
+    expected = {
+        "initech": "Bearer tok-initech-1",
+        "globex": "Bearer tok-globex-2",
+        "umbrella": "Bearer tok-run-0",  # no auth of its own: the run's credential
+    }
+    assert {domain_of(path) for path, _ in recording.seen} == set(expected)
+    for path, header in recording.seen:
+        assert header == expected[str(domain_of(path))], (path, header)
+    assert not (await p.plan(env={**SECRETS, **TOKENS})).plan.can_apply()
+
+
+async def test_a_domain_whose_credential_is_unset_stops_everything_before_any_request(
+    tmp_path: Path,
+) -> None:
+    p, recording = authorised_project(tmp_path, fanned())
+    with pytest.raises(SettingsError, match="domain globex: environment variable GLOBEX_TOKEN"):
+        await p.apply(env={**SECRETS, "INITECH_TOKEN": "tok-initech-1"})
+    assert recording.seen == []  # not a read, let alone a write, for any domain
+
+
+async def test_the_preflight_refuses_when_a_domain_to_write_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    p, recording = authorised_project(tmp_path, fanned())
+    run = await p.plan(env={**SECRETS, **TOKENS})
+    p.emulator.config.grants[1].domains = ["somewhere-else"]  # globex's token revoked meanwhile
+    async with LookupReader(p.settings, transport=recording) as reader:
+        reader.use_domain_credentials(run.workspace.credentials(TOKENS))
+        with pytest.raises(PreflightError, match="domain globex did not answer"):
+            await preflight(reader, run.plan)
+    # Through apply: the revoked domain fails before any write, to any domain.
+    recording.seen.clear()
+    with pytest.raises(ReconcilerError):
+        await p.apply(env={**SECRETS, **TOKENS})
+    writes = [path for path, _ in recording.seen if "/deploy-" in path]
+    assert writes == [] and not p.emulator.store.rows_of("initech", "bad_ips")
+
+
+async def test_a_failed_wave_stops_the_waves_after_it(tmp_path: Path) -> None:
+    canary = fanned("domain: initech").replace("name: bad_ips", "name: canary_feed")
+    p, _ = authorised_project(tmp_path, canary, fanned("domains: [globex, umbrella]"))
+    p.emulator.config.job_failure_pattern = "canary_*"
+    assert await p.apply(env={**SECRETS, **TOKENS}, output_format="json") == 1
+    assert not p.emulator.store.rows_of("globex", "bad_ips")
+    assert not p.emulator.store.rows_of("umbrella", "bad_ips")
+    state = State.load(str(p.settings.state_path))
+    assert set(state.lookups) == set()
+    # The canary fixed: the next apply runs wave 0, then wave 1.
+    p.emulator.config.job_failure_pattern = None
+    assert await p.apply(env={**SECRETS, **TOKENS}) == 0
+    assert len(p.emulator.store.rows_of("umbrella", "bad_ips")) == 3
+
+
+async def test_waves_report_what_was_not_attempted_and_why(tmp_path: Path) -> None:
+    from reconciler.apply.outcome import NOT_ATTEMPTED
+    from reconciler.views.text import apply as apply_text
+
+    canary = fanned("domain: initech").replace("name: bad_ips", "name: canary_feed")
+    p, _ = authorised_project(tmp_path, canary, fanned("domains: [globex, umbrella]"))
+    p.emulator.config.job_failure_pattern = "canary_*"
+    run = await p.plan(env={**SECRETS, **TOKENS})
+    async with p.client() as client:
+        client.use_domain_credentials(run.workspace.credentials(TOKENS))
+        executor = Executor(
+            client,
+            run.workspace.by_address(),
+            run.state,
+            options=ApplyOptions(poll=FAST_POLL, waves=run.workspace.waves, clock=p.clock.clock()),
+            env=SECRETS,
+        )
+        outcomes = {o.address: o for o in await executor.run(run.plan)}
+    assert outcomes["initech/canary_feed"].status == "failed"
+    for address in ("globex/bad_ips", "umbrella/bad_ips"):
+        assert outcomes[address].status == NOT_ATTEMPTED
+        assert outcomes[address].message == "wave 1 not started: wave 0 had a failure"
+    text = apply_text(list(outcomes.values()))
+    assert (
+        "globex/bad_ips (create): not attempted: wave 1 not started: wave 0 had a failure" in text
+    )

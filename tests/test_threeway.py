@@ -590,7 +590,9 @@ async def test_apply_records_what_the_listing_shows_with_one_list_per_domain(
     assert await project.apply() == 0
     routes = project.emulator.stats.routes
     assert "GET /lookup/{domain}/{name}" not in routes  # no read per lookup
-    assert routes["GET /lookup/{domain}"] == 2  # the plan's listing, and the one after the jobs
+    # The plan's listing, the preflight's one-page read before the first write, and the listing
+    # after the jobs: a constant per domain, whatever the number of lookups.
+    assert routes["GET /lookup/{domain}"] == 3
     record = json.loads(project.settings.state_path.read_text())["lookups"]["acme/q0"]
     assert record["canonical"]["recipe.source.query"] == "from a select user, role"
     assert record["echoed"]["recipe.source.query"].startswith('from a where eq(client, "acme")')

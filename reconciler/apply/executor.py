@@ -91,6 +91,7 @@ class ApplyOptions:
     actor: str = "unknown"
     commit: str | None = None
     clock: Clock = SYSTEM_CLOCK  # durations, record and journal times
+    waves: Mapping[str, int] = field(default_factory=dict)  # domain → apply wave (default 0)
 
 
 def check_secrets(
@@ -144,10 +145,29 @@ class Executor:
         changes = plan.actionable
         check_secrets(changes, self.desired, self.env)
         outcomes = {c.address: Outcome(c.address, c.action) for c in changes}
-        tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in changes]
+        waves = sorted({self.options.waves.get(c.domain, 0) for c in changes})
+        if len(waves) > 1 and not self.options.wait:
+            raise SettingsError(
+                "--no-wait cannot be used with several waves: a wave starts only after every job "
+                "of the waves before it has ended",
+                hint="drop --no-wait, or apply one wave at a time with --target",
+            )
+        failed_wave: int | None = None
         try:
-            if tasks:
+            for wave in waves:
+                batch = [c for c in changes if self.options.waves.get(c.domain, 0) == wave]
+                if failed_wave is not None:
+                    for change in batch:
+                        outcomes[
+                            change.address
+                        ].message = f"wave {wave} not started: wave {failed_wave} had a failure"
+                    continue
+                tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in batch]
                 await asyncio.gather(*tasks)
+                if self.stopping.is_set():
+                    break
+                if len(waves) > 1 and not all(outcomes[c.address].ok for c in batch):
+                    failed_wave = wave
         finally:
             for folder in self._scratch:
                 shutil.rmtree(folder, ignore_errors=True)

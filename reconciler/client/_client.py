@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -90,15 +90,27 @@ def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
     return "/" + "/".join(parts)
 
 
+def domain_of(path: str) -> str | None:
+    """The domain a Lookups API path is about (``.../lookup/{domain}/...``), or None."""
+    parts = path.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part == "lookup":
+            return unquote(parts[i + 1])
+    return None
+
+
 class _Auth(httpx.Auth):
-    """Adds the configured credential to every request; signs the exact bytes sent."""
+    """Adds the credential of the request's domain (a Domain's own, else the run's) to every
+    request; signs the exact bytes sent."""
 
     def __init__(self, credentials: Credentials, clock: Callable[[], float]) -> None:
         self.credentials = credentials
+        self.by_domain: dict[str, Credentials] = {}
         self.clock = clock
 
     def auth_flow(self, request: httpx.Request) -> Any:
-        creds = self.credentials
+        domain = domain_of(request.url.path)
+        creds = self.by_domain.get(domain, self.credentials) if domain else self.credentials
         if creds.token:
             if creds.scheme == "standalone":
                 request.headers["standAloneToken"] = creds.token.get_secret_value()
@@ -186,12 +198,13 @@ class LookupReader:
         # An SSL context costs ~70 ms to build; plain-http endpoints (a loopback emulator) and the
         # in-process transport never use one. Redirects are not followed, so http stays http.
         plain = transport is not None or base_url.startswith("http://")
+        self._auth = _Auth(settings.credentials, wall_clock)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
             verify=not plain,
             follow_redirects=False,
-            auth=_Auth(settings.credentials, wall_clock),
+            auth=self._auth,
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},
             # No more connections than requests in flight: httpcore scans its pool on every
@@ -201,6 +214,12 @@ class LookupReader:
                 max_keepalive_connections=self.retry.max_in_flight,
             ),
         )
+
+    def use_domain_credentials(self, credentials: dict[str, Credentials]) -> None:
+        """Domains with their own credential: their requests carry it and no other one."""
+        self._auth.by_domain.update(credentials)
+        for one in credentials.values():
+            self._secrets.extend(s for s in one.secrets() if s not in self._secrets)
 
     async def __aenter__(self) -> Self:
         return self

@@ -158,13 +158,40 @@ class DomainMetadata(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class DomainAuth(Strict):
+    """This domain's own credential, named by environment variables (never the values)."""
+
+    tokenEnv: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    apiKeyEnv: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    apiSecretEnv: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DomainAuth:
+        key_pair = self.apiKeyEnv is not None or self.apiSecretEnv is not None
+        if (self.tokenEnv is not None) == key_pair:
+            raise ValueError("give either 'tokenEnv', or 'apiKeyEnv' and 'apiSecretEnv'")
+        if key_pair and (self.apiKeyEnv is None or self.apiSecretEnv is None):
+            raise ValueError("'apiKeyEnv' and 'apiSecretEnv' go together")
+        return self
+
+
 class DomainSpec(Strict):
-    """Domain-wide policy: whether to prune unnamed live lookups, and which globs are never pruned."""
+    """Domain-wide policy: whether to prune unnamed live lookups, and which globs are never pruned;
+    this domain's own credential, and the wave it is applied in."""
 
     prune: bool = False
     keep: list[str] = Field(default_factory=list)
     maxDestroy: int | None = Field(
         default=None, ge=0, description="Refuse a plan that deletes more lookups of this domain."
+    )
+    auth: DomainAuth | None = Field(
+        default=None,
+        description="This domain's own credential; requests for it never use another one.",
+    )
+    wave: int = Field(
+        default=0,
+        ge=0,
+        description="Apply order: waves ascending; a wave with a failure stops the waves after it.",
     )
 
 
@@ -239,6 +266,7 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "DomainAuth",
     "DomainSelector",
     "OverlayDocument",
     "SECRET_FIELDS",
