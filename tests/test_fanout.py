@@ -356,3 +356,20 @@ async def test_waves_report_what_was_not_attempted_and_why(tmp_path: Path) -> No
     assert (
         "globex/bad_ips (create): not attempted: wave 1 not started: wave 0 had a failure" in text
     )
+
+
+async def test_text_and_markdown_show_the_grid_only_across_domains(tmp_path: Path) -> None:
+    from reconciler.views.markdown import plan as render_markdown
+
+    p = project(tmp_path, fanned())
+    assert await p.apply() == 0
+    p.write(DOMAINS, fanned(), overlay("  visibility: all-subdomains"))
+    run = await p.plan()
+    text = render_text(run.plan, verbose=True)
+    assert "  bad_ips  ~       =        =" in text, text
+    assert "| `bad_ips` | update | no change | no change |" in render_markdown(run.plan)
+    assert "| lookup | globex | initech | umbrella |" in render_markdown(run.plan)
+    single = Project(tmp_path / "single")
+    (single.specs / "data" / "bad_ips.csv").write_text(BAD_IPS)
+    single.write(fanned("domain: acme"))
+    assert "By domain" not in render_text((await single.plan()).plan)

@@ -1,6 +1,7 @@
 """Views: every format is one module, and this is the one list of formats.
 
-``text`` (people), ``json`` (tools) and ``markdown`` (pull-request comments) each define a function
+``text`` (people), ``json`` (tools), ``markdown`` (pull-request comments) and ``html`` (one
+self-contained page with the lookup × domain grid) each define a function
 per view they offer: ``plan``, ``apply``, ``jobs``, ``history``, ``validate``. Which formats a
 command accepts is read from which modules define its view, so a new format is one new module here
 plus one line in ``FORMATS``. ``progress`` is apart: it shows apply's events while they happen.
@@ -13,9 +14,14 @@ from types import ModuleType
 from typing import Any
 
 from reconciler.errors import SettingsError
-from reconciler.views import json, markdown, text
+from reconciler.views import html, json, markdown, text
 
-FORMATS: dict[str, ModuleType] = {"text": text, "json": json, "markdown": markdown}
+FORMATS: dict[str, ModuleType] = {
+    "text": text,
+    "json": json,
+    "markdown": markdown,
+    "html": html,
+}
 
 
 def formats_for(view: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ A summary table, then one collapsible diff per change.
 from __future__ import annotations
 
 from reconciler.plan.model import Plan
+from reconciler.views.grid import grid
 from reconciler.views.text import attribute_lines, drift_line, summary_line
 
 
@@ -23,6 +24,14 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
         f"| {s['add']} | {s['change']} | {s['destroy']} | {s['unchanged']} | {len(plan.unmanaged)} |",
         "",
     ]
+    table = grid(plan, drift=drift)
+    if table.worth_showing:
+        out.append("| lookup | " + " | ".join(table.domains) + " |")
+        out.append("|---|" + "---|" * len(table.domains))
+        for name, row in table.rows:
+            cells = [row[d].word if d in row else "" for d in table.domains]
+            out.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        out.append("")
     for change in plan.actionable:
         out.append(
             f"<details><summary><code>{change.action.symbol}</code> <b>{change.address}</b> "

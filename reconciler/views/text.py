@@ -18,6 +18,7 @@ from reconciler.canonical import render_value
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.spec.loader import LoadResult
 from reconciler.state import LockInfo, State
+from reconciler.views.grid import grid
 
 if TYPE_CHECKING:
     from reconciler.apply.jobs import JobView
@@ -97,6 +98,33 @@ class _Painter:
         return capture.get()
 
 
+def grid_lines(plan: Plan, *, drift: bool = False) -> list[str]:
+    """The lookup × domain grid, when the plan spans several domains (else nothing)."""
+    table = grid(plan, drift=drift)
+    if not table.worth_showing:
+        return []
+    width = max(len(name) for name, _ in table.rows)
+    columns = [max(len(d), 3) for d in table.domains]
+    head = (
+        " " * width
+        + "  "
+        + "  ".join(d.ljust(w) for d, w in zip(table.domains, columns, strict=True))
+    )
+    out = [
+        "By domain (+ create, ~ update, - delete, = no change, ? unmanaged):",
+        "",
+        "  " + head.rstrip(),
+    ]
+    for name, row in table.rows:
+        cells = [
+            (row[d].symbol if d in row else "·").ljust(w)
+            for d, w in zip(table.domains, columns, strict=True)
+        ]
+        out.append("  " + (name.ljust(width) + "  " + "  ".join(cells)).rstrip())
+    out.append("")
+    return out
+
+
 def attribute_lines(change: Change) -> list[str]:
     lines = []
     if change.action is Action.CREATE and change.after:
@@ -169,6 +197,7 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
         )
         out.extend(f"  hint: {hint}" for hint in plan.hints)
         out.append("")
+    out.extend(grid_lines(plan, drift=drift))
     for warning in plan.warnings:
         out.append(paint(f"Warning: {warning}", "yellow"))
     if plan.warnings:
