@@ -180,6 +180,7 @@ async def _planned_run(
         ) from None
     workspace = load_workspace(saved["paths"], allow_outside=bool(saved.get("allow_outside")))
     reader.use_domain_credentials(workspace.credentials(os.environ))
+    reader.use_domain_endpoints(workspace.endpoints)
     desired = workspace.by_address()
     stale: list[str] = []
     live: dict[str, list[LookupMeta]] = {}
@@ -247,6 +248,7 @@ async def run_apply(
     poll: PollPolicy | None = None,
     clock: Clock = SYSTEM_CLOCK,
     lock_timeout: float = 0.0,
+    endpoint_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
 ) -> int:
@@ -270,6 +272,7 @@ async def run_apply(
             sleep=clock.sleep,
             clock=clock.monotonic,
             wall_clock=clock.wall,
+            transports=endpoint_transports,
         ) as client,
     ):
         if plan_file is not None:

@@ -28,7 +28,7 @@ from reconciler.errors import (
 )
 from reconciler.plan.builder import DomainPolicy, Selector, build_plan, live_fields, live_flat
 from reconciler.plan.model import Plan
-from reconciler.settings import Credentials, named_credentials
+from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
 from reconciler.spec.model import DomainAuth
 from reconciler.state import SUBMITTED, State, secrets_rotated
@@ -43,6 +43,7 @@ class Workspace:
     warnings: list[Diagnostic] = field(default_factory=list)
     auth: dict[str, DomainAuth] = field(default_factory=dict)  # domains with their own credential
     waves: dict[str, int] = field(default_factory=dict)  # domain → its apply wave
+    endpoints: dict[str, str] = field(default_factory=dict)  # domains with their own endpoint
 
     def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
         """Each Domain's own credential, read from the variables it names (an error if unset)."""
@@ -87,6 +88,13 @@ def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspac
             d.model.metadata.name: d.model.spec.auth for d in result.domains if d.model.spec.auth
         },
         waves={d.model.metadata.name: d.model.spec.wave for d in result.domains},
+        endpoints={
+            d.model.metadata.name: (
+                d.model.spec.url or region_url(d.model.spec.region or "")
+            ).rstrip("/")
+            for d in result.domains
+            if d.model.spec.url or d.model.spec.region
+        },
     )
 
 
@@ -245,6 +253,7 @@ async def make_plan(
     """
     workspace = load_workspace(paths, allow_outside=allow_outside)
     reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
+    reader.use_domain_endpoints(workspace.endpoints)
     state = State.load(state_path)
     known = {d.address for d in workspace.desired}
     unknown = sorted(set(replace) - known)

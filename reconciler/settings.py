@@ -187,7 +187,7 @@ def _resolve(
             raise SettingsError(
                 f"unknown region {region!r}", hint=f"one of {', '.join(REGIONS)}, or set --url"
             )
-        return Settings(f"https://api-{region}.devo.com/lookup-api", credentials, state_path)
+        return Settings(region_url(region), credentials, state_path)
     marker = in_ci(env)
     if marker is not None:
         raise SettingsError(
@@ -201,6 +201,11 @@ def _resolve(
         state_path,
         notice="No DEVO_LOOKUP_URL or DEVO_REGION set: using the embedded Lookups API emulator.",
     )
+
+
+def region_url(region: str) -> str:
+    """The Lookups API endpoint of a Devo region."""
+    return f"https://api-{region}.devo.com/lookup-api"
 
 
 def named_credentials(

@@ -14,7 +14,7 @@ from reconciler.apply.executor import ApplyOptions, Executor
 from reconciler.client import LookupReader
 from reconciler.client._client import domain_of
 from reconciler.emulator import EmulatorConfig, Grant
-from reconciler.engine import preflight
+from reconciler.engine import make_plan, preflight
 from reconciler.errors import PreflightError, ReconcilerError, SettingsError
 from reconciler.plan.model import Action
 from reconciler.settings import Credentials, Settings
@@ -373,3 +373,53 @@ async def test_text_and_markdown_show_the_grid_only_across_domains(tmp_path: Pat
     (single.specs / "data" / "bad_ips.csv").write_text(BAD_IPS)
     single.write(fanned("domain: acme"))
     assert "By domain" not in render_text((await single.plan()).plan)
+
+
+async def test_a_domain_with_its_own_url_is_read_and_written_there_only(tmp_path: Path) -> None:
+    """globex lives in another region: its requests (reads, writes, job polls) go to that
+    endpoint with its own token; the other domains stay on the run's endpoint."""
+    from tests.support import make_app
+
+    p, recording = authorised_project(tmp_path, fanned())
+    eu = make_app(
+        EmulatorConfig(
+            create_latency=0.0,
+            deploy_latency=0.02,
+            grants=[Grant(token="tok-globex-2", domains=["globex"])],
+        ),
+        clock=p.clock,
+    )
+    eu_recording = Recording(eu)
+    p.write(
+        AUTH_DOMAINS.replace(
+            "spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1}",
+            "spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1, url: 'http://eu.test/lookup-api'}",
+        ),
+        fanned(),
+    )
+    env = {**SECRETS, **TOKENS}
+    assert (
+        await p.apply(env=env, endpoint_transports={"http://eu.test/lookup-api": eu_recording}) == 0
+    )
+    assert {domain_of(path) for path, _ in eu_recording.seen} == {"globex"}
+    assert "globex" not in {domain_of(path) for path, _ in recording.seen}
+    assert all(header == "Bearer tok-globex-2" for _, header in eu_recording.seen)
+    assert len(eu.emulator.store.rows_of("globex", "bad_ips")) == 3
+    assert not p.emulator.store.rows_of("globex", "bad_ips")
+    async with LookupReader(
+        p.settings, transport=recording, transports={"http://eu.test/lookup-api": eu_recording}
+    ) as reader:
+        run = await make_plan(reader, [str(p.specs)], p.settings.state_path, env=env)
+    assert not run.plan.can_apply()
+
+
+async def test_a_domain_gives_url_or_region_not_both(tmp_path: Path) -> None:
+    p = project(tmp_path, fanned())
+    p.write(
+        DOMAINS.replace(
+            "labels: {tier: silver}}",
+            "labels: {tier: silver}}\nspec: {url: 'https://x', region: eu}",
+        ),
+        fanned(),
+    )
+    assert any("give 'url' or 'region', not both" in line for line in errors(p)), errors(p)

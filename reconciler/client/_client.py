@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -97,6 +97,40 @@ def domain_of(path: str) -> str | None:
         if part == "lookup":
             return unquote(parts[i + 1])
     return None
+
+
+class _Router(httpx.AsyncBaseTransport):
+    """Sends each request to its domain's own endpoint when the domain has one (a Domain's
+    ``url``/``region``), else to the run's; one transport, so one connection pool, per endpoint."""
+
+    def __init__(
+        self,
+        default: httpx.AsyncBaseTransport,
+        base_url: str,
+        make: Callable[[str], httpx.AsyncBaseTransport],
+    ) -> None:
+        self.default = default
+        self.base_path = httpx.URL(base_url).path.rstrip("/")
+        self.endpoints: dict[str, str] = {}  # domain → base URL
+        self.transports: dict[str, httpx.AsyncBaseTransport] = {}  # base URL → transport
+        self.make = make
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        domain = domain_of(request.url.path)
+        endpoint = self.endpoints.get(domain) if domain else None
+        if endpoint is None:
+            return await self.default.handle_async_request(request)
+        suffix = request.url.raw_path.decode()[len(self.base_path) :]
+        request.url = httpx.URL(endpoint.rstrip("/") + suffix)
+        request.headers["Host"] = request.url.netloc.decode()
+        if endpoint not in self.transports:
+            self.transports[endpoint] = self.make(endpoint)
+        return await self.transports[endpoint].handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.default.aclose()
+        for transport in self.transports.values():
+            await transport.aclose()
 
 
 class _Auth(httpx.Auth):
@@ -179,6 +213,7 @@ class LookupReader:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         timeout: float = 60.0,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self.settings = settings
         self.retry = retry or RetryPolicy()
@@ -199,9 +234,25 @@ class LookupReader:
         # in-process transport never use one. Redirects are not followed, so http stays http.
         plain = transport is not None or base_url.startswith("http://")
         self._auth = _Auth(settings.credentials, wall_clock)
+        limits = httpx.Limits(
+            max_connections=self.retry.max_in_flight,
+            max_keepalive_connections=self.retry.max_in_flight,
+        )
+        given = dict(transports or {})
+
+        def endpoint_transport(url: str) -> httpx.AsyncBaseTransport:
+            if url in given:  # tests: another emulator in-process
+                return given[url]
+            return httpx.AsyncHTTPTransport(verify=not url.startswith("http://"), limits=limits)
+
+        self._router = _Router(
+            transport or httpx.AsyncHTTPTransport(verify=not plain, limits=limits),
+            base_url,
+            endpoint_transport,
+        )
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            transport=transport,
+            transport=self._router,
             verify=not plain,
             follow_redirects=False,
             auth=self._auth,
@@ -214,6 +265,10 @@ class LookupReader:
                 max_keepalive_connections=self.retry.max_in_flight,
             ),
         )
+
+    def use_domain_endpoints(self, endpoints: Mapping[str, str]) -> None:
+        """Domains with their own endpoint (a Domain's ``url`` or ``region``)."""
+        self._router.endpoints.update(endpoints)
 
     def use_domain_credentials(self, credentials: dict[str, Credentials]) -> None:
         """Domains with their own credential: their requests carry it and no other one."""

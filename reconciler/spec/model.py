@@ -184,6 +184,14 @@ class DomainSpec(Strict):
     maxDestroy: int | None = Field(
         default=None, ge=0, description="Refuse a plan that deletes more lookups of this domain."
     )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="This domain's own Lookups API endpoint (else the run's).",
+    )
+    region: Literal["us", "eu", "ca", "apac", "es"] | None = Field(
+        default=None, description="This domain's Devo region (its endpoint: api-REGION.devo.com)."
+    )
     auth: DomainAuth | None = Field(
         default=None,
         description="This domain's own credential; requests for it never use another one.",
@@ -202,6 +210,12 @@ class DomainDocument(Strict):
     kind: Literal["Domain"]
     metadata: DomainMetadata
     spec: DomainSpec = Field(default_factory=DomainSpec)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> DomainDocument:
+        if self.spec.url is not None and self.spec.region is not None:
+            raise ValueError("give 'url' or 'region', not both")
+        return self
 
 
 class OverlayMetadata(Strict):
