@@ -18,8 +18,17 @@ def test_bench_quick_runs_and_reports_every_section() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    for heading in ("## 1. Refresh", "## 2. Apply", "## 3. Start-up", "## 4. CSV", "## 5. State"):
+    for heading in (
+        "## 1. Refresh",
+        "## 2. Apply",
+        "## 3. Start-up",
+        "## 4. CSV",
+        "## 5. State",
+        "## 6. Many domains",
+    ):
         assert heading in out.stdout
     assert "| local | 50 |" in out.stdout and "| s3 (moto) | 50 |" in out.stdout
     # The refresh makes one list request per domain (10 domains), whatever N is.
     assert "| 1,000 | 1 | 10 |" in out.stdout
+    # The same plan over 10 times more domains costs 90 more list calls (one per domain).
+    assert "| 1,000 | 10 | 10 |" in out.stdout and "| 1,000 | 100 | 100 |" in out.stdout
