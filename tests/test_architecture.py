@@ -151,3 +151,18 @@ def test_the_rules_catch_wrong_imports() -> None:
     assert not _violations(
         "from reconciler.emulator.values import TYPES\n", "reconciler.emulator.app"
     )
+
+
+def test_the_views_registry_reads_what_each_format_module_defines() -> None:
+    """``--help`` reads the formats from the modules' source; importing them must agree."""
+    import importlib
+
+    from reconciler import views
+
+    assert views.formats_for("plan") == ("text", "json", "markdown", "html")
+    assert views.formats_for("apply") == ("text", "json")
+    assert views.formats_for("nothing") == ()
+    for module in views.FORMATS.values():
+        imported = importlib.import_module(module)
+        for name in views._offered(module):
+            assert callable(getattr(imported, name)), (module, name)

@@ -13,6 +13,8 @@ Safety rules:
 * One failed lookup never stops the others. Each lookup that succeeds is written to the state file
   (atomically) and the journal at once, so a crash or Ctrl-C loses nothing already done.
 * Ctrl-C stops submitting, reports the jobs in flight by id, and exits non-zero.
+* Waves (``Domain.spec.wave``): each wave starts once every job of the one before has ended; a
+  wave with a failure stops the waves after it, whose lookups are reported as not attempted.
 """
 
 from __future__ import annotations
