@@ -99,7 +99,7 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str]], dict[str, 
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(case=csv_files())
 def test_the_fast_path_never_calls_valid_what_the_exact_scanner_refuses(
@@ -219,7 +219,7 @@ def csv_versions(draw: st.DrawFn) -> tuple[str, str, bool]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(case=csv_versions())
 def test_duckdb_row_diffs_agree_with_python(tmp_path: Path, case: tuple[str, str, bool]) -> None:
