@@ -282,9 +282,9 @@ async def test_each_domain_is_sent_only_its_own_credential(tmp_path: Path) -> No
         "globex": "Bearer tok-globex-2",
         "umbrella": "Bearer tok-run-0",  # no auth of its own: the run's credential
     }
-    assert {domain_of(path) for path, _ in recording.seen} == set(expected)
+    assert {domain_of(path, "/lookup-api") for path, _ in recording.seen} == set(expected)
     for path, header in recording.seen:
-        assert header == expected[str(domain_of(path))], (path, header)
+        assert header == expected[str(domain_of(path, "/lookup-api"))], (path, header)
     assert not (await p.plan(env={**SECRETS, **TOKENS})).plan.can_apply()
 
 
@@ -401,8 +401,8 @@ async def test_a_domain_with_its_own_url_is_read_and_written_there_only(tmp_path
     assert (
         await p.apply(env=env, endpoint_transports={"http://eu.test/lookup-api": eu_recording}) == 0
     )
-    assert {domain_of(path) for path, _ in eu_recording.seen} == {"globex"}
-    assert "globex" not in {domain_of(path) for path, _ in recording.seen}
+    assert {domain_of(path, "/lookup-api") for path, _ in eu_recording.seen} == {"globex"}
+    assert "globex" not in {domain_of(path, "/lookup-api") for path, _ in recording.seen}
     assert all(header == "Bearer tok-globex-2" for _, header in eu_recording.seen)
     assert len(eu.emulator.store.rows_of("globex", "bad_ips")) == 3
     assert not p.emulator.store.rows_of("globex", "bad_ips")
@@ -423,3 +423,12 @@ async def test_a_domain_gives_url_or_region_not_both(tmp_path: Path) -> None:
         fanned(),
     )
     assert any("give 'url' or 'region', not both" in line for line in errors(p)), errors(p)
+
+
+def test_the_domain_of_a_request_is_read_after_the_endpoint_path() -> None:
+    """An endpoint whose own path holds 'lookup' cannot make another segment the domain."""
+    assert domain_of("/lookup-api/lookup/globex/bad_ips/job/7", "/lookup-api") == "globex"
+    assert domain_of("/lookup/api/lookup/acme", "/lookup/api") == "acme"
+    assert domain_of("/lookup/api/lookup/acme%2Fx", "/lookup/api") == "acme/x"
+    assert domain_of("/lookup/api/other", "/lookup/api") is None
+    assert domain_of("/elsewhere/lookup/acme", "/lookup/api") is None

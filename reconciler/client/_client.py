@@ -90,12 +90,18 @@ def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
     return "/" + "/".join(parts)
 
 
-def domain_of(path: str) -> str | None:
-    """The domain a Lookups API path is about (``.../lookup/{domain}/...``), or None."""
-    parts = path.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if part == "lookup":
-            return unquote(parts[i + 1])
+def domain_of(path: str, base_path: str = "") -> str | None:
+    """The domain a Lookups API path is about (``{base}/lookup/{domain}/...``), or None.
+
+    Read after the endpoint's own path, so an endpoint whose path holds ``lookup`` cannot make
+    another segment pass for the domain (and pick another domain's credential).
+    """
+    base = base_path.rstrip("/")
+    if not path.startswith(base + "/"):
+        return None
+    parts = path[len(base) :].split("/")
+    if len(parts) >= 3 and parts[1] == "lookup" and parts[2]:
+        return unquote(parts[2])
     return None
 
 
@@ -116,7 +122,7 @@ class _Router(httpx.AsyncBaseTransport):
         self.make = make
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        domain = domain_of(request.url.path)
+        domain = domain_of(request.url.path, self.base_path)
         endpoint = self.endpoints.get(domain) if domain else None
         if endpoint is None:
             return await self.default.handle_async_request(request)
@@ -137,13 +143,16 @@ class _Auth(httpx.Auth):
     """Adds the credential of the request's domain (a Domain's own, else the run's) to every
     request; signs the exact bytes sent."""
 
-    def __init__(self, credentials: Credentials, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, credentials: Credentials, clock: Callable[[], float], base_path: str
+    ) -> None:
         self.credentials = credentials
         self.by_domain: dict[str, Credentials] = {}
         self.clock = clock
+        self.base_path = base_path
 
     def auth_flow(self, request: httpx.Request) -> Any:
-        domain = domain_of(request.url.path)
+        domain = domain_of(request.url.path, self.base_path)
         creds = self.by_domain.get(domain, self.credentials) if domain else self.credentials
         if creds.token:
             if creds.scheme == "standalone":
@@ -233,7 +242,7 @@ class LookupReader:
         # An SSL context costs ~70 ms to build; plain-http endpoints (a loopback emulator) and the
         # in-process transport never use one. Redirects are not followed, so http stays http.
         plain = transport is not None or base_url.startswith("http://")
-        self._auth = _Auth(settings.credentials, wall_clock)
+        self._auth = _Auth(settings.credentials, wall_clock, httpx.URL(base_url).path)
         limits = httpx.Limits(
             max_connections=self.retry.max_in_flight,
             max_keepalive_connections=self.retry.max_in_flight,
