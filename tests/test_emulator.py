@@ -682,3 +682,32 @@ def test_the_emulator_and_validate_agree_on_every_cell(kind: str, cell: str) -> 
     except ValueError:
         ours = False
     assert cell_ok(kind, cell) == ours, (kind, cell)
+
+
+_IDENT = st.sampled_from(["ip", "user", "role", "n", "x_1", "count"])
+_EXPR = st.one_of(
+    _IDENT,
+    st.builds(
+        lambda f, a, n: f"{f}({a}) as {n}", st.sampled_from(["max", "count", "f"]), _IDENT, _IDENT
+    ),
+    st.builds(lambda a, b: f"concat({a}, ',', {b}) as joined", _IDENT, _IDENT),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    select=st.lists(_EXPR, min_size=1, max_size=4),
+    group=st.lists(_IDENT, max_size=2),
+    where=st.sampled_from(["", " where eq(role, 'a,b')", " where x > 1"]),
+    every=st.sampled_from(["", " every 1h"]),
+)
+def test_the_emulator_and_validate_agree_on_query_columns(
+    select: list[str], group: list[str], where: str, every: str
+) -> None:
+    """The emulator's query reading (a tokenizer) and the tool's (clause splitting) agree."""
+    from reconciler.emulator.values import query_columns as emulator_columns
+    from reconciler.linq import query_columns as tool_columns
+
+    grouping = f" group by {', '.join(group)}" if group else ""
+    query = f"from siem.logtrust.web.activity{where}{grouping}{every} select {', '.join(select)}"
+    assert emulator_columns(query) == (tool_columns(query) or []), query

@@ -146,11 +146,11 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CLAUSES = ("select", "where", "group", "every", "from", "order", "limit")
 
 
-def _top_level(query: str) -> list[tuple[int, str]]:
-    """(position, lower-case word) of each word outside quotes and parentheses."""
-    words, depth, quote, i = [], 0, "", 0
-    while i < len(query):
-        ch = query[i]
+def _outside(text: str) -> set[int]:
+    """Positions of the characters outside quotes and parentheses."""
+    found: set[int] = set()
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
         if quote:
             quote = "" if ch == quote else quote
         elif ch in "'\"":
@@ -159,37 +159,23 @@ def _top_level(query: str) -> list[tuple[int, str]]:
             depth += 1
         elif ch == ")":
             depth -= 1
-        elif depth == 0 and (ch.isalpha() or ch == "_"):
-            match = _WORD.match(query, i)
-            assert match is not None
-            words.append((i, match.group().lower()))
-            i = match.end()
-            continue
-        i += 1
-    return words
+        elif depth == 0:
+            found.add(i)
+    return found
+
+
+def _top_level(query: str) -> list[tuple[int, str]]:
+    """(position, lower-case word) of each word outside quotes and parentheses."""
+    outside = _outside(query)
+    return [(m.start(), m.group().lower()) for m in _WORD.finditer(query) if m.start() in outside]
 
 
 def list_items(text: str) -> list[str]:
     """The comma-separated items of a select or group-by list, split outside quotes and parentheses."""
-    out: list[str] = []
-    current: list[str] = []
-    depth, quote = 0, ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(current).strip())
-            current = []
-            continue
-        current.append(ch)
-    out.append("".join(current).strip())
-    return [item for item in out if item]
+    outside = _outside(text)
+    cuts = [-1, *(i for i, ch in enumerate(text) if ch == "," and i in outside), len(text)]
+    items = (text[a + 1 : b].strip() for a, b in zip(cuts, cuts[1:], strict=False))
+    return [item for item in items if item]
 
 
 def query_columns(query: str) -> list[str]:
