@@ -432,3 +432,13 @@ def test_the_domain_of_a_request_is_read_after_the_endpoint_path() -> None:
     assert domain_of("/lookup/api/lookup/acme%2Fx", "/lookup/api") == "acme/x"
     assert domain_of("/lookup/api/other", "/lookup/api") is None
     assert domain_of("/elsewhere/lookup/acme", "/lookup/api") is None
+
+
+async def test_patch_rows_outside_the_repository_need_allow_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("ip,reason\n203.0.113.5,x\n")
+    p = project(tmp_path / "repo", fanned(), overlay(f"  csv:\n    patch: {{add: {outside}}}"))
+    assert any(
+        "spec.csv.patch.add: the CSV" in e and "outside the spec repository" in e for e in errors(p)
+    )
+    assert not validate_paths([str(p.specs)], allow_outside=True).errors

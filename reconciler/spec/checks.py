@@ -464,7 +464,22 @@ def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) 
                 continue
         if csv and lookup.model.spec.state == "present" and path is not None:
             found.extend(check_csv_file(lookup, path, result.csv_scans))
-            if lookup.csv_patch is not None and path.is_file():
+            patch = lookup.csv_patch
+            outside = (
+                _outside_repository(patch.overlay.path, patch.add)
+                if patch is not None and patch.add is not None and not allow_outside
+                else None
+            )
+            if outside is not None:
+                found.append(
+                    patch.overlay.diagnostic(
+                        ("spec", "csv", "patch", "add"),
+                        f"the CSV {patch.add} is outside the spec repository ({outside})",
+                        hint="keep patch rows in the repository beside the overlay, or pass "
+                        "--allow-outside if reading them from there is intended",
+                    )
+                )
+            elif patch is not None and path.is_file():
                 from reconciler.spec.fanout import patched_csv
 
                 own, problems = patched_csv(lookup, path)
