@@ -81,16 +81,15 @@ async def run_plan(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
-    selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
-        run = await make_plan(
-            reader,
-            paths,
-            settings.state_location,
-            selector,
-            allow_outside=allow_outside,
-            max_destroy=max_destroy,
-        )
+    run = await _read_plan(
+        settings,
+        paths,
+        targets,
+        excludes,
+        transport,
+        allow_outside=allow_outside,
+        max_destroy=max_destroy,
+    )
     for warning in run.workspace.warnings:
         _warn(warning.render())
     _say(render(run, output_format, color=color, verbose=verbose))
@@ -101,6 +100,20 @@ async def run_plan(
     if strict and _strict_refusal(run.plan):
         return 1
     return 2 if detailed_exitcode and run.plan.can_apply() else 0
+
+
+async def _read_plan(
+    settings: Settings,
+    paths: list[str],
+    targets: list[str] | None,
+    excludes: list[str] | None,
+    transport: httpx.AsyncBaseTransport | None,
+    **options: Any,
+) -> PlanRun:
+    """The plan of plan and drift, made through a read-only client."""
+    selector = Selector(tuple(targets or ()), tuple(excludes or ()))
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
+        return await make_plan(reader, paths, settings.state_location, selector, **options)
 
 
 def _strict_refusal(plan: Plan) -> bool:
@@ -132,16 +145,15 @@ async def run_drift(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
-    selector = Selector(tuple(targets or ()), tuple(excludes or ()))
-    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
-        run = await make_plan(
-            reader,
-            paths,
-            settings.state_location,
-            selector,
-            strict_protect=False,
-            allow_outside=allow_outside,
-        )
+    run = await _read_plan(
+        settings,
+        paths,
+        targets,
+        excludes,
+        transport,
+        strict_protect=False,
+        allow_outside=allow_outside,
+    )
     _say(render(run, output_format, color=color, drift=True))
     if strict and _strict_refusal(run.plan):
         return 1
