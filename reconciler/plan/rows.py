@@ -203,9 +203,7 @@ def _duckdb_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowD
     cells = ", ".join(f"coalesce({n}, '')" for n in names)
     header = [c.name for c in source.columns]
     try:
-        with duckdb.connect(
-            config={"memory_limit": csvengine.MEMORY_LIMIT, "preserve_insertion_order": True}
-        ) as con:
+        with csvengine.connect(ordered=True) as con:
             for table, path in (("old", old), ("new", new)):
                 prologue = csvengine.read_prologue(path, source.hasHeader, source.skipPreface)
                 if prologue is None:

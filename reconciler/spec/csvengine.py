@@ -20,8 +20,10 @@ import codecs
 import csv
 import hashlib
 import re
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,25 @@ class Bytes:
     size: int = 0
     bom: bool = False
     doubtful: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def connect(*, ordered: bool) -> Iterator[Any]:
+    """A DuckDB connection under the memory limit, spilling to a private temporary folder.
+
+    (An in-memory DuckDB would otherwise spill into ``.tmp`` in the current folder: the user's
+    repository.) ``ordered``: keep rows in file order (row diffs sample them in that order).
+    """
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-duckdb-") as spill:
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": MEMORY_LIMIT,
+            "preserve_insertion_order": ordered,
+            "temp_directory": spill,
+        }
+        with duckdb.connect(config=config) as con:
+            yield con
 
 
 def available() -> bool:
@@ -231,9 +252,7 @@ def check_file(
     )
     query = f"SELECT count(*), count(*) FILTER (WHERE {bad}), {duplicates} FROM {source}"
     try:
-        with duckdb.connect(
-            config={"memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False}
-        ) as con:
+        with connect(ordered=False) as con:
             row = con.execute(query).fetchone()
             if row is not None and not row[1] and not row[2]:
                 python_ok = _python_columns(con, source, names, columns)
