@@ -105,7 +105,6 @@ def expand_fan_out(result: LoadResult) -> None:
             one = LoadedLookup(
                 lookup.path, lookup.index, lookup.line, lookup.data, lookup.positions, model=model
             )
-            one.fanned_out = True
             expanded.append(one)
             fanned.setdefault(one.address, one)
     result.lookups = expanded

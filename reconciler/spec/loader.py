@@ -92,7 +92,6 @@ class LoadedLookup(LoadedDocument):
     """A valid ``Lookup`` document."""
 
     model: LookupDocument = None  # type: ignore[assignment]
-    fanned_out: bool = False  # one of the lookups of a domains/domainSelector document
     overlay: str | None = None  # file:line of the Overlay merged onto it
     csv_patch: Any = None  # the Overlay's csv.patch (reconciler.spec.fanout.CsvPatch)
     patched_csv: Path | None = None  # the domain's own CSV, built from the shared one and the patch
