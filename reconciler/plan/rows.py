@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from reconciler.desired import CsvContent
 from reconciler.plan.model import Plan
 from reconciler.sources.csv import key_columns
+from reconciler.spec.csvcheck import csv_rows
 from reconciler.spec.model import CsvSource
 
 SAMPLES = 3
@@ -89,27 +89,8 @@ def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
 
 
 def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
-    text = io.StringIO(data.decode("utf-8-sig", errors="replace"), newline="")
-    lines: Iterator[str] = iter(text)
-    if source.skipPreface:
-        preface = re.compile(source.skipPreface)
-        kept: list[str] = []
-        skipping = True
-        for line in lines:
-            if skipping and preface.search(line.rstrip("\r\n")):
-                continue
-            skipping = False
-            kept.append(line)
-        lines = iter(kept)
-    reader = csv.reader(lines)
-    header = source.hasHeader
-    for row in reader:
-        if not row or row == [""]:
-            continue
-        if header:
-            header = False
-            continue
-        yield row
+    _, rows = csv_rows(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""), source)
+    return (row for _, row in rows)
 
 
 @dataclass

@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,37 @@ class _Lines:
                 continue
             skipping = False
             yield line
+
+
+def csv_rows(
+    lines: Iterable[str], source: CsvSource
+) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """A valid CSV's header (when it has one) and its data rows as (line, row), read as the
+    scanner reads them: leading ``skipPreface`` lines dropped, blank rows skipped. For the work
+    done on files already checked (row diffs, overlay patches); rows are read lazily."""
+    preface = re.compile(source.skipPreface) if source.skipPreface else None
+    remaining = iter(lines)
+    dropped = 0
+    first: list[str] = []
+    for line in remaining:
+        if preface is not None and preface.search(line.rstrip("\r\n")):
+            dropped += 1
+            continue
+        first.append(line)
+        break
+    reader = csv.reader(itertools.chain(first, remaining))
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        for row in reader:
+            if row and row != [""]:
+                yield dropped + reader.line_num, row
+
+    rows = records()
+    header = None
+    if source.hasHeader:
+        found = next(rows, None)
+        header = found[1] if found is not None else None
+    return header, rows
 
 
 #: Set by the command line on a terminal: a context manager shown while a big file is scanned.

@@ -14,7 +14,6 @@ import atexit
 import copy
 import csv
 import difflib
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
+from reconciler.spec.csvcheck import csv_rows
 from reconciler.spec.loader import (
     LoadedLookup,
     LoadedOverlay,
@@ -213,26 +213,10 @@ def _scratch() -> Path:
 def _data_rows(
     path: Path, source: CsvSource
 ) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """(header, [(line, row)]) of a CSV as the scanner reads it (preface and blank lines skipped)."""
-    preface = re.compile(source.skipPreface) if source.skipPreface else None
+    """(header, [(line, row)]) of a checked CSV file."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        lines = list(handle)
-    start = 0
-    while (
-        preface is not None and start < len(lines) and preface.search(lines[start].rstrip("\r\n"))
-    ):
-        start += 1
-    reader = csv.reader(lines[start:])
-    header = None
-    rows: list[tuple[int, list[str]]] = []
-    for row in reader:
-        if not row or row == [""]:
-            continue
-        if source.hasHeader and header is None:
-            header = row
-            continue
-        rows.append((start + reader.line_num, row))
-    return header, rows
+        header, rows = csv_rows(handle, source)
+        return header, list(rows)
 
 
 def patched_csv(lookup: LoadedLookup, base: Path) -> tuple[Path | None, list[Diagnostic]]:
