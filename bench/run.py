@@ -99,26 +99,35 @@ def spec_doc(domain: str, name: str) -> str:
 # --- 1. refresh --------------------------------------------------------------------------------
 
 
+def _seed(
+    folder: Path, domains: list[str], per_domain: int
+) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """``per_domain`` static-query lookups in each domain: live in an emulator database, and as
+    specs (one file per domain). Returns (specs folder, database, addresses)."""
+    specs = folder / "specs"
+    specs.mkdir(parents=True)
+    db = folder / "emu.db"
+    store = Store(db)
+    schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
+    addresses = []
+    for domain in domains:
+        docs = []
+        for i in range(per_domain):
+            name = f"l{i:05d}"
+            config = derive("deploy-static-query", domain, name, {"query": "from t select x"})
+            store.create(domain, name, config, {}, schedule, "bench")
+            docs.append(spec_doc(domain, name))
+            addresses.append((domain, name))
+        (specs / f"{domain}.yaml").write_text("---\n".join(docs))
+    store.close()
+    return specs, db, addresses
+
+
 def bench_refresh(sizes: list[int], work: Path, repeats: int | None = None) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
         folder = work / f"refresh-{n}"
-        specs = folder / "specs"
-        specs.mkdir(parents=True)
-        db = folder / "emu.db"
-        store = Store(db)
-        schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
-        addresses = []
-        for d in range(10):
-            docs = []
-            for i in range(n // 10):
-                name = f"l{i:05d}"
-                config = derive("deploy-static-query", f"d{d}", name, {"query": "from t select x"})
-                store.create(f"d{d}", name, config, {}, schedule, "bench")
-                docs.append(spec_doc(f"d{d}", name))
-                addresses.append((f"d{d}", name))
-            (specs / f"d{d}.yaml").write_text("---\n".join(docs))
-        store.close()
+        specs, db, addresses = _seed(folder, [f"d{d}" for d in range(10)], n // 10)
         times = repeats or (3 if n <= 1000 else 1)
         with server(db) as (base, control):
             settings = Settings(base, state_path=folder / "state.json")
@@ -182,23 +191,7 @@ def bench_domains(
     rows = []
     for domains in domain_counts:
         folder = work / f"domains-{domains}"
-        specs = folder / "specs"
-        specs.mkdir(parents=True)
-        db = folder / "emu.db"
-        store = Store(db)
-        schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
-        per_domain = total // domains
-        for d in range(domains):
-            docs = []
-            for i in range(per_domain):
-                name = f"l{i:05d}"
-                config = derive(
-                    "deploy-static-query", f"t{d:03d}", name, {"query": "from t select x"}
-                )
-                store.create(f"t{d:03d}", name, config, {}, schedule, "bench")
-                docs.append(spec_doc(f"t{d:03d}", name))
-            (specs / f"t{d:03d}.yaml").write_text("---\n".join(docs))
-        store.close()
+        specs, db, _ = _seed(folder, [f"t{d:03d}" for d in range(domains)], total // domains)
         with server(db) as (base, control):
             settings = Settings(base, state_path=folder / "state.json")
 
