@@ -677,3 +677,34 @@ async def test_a_csv_upload_leaves_the_byte_order_mark_behind(tmp_path: Path) ->
         await client.deploy("POST", "deploy-csv", "acme", "x", {"columns": []}, csv_file=csv)
     [body] = bodies
     assert b"\xef\xbb\xbf" not in body and b"\r\n\r\nip,country\r\n10.0.0.1,ES\r\n" in body
+
+
+def test_every_endpoint_goes_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client builds its own transports (one per endpoint), so httpx does not read
+    HTTPS_PROXY for it: the transports do, NO_PROXY included."""
+    from reconciler.client._client import endpoint_transport
+
+    limits = httpx.Limits(max_connections=4)
+
+    def through_proxy(url: str, env: dict[str, str]) -> bool:
+        pool = endpoint_transport(url, limits, env)._pool
+        return type(pool).__name__ == "AsyncHTTPProxy"
+
+    env = {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.internal.corp"}
+    assert through_proxy("https://api-eu.devo.com/lookup-api", env)
+    assert not through_proxy("http://127.0.0.1:8080/lookup-api", env)  # no HTTP_PROXY
+    assert not through_proxy("https://devo.internal.corp/lookup-api", env)
+    assert not through_proxy("https://internal.corp/lookup-api", env)
+    assert through_proxy("http://127.0.0.1:8080/x", {"ALL_PROXY": "http://p:1"})
+    assert not through_proxy("https://api-eu.devo.com/x", {**env, "NO_PROXY": "*"})
+    assert through_proxy(
+        "https://a.b/x", {"HTTPS_PROXY": "http://up:1", "https_proxy": "http://low:2"}
+    )
+    # The client's own endpoint reads the process environment.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    reader = LookupReader(Settings("https://api-us.devo.com/lookup-api"))
+    assert type(reader._router.default._pool).__name__ == "AsyncHTTPProxy"  # type: ignore[attr-defined]

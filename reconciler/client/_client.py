@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -103,6 +104,42 @@ def domain_of(path: str, base_path: str = "") -> str | None:
     if len(parts) >= 3 and parts[1] == "lookup" and parts[2]:
         return unquote(parts[2])
     return None
+
+
+def endpoint_transport(
+    url: str, limits: httpx.Limits, env: Mapping[str, str] | None = None
+) -> httpx.AsyncHTTPTransport:
+    """The HTTP transport (and so the connection pool) of one endpoint, through the proxy the
+    environment names for it (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``).
+
+    httpx reads those variables only for a client that builds its own transport; the router
+    builds them, so it reads them here. Certificates are verified for https only: an SSL context
+    with the CA bundle costs ~70 ms to build, and plain-http endpoints (a loopback emulator) never
+    use one. Redirects are not followed, so http stays http.
+    """
+    target = httpx.URL(url)
+    found = _proxies(os.environ if env is None else env)
+    bypassed = _bypassed(target.host, found.get("no", ""))
+    proxy = None if bypassed else found.get(target.scheme) or found.get("all")
+    return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
+
+
+def _proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``*_proxy`` variables by scheme (``https``, ``http``, ``all``, ``no``); lower case wins."""
+    found: dict[str, str] = {}
+    for name in sorted(env, key=lambda n: n.islower()):  # upper case first, lower case over it
+        if env[name] and name.lower().endswith("_proxy"):
+            found[name.lower()[: -len("_proxy")]] = env[name]
+    return found
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """True when ``NO_PROXY`` (``*``, hosts, or domains and their subdomains) covers ``host``."""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        name = entry.split(":")[0].lstrip(".")
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 class _Router(httpx.AsyncBaseTransport):
@@ -239,40 +276,26 @@ class LookupReader:
             # The client never builds the emulator itself (it must not import it): the caller
             # passes reconciler.connect.transport_for(settings).
             raise ValueError("settings name the embedded emulator: pass its transport")
-        # An SSL context costs ~70 ms to build; plain-http endpoints (a loopback emulator) and the
-        # in-process transport never use one. Redirects are not followed, so http stays http.
-        plain = transport is not None or base_url.startswith("http://")
         self._auth = _Auth(settings.credentials, wall_clock, httpx.URL(base_url).path)
         limits = httpx.Limits(
             max_connections=self.retry.max_in_flight,
             max_keepalive_connections=self.retry.max_in_flight,
         )
-        given = dict(transports or {})
-
-        def endpoint_transport(url: str) -> httpx.AsyncBaseTransport:
-            if url in given:  # tests: another emulator in-process
-                return given[url]
-            return httpx.AsyncHTTPTransport(verify=not url.startswith("http://"), limits=limits)
-
+        given = dict(transports or {})  # tests: another emulator in-process behind a URL
+        # The router is the client's only transport: it sends each request to its domain's
+        # endpoint, one transport (one pool, the environment's proxy) per endpoint.
         self._router = _Router(
-            transport or httpx.AsyncHTTPTransport(verify=not plain, limits=limits),
+            transport or endpoint_transport(base_url, limits),
             base_url,
-            endpoint_transport,
+            lambda url: given.get(url) or endpoint_transport(url, limits),
         )
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=self._router,
-            verify=not plain,
             follow_redirects=False,
             auth=self._auth,
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},
-            # No more connections than requests in flight: httpcore scans its pool on every
-            # request, and a pool of 100 idle connections made that a third of apply's CPU.
-            limits=httpx.Limits(
-                max_connections=self.retry.max_in_flight,
-                max_keepalive_connections=self.retry.max_in_flight,
-            ),
         )
 
     def use_domain_endpoints(self, endpoints: Mapping[str, str]) -> None:
