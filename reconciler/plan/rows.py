@@ -68,23 +68,25 @@ def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
     except ValueError:
         return None
     copy = folder / f"old-{path.name}"
+    digest = hashlib.sha256()  # taken on the way, not by reading the copy again
     try:
-        with copy.open("wb") as out:
-            done = subprocess.run(
+        with (
+            subprocess.Popen(
                 ["git", "-C", str(path.parent), "show", f"{commit}:{relative.as_posix()}"],
-                stdout=out,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                timeout=600,
-                check=False,
-            )
+            ) as git,
+            copy.open("wb") as out,
+        ):
+            assert git.stdout is not None
+            while chunk := git.stdout.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            code = git.wait(timeout=600)
     except (OSError, subprocess.SubprocessError):
         return None
-    if done.returncode != 0:
+    if code != 0:
         return None
-    digest = hashlib.sha256()
-    with copy.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
     return copy, digest.hexdigest()
 
 
@@ -177,10 +179,9 @@ def _duckdb_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowD
 
     from reconciler.spec import csvengine
 
-    names = [f"c{i}" for i in range(len(source.columns))]
+    names = csvengine.column_names(len(source.columns))
     positions = key_columns(source)
     keyed = [names[i] for i in positions] if positions else names
-    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
     cells = ", ".join(f"coalesce({n}, '')" for n in names)
     header = [c.name for c in source.columns]
     try:
@@ -189,14 +190,11 @@ def _duckdb_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowD
                 prologue = csvengine.read_prologue(path, source.hasHeader, source.skipPreface)
                 if prologue is None:
                     return None
-                literal = str(path).replace("'", "''")
                 con.execute(
                     f"CREATE TEMP TABLE {table} AS SELECT row_number() OVER () AS n, "
                     f"[{', '.join(f'coalesce({k}, {chr(39) * 2})' for k in keyed)}] AS k, "
                     f"[{cells}] AS r, {', '.join(names)} "
-                    f"FROM read_csv('{literal}', header = false, skip = {prologue.skip}, "
-                    f"columns = {{{spec}}}, delim = ',', quote = '\"', escape = '\"', "
-                    "strict_mode = true, null_padding = false, auto_detect = false)"
+                    f"FROM {csvengine.csv_table(path, prologue.skip, names)}"
                 )
             con.execute(
                 "CREATE TEMP TABLE d AS SELECT o.n AS old_n, w.n AS new_n, "

@@ -21,8 +21,8 @@ import csv
 import hashlib
 import re
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +88,22 @@ def connect(*, ordered: bool) -> Iterator[Any]:
         }
         with duckdb.connect(config=config) as con:
             yield con
+
+
+def column_names(count: int) -> list[str]:
+    """The SQL names of a CSV's columns (``c0``, ``c1``...; the spec's names may be anything)."""
+    return [f"c{i}" for i in range(count)]
+
+
+def csv_table(path: Path, skip: int, names: list[str]) -> str:
+    """DuckDB's reading of a CSV exactly as Python's csv module reads it, every cell as text."""
+    literal = str(path).replace("'", "''")
+    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
+    return (
+        f"read_csv('{literal}', header = false, skip = {skip}, columns = {{{spec}}}, "
+        "delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
+        "auto_detect = false)"
+    )
 
 
 def available() -> bool:
@@ -226,11 +242,7 @@ def check_file(
         return None
     if has_header and [h.strip() for h in prologue.header or []] != [n for n, _ in columns]:
         return None
-    facts = Bytes()
-    reader = threading.Thread(target=lambda: facts.__dict__.update(read_bytes_facts(path).__dict__))
-    reader.start()  # hashing releases the GIL: it runs beside DuckDB's own threads
-    python_ok = False
-    names = [f"c{i}" for i in range(len(columns))]
+    names = column_names(len(columns))
     checks = [_cell_check(name, kind) for name, (_, kind) in zip(names, columns, strict=True)]
     # (No field-length check: DuckDB refuses lines over 2 MB, far under csv's 16 MB field limit.)
     # Columns no check reads (STRING, not in the key) are not even materialised (projection).
@@ -243,23 +255,20 @@ def check_file(
         else None
     )
     duplicates = f"count(*) - count(DISTINCT {key})" if key else "0"
-    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
-    literal = str(path).replace("'", "''")
-    source = (
-        f"read_csv('{literal}', header = false, skip = {prologue.skip}, columns = {{{spec}}}, "
-        "delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
-        "auto_detect = false)"
-    )
+    source = csv_table(path, prologue.skip, names)
     query = f"SELECT count(*), count(*) FILTER (WHERE {bad}), {duplicates} FROM {source}"
-    try:
-        with connect(ordered=False) as con:
-            row = con.execute(query).fetchone()
-            if row is not None and not row[1] and not row[2]:
-                python_ok = _python_columns(con, source, names, columns)
-    except duckdb.Error:
-        return None  # a structure DuckDB refuses (field counts, quoting): the exact scan says
-    finally:
-        reader.join()
+    python_ok = False
+    # The byte pass (hashing releases the GIL) runs beside DuckDB's own threads.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(read_bytes_facts, path)
+        try:
+            with connect(ordered=False) as con:
+                row = con.execute(query).fetchone()
+                if row is not None and not row[1] and not row[2]:
+                    python_ok = _python_columns(con, source, names, columns)
+        except duckdb.Error:
+            return None  # a structure DuckDB refuses (field counts, quoting): the exact scan says
+        facts = reading.result()
     if row is None or row[1] or row[2] or facts.doubtful or not python_ok:
         return None
     return int(row[0]), facts, prologue
