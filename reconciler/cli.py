@@ -56,7 +56,12 @@ def _root(
     ] = False,
 ) -> None:
     """Keep Devo lookups in git: validate, plan, apply, drift, import, jobs and history."""
-    if sys.stderr.isatty():  # a person is watching: say what a long CSV scan is doing
+
+
+def _csv_progress() -> None:
+    """On a terminal, show what a long CSV scan is doing (for the commands that scan CSVs; the
+    import stays out of the others' start-up)."""
+    if sys.stderr.isatty():
         from reconciler.spec import csvcheck
 
         csvcheck.scan_progress = _scan_status
@@ -307,6 +312,7 @@ def validate(
     from reconciler.spec import validate_paths
 
     views.check_format("validate", output_format)
+    _csv_progress()
     result = validate_paths(_paths(paths), csv=not no_csv, allow_outside=allow_outside)
     if output_format == "text" and result.errors:
         raise SpecError(result.diagnostics)
@@ -486,6 +492,7 @@ def plan(
     from reconciler.commands import run_plan
 
     views.check_format("plan", output_format)
+    _csv_progress()
     code = asyncio.run(
         run_plan(
             connection.settings(),
@@ -524,6 +531,7 @@ def drift(
     from reconciler.commands import run_drift
 
     views.check_format("plan", output_format)
+    _csv_progress()
     code = asyncio.run(
         run_drift(
             connection.settings(),
@@ -591,6 +599,7 @@ def apply(
     from reconciler.commands import run_apply
 
     views.check_format("apply", output_format)
+    _csv_progress()
     code = asyncio.run(
         run_apply(
             connection.settings(),
