@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from reconciler.plan.model import Plan
+from reconciler.plan.model import Action, Plan
 from reconciler.views.grid import grid
 from reconciler.views.text import attribute_lines, drift_line, summary_line
 
@@ -50,27 +50,24 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
             if cell is None:
                 out.append('<td class="none"></td>')
                 continue
-            where = f'data-address="{escape(domain)}/{escape(name)}"'
-            details = attribute_lines(cell.change) if cell.change is not None else []
-            if (
-                cell.change is not None
-                and cell.change.reason
-                and cell.change.action.value != "no-op"
-            ):
-                details.insert(0, f"# {cell.change.reason}")
-            if cell.change is not None and cell.change.overlay:
-                details.insert(0, f"# overlay {cell.change.overlay}")
+            opening = (
+                f'<td class="{cell.action.replace("no-op", "noop")}" '
+                f'data-address="{escape(domain)}/{escape(name)}">'
+            )
+            change = cell.change
+            details = attribute_lines(change) if change is not None else []
+            if change is not None and change.reason and change.action is not Action.NOOP:
+                details.insert(0, f"# {change.reason}")
+            if change is not None and change.overlay:
+                details.insert(0, f"# overlay {change.overlay}")
             if details:
                 body = escape("\n".join(details))
                 out.append(
-                    f'<td class="{cell.action.replace("no-op", "noop")}" {where}><details>'
-                    f"<summary>{escape(cell.word)}</summary><pre>{body}</pre></details></td>"
+                    f"{opening}<details><summary>{escape(cell.word)}</summary>"
+                    f"<pre>{body}</pre></details></td>"
                 )
             else:
-                out.append(
-                    f'<td class="{cell.action.replace("no-op", "noop")}" {where}>'
-                    f"{escape(cell.word)}</td>"
-                )
+                out.append(f"{opening}{escape(cell.word)}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     if plan.warnings:
