@@ -39,6 +39,10 @@ ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Loc = tuple[str | int, ...]
 
+# libyaml composes ten times faster than the pure-Python parser (a 10,000-lookup repository is
+# mostly YAML); both build the same nodes with the same marks. PyYAML without libyaml falls back.
+_FAST_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass
 class LoadedDocument:
@@ -338,6 +342,19 @@ def _decode(path: Path, raw: bytes) -> tuple[str | None, Diagnostic | None]:
         )
 
 
+def _compose_all(text: str) -> list[yaml.Node | None]:
+    """Every document's node tree: libyaml's when it parses, else the pure-Python parser's.
+
+    A document libyaml refuses is composed again by the Python parser, whose error marks and
+    wording (and whose RecursionError on deep nesting) the messages below are written for; it
+    raises the error the user sees. libyaml's limit of 1000 nesting levels lands here too.
+    """
+    try:
+        return list(yaml.compose_all(text, Loader=_FAST_LOADER))
+    except yaml.YAMLError:
+        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+
+
 def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
     """Load every document of one YAML file."""
     result = LoadResult(files=[path])
@@ -376,7 +393,7 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         result.diagnostics.append(problem)  # type: ignore[arg-type]
         return result
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = _compose_all(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at_end = mark is not None and mark.index >= len(text.rstrip())
