@@ -254,9 +254,9 @@ class _Converter:
     def convert(self, node: yaml.Node, loc: Loc = (), depth: int = 0) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooLarge(node, "document expands to too many values (YAML alias bomb?)")
+            raise _TooLarge(node, _TOO_MANY)
         if depth > MAX_DEPTH:
-            raise _TooLarge(node, f"document is nested more than {MAX_DEPTH} levels deep")
+            raise _TooLarge(node, _TOO_DEEP)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -324,6 +324,71 @@ class _TooLarge(Exception):
     def __init__(self, node: yaml.Node, message: str) -> None:
         super().__init__(message)
         self.node = node
+
+
+_TOO_MANY = "document expands to too many values (YAML alias bomb?)"
+_TOO_DEEP = f"document is nested more than {MAX_DEPTH} levels deep"
+
+
+def _values_of(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes ``_Converter.convert`` descends into from ``node``, in its order (keys aside)."""
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [value for _, value in node.value]
+    return []
+
+
+def _too_large(root: yaml.Node) -> _TooLarge | None:
+    """What ``_Converter.convert`` would raise on ``root``, found without expanding aliases.
+
+    An alias bomb is a small graph of nodes that expands to billions of values; converting it up
+    to ``MAX_NODES`` costs a second per document. Sizes and heights are summed once per distinct
+    node instead (a cycle, ``&a [*a]``, counts as endless), and only when a limit is crossed is the
+    walk repeated, skipping every subtree that fits, to name the node the converter would stop at.
+    """
+    endless = float("inf")
+    measured: dict[int, tuple[float, float]] = {}  # id -> (values, levels)
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        if not leaving:
+            if key in measured or key in entered:
+                continue
+            entered.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(_values_of(node)))
+            continue
+        size, height = 1.0, 1.0
+        for child in _values_of(node):
+            child_size, child_height = measured.get(id(child), (endless, endless))  # a cycle
+            size += child_size
+            height = max(height, child_height + 1)
+        measured[key] = (size, height)
+        entered.discard(key)
+    if measured[id(root)][0] <= MAX_NODES and measured[id(root)][1] - 1 <= MAX_DEPTH:
+        return None
+
+    count = 0
+
+    def locate(node: yaml.Node, depth: int) -> _TooLarge | None:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            return _TooLarge(node, _TOO_MANY)
+        if depth > MAX_DEPTH:
+            return _TooLarge(node, _TOO_DEEP)
+        for child in _values_of(node):
+            size, height = measured[id(child)]
+            if count + size <= MAX_NODES and depth + height <= MAX_DEPTH:
+                count += int(size)
+                continue
+            return locate(child, depth + 1)
+        return None  # pragma: no cover - a crossed limit is always found below
+
+    return locate(root, 0)
 
 
 def _decode(path: Path, raw: bytes) -> tuple[str | None, Diagnostic | None]:
@@ -438,6 +503,9 @@ def _load_document(
     converter = _Converter(path, env)
     line = node.start_mark.line + 1
     try:
+        refused = _too_large(node)
+        if refused is not None:
+            raise refused
         data = converter.convert(node)
     except _TooLarge as exc:
         result.diagnostics.append(
