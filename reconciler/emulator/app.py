@@ -641,7 +641,8 @@ class FaultInjector:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit():
             emu.stats.bytes_in[template] += int(length)
-        await run_in_threadpool(emu.store.settle)
+        if emu.store.due():  # a read, like the handlers' own; the write goes to a thread
+            await run_in_threadpool(emu.store.settle)
         if cfg.added_latency:
             await asyncio.sleep(cfg.added_latency)
         roll = emu.random.random()

@@ -131,14 +131,20 @@ class Store:
 
     # --- jobs ending ------------------------------------------------------------------------
 
+    def due(self) -> bool:
+        """Whether some job's schedule has run out and its end-of-job effects are not applied."""
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM jobs WHERE settled = 0 AND ends <= ? LIMIT 1", (self.clock(),)
+                ).fetchone()
+                is not None
+            )
+
     def settle(self) -> None:
         """Apply the end-of-job effects of every job whose schedule has run out."""
-        now = self.clock()
-        with self._lock:
-            due = self._db.execute(
-                "SELECT 1 FROM jobs WHERE settled = 0 AND ends <= ? LIMIT 1", (now,)
-            ).fetchone()
-        if due:
+        if self.due():
+            now = self.clock()
             self._write(lambda db: self._settle(db, now))
 
     def _settle(self, db: sqlite3.Connection, now: float) -> None:
