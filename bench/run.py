@@ -775,12 +775,12 @@ def main() -> None:
         work = Path(tmp)
         if args.quick:
             # A smoke test of every section at the smallest sizes that still show its shape.
-            refresh = bench_refresh([300], work, repeats=1)
-            apply = bench_apply([20], [0.5], work, sample=2)
-            startup = bench_startup(work, 20, repeats=2)
+            refresh = bench_refresh([100], work, repeats=1)
+            apply = bench_apply([10], [0.2], work, sample=1)
+            startup = bench_startup(work, 5, repeats=1)
             csv = bench_csv(work, 1)
             state = bench_state([50], work, [50])
-            domains = bench_domains(300, [10, 60], work, repeats=1)
+            domains = bench_domains(120, [10, 60], work, repeats=1)
         else:
             refresh = bench_refresh([100, 1000, 10_000], work)
             apply = bench_apply([50, 200, 500], [0.5, 2.0], work, sample=10)

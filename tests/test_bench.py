@@ -29,6 +29,6 @@ def test_bench_quick_runs_and_reports_every_section() -> None:
         assert heading in out.stdout
     assert "| local | 50 |" in out.stdout and "| s3 (moto) | 50 |" in out.stdout
     # The refresh makes one list request per domain (10 domains), whatever N is.
-    assert "| 300 | 1 | 10 |" in out.stdout
+    assert "| 100 | 1 | 10 |" in out.stdout
     # The same plan over 6 times more domains costs 50 more list calls (one per domain).
-    assert "| 300 | 10 | 10 |" in out.stdout and "| 300 | 60 | 60 |" in out.stdout
+    assert "| 120 | 10 | 10 |" in out.stdout and "| 120 | 60 | 60 |" in out.stdout
