@@ -130,4 +130,11 @@ class Project:
         )
 
     def client(self) -> LookupClient:
-        return LookupClient(self.settings, transport=self.transport())
+        """A client whose job polls jump the project's clock, like ``apply``'s."""
+        return LookupClient(
+            self.settings,
+            transport=self.transport(),
+            sleep=self.clock.sleep,
+            clock=self.clock.monotonic,
+            wall_clock=self.clock,
+        )

@@ -1,7 +1,8 @@
 """The three-way plan against services with habits: echoes rewritten, nulls spelled otherwise, ...
 
-For every source kind, with and without ``deployConfig`` in the service's answers, and with each
-habit of ``reconciler.emulator.habits`` switched on (one at a time, then all together):
+With and without ``deployConfig`` in the service's answers, and with each habit of
+``reconciler.emulator.habits`` switched on (one at a time, then all together), for every source
+kind (one lookup of each kind in the same project, so one apply serves them all):
 
 * apply then plan is empty, and single-field spec edits plan exactly that field;
 * a switch of source kind plans an update through the new endpoint, and applies cleanly;
@@ -12,6 +13,8 @@ habit of ``reconciler.emulator.habits`` switched on (one at a time, then all tog
 from __future__ import annotations
 
 import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,39 +103,53 @@ def only_change(plan: Plan) -> Change:
     return actionable[0]
 
 
-def matrix(*, kinds: list[str] | None = None) -> Any:
-    """kind × deployConfig shown or null × habit."""
+def changes_of(plan: Plan, kinds: Iterable[str]) -> dict[str, Change]:
+    """The plan's changes by kind: exactly one for each of ``kinds`` (lookup ``acme/<kind>``)."""
+    found = {c.address.removeprefix("acme/"): c for c in plan.actionable}
+    assert sorted(found) == sorted(kinds), [
+        (c.address, c.action, c.reason) for c in plan.actionable
+    ]
+    return found
+
+
+def every_kind(source: Callable[[str], str], kinds: Iterable[str] = KINDS, extra: str = "") -> str:
+    """One lookup per kind, named after it, its spec block ``source(kind)``: one project holds
+    every kind, so one apply (one spec load, one state lock, one listing) serves them all."""
+    return "---\n".join(lookup_doc(kind, source(kind), extra=extra) for kind in kinds)
+
+
+def matrix() -> Any:
+    """deployConfig shown or null × habit; every kind inside each case."""
     return [
-        pytest.param(kind, null, habit, id=f"{kind}-{'null' if null else 'config'}-{habit}")
-        for kind in kinds or sorted(KINDS)
+        pytest.param(null, habit, id=f"{'null' if null else 'config'}-{habit}")
         for null in (False, True)
         for habit in HABITS
     ]
 
 
-@pytest.mark.parametrize(("kind", "null_config", "habit"), matrix())
+@pytest.mark.parametrize(("null_config", "habit"), matrix())
 async def test_apply_then_plan_is_empty_and_each_edit_is_exactly_itself(
-    tmp_path: Path, kind: str, null_config: bool, habit: str
+    tmp_path: Path, null_config: bool, habit: str
 ) -> None:
     project = project_for(tmp_path, habit, null_config)
-    project.write(lookup_doc("one", KINDS[kind]))
+    project.write(every_kind(KINDS.__getitem__))
     assert await project.apply() == 0
     run = await project.plan()
     assert not run.plan.can_apply(), render_text(run.plan)
     assert run.plan.warnings == () and run.plan.unverified == []
 
-    old, new, path = EDITS[kind]
-    assert old in KINDS[kind]
-    project.write(lookup_doc("one", KINDS[kind].replace(old, new)))
-    change = only_change((await project.plan()).plan)
-    assert [(d.path, d.source) for d in change.diff] == [(path, "spec")]
-    assert change.request and change.endpoint == ENDPOINTS[kind]
+    for kind, (old, _, _) in EDITS.items():
+        assert old in KINDS[kind], kind
+    project.write(every_kind(lambda k: KINDS[k].replace(EDITS[k][0], EDITS[k][1])))
+    for kind, change in changes_of((await project.plan()).plan, KINDS).items():
+        assert [(d.path, d.source) for d in change.diff] == [(EDITS[kind][2], "spec")], kind
+        assert change.request and change.endpoint == ENDPOINTS[kind], kind
 
-    project.write(lookup_doc("one", KINDS[kind], extra="visibility: all-subdomains"))
-    change = only_change((await project.plan()).plan)
-    assert [(d.path, d.before, d.after) for d in change.diff] == [
-        ("visibility", "creator-only", "all-subdomains")
-    ]
+    project.write(every_kind(KINDS.__getitem__, extra="visibility: all-subdomains"))
+    for kind, change in changes_of((await project.plan()).plan, KINDS).items():
+        assert [(d.path, d.before, d.after) for d in change.diff] == [
+            ("visibility", "creator-only", "all-subdomains")
+        ], kind
     assert await project.apply() == 0
     assert not (await project.plan()).plan.can_apply()
 
@@ -142,76 +159,81 @@ def _switch_target(kind: str) -> str:
     return order[(order.index(kind) + 1) % len(order)]
 
 
-@pytest.mark.parametrize(("kind", "null_config", "habit"), matrix())
+@pytest.mark.parametrize(("null_config", "habit"), matrix())
 async def test_a_kind_switch_is_an_update_through_the_new_endpoint(
-    tmp_path: Path, kind: str, null_config: bool, habit: str
+    tmp_path: Path, null_config: bool, habit: str
 ) -> None:
     project = project_for(tmp_path, habit, null_config)
-    project.write(lookup_doc("one", KINDS[kind]))
+    project.write(every_kind(KINDS.__getitem__))
     assert await project.apply() == 0
-    target = _switch_target(kind)
-    project.write(lookup_doc("one", KINDS[target]))
-    change = only_change((await project.plan()).plan)
-    assert change.action is Action.UPDATE and change.endpoint == ENDPOINTS[target]
-    if ENDPOINTS[target] != ENDPOINTS[kind]:
-        assert change.diff[0].path == "endpoint"
-        assert (change.diff[0].before, change.diff[0].after) == (ENDPOINTS[kind], ENDPOINTS[target])
-    assert change.diff and all(d.source == "spec" for d in change.diff)
+    project.write(every_kind(lambda k: KINDS[_switch_target(k)]))
+    for kind, change in changes_of((await project.plan()).plan, KINDS).items():
+        target = _switch_target(kind)
+        assert change.action is Action.UPDATE and change.endpoint == ENDPOINTS[target], kind
+        if ENDPOINTS[target] != ENDPOINTS[kind]:
+            assert change.diff[0].path == "endpoint", kind
+            assert (change.diff[0].before, change.diff[0].after) == (
+                ENDPOINTS[kind],
+                ENDPOINTS[target],
+            )
+        assert change.diff and all(d.source == "spec" for d in change.diff), kind
     project.emulator.stats.routes.clear()
     assert await project.apply() == 0
-    assert (
-        project.emulator.stats.routes[f"PUT /lookup/{{domain}}/{{name}}/{ENDPOINTS[target]}"] == 1
-    )
+    sent = Counter(ENDPOINTS[_switch_target(kind)] for kind in KINDS)
+    puts = {
+        route.rsplit("/", 1)[1]: n
+        for route, n in project.emulator.stats.routes.items()
+        if route.startswith("PUT ")
+    }
+    assert puts == dict(sent)  # each lookup once, through its new endpoint
+    assert not [route for route in project.emulator.stats.routes if route.startswith("POST ")]
     assert not (await project.plan()).plan.can_apply()
 
 
 # --- changes made in Devo behind the tool's back -----------------------------------------------
 
 
-async def _deploy_out_of_band(project: Project, document: str, csv: str | None = None) -> None:
-    """PUT a lookup as someone else would: through the API, from a spec outside the project."""
+async def _deploy_out_of_band(project: Project, documents: str, csv: str | None = None) -> None:
+    """PUT lookups as someone else would: through the API, from specs outside the project."""
     other = project.root / "elsewhere"
     shutil.rmtree(other, ignore_errors=True)
     (other / "data").mkdir(parents=True)
     (other / "data" / "geo.csv").write_text(csv or GEO)
-    (other / "l.yaml").write_text(document)
-    [want] = load_workspace([str(other)]).desired
-    assert want.endpoint is not None
-    body = resolve_secrets(want.body, SECRETS)
+    (other / "l.yaml").write_text(documents)
     async with project.client() as client:
-        result = await client.deploy(
-            "PUT",
-            want.endpoint,
-            want.domain,
-            want.name,
-            body,
-            csv_file=want.csv.path if want.csv else None,
-        )
-        assert result.job_id
-        await client.wait_for_job(want.domain, want.name, result.job_id, policy=FAST_POLL)
+        for want in load_workspace([str(other)]).desired:
+            assert want.endpoint is not None
+            result = await client.deploy(
+                "PUT",
+                want.endpoint,
+                want.domain,
+                want.name,
+                resolve_secrets(want.body, SECRETS),
+                csv_file=want.csv.path if want.csv else None,
+            )
+            assert result.job_id
+            await client.wait_for_job(want.domain, want.name, result.job_id, policy=FAST_POLL)
+
+
+# The kinds each out-of-band change applies to.
+CHANGED_KINDS = {
+    "visibility": sorted(KINDS),
+    "kind": sorted(KINDS),
+    "data": ["csv_file"],
+    "query": sorted(WIDER_QUERY),
+}
 
 
 def _out_of_band_cases() -> Any:
-    cases = []
-    for kind in sorted(KINDS):
-        changes = ["visibility", "kind"]
-        changes.append("data" if kind == "csv_file" else "query" if kind in WIDER_QUERY else "")
-        for change in filter(None, changes):
-            for null in (False, True):
-                for habit in HABITS:
-                    cases.append(
-                        pytest.param(
-                            kind,
-                            change,
-                            null,
-                            habit,
-                            id=f"{kind}-{change}-{'null' if null else 'config'}-{habit}",
-                        )
-                    )
-    return cases
+    return [
+        pytest.param(change, null, habit, id=f"{change}-{'null' if null else 'config'}-{habit}")
+        for change in CHANGED_KINDS
+        for null in (False, True)
+        for habit in HABITS
+    ]
 
 
-def _expected_paths(change: str, kind: str, null_config: bool, with_state: bool) -> set[str]:
+def _expected_paths(change: str, null_config: bool) -> set[str]:
     """Paths of which at least one must be in the drift (what the service lets a plan see)."""
     if change == "visibility":
         return {"visibility"}
@@ -228,31 +250,35 @@ def _expected_paths(change: str, kind: str, null_config: bool, with_state: bool)
     return set()
 
 
-@pytest.mark.parametrize(("kind", "change", "null_config", "habit"), _out_of_band_cases())
+def _out_of_band(kind: str, change: str) -> str:
+    """The spec block someone deploys over ``kind``'s lookup behind the tool's back."""
+    if change == "kind":
+        return KINDS["static" if kind.startswith("csv") else "csv_s3"]
+    if change == "query":
+        old, new = WIDER_QUERY[kind]
+        assert old in KINDS[kind]
+        return KINDS[kind].replace(old, new)
+    return KINDS[kind]
+
+
+@pytest.mark.parametrize(("change", "null_config", "habit"), _out_of_band_cases())
 async def test_a_change_made_in_devo_is_drift_with_and_without_state(
-    tmp_path: Path, kind: str, change: str, null_config: bool, habit: str
+    tmp_path: Path, change: str, null_config: bool, habit: str
 ) -> None:
+    kinds = CHANGED_KINDS[change]
     project = project_for(tmp_path, habit, null_config)
-    spec = lookup_doc("one", KINDS[kind])
-    project.write(spec)
+    project.write(every_kind(KINDS.__getitem__, kinds))
     assert await project.apply() == 0
     assert (
         await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 0
     )
 
-    if change == "visibility":
-        await _deploy_out_of_band(
-            project, lookup_doc("one", KINDS[kind], extra="visibility: all-subdomains")
-        )
-    elif change == "kind":
-        other = "static" if kind.startswith("csv") else "csv_s3"
-        await _deploy_out_of_band(project, lookup_doc("one", KINDS[other]))
-    elif change == "query":
-        old, new = WIDER_QUERY[kind]
-        assert old in KINDS[kind]
-        await _deploy_out_of_band(project, lookup_doc("one", KINDS[kind].replace(old, new)))
-    else:  # data: the same spec, but someone uploaded a one-row file
-        await _deploy_out_of_band(project, spec, csv="ip,country\n10.9.9.9,XX\n")
+    extra = "visibility: all-subdomains" if change == "visibility" else ""
+    documents = every_kind(lambda k: _out_of_band(k, change), kinds, extra=extra)
+    # data: the same spec, but someone uploaded a one-row file
+    await _deploy_out_of_band(
+        project, documents, csv="ip,country\n10.9.9.9,XX\n" if change == "data" else None
+    )
 
     for with_state in (True, False):
         if not with_state:
@@ -261,16 +287,16 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
             project.settings, [str(project.specs)], transport=project.transport()
         )
         assert code == 2, f"no drift seen (state kept: {with_state})"
-        found = only_change((await project.plan()).plan)
-        assert found.action is Action.UPDATE
-        if change == "data":
-            assert found.csv is not None and found.csv.source == "live"
-            assert (found.csv.before_rows, found.csv.after_rows) == (1, 3)
-        else:
-            paths = {d.path for d in found.diff}
-            assert paths & _expected_paths(change, kind, null_config, with_state), found.diff
-            if with_state:
-                assert "changed in Devo" in found.reason
+        for kind, found in changes_of((await project.plan()).plan, kinds).items():
+            assert found.action is Action.UPDATE, kind
+            if change == "data":
+                assert found.csv is not None and found.csv.source == "live"
+                assert (found.csv.before_rows, found.csv.after_rows) == (1, 3)
+            else:
+                paths = {d.path for d in found.diff}
+                assert paths & _expected_paths(change, null_config), (kind, found.diff)
+                if with_state:
+                    assert "changed in Devo" in found.reason, kind
     assert await project.apply() == 0
     assert (
         await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 0
