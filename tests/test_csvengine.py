@@ -118,6 +118,31 @@ def test_the_fast_path_never_calls_valid_what_the_exact_scanner_refuses(
         assert prologue.header == exact.header
 
 
+def test_connections_share_a_database_but_not_their_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each use gets a connection of its own to the process's database: the row diff's temporary
+    tables (``old``, ``new``, ``d``) of two uses at once do not meet, and the database spills to a
+    private folder under the memory limit, never into the current folder (the user's repo)."""
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    for ordered in (True, False):
+        with csvengine.connect(ordered=ordered) as one, csvengine.connect(ordered=ordered) as two:
+            one.execute("CREATE TEMP TABLE d AS SELECT 1 AS n")
+            two.execute("CREATE TEMP TABLE d AS SELECT 2 AS n")
+            assert one.execute("SELECT n FROM d").fetchall() == [(1,)]
+            assert two.execute("SELECT n FROM d").fetchall() == [(2,)]
+            (spill, order, limit) = one.execute(
+                "SELECT current_setting('temp_directory'), "
+                "current_setting('preserve_insertion_order'), current_setting('memory_limit')"
+            ).fetchone()
+        assert Path(spill).parent == Path(tempfile.gettempdir()) and Path(spill).is_dir()
+        assert not Path(spill).is_relative_to(tmp_path)
+        assert order is ordered and limit.replace(" ", "").startswith("190")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_fast_path_vouches_for_a_clean_file_of_every_type(tmp_path: Path) -> None:
     row = [
         "10.0.0.1",

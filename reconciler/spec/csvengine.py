@@ -16,11 +16,14 @@ would refuse: ``tests/test_csvengine.py`` checks that on generated files.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import hashlib
 import re
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -71,23 +74,51 @@ class Bytes:
     doubtful: list[str] = field(default_factory=list)
 
 
+#: This process's DuckDB databases, one per insertion-order setting (a database-wide setting), with
+#: their spill folders. Opening a database costs ~20 ms; a connection to an open one ~0.1 ms.
+_DATABASES: dict[bool, tuple[Any, str]] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
+def _database(ordered: bool) -> Any:
+    """The process's database for ``ordered``, opened on first use and closed at exit."""
+    import duckdb
+
+    with _DATABASES_LOCK:
+        if ordered not in _DATABASES:
+            spill = tempfile.mkdtemp(prefix="reconciler-duckdb-")
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "memory_limit": MEMORY_LIMIT,
+                "preserve_insertion_order": ordered,
+                "temp_directory": spill,
+            }
+            if not _DATABASES:
+                atexit.register(_close_databases)
+            _DATABASES[ordered] = (duckdb.connect(config=config), spill)
+        return _DATABASES[ordered][0]
+
+
+def _close_databases() -> None:
+    with _DATABASES_LOCK:
+        for database, spill in _DATABASES.values():
+            database.close()
+            shutil.rmtree(spill, ignore_errors=True)
+        _DATABASES.clear()
+
+
 @contextmanager
 def connect(*, ordered: bool) -> Iterator[Any]:
-    """A DuckDB connection under the memory limit, spilling to a private temporary folder.
+    """A connection of its own (its temporary tables are its own) to this process's DuckDB
+    database: under the memory limit, spilling to a private temporary folder.
 
     (An in-memory DuckDB would otherwise spill into ``.tmp`` in the current folder: the user's
     repository.) ``ordered``: keep rows in file order (row diffs sample them in that order).
     """
-    import duckdb
-
-    with tempfile.TemporaryDirectory(prefix="reconciler-duckdb-") as spill:
-        config: dict[str, str | bool | int | float | list[str]] = {
-            "memory_limit": MEMORY_LIMIT,
-            "preserve_insertion_order": ordered,
-            "temp_directory": spill,
-        }
-        with duckdb.connect(config=config) as con:
-            yield con
+    con = _database(ordered).cursor()
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def column_names(count: int) -> list[str]:
