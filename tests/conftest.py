@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Iterator
 
 import pytest
+import typer.main
+import typer.testing
 from typer.testing import CliRunner
+
+# Typer's test runner builds the whole click command tree again on every invoke (13 ms for this
+# CLI, some 300 invocations in the suite); the tree depends on the app alone, so build it once.
+typer.testing._get_command = functools.cache(typer.main.get_command)
 
 
 @pytest.fixture
