@@ -612,6 +612,31 @@ def test_alias_bombs_are_refused_where_the_converter_would_stop(
     assert (None if found is None else (found.node, str(found))) == expanded
 
 
+@pytest.mark.parametrize("limit", ["depth", "values"])
+def test_without_anchors_the_converter_refuses_as_the_measure_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """A file with no anchor skips the graph measure: the converter's own refusal is the same
+    diagnostic (message, line) as the measure gives when an anchor elsewhere makes it run."""
+    from reconciler.spec import loader
+
+    if limit == "values":
+        monkeypatch.setattr(loader, "MAX_NODES", 50)
+        body = "spec:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(30))
+    else:
+        body = "spec:\n  x: " + "{a: " * 70 + "1" + "}" * 70 + "\n"
+    first = ("apiVersion: reconciler/v1\nkind: Lookup\n" + body).count("\n")  # its last line
+    diagnostics = []
+    for other in ("", "---\napiVersion: reconciler/v1\nx: &one 1\ny: *one\n"):
+        path = tmp_path / f"deep{len(diagnostics)}.yaml"
+        path.write_text("apiVersion: reconciler/v1\nkind: Lookup\n" + body + other)
+        found = [d for d in loader.load_file(path, {}).diagnostics if d.line and d.line <= first]
+        diagnostics.append([(d.line, d.message) for d in found])
+    assert diagnostics[0] == diagnostics[1] and len(diagnostics[0]) == 1, diagnostics
+    [(_, message)] = diagnostics[0]
+    assert ("too many values" if limit == "values" else "nested more than 64") in message
+
+
 def test_a_recursive_anchor_is_refused_as_too_deep(tmp_path: Path) -> None:
     from reconciler.spec import loader
 

@@ -490,20 +490,29 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
             )
         )
         return result
+    # Without an anchor (``&``) no node is shared: the tree is no bigger than the text, and the
+    # converter stops at the same node ``_too_large`` would name, so the measure is skipped.
+    shared = "&" in text
     for index, node in enumerate(nodes):
         if node is None:
             continue
-        _load_document(path, index, node, env, result)
+        _load_document(path, index, node, env, result, shared=shared)
     return result
 
 
 def _load_document(
-    path: Path, index: int, node: yaml.Node, env: Mapping[str, str], result: LoadResult
+    path: Path,
+    index: int,
+    node: yaml.Node,
+    env: Mapping[str, str],
+    result: LoadResult,
+    *,
+    shared: bool = True,
 ) -> None:
     converter = _Converter(path, env)
     line = node.start_mark.line + 1
     try:
-        refused = _too_large(node)
+        refused = _too_large(node) if shared else None
         if refused is not None:
             raise refused
         data = converter.convert(node)
