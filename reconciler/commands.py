@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from reconciler import views
+from reconciler import gitrepo, views
 from reconciler.apply.executor import ApplyOptions, Executor
 from reconciler.apply.outcome import Outcome
 from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
@@ -273,7 +273,7 @@ async def run_apply(
             hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
             "reconciler apply --replace ADDR",
         )
-    actor = current_actor()
+    actor = current_actor(gitrepo.folder_of(paths[0]) if paths else Path.cwd())
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with (
         _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
@@ -312,7 +312,7 @@ async def run_apply(
             wait=wait,
             job_timeout=job_timeout,
             actor=actor,
-            commit=current_commit(),
+            commit=current_commit(run.workspace.folder),
             clock=clock,
             poll=poll or PollPolicy(),
             waves=run.workspace.waves,

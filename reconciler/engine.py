@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler import gitrepo
 from reconciler.client import LookupMeta, LookupReader, job_outcome
 from reconciler.desired import DesiredLookup, desired_lookup, placeholders
 from reconciler.errors import (
@@ -44,6 +45,7 @@ class Workspace:
     auth: dict[str, DomainAuth] = field(default_factory=dict)  # domains with their own credential
     waves: dict[str, int] = field(default_factory=dict)  # domain → its apply wave
     endpoints: dict[str, str] = field(default_factory=dict)  # domains with their own endpoint
+    folder: Path = field(default_factory=Path.cwd)  # where the specs are: git is asked there
 
     def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
         """Each Domain's own credential, read from the variables it names (an error if unset)."""
@@ -95,6 +97,7 @@ def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspac
             for d in result.domains
             if d.model.spec.url or d.model.spec.region
         },
+        folder=gitrepo.folder_of(paths[0]) if paths else Path.cwd(),
     )
 
 

@@ -20,6 +20,7 @@ LAYER_OF: dict[str, str] = {
     "linq": "foundation",
     "canonical": "foundation",
     "clock": "foundation",
+    "gitrepo": "foundation",
     "sources": "sources",
     "spec": "spec",
     "desired": "desired",

@@ -390,3 +390,69 @@ async def test_plan_and_drift_take_no_lock_and_work_while_one_is_held(tmp_path: 
             await project.apply()
     finally:
         held.release()
+
+
+@pytest.mark.anyio
+async def test_the_journal_names_the_specs_repository_commit_and_git_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who applied and which commit: CI's variables first, else git as the repository holding
+    the specs answers (asked there, not in the folder the command started in), else the login
+    name and no commit."""
+    from reconciler.state.journal import Journal
+
+    for name in (
+        "RECONCILER_ACTOR",
+        "GITHUB_ACTOR",
+        "GITLAB_USER_LOGIN",
+        "BUILD_REQUESTEDFOR",
+        "BUILDKITE_BUILD_CREATOR",
+        "GITHUB_SHA",
+        "CI_COMMIT_SHA",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("USER", "login-name")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the command starts outside the specs' repository
+    project = Project(tmp_path / "repo", EmulatorConfig(create_latency=0, deploy_latency=0))
+    journal = Journal.for_state(str(project.settings.state_path))
+
+    def last() -> tuple[str, str | None]:
+        entry = list(journal.entries())[-1]
+        return entry.actor, entry.commit
+
+    def edit(table: str) -> None:
+        project.write(lookup_doc("one", KINDS["static"].replace("from a ", f"from {table} ")))
+
+    edit("a")
+    assert await project.apply() == 0
+    assert last() == ("login-name", None)  # no repository: the login name, no commit
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(project.root), *args], check=True, capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "specs@example.com")
+    git("config", "user.name", "Specs")
+    git("add", "specs")
+    git("commit", "-q", "-m", "specs")
+    edit("b")
+    assert await project.apply() == 0
+    assert last() == ("specs@example.com", git("rev-parse", "HEAD"))
+
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.setenv("GITHUB_SHA", "0" * 40)
+    edit("c")
+    assert await project.apply() == 0
+    assert last() == ("octocat", "0" * 40)
+    monkeypatch.setenv("RECONCILER_ACTOR", "release-bot")  # the tool's own variable wins
+    edit("d")
+    assert await project.apply() == 0
+    assert last() == ("release-bot", "0" * 40)

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from reconciler import gitrepo
 from reconciler.apply.outcome import (
     DONE,
     FAILED,
@@ -52,7 +53,6 @@ from reconciler.errors import (
 )
 from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
-from reconciler.plan.rows import head_commit
 from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal, JournalEntry
@@ -463,7 +463,7 @@ class Executor:
                 "sha256": want.csv.sha256,
                 "rows": want.csv.rows,
                 "path": str(want.csv.path),
-                "commit": head_commit(want.csv.path.parent),
+                "commit": gitrepo.head_commit(want.csv.path.parent),
             }
         echoed: dict[str, Any] = {}
         observed: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import gitrepo
 from reconciler.desired import CsvContent
 from reconciler.plan.model import Plan
 from reconciler.sources.csv import key_columns
@@ -29,42 +30,25 @@ from reconciler.spec.model import CsvSource
 SAMPLES = 3
 
 
-def _git(folder: Path, *args: str) -> bytes | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def head_commit(folder: Path) -> str | None:
-    """The commit checked out in the git repository holding ``folder``, if any."""
-    out = _git(folder, "rev-parse", "HEAD")
-    return out.decode().strip() if out else None
-
-
 def _why_missing(commit: str, path: Path) -> str:
     """Why git cannot show ``path`` at ``commit``: said in the plan instead of a silent gap."""
-    shallow = _git(path.parent, "rev-parse", "--is-shallow-repository")
-    if shallow is not None and shallow.decode().strip() == "true":
+    if gitrepo.is_shallow(path.parent):
         return (
             f"rows not diffed by key: commit {commit[:12]} is not in this shallow clone "
             "(check out with full history: actions/checkout fetch-depth: 0, GIT_DEPTH: 0)"
         )
-    if _git(path.parent, "rev-parse", "--show-toplevel") is None:
+    if gitrepo.toplevel(path.parent) is None:
         return "rows not diffed by key: the CSV is not in a git repository"
     return f"rows not diffed by key: git has no {path.name} at commit {commit[:12]}"
 
 
 def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
     """``path`` as it was at ``commit``, streamed into ``folder``: (the copy, its sha256), or None."""
-    top = _git(path.parent, "rev-parse", "--show-toplevel")
-    if not top:
+    top = gitrepo.toplevel(path.parent)
+    if top is None:
         return None
     try:
-        relative = path.resolve().relative_to(Path(top.decode().strip()).resolve())
+        relative = path.resolve().relative_to(top.resolve())
     except ValueError:
         return None
     copy = folder / f"old-{path.name}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from reconciler import gitrepo
 from reconciler.errors import StateError
 
 
@@ -258,16 +258,9 @@ def journal_path(state_path: Path, env: Mapping[str, str] | None = None) -> Path
     return Path(configured) if configured else state_path.parent / "journal.jsonl"
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def current_actor(env: Mapping[str, str] | None = None) -> str:
-    """Who is applying: the CI's actor variables, else git's user, else the login name."""
+def current_actor(folder: Path, env: Mapping[str, str] | None = None) -> str:
+    """Who is applying: the CI's actor variables, else git's user (as the repository holding
+    ``folder`` sees it), else the login name."""
     env = os.environ if env is None else env
     for name in (
         "RECONCILER_ACTOR",
@@ -278,16 +271,17 @@ def current_actor(env: Mapping[str, str] | None = None) -> str:
     ):
         if env.get(name):
             return env[name]
-    email = _git("config", "user.email")
+    email = gitrepo.user_email(folder)
     if email:
         return email
     return env.get("USER") or env.get("USERNAME") or "unknown"
 
 
-def current_commit(env: Mapping[str, str] | None = None) -> str | None:
-    """The git commit being applied: the CI's variable, else ``git rev-parse HEAD``."""
+def current_commit(folder: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """The git commit being applied: the CI's variable, else the commit checked out in the
+    repository holding ``folder`` (the specs' folder, not the one the command started in)."""
     env = os.environ if env is None else env
     for name in ("GITHUB_SHA", "CI_COMMIT_SHA"):
         if env.get(name):
             return env[name]
-    return _git("rev-parse", "HEAD")
+    return gitrepo.head_commit(folder)
