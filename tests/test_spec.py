@@ -192,6 +192,32 @@ def test_cell_types(column_type: str, good: str, bad: str) -> None:
         parse_cell(column_type, bad)
 
 
+@settings(max_examples=1500)
+@given(
+    st.one_of(
+        st.text(alphabet=st.sampled_from(list("0123456789.  \t/٣²:")), max_size=20),
+        st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+        st.lists(st.text(alphabet="0123456789", max_size=4), min_size=4, max_size=4).map(".".join),
+    )
+)
+def test_ip4_cells_are_read_as_ipaddress_reads_them(cell: str) -> None:
+    """The IP4 check (a regular expression, for speed) accepts exactly what Python's own
+    ``ipaddress`` does: four ASCII-decimal octets up to 255, no leading zeros, spaces trimmed."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(cell.strip())
+        expected = True
+    except ValueError:
+        expected = False
+    try:
+        parse_cell("IP4", cell)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == (expected or cell == ""), cell  # an empty cell is a null
+
+
 def _scan(text: str, **options: object) -> object:
     return scan_csv(io.BytesIO(text.encode()), [("ip", "IP4"), ("n", "INT4")], **options)  # type: ignore[arg-type]
 
