@@ -235,13 +235,14 @@ async def test_views_agree(tmp_path: Path) -> None:
     assert "\x1b[" not in render_text(plan) and "\x1b[32m" in render_text(plan, color=True)
 
 
-async def test_plan_of_5000_lookups_in_10_domains_lists_only(tmp_path: Path) -> None:
+async def test_plan_of_2000_lookups_in_10_domains_lists_only(tmp_path: Path) -> None:
+    """One list request per domain, however many lookups (the bench measures it at 10,000)."""
     project = Project(tmp_path)
     store = project.emulator.store
     schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
     documents = []
     for d in range(10):
-        for i in range(500):
+        for i in range(200):
             name = f"l{i:04d}"
             query = {"query": f"from t{i} select x"}
             config = derive("deploy-static-query", f"d{d}", name, query)  # as a POST would store
@@ -252,7 +253,7 @@ async def test_plan_of_5000_lookups_in_10_domains_lists_only(tmp_path: Path) -> 
     project.write(*documents)
     project.emulator.stats.routes.clear()
     plan = (await project.plan()).plan
-    assert plan.summary["unchanged"] == 5000 and not plan.can_apply()
+    assert plan.summary["unchanged"] == 2000 and not plan.can_apply()
     assert dict(project.emulator.stats.routes) == {"GET /lookup/{domain}": 10}
 
 
