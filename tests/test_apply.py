@@ -419,22 +419,22 @@ async def test_a_csv_with_a_byte_order_mark_is_uploaded_without_it(tmp_path: Pat
     assert not (await project.plan()).plan.can_apply()
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["plan", "--formt", "json"],
-        ["plan", "--tagret", "x"],
-        ["drift", "--bogus"],
-        ["apply", "--parallelism", "many"],
-        ["no-such-command"],
-    ],
-)
-def test_usage_errors_exit_1_never_2(argv: list[str], tmp_path: Path) -> None:
+USAGE_ERRORS = [
+    ["plan", "--formt", "json"],
+    ["plan", "--tagret", "x"],
+    ["drift", "--bogus"],
+    ["apply", "--parallelism", "many"],
+    ["no-such-command"],
+]
+
+
+def test_a_usage_error_exits_1_from_a_real_process(tmp_path: Path) -> None:
+    """``python -m reconciler`` goes through ``main``: click's 2 for a usage error becomes 1."""
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "reconciler", *argv],
+        [sys.executable, "-m", "reconciler", *USAGE_ERRORS[0]],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -443,6 +443,21 @@ def test_usage_errors_exit_1_never_2(argv: list[str], tmp_path: Path) -> None:
     )
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Error:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS)
+def test_usage_errors_exit_1_never_2(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every usage error, through the console script's entry point (in this process)."""
+    from reconciler.cli import main
+
+    monkeypatch.setattr("sys.argv", ["reconciler", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 1, (exited.value.code, err)
+    assert "Error:" in err and "Traceback" not in err
 
 
 def test_help_names_its_values_not_python_types() -> None:
