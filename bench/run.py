@@ -751,7 +751,7 @@ def report(
         "  L is short and M large, the emulator itself (one uvicorn process, SQLite writes) is what",
         "  limits: ~4 requests per change (POST + polls) must all pass through it. Polls per job stay",
         "  near 3 at L = 0.5 s and 5 at L = 2 s (0.25 s, then ×1.6).",
-        "- CSV validation of files over 4 MB runs in DuckDB (the `big` extra): one parallel pass with",
+        "- CSV validation of files over 1 MiB runs in DuckDB (the `big` extra): one parallel pass with",
         "  every check, duplicate keys included, under a 200 MB working-memory limit it spills under. It",
         "  only vouches for valid files; a file with any problem is read again by the exact scanner,",
         "  which names each problem's line. The exact scanner's memory is bounded too (a million",

@@ -643,8 +643,8 @@ def _big_project(tmp_path: Path, upload: str, rows: int) -> tuple[Project, Path]
 async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(
     tmp_path: Path, upload: str, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """20,000 rows through either engine: DuckDB takes files from ENGINE_MIN_BYTES (4 MiB, about
-    160,000 of these rows); lowering the threshold sends this file through it at a tenth of the
+    """20,000 rows through either engine: DuckDB takes files from ENGINE_MIN_BYTES (1 MiB, about
+    41,000 of these rows); lowering the threshold sends this file through it at a tenth of the
     cost, and a spy proves which engine read the two versions."""
     from reconciler.plan import rows as row_diffs
     from reconciler.spec import csvengine

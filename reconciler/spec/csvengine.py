@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Below this size the exact scanner is as fast as starting the engine (measured: ~4 MB).
-ENGINE_MIN_BYTES = 4 * 1024 * 1024
+#: From this size on, the engine is used (checks and row diffs). Measured on 3-column files:
+#: the exact scanner reads ~3 MB/s, the engine ~30 MB/s after ~0.1 s to import and open it; the
+#: Python row diff beats DuckDB's join up to ~300 KB. At 1 MiB the engine wins both, cold.
+ENGINE_MIN_BYTES = 1024 * 1024
 #: DuckDB's working memory; past it, it spills to disk (the duplicate-key hash table).
 MEMORY_LIMIT = "200MB"
 
