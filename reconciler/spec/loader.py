@@ -257,6 +257,8 @@ class _Converter:
             raise _TooLarge(node, _TOO_MANY)
         if depth > MAX_DEPTH:
             raise _TooLarge(node, _TOO_DEEP)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN:
+            self._refuse_tag(node, loc)  # then read as the plain mapping or list it is
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -295,11 +297,31 @@ class _Converter:
             return "<invalid>"
         if node.tag == "tag:yaml.org,2002:timestamp":
             value: Any = node.value  # keep dates as written: startDate is ISO-8601 text
+        elif node.tag not in _SCALARS:
+            self._refuse_tag(node, loc)
+            return node.value
         else:
-            value = self._scalar_loader.construct_object(node)
+            try:
+                value = self._scalar_loader.construct_object(node)
+            except (yaml.YAMLError, ValueError, KeyError, TypeError):  # "!!int abc", "!!bool x"
+                self.fail(
+                    node,
+                    loc,
+                    f"{node.value!r} is not a value of {_shown(node.tag)}",
+                    "drop the tag, or write a value of that type",
+                )
+                return node.value
         if isinstance(value, str):
             value = self._substitute(value, node, loc)
         return value
+
+    def _refuse_tag(self, node: yaml.Node, loc: Loc) -> None:
+        self.fail(
+            node,
+            loc,
+            f"the tag {_shown(node.tag)} is not allowed in a spec",
+            "drop it: spec values are plain text, numbers, booleans, lists and mappings",
+        )
 
     def _substitute(self, value: str, node: yaml.Node, loc: Loc) -> str:
         if loc and loc[-1] in SECRET_FIELDS:
@@ -318,6 +340,18 @@ class _Converter:
             return self.env[name]
 
         return ENV_RE.sub(replace, value)
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+# The tags safe YAML reads (implicitly resolved, or written as "!!int" and the like); any other
+# ("!!python/object", "!Ref", the bare "!") is refused by name instead of failing the load.
+_SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "binary"))
+_PLAIN = frozenset((_YAML_TAG + "map", _YAML_TAG + "seq"))
+
+
+def _shown(tag: str) -> str:
+    """A tag as a spec author writes it: ``!!int``, ``!Ref``."""
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
 class _TooLarge(Exception):
