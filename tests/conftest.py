@@ -1,10 +1,14 @@
-"""Shared fixtures: a socket guard for tests that must not touch the network, and a CLI runner."""
+"""The suite's set-up: bytecode compiled once, one xdist worker per core plus one, Typer's
+command tree built once; and shared fixtures (a socket guard, a CLI runner)."""
 
 from __future__ import annotations
 
+import compileall
 import functools
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -14,6 +18,25 @@ from typer.testing import CliRunner
 # Typer's test runner builds the whole click command tree again on every invoke (13 ms for this
 # CLI, some 300 invocations in the suite); the tree depends on the app alone, so build it once.
 typer.testing._get_command = functools.cache(typer.main.get_command)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any worker starts: compile the package's bytecode once.
+
+    Where ``PYTHONDONTWRITEBYTECODE`` is set (CI images often set it), every process the suite
+    starts (xdist workers, the CLI and emulator processes, the benchmark's) would otherwise
+    compile every module again: ~0.25 s each. Writing ``__pycache__`` here is what a regular
+    ``pip install`` does; reading it is still allowed under that variable.
+    """
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
+        compileall.compile_dir(Path(__file__).resolve().parent.parent / "reconciler", quiet=1)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than cores, since part of the suite waits on processes (the
+    emulator and S3 servers, Chromium, killed applies, the benchmark) rather than computing.
+    Measured on 2 cores: 45 s with 3 workers against 50 s with 2."""
+    return (os.cpu_count() or 1) + 1
 
 
 @pytest.fixture
