@@ -399,17 +399,9 @@ async def test_the_journal_names_the_specs_repository_commit_and_git_user(
     """Who applied and which commit: CI's variables first, else git as the repository holding
     the specs answers (asked there, not in the folder the command started in), else the login
     name and no commit."""
-    from reconciler.state.journal import Journal
+    from reconciler.state.journal import ACTOR_VARIABLES, COMMIT_VARIABLES, Journal
 
-    for name in (
-        "RECONCILER_ACTOR",
-        "GITHUB_ACTOR",
-        "GITLAB_USER_LOGIN",
-        "BUILD_REQUESTEDFOR",
-        "BUILDKITE_BUILD_CREATOR",
-        "GITHUB_SHA",
-        "CI_COMMIT_SHA",
-    ):
+    for name in (*ACTOR_VARIABLES, *COMMIT_VARIABLES):  # (this run may be in CI)
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("USER", "login-name")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-global-gitconfig"))

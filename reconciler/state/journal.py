@@ -258,17 +258,24 @@ def journal_path(state_path: Path, env: Mapping[str, str] | None = None) -> Path
     return Path(configured) if configured else state_path.parent / "journal.jsonl"
 
 
+#: Who applies, in this order: the tool's own variable, then each CI's (GitHub, GitLab, Azure
+#: Pipelines, Buildkite).
+ACTOR_VARIABLES = (
+    "RECONCILER_ACTOR",
+    "GITHUB_ACTOR",
+    "GITLAB_USER_LOGIN",
+    "BUILD_REQUESTEDFOR",
+    "BUILDKITE_BUILD_CREATOR",
+)
+#: The commit a CI run checked out (GitHub, GitLab).
+COMMIT_VARIABLES = ("GITHUB_SHA", "CI_COMMIT_SHA")
+
+
 def current_actor(folder: Path, env: Mapping[str, str] | None = None) -> str:
     """Who is applying: the CI's actor variables, else git's user (as the repository holding
     ``folder`` sees it), else the login name."""
     env = os.environ if env is None else env
-    for name in (
-        "RECONCILER_ACTOR",
-        "GITHUB_ACTOR",
-        "GITLAB_USER_LOGIN",
-        "BUILD_REQUESTEDFOR",
-        "BUILDKITE_BUILD_CREATOR",
-    ):
+    for name in ACTOR_VARIABLES:
         if env.get(name):
             return env[name]
     email = gitrepo.user_email(folder)
@@ -281,7 +288,7 @@ def current_commit(folder: Path, env: Mapping[str, str] | None = None) -> str | 
     """The git commit being applied: the CI's variable, else the commit checked out in the
     repository holding ``folder`` (the specs' folder, not the one the command started in)."""
     env = os.environ if env is None else env
-    for name in ("GITHUB_SHA", "CI_COMMIT_SHA"):
+    for name in COMMIT_VARIABLES:
         if env.get(name):
             return env[name]
     return gitrepo.head_commit(folder)
