@@ -672,3 +672,24 @@ def test_a_recursive_anchor_is_refused_as_too_deep(tmp_path: Path) -> None:
     path.write_text("apiVersion: reconciler/v1\nkind: Lookup\nspec: &a {x: *a}\n")
     [problem] = loader.load_file(path, {}).diagnostics
     assert "nested more than 64 levels deep" in problem.message and problem.line == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("  staticQuery: {query: !!binary aGVsbG8=}", "the tag !!binary is not allowed"),
+        ("  staticQuery: {query: !Ref other}", "the tag !Ref is not allowed"),
+        ("  staticQuery: !!set {query: x}", "the tag !!set is not allowed"),
+        ("  staticQuery: {query: x}\n  protect: !!int yes", "'yes' is not a value of !!int"),
+        ("  staticQuery: {query: x}\n  =: 1", "unknown field '='"),  # "=" is !!value: a key
+    ],
+)
+def test_tags_are_refused_by_name(tmp_path: Path, line: str, message: str) -> None:
+    from reconciler.spec import loader
+
+    path = tmp_path / "tagged.yaml"
+    path.write_text(
+        "apiVersion: reconciler/v1\nkind: Lookup\nmetadata: {domain: a, name: b}\nspec:\n" + line
+    )
+    found = loader.load_file(path, {}).diagnostics
+    assert found and message in found[0].message and found[0].line == 5 + line.count("\n"), found

@@ -280,7 +280,10 @@ class _Converter:
                         for k, v in item.items():
                             result.setdefault(k, v)
                 continue
-            key = self._scalar(key_node, loc)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag not in _SCALARS:
+                key: Any = key_node.value  # "=" resolves to !!value: a key is its text
+            else:
+                key = self._scalar(key_node, loc)
             if not isinstance(key, str):
                 key = str(key)
             child = (*loc, key)
@@ -343,9 +346,10 @@ class _Converter:
 
 
 _YAML_TAG = "tag:yaml.org,2002:"
-# The tags safe YAML reads (implicitly resolved, or written as "!!int" and the like); any other
-# ("!!python/object", "!Ref", the bare "!") is refused by name instead of failing the load.
-_SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "binary"))
+# The tags of the values a spec holds (resolved from plain text, or written as "!!int" and the
+# like); any other ("!!python/object", "!Ref", "!!binary", "!!set") is refused by name instead
+# of failing the load. ("!!timestamp" is read above as the text it is.)
+_SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _PLAIN = frozenset((_YAML_TAG + "map", _YAML_TAG + "seq"))
 
 
