@@ -678,7 +678,7 @@ _CELL_SHAPES = st.one_of(
 )
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(kind=st.sampled_from(sorted(TYPES)), cell=_CELL_SHAPES)
 def test_the_emulator_and_validate_agree_on_every_cell(kind: str, cell: str) -> None:
     """The emulator's cell checks and ``validate``'s are written apart; they must agree."""

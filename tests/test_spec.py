@@ -580,7 +580,7 @@ def _known_leniency(text: str) -> bool:
     return "\t" in text or "!" in text
 
 
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 @given(st.text(alphabet=st.sampled_from(list("ab:-[]{}'\"#&*!|>,? \n\t0.~%@`")), max_size=40))
 def test_libyaml_reads_text_as_the_python_parser_does(text: str) -> None:
     """On any text both parsers read, they read the same (the catalogue above aside).
@@ -617,7 +617,7 @@ def _shared_trees(draw: st.DrawFn) -> Any:
     return pool[-1]
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(_shared_trees(), st.integers(1, 60), st.integers(1, 8))
 def test_alias_bombs_are_refused_where_the_converter_would_stop(
     tree: Any, max_nodes: int, max_depth: int
