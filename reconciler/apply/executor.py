@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,6 +142,16 @@ class Executor:
         self.stopping = asyncio.Event()
         self._submit = asyncio.Semaphore(max(1, self.options.parallelism))
         self._scratch: list[Path] = []  # delta uploads' temporary folders, removed after the run
+        self._commits: dict[Path, str | None] = {}  # folder → its checked-out commit, this run
+        self._commits_lock = threading.Lock()
+
+    def _commit_of(self, folder: Path) -> str | None:
+        """The commit checked out where ``folder`` is: git is asked once per folder per run
+        (a run of 500 CSV lookups in one repository starts one git process, not 500)."""
+        with self._commits_lock:  # records run in threads, several at once
+            if folder not in self._commits:
+                self._commits[folder] = gitrepo.head_commit(folder)
+            return self._commits[folder]
 
     async def run(self, plan: Plan) -> list[Outcome]:
         """Carry out every actionable change; return one Outcome per change, in plan order."""
@@ -463,7 +474,7 @@ class Executor:
                 "sha256": want.csv.sha256,
                 "rows": want.csv.rows,
                 "path": str(want.csv.path),
-                "commit": gitrepo.head_commit(want.csv.path.parent),
+                "commit": self._commit_of(want.csv.path.parent),
             }
         echoed: dict[str, Any] = {}
         observed: dict[str, Any] = {}
