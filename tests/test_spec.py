@@ -682,6 +682,7 @@ def test_a_recursive_anchor_is_refused_as_too_deep(tmp_path: Path) -> None:
         ("  staticQuery: !!set {query: x}", "the tag !!set is not allowed"),
         ("  staticQuery: {query: x}\n  protect: !!int yes", "'yes' is not a value of !!int"),
         ("  staticQuery: {query: x}\n  =: 1", "unknown field '='"),  # "=" is !!value: a key
+        ("  staticQuery: {!!python/name:os.system query: x}", "the tag !!python/name:os.system"),
     ],
 )
 def test_tags_are_refused_by_name(tmp_path: Path, line: str, message: str) -> None:

@@ -281,7 +281,9 @@ class _Converter:
                             result.setdefault(k, v)
                 continue
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag not in _SCALARS:
-                key: Any = key_node.value  # "=" resolves to !!value: a key is its text
+                if key_node.tag != _YAML_TAG + "value":  # what a bare "=" resolves to
+                    self._refuse_tag(key_node, loc)
+                key: Any = key_node.value  # the key is its text
             else:
                 key = self._scalar(key_node, loc)
             if not isinstance(key, str):
