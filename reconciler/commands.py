@@ -273,7 +273,7 @@ async def run_apply(
             hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
             "reconciler apply --replace ADDR",
         )
-    actor = current_actor(gitrepo.folder_of(paths[0]) if paths else Path.cwd())
+    actor = current_actor(gitrepo.folder_of(paths))
     retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
     async with (
         _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),

@@ -97,7 +97,7 @@ def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspac
             for d in result.domains
             if d.model.spec.url or d.model.spec.region
         },
-        folder=gitrepo.folder_of(paths[0]) if paths else Path.cwd(),
+        folder=gitrepo.folder_of(paths),
     )
 
 

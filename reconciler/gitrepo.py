@@ -9,6 +9,7 @@ fails: the answer is None, and the caller says what that means.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -28,9 +29,12 @@ def _text(folder: Path, *args: str) -> str | None:
     return (out.decode(errors="replace").strip() or None) if out is not None else None
 
 
-def folder_of(path: str | Path) -> Path:
-    """The folder git is asked in for ``path``: itself when it is a folder, else its parent."""
-    path = Path(path)
+def folder_of(paths: Sequence[str | Path]) -> Path:
+    """The folder git is asked in for spec ``paths``: the first one when it is a folder, else
+    its parent; the current folder when there are none."""
+    if not paths:
+        return Path.cwd()
+    path = Path(paths[0])
     return path if path.is_dir() else path.parent
 
 
