@@ -287,8 +287,6 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every CSV record holds the commit checked out; git is asked once per folder per run."""
-    import subprocess
-
     from reconciler import gitrepo
     from reconciler.state import State
 
@@ -305,16 +303,14 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "specs")
     _git(tmp_path, "commit", "-q", "-m", "geo")
-    head = subprocess.run(
-        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    assert await project.apply() == 0
+    head = head_commit(tmp_path)  # the real one, uncounted
+    assert head and await project.apply() == 0
     records = State.load(str(project.settings.state_path)).lookups
     assert {a: r.csv["commit"] for a, r in records.items() if r.csv} == {
         f"acme/geo{i}": head for i in range(4)
     }
     data = project.specs / "data"
-    assert [f for f in asked if f == data] == [data]  # the journal asks of the specs folder
+    assert [f for f in asked if f == data] == [data]  # (the journal's question is of specs/)
 
 
 async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_path: Path) -> None:
