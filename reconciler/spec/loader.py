@@ -273,7 +273,7 @@ class _Converter:
     def _mapping(self, node: yaml.MappingNode, loc: Loc, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _YAML_TAG + "merge":
                 merged = self.convert(value_node, loc, depth + 1)
                 for item in merged if isinstance(merged, list) else [merged]:
                     if isinstance(item, dict):
@@ -300,7 +300,7 @@ class _Converter:
         if not isinstance(node, yaml.ScalarNode):
             self.fail(node, loc, "a mapping key must be a plain value")
             return "<invalid>"
-        if node.tag == "tag:yaml.org,2002:timestamp":
+        if node.tag == _YAML_TAG + "timestamp":
             value: Any = node.value  # keep dates as written: startDate is ISO-8601 text
         elif node.tag not in _SCALARS:
             self._refuse_tag(node, loc)
