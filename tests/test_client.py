@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr as Secret
 
 from reconciler.client import (
@@ -20,6 +22,7 @@ from reconciler.client import (
     PollPolicy,
     RetryPolicy,
     job_outcome,
+    lookup_path,
 )
 from reconciler.emulator import EmulatorConfig, Grant
 from reconciler.errors import (
@@ -183,6 +186,43 @@ async def test_paging_uses_one_request_per_thousand() -> None:
         names = [lookup.name async for lookup in client.list_lookups("acme")]
         assert names == [f"l{i:05d}" for i in range(2500)]
         assert client.requests == 3
+
+
+@settings(max_examples=60)
+@given(
+    domain=st.text(min_size=1, max_size=10),
+    base=st.sampled_from(
+        ["http://devo.test/lookup-api", "http://devo.test/lookup-api/", "https://h.test:8443/a b/"]
+    ),
+)
+def test_every_request_goes_to_the_url_httpx_builds(domain: str, base: str) -> None:
+    """The client parses each URL once and reuses it: what it sends, page after page and call
+    after call, is the URL httpx itself builds from the base URL, the path and the query."""
+    sent: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url)
+        token = request.url.params["pageToken"]
+        return httpx.Response(
+            200, json={"lookups": [{"name": token}], "nextPageToken": 1 if token == "0" else -1}
+        )
+
+    async def main() -> None:
+        async with mock_client(handler, Settings(base)) as client:
+            for _ in range(2):
+                assert [x.name for x in await client.all_lookups(domain)] == ["0", "1"]
+
+    asyncio.run(main())
+    httpx_own = httpx.Client(base_url=base)
+    expected = [
+        httpx_own.build_request(
+            "GET",
+            lookup_path(domain),
+            params={"max_length": 1000, "pageToken": token, "owner": "THIS_DOMAIN"},
+        ).url
+        for token in (0, 1)
+    ]
+    assert sent == expected * 2
 
 
 async def test_repeated_page_token_is_refused() -> None:

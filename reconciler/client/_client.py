@@ -271,6 +271,7 @@ class LookupReader:
         # the service says back (errors, job messages) is redacted against all of them.
         self._secrets = list(settings.credentials.secrets())
         self.requests = 0
+        self._targets: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
         base_url = settings.base_url or "http://emulator.embedded/lookup-api"
         if transport is None and settings.embedded:
             # The client never builds the emulator itself (it must not import it): the caller
@@ -322,6 +323,20 @@ class LookupReader:
 
     def _url(self, path: str) -> str:
         return f"{self._http.base_url}".rstrip("/") + path
+
+    def _target(self, path: str, params: dict[str, Any] | None) -> httpx.URL:
+        """The absolute URL of ``path`` with ``params``, parsed once per client.
+
+        Given a string, httpx parses it, merges it with the base URL and parses the result again on
+        every request (60-80 µs, a fifth of a request to the in-process emulator); a job's polls
+        and a domain's listing pages ask for the same few URLs over and over."""
+        key = (path, tuple(params.items()) if params else ())
+        url = self._targets.get(key)
+        if url is None:
+            if len(self._targets) >= 4096:  # bounded: one apply may touch 10,000s of lookups
+                self._targets.clear()
+            url = self._targets[key] = httpx.URL(self._url(path), params=params)
+        return url
 
     def _error(
         self, response: httpx.Response, method: str, path: str, sent: tuple[str, ...] = ()
@@ -386,6 +401,7 @@ class LookupReader:
         ``sent_secrets`` are values inside the body (S3 keys) to redact if the server echoes them.
         """
         deadline = self._clock() + self.retry.budget
+        target = self._target(path, params)
         attempt = 0
         while True:
             attempt += 1
@@ -395,13 +411,13 @@ class LookupReader:
                 async with self._limit:
                     self.requests += 1
                     started = self._clock()
-                    kwargs: dict[str, Any] = {"params": params}
+                    kwargs: dict[str, Any] = {}
                     if files is not None:
                         kwargs["files"] = files()
                     elif json_body is not None:
                         kwargs["json"] = json_body
                     try:
-                        response = await self._http.request(method, path, **kwargs)
+                        response = await self._http.request(method, target, **kwargs)
                     finally:
                         for part in (kwargs.get("files") or {}).values():
                             if hasattr(part[1], "close"):
@@ -409,7 +425,7 @@ class LookupReader:
                     log.debug(
                         "%s %s -> %s (%.0f ms)",
                         method,
-                        self._url(path),
+                        target,
                         response.status_code,
                         (self._clock() - started) * 1000,
                     )
