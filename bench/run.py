@@ -4,7 +4,8 @@
     python bench/run.py --quick    # smaller sizes, prints only (a smoke test)
 
 Every server is the emulator served by uvicorn in a separate process on loopback, so client and
-server do not share a core's GIL. Figures are medians of repeated runs where the run is short.
+server do not share a core's GIL (under --quick, in a thread: its figures only show the shape).
+Figures are medians of repeated runs where the run is short.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, redirect_stdout
@@ -50,9 +52,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# --quick serves the emulator from a thread of this process instead (a smoke test's figures need
+# no separate core, and six child servers cost it ~3 s of start-up CPU).
+IN_PROCESS = False
+
+
 @contextmanager
 def server(db: Path, **knobs: Any):  # type: ignore[no-untyped-def]
     """``reconciler emulator serve`` in a child process; yields (api base URL, control base URL)."""
+    if IN_PROCESS:
+        with _threaded_server(db, **knobs) as urls:
+            yield urls
+        return
     port = free_port()
     args = [PY, "-m", "reconciler", "emulator", "serve", "--port", str(port), "--db", str(db)]
     for name, value in knobs.items():
@@ -73,6 +84,32 @@ def server(db: Path, **knobs: Any):  # type: ignore[no-untyped-def]
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def _threaded_server(db: Path, **knobs: Any):  # type: ignore[no-untyped-def]
+    """The same emulator and knobs served by uvicorn from a thread of this process."""
+    import uvicorn
+
+    from reconciler.emulator import EmulatorConfig, create_app
+
+    port = free_port()
+    app = create_app(EmulatorConfig(**knobs), db=db)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uvicorn_server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("emulator did not start")
+        time.sleep(0.01)
+    control = f"http://127.0.0.1:{port}"
+    try:
+        yield control + "/lookup-api", control
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=10)
 
 
 @functools.cache
@@ -647,7 +684,12 @@ def report(
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit {commit()}; whole run {elapsed:.0f} s",
         f"- Machine: {machine()}",
-        "- Server: the emulator under uvicorn in its own process on loopback. Command: `python bench/run.py`.",
+        (
+            "- Server: the emulator under uvicorn in a thread of the benchmark (`--quick`)."
+            if IN_PROCESS
+            else "- Server: the emulator under uvicorn in its own process on loopback. "
+            "Command: `python bench/run.py`."
+        ),
         "",
         "## 1. Refresh: reading the live state of N lookups in 10 domains",
         "",
@@ -783,6 +825,8 @@ def main() -> None:
         work = Path(tmp)
         if args.quick:
             # A smoke test of every section at the smallest sizes that still show its shape.
+            global IN_PROCESS
+            IN_PROCESS = True
             refresh = bench_refresh([100], work, repeats=1)
             apply = bench_apply([10], [0.2], work, sample=1)
             startup = bench_startup(work, 5, repeats=1)
