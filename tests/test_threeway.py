@@ -12,6 +12,7 @@ kind (one lookup of each kind in the same project, so one apply serves them all)
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -263,7 +264,7 @@ def _out_of_band(kind: str, change: str) -> str:
 
 @pytest.mark.parametrize(("change", "null_config", "habit"), _out_of_band_cases())
 async def test_a_change_made_in_devo_is_drift_with_and_without_state(
-    tmp_path: Path, change: str, null_config: bool, habit: str
+    tmp_path: Path, change: str, null_config: bool, habit: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kinds = CHANGED_KINDS[change]
     project = project_for(tmp_path, habit, null_config)
@@ -283,11 +284,19 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
     for with_state in (True, False):
         if not with_state:
             project.settings.state_path.unlink()
+        capsys.readouterr()
         code = await run_drift(
-            project.settings, [str(project.specs)], transport=project.transport()
+            project.settings,
+            [str(project.specs)],
+            output_format="json",
+            transport=project.transport(),
         )
         assert code == 2, f"no drift seen (state kept: {with_state})"
-        for kind, found in changes_of((await project.plan()).plan, kinds).items():
+        # What drift itself reports (its plan JSON, read back into the plan's model).
+        report = json.loads(capsys.readouterr().out)
+        assert report["in_sync"] is False
+        drift = Plan(changes=tuple(Change.model_validate(c) for c in report["changes"]))
+        for kind, found in changes_of(drift, kinds).items():
             assert found.action is Action.UPDATE, kind
             if change == "data":
                 assert found.csv is not None and found.csv.source == "live"
