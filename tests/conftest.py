@@ -1,5 +1,6 @@
-"""The suite's set-up: bytecode compiled once, one xdist worker per core plus one, Typer's
-command tree built once; and shared fixtures (a socket guard, a CLI runner)."""
+"""The suite's set-up: bytecode and rewritten test modules compiled once, one xdist worker per
+core plus one, Typer's command tree built once; and shared fixtures (a socket guard, a CLI
+runner)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,34 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
         compileall.compile_dir(Path(__file__).resolve().parent.parent / "reconciler", quiet=1)
+        _rewrite_test_modules_once(config)
+
+
+def _rewrite_test_modules_once(config: pytest.Config) -> None:
+    """Cache pytest's assertion-rewritten test modules before the workers start.
+
+    pytest rewrites each test module's asserts when it imports it and caches the result, but not
+    under ``PYTHONDONTWRITEBYTECODE``: then each of the three workers rewrites all of them again,
+    at once, on two cores (measured: 6.5-6.9 s of start-up before the first test without the
+    cache, 3.6-4.9 s with it). Done once here, serially, in ~0.7 s. This uses pytest's private
+    rewrite functions: should they change, the cache is simply not made (the workers rewrite, as
+    before); a stale cache is never read (its pycs carry their source's hash, checked on read).
+    """
+    if config.getoption("assertmode") != "rewrite":
+        return
+    try:
+        from _pytest.assertion import rewrite
+
+        state = config.stash[rewrite.assertstate_key]
+        tests = Path(__file__).resolve().parent
+        for source in [tests / "conftest.py", *sorted(tests.glob("test_*.py"))]:
+            cache = rewrite.get_cache_dir(source)
+            pyc = cache / (source.name[:-3] + rewrite.PYC_TAIL)
+            if rewrite._read_pyc(source, pyc) is None and rewrite.try_makedirs(cache):
+                source_hash, code = rewrite._rewrite_test(source, config)
+                rewrite._write_pyc(state, code, source_hash, pyc)
+    except (ImportError, AttributeError, KeyError, TypeError, OSError):
+        return
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
