@@ -213,15 +213,15 @@ def test_every_request_goes_to_the_url_httpx_builds(domain: str, base: str) -> N
                 assert [x.name for x in await client.all_lookups(domain)] == ["0", "1"]
 
     asyncio.run(main())
-    httpx_own = httpx.Client(base_url=base, transport=httpx.MockTransport(handler))
-    expected = [
-        httpx_own.build_request(
-            "GET",
-            lookup_path(domain),
-            params={"max_length": 1000, "pageToken": token, "owner": "THIS_DOMAIN"},
-        ).url
-        for token in (0, 1)
-    ]
+    with httpx.Client(base_url=base, transport=httpx.MockTransport(handler)) as httpx_own:
+        expected = [
+            httpx_own.build_request(
+                "GET",
+                lookup_path(domain),
+                params={"max_length": 1000, "pageToken": token, "owner": "THIS_DOMAIN"},
+            ).url
+            for token in (0, 1)
+        ]
     assert sent == expected * 2
 
 
