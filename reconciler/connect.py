@@ -13,7 +13,6 @@ import sqlite3
 
 import httpx
 
-from reconciler.emulator import EmulatorConfig, create_app
 from reconciler.errors import SettingsError, StateError
 from reconciler.settings import Settings
 
@@ -33,6 +32,9 @@ def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     ``RECONCILER_EMULATOR_CONFIG`` (a JSON object of ``EmulatorConfig`` knobs, e.g.
     ``{"deploy_config_null": true, "deploy_latency": 2}``) tunes it.
     """
+    # Imported here: a command against a real endpoint need not load the emulator (Starlette).
+    from reconciler.emulator import EmulatorConfig, create_app
+
     knobs = os.environ.get("RECONCILER_EMULATOR_CONFIG")
     try:
         config = EmulatorConfig(**json.loads(knobs)) if knobs else EmulatorConfig()

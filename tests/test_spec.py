@@ -323,15 +323,20 @@ def test_committed_schema_is_current() -> None:
 
 
 def test_validate_does_not_import_network_modules() -> None:
+    """validate loads no network module; the commands against a real endpoint load no emulator."""
     code = (
         "import sys; from reconciler.cli import main; sys.argv=['reconciler','validate','specs'];\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('httpx','deepdiff','starlette','uvicorn') if m in sys.modules))"
+        "print(sorted(m for m in ('httpx','deepdiff','starlette','uvicorn') if m in sys.modules))\n"
+        "import reconciler.commands, reconciler.connect\n"
+        "print('emulator', sorted(m for m in ('reconciler.emulator', 'starlette') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
-    assert out.stdout.strip().endswith("[]"), out.stdout
+    validate, commands = out.stdout.strip().splitlines()[-2:]
+    assert validate.endswith("[]"), out.stdout
+    assert commands == "emulator []", out.stdout
 
 
 def test_validate_paths_api(tmp_path: Path) -> None:
