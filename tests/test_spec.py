@@ -687,6 +687,8 @@ def test_a_recursive_anchor_is_refused_as_too_deep(tmp_path: Path) -> None:
         ("  staticQuery: !!set {query: x}", "the tag !!set is not allowed"),
         ("  staticQuery: {query: x}\n  protect: !!int yes", "'yes' is not a value of !!int"),
         ("  staticQuery: {query: x}\n  =: 1", "unknown field '='"),  # "=" is !!value: a key
+        # A date resolves to !!timestamp: a plain key, not a tag the author wrote.
+        ("  staticQuery: {query: x}\n  2026-01-01: 1", "unknown field '2026-01-01'"),
         ("  staticQuery: {!!python/name:os.system query: x}", "the tag !!python/name:os.system"),
     ],
 )
@@ -699,3 +701,19 @@ def test_tags_are_refused_by_name(tmp_path: Path, line: str, message: str) -> No
     )
     found = loader.load_file(path, {}).diagnostics
     assert found and message in found[0].message and found[0].line == 5 + line.count("\n"), found
+
+
+def test_plain_text_that_resolves_to_a_tag_is_read_as_written(tmp_path: Path) -> None:
+    """A bare "=" (!!value) and a date (!!timestamp) are text the author wrote, not tags."""
+    from reconciler.spec import loader
+
+    path = tmp_path / "plain.yaml"
+    path.write_text(
+        "apiVersion: reconciler/v1\nkind: Lookup\nmetadata: {domain: a, name: b}\nspec:\n"
+        "  periodicQuery: {query: =, startDate: 2026-01-01T00:00:00Z}\n"
+    )
+    result = loader.load_file(path, {})
+    assert not result.diagnostics, result.diagnostics
+    [lookup] = result.lookups
+    block = lookup.model.spec.periodicQuery
+    assert block is not None and block.query == "=" and block.startDate == "2026-01-01T00:00:00Z"

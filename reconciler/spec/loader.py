@@ -280,12 +280,7 @@ class _Converter:
                         for k, v in item.items():
                             result.setdefault(k, v)
                 continue
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag not in _SCALARS:
-                if key_node.tag != _YAML_TAG + "value":  # what a bare "=" resolves to
-                    self._refuse_tag(key_node, loc)
-                key: Any = key_node.value  # the key is its text
-            else:
-                key = self._scalar(key_node, loc)
+            key = self._scalar(key_node, loc)
             if not isinstance(key, str):
                 key = str(key)
             child = (*loc, key)
@@ -300,8 +295,8 @@ class _Converter:
         if not isinstance(node, yaml.ScalarNode):
             self.fail(node, loc, "a mapping key must be a plain value")
             return "<invalid>"
-        if node.tag == _YAML_TAG + "timestamp":
-            value: Any = node.value  # keep dates as written: startDate is ISO-8601 text
+        if node.tag in _AS_TEXT:
+            value: Any = node.value  # as written: startDate is ISO-8601 text, "=" is text
         elif node.tag not in _SCALARS:
             self._refuse_tag(node, loc)
             return node.value
@@ -350,8 +345,10 @@ class _Converter:
 _YAML_TAG = "tag:yaml.org,2002:"
 # The tags of the values a spec holds (resolved from plain text, or written as "!!int" and the
 # like); any other ("!!python/object", "!Ref", "!!binary", "!!set") is refused by name instead
-# of failing the load. ("!!timestamp" is read above as the text it is.)
+# of failing the load.
 _SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null"))
+# What plain text also resolves to (a date, a bare "="), read as the text written, keys included.
+_AS_TEXT = frozenset((_YAML_TAG + "timestamp", _YAML_TAG + "value"))
 _PLAIN = frozenset((_YAML_TAG + "map", _YAML_TAG + "seq"))
 
 
