@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -120,3 +121,12 @@ def wait_for_server(url: str, process: Any, seconds: float = 20.0) -> None:
                     "server did not start"
                 )
                 time.sleep(0.05)
+
+
+def git(folder: Path, *args: str) -> None:
+    """``git -C folder ARGS`` with a fixed identity for commits (none may be configured here)."""
+    subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        check=True,
+        capture_output=True,
+    )

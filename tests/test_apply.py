@@ -20,7 +20,7 @@ from reconciler.emulator import EmulatorConfig
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
-from tests.support import served
+from tests.support import git, served
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio
@@ -626,15 +626,13 @@ BIG = """
 
 def _big_project(tmp_path: Path, upload: str, rows: int) -> tuple[Project, Path]:
     """A csv.file lookup of ``rows`` rows, committed to git (so a delta can find it), applied."""
-    from tests.test_plan import _git
-
     project = Project(tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01))
     big = project.specs / "data" / "big.csv"
     big.write_text(_big_csv(rows))
     project.write(lookup_doc("big", BIG.format(upload=upload)))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "big")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "specs")
+    git(tmp_path, "commit", "-q", "-m", "big")
     return project, big
 
 

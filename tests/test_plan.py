@@ -16,6 +16,7 @@ from reconciler.views.json import plan as render_json
 from reconciler.views.markdown import plan as render_markdown
 from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
+from tests.support import git
 
 pytestmark = pytest.mark.anyio
 
@@ -257,22 +258,12 @@ async def test_plan_of_2000_lookups_in_10_domains_lists_only(tmp_path: Path) -> 
     assert dict(project.emulator.stats.routes) == {"GET /lookup/{domain}": 10}
 
 
-def _git(folder: Path, *args: str) -> None:
-    import subprocess
-
-    subprocess.run(
-        ["git", "-C", str(folder), "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        check=True,
-        capture_output=True,
-    )
-
-
 async def test_csv_rows_diffed_by_key_against_the_applied_commit(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.write(lookup_doc("geo", KINDS["csv_file"]))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "geo")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "specs")
+    git(tmp_path, "commit", "-q", "-m", "geo")
     assert await project.apply() == 0
     csv = project.specs / "data" / "geo.csv"
     csv.write_text("ip,country\n10.0.0.1,ES\n10.0.0.2,CA\n10.0.0.4,DE\n")  # ~ .2, - .3, + .4
@@ -300,9 +291,9 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
     monkeypatch.setattr(gitrepo, "head_commit", counted)
     project = Project(tmp_path)
     project.write(*(lookup_doc(f"geo{i}", KINDS["csv_file"]) for i in range(4)))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "geo")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "specs")
+    git(tmp_path, "commit", "-q", "-m", "geo")
     head = head_commit(tmp_path)  # the real one, uncounted
     assert head and await project.apply() == 0
     records = State.load(str(project.settings.state_path)).lookups
@@ -316,9 +307,9 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
 async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.write(lookup_doc("geo", KINDS["csv_file"]))
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "specs")
-    _git(tmp_path, "commit", "-q", "-m", "geo")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "specs")
+    git(tmp_path, "commit", "-q", "-m", "geo")
     csv = project.specs / "data" / "geo.csv"
     csv.write_text(csv.read_text() + "10.0.0.9,PT\n")  # applied, but never committed
     assert await project.apply() == 0
@@ -347,13 +338,13 @@ async def test_row_diffs_missing_on_a_shallow_clone_are_explained(tmp_path: Path
     origin = tmp_path / "origin"
     project = Project(origin)
     project.write(lookup_doc("geo", KINDS["csv_file"]))
-    _git(origin, "init", "-q")
-    _git(origin, "add", "specs")
-    _git(origin, "commit", "-q", "-m", "one")
+    git(origin, "init", "-q")
+    git(origin, "add", "specs")
+    git(origin, "commit", "-q", "-m", "one")
     assert await project.apply() == 0  # records the commit "one"
     csv = project.specs / "data" / "geo.csv"
     csv.write_text(csv.read_text() + "10.0.0.9,PT\n")
-    _git(origin, "commit", "-q", "-am", "two")
+    git(origin, "commit", "-q", "-am", "two")
     clone = tmp_path / "clone"
     subprocess.run(
         ["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],

@@ -26,7 +26,7 @@ from reconciler.emulator import EmulatorConfig
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
 from reconciler.state.backends import AlreadyExists, Precondition, open_backend
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
-from tests.support import served
+from tests.support import git, served
 
 pytestmark = pytest.mark.anyio
 BUCKET = "reconciler-state"
@@ -399,6 +399,7 @@ async def test_the_journal_names_the_specs_repository_commit_and_git_user(
     """Who applied and which commit: CI's variables first, else git as the repository holding
     the specs answers (asked there, not in the folder the command started in), else the login
     name and no commit."""
+    from reconciler import gitrepo
     from reconciler.state.journal import ACTOR_VARIABLES, COMMIT_VARIABLES, Journal
 
     for name in (*ACTOR_VARIABLES, *COMMIT_VARIABLES):  # (this run may be in CI)
@@ -424,20 +425,13 @@ async def test_the_journal_names_the_specs_repository_commit_and_git_user(
     assert await project.apply() == 0
     assert last() == ("login-name", None)  # no repository: the login name, no commit
 
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", "-C", str(project.root), *args], check=True, capture_output=True, text=True
-        )
-        return out.stdout.strip()
-
-    git("init", "-q")
-    git("config", "user.email", "specs@example.com")
-    git("config", "user.name", "Specs")
-    git("add", "specs")
-    git("commit", "-q", "-m", "specs")
+    git(project.root, "init", "-q")
+    git(project.root, "config", "user.email", "specs@example.com")  # the repository's own user
+    git(project.root, "add", "specs")
+    git(project.root, "commit", "-q", "-m", "specs")
     edit("b")
     assert await project.apply() == 0
-    assert last() == ("specs@example.com", git("rev-parse", "HEAD"))
+    assert last() == ("specs@example.com", gitrepo.head_commit(project.root))
 
     monkeypatch.setenv("GITHUB_ACTOR", "octocat")
     monkeypatch.setenv("GITHUB_SHA", "0" * 40)
