@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, redirect_stdout
@@ -89,27 +88,10 @@ def server(db: Path, **knobs: Any):  # type: ignore[no-untyped-def]
 @contextmanager
 def _threaded_server(db: Path, **knobs: Any):  # type: ignore[no-untyped-def]
     """The same emulator and knobs served by uvicorn from a thread of this process."""
-    import uvicorn
+    from reconciler.emulator import EmulatorConfig, create_app, served
 
-    from reconciler.emulator import EmulatorConfig, create_app
-
-    port = free_port()
-    app = create_app(EmulatorConfig(**knobs), db=db)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("emulator did not start")
-        time.sleep(0.01)
-    control = f"http://127.0.0.1:{port}"
-    try:
+    with served(create_app(EmulatorConfig(**knobs), db=db)) as control:
         yield control + "/lookup-api", control
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=10)
 
 
 @functools.cache

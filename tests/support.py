@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from reconciler.clock import Clock
 from reconciler.emulator import EmulatorConfig, create_app
+from reconciler.emulator import served as emulator_served
 from reconciler.emulator.app import FaultInjector
 from reconciler.emulator.store import Store
 
@@ -88,24 +87,9 @@ def free_port() -> int:
 
 @contextmanager
 def served(app: FaultInjector) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a loopback port in a thread; yields the base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/lookup-api"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """Serve ``app`` with uvicorn on a loopback port in a thread; yields the API's base URL."""
+    with emulator_served(app) as root:
+        yield root + "/lookup-api"
 
 
 def wait_for_server(url: str, process: Any, seconds: float = 20.0) -> None:

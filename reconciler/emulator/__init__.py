@@ -1,16 +1,19 @@
 """The embedded Lookups API emulator: the default endpoint, the tests' server, the benchmarks' target.
 
 ``create_app`` builds the ASGI app (used in-process through ``httpx.ASGITransport``); ``serve`` runs
-it on a loopback port with uvicorn (``reconciler emulator serve``).
+it on a loopback port with uvicorn (``reconciler emulator serve``); ``served`` serves an app from a
+thread of the calling process (the tests' and the quick benchmark's loopback server).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.emulator.app import EmulatorConfig, FaultInjector, Grant, create_app, sign
 
-__all__ = ["EmulatorConfig", "FaultInjector", "Grant", "create_app", "serve", "sign"]
+__all__ = ["EmulatorConfig", "FaultInjector", "Grant", "create_app", "serve", "served", "sign"]
 
 
 def serve(
@@ -33,6 +36,35 @@ def serve(
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     app = create_app(config, db=db)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@contextmanager
+def served(app: FaultInjector, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` with uvicorn from a thread of this process, on a free port of ``host``,
+    until the block ends; yields the server's root URL (``http://host:port``)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host=host, port=port, log_level="critical", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the emulator did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 class _QuietDrops:
