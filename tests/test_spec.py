@@ -10,7 +10,6 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -291,6 +290,8 @@ def _schema() -> dict[str, object]:
 
 
 def test_schema_accepts_examples_and_rejects_type_errors() -> None:
+    import jsonschema  # here, not at the top: 150 ms in every worker at collection
+
     schema = _schema()
     validator = jsonschema.Draft202012Validator(schema)
     for path in (ROOT / "specs").rglob("*.yaml"):
