@@ -191,6 +191,12 @@ PARSERS: dict[str, Callable[[str], None]] = {
 }
 
 
+def cell_parser(column_type: str) -> Callable[[str], None]:
+    """The check of one non-empty cell of ``column_type``, for loops over many cells: looked up
+    once, it raises ``ValueError`` saying why a cell is not a value of the type."""
+    return PARSERS[column_type.upper()]
+
+
 def parse_cell(column_type: str, cell: str) -> None:
     """Check that ``cell`` is a value of ``column_type``; raise ``ValueError`` saying why not.
 
@@ -198,4 +204,4 @@ def parse_cell(column_type: str, cell: str) -> None:
     """
     if cell == "":
         return
-    PARSERS[column_type.upper()](cell)
+    cell_parser(column_type)(cell)
