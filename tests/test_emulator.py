@@ -678,16 +678,20 @@ _CELL_SHAPES = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(kind=st.sampled_from(sorted(TYPES)), cell=_CELL_SHAPES)
-def test_the_emulator_and_validate_agree_on_every_cell(kind: str, cell: str) -> None:
+# Several cells per example, each read as every type: 400-500 cells × 12 types in 0.6-0.8 s of
+# CPU, where one (type, cell) pair per example took 1.2-1.3 s for 400 pairs.
+@settings(max_examples=100, deadline=None)
+@given(cells=st.lists(_CELL_SHAPES, min_size=1, max_size=12))
+def test_the_emulator_and_validate_agree_on_every_cell(cells: list[str]) -> None:
     """The emulator's cell checks and ``validate``'s are written apart; they must agree."""
-    try:
-        parse_cell(kind, cell)
-        ours = True
-    except ValueError:
-        ours = False
-    assert cell_ok(kind, cell) == ours, (kind, cell)
+    for cell in cells:
+        for kind in sorted(TYPES):
+            try:
+                parse_cell(kind, cell)
+                ours = True
+            except ValueError:
+                ours = False
+            assert cell_ok(kind, cell) == ours, (kind, cell)
 
 
 _IDENT = st.sampled_from(["ip", "user", "role", "n", "x_1", "count"])
