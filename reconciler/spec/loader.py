@@ -237,7 +237,7 @@ class _Converter:
         self.nodes = 0
         self.positions: dict[Loc, tuple[int, int]] = {}
         self.problems: list[Diagnostic] = []
-        self._scalar_loader = yaml.SafeLoader("")
+        self._scalar_loader: yaml.SafeLoader | None = None  # made for the first non-text scalar
 
     def fail(self, node: yaml.Node, loc: Loc, message: str, hint: str | None = None) -> None:
         self.problems.append(
@@ -301,6 +301,8 @@ class _Converter:
             self._refuse_tag(node, loc)
             return node.value
         else:
+            if self._scalar_loader is None:
+                self._scalar_loader = yaml.SafeLoader("")
             try:
                 value = self._scalar_loader.construct_object(node)
             except (yaml.YAMLError, ValueError, KeyError, TypeError):  # "!!int abc", "!!bool x"
@@ -347,8 +349,9 @@ _YAML_TAG = "tag:yaml.org,2002:"
 # like); any other ("!!python/object", "!Ref", "!!binary", "!!set") is refused by name instead
 # of failing the load.
 _SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null"))
-# What plain text also resolves to (a date, a bare "="), read as the text written, keys included.
-_AS_TEXT = frozenset((_YAML_TAG + "timestamp", _YAML_TAG + "value"))
+# Read as the text written, keys included: text itself (no constructor needed), and what plain
+# text also resolves to (a date, a bare "=").
+_AS_TEXT = frozenset(_YAML_TAG + t for t in ("str", "timestamp", "value"))
 _PLAIN = frozenset((_YAML_TAG + "map", _YAML_TAG + "seq"))
 
 
