@@ -326,8 +326,8 @@ class _Converter:
         )
 
     def _substitute(self, value: str, node: yaml.Node, loc: Loc) -> str:
-        if loc and loc[-1] in SECRET_FIELDS:
-            return value  # resolved at apply time only
+        if "${env:" not in value or (loc and loc[-1] in SECRET_FIELDS):
+            return value  # no reference (most text); a secret's is resolved at apply time only
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
