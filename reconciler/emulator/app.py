@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
@@ -331,6 +331,19 @@ def _key_type(key: dict[str, Any]) -> dict[str, Any]:
 # --- routes -----------------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
+
+async def _stored(emu: Emulator, write: Callable[..., _T], *args: Any) -> _T:
+    """A store call that writes (or waits for writers): from a worker thread when the database is
+    a file (another process may hold its write lock for a while, and the loop must go on
+    serving), inline when it is in memory (its lock is held for microseconds, less than a thread
+    hop costs)."""
+    if emu.store.in_memory:
+        return write(*args)
+    return await run_in_threadpool(write, *args)
+
+
 def _emulator(request: Request) -> Emulator:
     return request.app.state.emulator
 
@@ -419,7 +432,8 @@ async def delete_lookup(request: Request) -> Response:
         return denied
     name = request.path_params["name"]
     try:
-        job_id = emu.store.delete(domain, name, emu.schedule("delete", name, uploaded=False))
+        schedule = emu.schedule("delete", name, uploaded=False)
+        job_id = await _stored(emu, emu.store.delete, domain, name, schedule)
     except Missing:
         return emu.error(404, "Lookup not found.", kind="LookupDeletionError")
     return JSONResponse(
@@ -543,12 +557,12 @@ async def deploy(request: Request) -> Response:
     schedule = emu.schedule("create", name, uploaded=upload is not None, failure=failure)
     try:
         if creating:
-            job_id = await run_in_threadpool(
-                emu.store.create, domain, name, config, data, schedule, emu.config.owner, rows
+            job_id = await _stored(
+                emu, emu.store.create, domain, name, config, data, schedule, emu.config.owner, rows
             )
         else:
-            job_id = await run_in_threadpool(
-                emu.store.update, domain, name, config, data, schedule, rows, mode
+            job_id = await _stored(
+                emu, emu.store.update, domain, name, config, data, schedule, rows, mode
             )
     except Conflict:
         emu.stats.conflicts[address] += 1
@@ -578,7 +592,7 @@ async def control_stats(request: Request) -> Response:
     if request.method == "DELETE":
         emu.stats = Stats()
     counts = emu.stats.as_dict()
-    counts["created_ok"] = await run_in_threadpool(emu.store.successful_creates)
+    counts["created_ok"] = await _stored(emu, emu.store.successful_creates)
     return JSONResponse(counts)
 
 
@@ -641,8 +655,8 @@ class FaultInjector:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit():
             emu.stats.bytes_in[template] += int(length)
-        if emu.store.due():  # a read, like the handlers' own; the write goes to a thread
-            await run_in_threadpool(emu.store.settle)
+        if emu.store.due():  # a read, like the handlers' own
+            await _stored(emu, emu.store.settle)
         if cfg.added_latency:
             await asyncio.sleep(cfg.added_latency)
         roll = emu.random.random()

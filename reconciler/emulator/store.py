@@ -96,6 +96,9 @@ class Store:
         target = str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
+        # In memory, no other process shares the database: its lock is only ever held for the
+        # microseconds of a write (the app writes inline then, not from a worker thread).
+        self.in_memory = target == ":memory:"
         self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout = 30000")
         if target != ":memory:":
