@@ -28,7 +28,8 @@ from reconciler.state.backends import AlreadyExists, Precondition, open_backend
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
 from tests.support import git, served
 
-pytestmark = pytest.mark.anyio
+# All in one worker (``--dist loadgroup``): one moto server per run, not one per worker.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("moto")]
 BUCKET = "reconciler-state"
 
 
