@@ -334,14 +334,14 @@ def _key_type(key: dict[str, Any]) -> dict[str, Any]:
 _T = TypeVar("_T")
 
 
-async def _stored(emu: Emulator, write: Callable[..., _T], *args: Any) -> _T:
+async def _stored(emu: Emulator, call: Callable[..., _T], *args: Any) -> _T:
     """A store call that writes (or waits for writers): from a worker thread when the database is
     a file (another process may hold its write lock for a while, and the loop must go on
     serving), inline when it is in memory (its lock is held for microseconds, less than a thread
     hop costs)."""
     if emu.store.in_memory:
-        return write(*args)
-    return await run_in_threadpool(write, *args)
+        return call(*args)
+    return await run_in_threadpool(call, *args)
 
 
 def _emulator(request: Request) -> Emulator:
