@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,18 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from reconciler.client import LookupClient, LookupReader  # noqa: E402
 from reconciler.commands import run_apply  # noqa: E402
+from reconciler.emulator import free_port  # noqa: E402
 from reconciler.emulator.derive import derive  # noqa: E402
 from reconciler.emulator.store import Store  # noqa: E402
 from reconciler.engine import fetch_live, make_plan  # noqa: E402
 from reconciler.settings import Settings  # noqa: E402
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --quick serves the emulator from a thread of this process instead (a smoke test's figures need

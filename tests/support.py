@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -77,12 +76,6 @@ def make_app(
 def asgi_client(app: FaultInjector, **kwargs: Any) -> httpx.AsyncClient:
     """An httpx client talking to ``app`` in-process."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

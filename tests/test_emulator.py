@@ -518,7 +518,7 @@ def test_emulator_serve_command(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.support import free_port
+    from reconciler.emulator import free_port
 
     refused = subprocess.run(
         [sys.executable, "-m", "reconciler", "emulator", "serve", "--token", "plain-value"],
@@ -579,7 +579,7 @@ def test_serve_logs_an_injected_drop_as_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.support import free_port
+    from reconciler.emulator import free_port
 
     port = free_port()
     command = [

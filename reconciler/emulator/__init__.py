@@ -13,7 +13,16 @@ from pathlib import Path
 
 from reconciler.emulator.app import EmulatorConfig, FaultInjector, Grant, create_app, sign
 
-__all__ = ["EmulatorConfig", "FaultInjector", "Grant", "create_app", "serve", "served", "sign"]
+__all__ = [
+    "EmulatorConfig",
+    "FaultInjector",
+    "Grant",
+    "create_app",
+    "free_port",
+    "serve",
+    "served",
+    "sign",
+]
 
 
 def serve(
@@ -38,19 +47,25 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port of ``host`` that nothing listens on now (the system's pick)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def served(app: FaultInjector, *, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``app`` with uvicorn from a thread of this process, on a free port of ``host``,
     until the block ends; yields the server's root URL (``http://host:port``)."""
-    import socket
     import threading
     import time
 
     import uvicorn
 
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port = int(sock.getsockname()[1])
+    port = free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level="critical", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
