@@ -94,14 +94,14 @@ class Store:
     def __init__(self, path: str | Path = ":memory:", clock: Callable[[], float] = time.time):
         self.clock = clock
         target = str(path)
-        if target != ":memory:":
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
         # In memory, no other process shares the database: its lock is only ever held for the
         # microseconds of a write (the app writes inline then, not from a worker thread).
         self.in_memory = target == ":memory:"
+        if not self.in_memory:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout = 30000")
-        if target != ":memory:":
+        if not self.in_memory:
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
