@@ -297,7 +297,7 @@ class _Converter:
             return "<invalid>"
         if node.tag in _AS_TEXT:
             value: Any = node.value  # as written: startDate is ISO-8601 text, "=" is text
-        elif node.tag not in _SCALARS:
+        elif node.tag not in _CONSTRUCTED:
             self._refuse_tag(node, loc)
             return node.value
         else:
@@ -345,13 +345,14 @@ class _Converter:
 
 
 _YAML_TAG = "tag:yaml.org,2002:"
-# The tags of the values a spec holds (resolved from plain text, or written as "!!int" and the
-# like); any other ("!!python/object", "!Ref", "!!binary", "!!set") is refused by name instead
-# of failing the load.
-_SCALARS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null"))
+# The tags a spec's scalars may carry (resolved from plain text, or written as "!!int" and the
+# like) are these two sets; any other ("!!python/object", "!Ref", "!!binary", "!!set") is
+# refused by name instead of failing the load.
 # Read as the text written, keys included: text itself (no constructor needed), and what plain
 # text also resolves to (a date, a bare "=").
 _AS_TEXT = frozenset(_YAML_TAG + t for t in ("str", "timestamp", "value"))
+# Built by PyYAML's safe constructor: numbers, booleans, null.
+_CONSTRUCTED = frozenset(_YAML_TAG + t for t in ("int", "float", "bool", "null"))
 _PLAIN = frozenset((_YAML_TAG + "map", _YAML_TAG + "seq"))
 
 
