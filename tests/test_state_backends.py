@@ -9,11 +9,14 @@ lists every change, ``state migrate`` copies state and journal, and no secret re
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +26,16 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig
+from reconciler.errors import StateError
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
-from reconciler.state.backends import AlreadyExists, Precondition, open_backend
+from reconciler.state.backends import (
+    AlreadyExists,
+    LocalBackend,
+    ObjectBackend,
+    ObjectBounds,
+    Precondition,
+    open_backend,
+)
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
 from tests.support import git, served
 
@@ -331,6 +342,131 @@ def test_state_show_lists_the_records(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "acme/geo" in result.stdout and "deploy-csv" in result.stdout
     assert "j-1" in result.stdout and "7 rows" in result.stdout
+
+
+# --- an object store that misbehaves ----------------------------------------------------------
+
+
+def test_an_endpoint_that_never_answers_fails_within_the_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It takes the connection and says nothing: the read fails, saying it timed out, within the
+    bounds given (obstore's own defaults would wait some three minutes)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-canary-state")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-state-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    try:
+        bounded = ObjectBackend("s3://bucket/prefix")._store
+        assert bounded.retry_config["max_retries"] == ObjectBounds().retries
+        backend = ObjectBackend(
+            "s3://bucket/prefix", ObjectBounds(connect=1.0, request=0.3, retries=1, total=0.2)
+        )
+        started = time.monotonic()
+        with pytest.raises(StateError) as caught:
+            backend.read("state.json")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert "s3://bucket/prefix/state.json failed: GenericError, timed out" in caught.value.message
+    assert took < 15, took  # two attempts of 0.3 s; the point is minutes were not spent
+    assert "canary" not in caught.value.message and "canary" not in (caught.value.hint or "")
+
+
+def test_an_s3_error_names_its_status_and_code_never_its_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """S3 answers a bad key with a body naming the access key id: the error says what happened
+    (status, S3 code) and leaves the body, and so the key id, out."""
+    body = (
+        b"<?xml version='1.0'?><Error><Code>InvalidAccessKeyId</Code>"
+        b"<AWSAccessKeyId>AKIA-canary-state</AWSAccessKeyId></Error>"
+    )
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-canary-state")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-state-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    try:
+        backend = ObjectBackend("s3://bucket/prefix")
+        for attempt in (lambda: backend.read("state.json"), lambda: backend.write("k", b"{}")):
+            with pytest.raises(StateError) as caught:
+                attempt()
+            text = caught.value.message + (caught.value.hint or "")
+            assert "HTTP 403 Forbidden, InvalidAccessKeyId" in text, text
+            assert "canary" not in text and "127.0.0.1" not in text, text
+            assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_missing_bucket_is_an_error_not_an_empty_state(s3: str) -> None:
+    """A bucket name with a typo reads as "no such bucket", not as a state with nothing in it
+    (which would make plan and drift lose every record without a word)."""
+    with pytest.raises(StateError, match="NoSuchBucket"):
+        ObjectBackend("s3://no-such-bucket-here/lookups").read("state.json")
+    with pytest.raises(StateError) as caught:
+        State.load("s3://no-such-bucket-here/lookups")
+    assert "NoSuchBucket" in caught.value.message
+    result = CliRunner().invoke(cli, ["state", "show", "--state", "s3://no-such-bucket-here/x"])
+    assert result.exit_code == 1 and "NoSuchBucket" in result.stderr, result.output
+
+
+def test_a_log_entry_whose_create_was_retried_is_written_once(s3_url: str) -> None:
+    """The create of a record-log entry landed but its answer was lost, so obstore sent it again
+    and met the entry: the same bytes are that entry; other bytes are an error, never dropped."""
+    backend, key = open_backend(s3_url)
+    backend.append(key, "run-1", 1, b'{"op": "forget", "address": "acme/a", "entry": null}')
+    backend.append(key, "run-1", 1, b'{"op": "forget", "address": "acme/a", "entry": null}')
+    assert [data for _, _, data in backend.log_entries(key)] == [
+        b'{"op": "forget", "address": "acme/a", "entry": null}'
+    ]
+    with pytest.raises(StateError, match="exists with other content"):
+        backend.append(key, "run-1", 1, b'{"op": "forget", "address": "acme/b", "entry": null}')
+
+
+async def test_a_lock_whose_create_was_retried_is_held(tmp_path: Path) -> None:
+    """The lock's create landed, its answer was lost and the retry met it: the lock is this run's
+    (its id is in it), so the run holds it, rather than reporting itself as the holder."""
+
+    class AnswerLost(LocalBackend):
+        def write(
+            self, key: str, data: bytes, *, create: bool = False, etag: str | None = None
+        ) -> str:
+            super().write(key, data, create=create, etag=etag)
+            if create:
+                raise AlreadyExists(key)  # what the retry of a create that landed meets
+            return ""
+
+    lock = StateLock(str(tmp_path / "state.json"), "tester")
+    lock.backend = AnswerLost(tmp_path)
+    await lock.acquire()
+    holder = lock.holder()
+    assert lock.held and holder is not None and holder.id == lock.info.id
+    other = StateLock(str(tmp_path / "state.json"), "someone-else")
+    other.backend = AnswerLost(tmp_path)
+    with pytest.raises(LockedError):
+        await other.acquire()
+    lock.release()
+    assert lock.holder() is None
 
 
 def test_an_object_store_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

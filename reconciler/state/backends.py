@@ -19,6 +19,10 @@ Layout, for a local ``DIR/state.json`` and for ``s3://BUCKET/PREFIX``::
 
 A local folder emulates the conditions with ``O_EXCL`` and an ``flock``-guarded read-compare-replace,
 with the sha256 of the content as its ETag.
+
+Every object-store operation is bounded (`ObjectBounds`): an endpoint that takes connections and
+never answers fails the run in under a minute, where obstore's own defaults (10 retries within
+3 minutes, 30 s a request) would hold it for minutes without a word.
 """
 
 from __future__ import annotations
@@ -27,14 +31,19 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import SettingsError, StateError
 from reconciler.settings import is_url
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig
 
 
 class AlreadyExists(Exception):
@@ -227,10 +236,27 @@ def _io_error(path: Path, exc: OSError) -> StateError:
 # --- an object store ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ObjectBounds:
+    """How long one object-store operation may take, retries included.
+
+    A request that cannot connect within ``connect`` seconds, or is not answered within
+    ``request`` seconds, fails; a failure the store may recover from (a timeout, a refused
+    connection, a 5xx) is retried up to ``retries`` times with backoff, while under ``total``
+    seconds have passed since the first attempt. The worst case (an endpoint that never answers)
+    is about ``total + request`` seconds.
+    """
+
+    connect: float = 5.0
+    request: float = 20.0
+    retries: int = 5
+    total: float = 30.0
+
+
 class ObjectBackend:
     """Objects under a prefix of a bucket, through obstore; logs are one object per entry."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, bounds: ObjectBounds = ObjectBounds()) -> None:
         try:
             import obstore
             from obstore.store import from_url
@@ -241,12 +267,19 @@ class ObjectBackend:
             ) from None
         self._obstore = obstore
         self.description = url
-        options: dict[str, Any] = {}
+        client: ClientConfig = {
+            "connect_timeout": timedelta(seconds=bounds.connect),
+            "timeout": timedelta(seconds=bounds.request),
+        }
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if url.startswith("s3://") and endpoint and endpoint.startswith("http://"):
-            options["client_options"] = {"allow_http": True}  # a local S3-compatible server
+            client["allow_http"] = True  # a local S3-compatible server
+        retry: RetryConfig = {
+            "max_retries": bounds.retries,
+            "retry_timeout": timedelta(seconds=bounds.total),
+        }
         try:
-            self._store = from_url(url, **options)
+            self._store = from_url(url, client_options=client, retry_config=retry)
         except Exception as exc:  # obstore raises its own errors for bad URLs and settings
             raise SettingsError(
                 f"cannot use state location {url}: {type(exc).__name__}",
@@ -254,20 +287,21 @@ class ObjectBackend:
             ) from None
 
     def _fail(self, what: str, key: str, exc: Exception) -> StateError:
-        # obstore's messages may carry request details; never its credentials (it has none to show).
         return StateError(
-            f"{what} {self.description}/{key} failed: {type(exc).__name__}",
-            hint="check the bucket, its permissions and the AWS_* variables",
+            f"{what} {self.description}/{key} failed: {_cause(exc)}",
+            hint="check the endpoint, the bucket, its permissions and the AWS_* variables",
         )
 
     def read(self, key: str) -> Stored | None:
         try:
             result = self._obstore.get(self._store, key)
             data = bytes(result.bytes())
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if _s3_code(exc) == "NoSuchBucket":  # not "no state yet": a wrong bucket name
+                raise self._fail("reading", key, exc) from None
             return None
         except Exception as exc:
-            raise self._fail("reading", key, exc) from exc
+            raise self._fail("reading", key, exc) from None
         return Stored(data, str(result.meta.get("e_tag") or hashlib.sha256(data).hexdigest()))
 
     def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
@@ -281,11 +315,22 @@ class ObjectBackend:
         except PreconditionError:
             raise Precondition(key) from None
         except Exception as exc:
-            raise self._fail("writing", key, exc) from exc
+            raise self._fail("writing", key, exc) from None
         return str(result.get("e_tag") or hashlib.sha256(data).hexdigest())
 
     def append(self, key: str, run: str, seq: int, data: bytes) -> None:
-        self.write(f"{_log_prefix(key)}/{run}/{seq:09d}.json", data, create=True)
+        name = f"{_log_prefix(key)}/{run}/{seq:09d}.json"
+        try:
+            self.write(name, data, create=True)
+        except AlreadyExists:
+            # The entry's name is this run's own: a create that landed, whose answer was lost,
+            # and that obstore then retried. The same bytes there are this very entry.
+            found = self.read(name)
+            if found is None or found.data != data:
+                raise StateError(
+                    f"record log entry {self.description}/{name} exists with other content",
+                    hint="another run wrote under this run's id: run apply again",
+                ) from None
 
     def _list(self, prefix: str) -> list[str]:
         try:
@@ -295,7 +340,7 @@ class ObjectBackend:
                 for item in batch
             )
         except Exception as exc:
-            raise self._fail("listing", prefix, exc) from exc
+            raise self._fail("listing", prefix, exc) from None
 
     def log_runs(self, key: str) -> list[str]:
         prefix = _log_prefix(key) + "/"
@@ -320,7 +365,36 @@ class ObjectBackend:
         except FileNotFoundError:
             return
         except Exception as exc:
-            raise self._fail("deleting", key, exc) from exc
+            raise self._fail("deleting", key, exc) from None
+
+
+def _s3_code(exc: Exception) -> str | None:
+    """The S3 error code in obstore's error (``NoSuchBucket``, ``AccessDenied``...), if any."""
+    found = re.search(r"<Code>([A-Za-z]{1,64})</Code>", str(exc))
+    return found.group(1) if found else None
+
+
+def _cause(exc: Exception) -> str:
+    """What went wrong, in words picked out of obstore's error, never its text: the text holds
+    the request's URL and the response's body, and S3 puts the access key id in that body."""
+    text = str(exc)
+    words = [type(exc).__name__]
+    if "kind: Timeout" in text or "TimedOut" in text:
+        words.append("timed out")
+    elif "ConnectionRefused" in text:
+        words.append("connection refused")
+    elif "kind: Connect" in text:
+        words.append("could not connect")
+    status = re.search(r"status code: (\d{3})(?: ([A-Za-z][A-Za-z ]{0,40}?))?:", text)
+    if status:
+        words.append(" ".join(filter(None, ["HTTP", status.group(1), status.group(2)])))
+    code = _s3_code(exc)
+    if code:
+        words.append(code)
+    retries = re.search(r"after (\d+) retries", text)
+    if retries:
+        words.append(f"after {retries.group(1)} retries")
+    return ", ".join(words)
 
 
 def lock_key(backend: Backend, key: str) -> str:
