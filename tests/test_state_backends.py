@@ -347,6 +347,14 @@ def test_state_show_lists_the_records(tmp_path: Path) -> None:
 # --- an object store that misbehaves ----------------------------------------------------------
 
 
+def _point_s3_at(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """S3 at ``port`` on loopback, with canary credentials that no message may show."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-canary-state")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-state-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
 def test_an_endpoint_that_never_answers_fails_within_the_bounds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -355,10 +363,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_bounds(
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-canary-state")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-state-secret")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    _point_s3_at(monkeypatch, silent.getsockname()[1])
     try:
         bounded = ObjectBackend("s3://bucket/prefix")._store
         assert bounded.retry_config["max_retries"] == ObjectBounds().retries
@@ -400,10 +405,7 @@ def test_an_s3_error_names_its_status_and_code_never_its_body(
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-canary-state")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-state-secret")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    _point_s3_at(monkeypatch, server.server_address[1])
     try:
         backend = ObjectBackend("s3://bucket/prefix")
         for attempt in (lambda: backend.read("state.json"), lambda: backend.write("k", b"{}")):
