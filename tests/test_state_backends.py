@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -30,7 +31,6 @@ from reconciler.errors import StateError
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
 from reconciler.state.backends import (
     AlreadyExists,
-    LocalBackend,
     ObjectBackend,
     ObjectBounds,
     Precondition,
@@ -445,26 +445,33 @@ def test_a_log_entry_whose_create_was_retried_is_written_once(s3_url: str) -> No
         backend.append(key, "run-1", 1, b'{"op": "forget", "address": "acme/b", "entry": null}')
 
 
-async def test_a_lock_whose_create_was_retried_is_held(tmp_path: Path) -> None:
+class _AnswerLost:
+    """obstore, with every put sent twice: the first lands and its answer is lost, and the
+    second is obstore's retry."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def put(self, store: Any, key: str, data: bytes, *, mode: Any) -> Any:
+        self.real.put(store, key, data, mode=mode)
+        return self.real.put(store, key, data, mode=mode)
+
+
+async def test_a_lock_whose_create_was_retried_is_held(s3_url: str) -> None:
     """The lock's create landed, its answer was lost and the retry met it: the lock is this run's
     (its id is in it), so the run holds it, rather than reporting itself as the holder."""
-
-    class AnswerLost(LocalBackend):
-        def write(
-            self, key: str, data: bytes, *, create: bool = False, etag: str | None = None
-        ) -> str:
-            super().write(key, data, create=create, etag=etag)
-            if create:
-                raise AlreadyExists(key)  # what the retry of a create that landed meets
-            return ""
-
-    lock = StateLock(str(tmp_path / "state.json"), "tester")
-    lock.backend = AnswerLost(tmp_path)
+    lock = StateLock(s3_url, "tester")
+    assert isinstance(lock.backend, ObjectBackend)
+    lock.backend._obstore = _AnswerLost(lock.backend._obstore)
     await lock.acquire()
     holder = lock.holder()
     assert lock.held and holder is not None and holder.id == lock.info.id
-    other = StateLock(str(tmp_path / "state.json"), "someone-else")
-    other.backend = AnswerLost(tmp_path)
+    other = StateLock(s3_url, "someone-else")
+    assert isinstance(other.backend, ObjectBackend)
+    other.backend._obstore = _AnswerLost(other.backend._obstore)
     with pytest.raises(LockedError):
         await other.acquire()
     lock.release()

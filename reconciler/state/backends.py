@@ -311,6 +311,12 @@ class ObjectBackend:
         try:
             result = self._obstore.put(self._store, key, data, mode=mode)
         except AlreadyExistsError:
+            # obstore sends a create again when its answer is lost; if the first one landed, the
+            # second meets it. The same bytes there are this very write (every create's bytes
+            # are its own: the lock carries this run's id, a log entry its run and number).
+            found = self.read(key)
+            if found is not None and found.data == data:
+                return found.etag
             raise AlreadyExists(key) from None
         except PreconditionError:
             raise Precondition(key) from None
@@ -323,14 +329,10 @@ class ObjectBackend:
         try:
             self.write(name, data, create=True)
         except AlreadyExists:
-            # The entry's name is this run's own: a create that landed, whose answer was lost,
-            # and that obstore then retried. The same bytes there are this very entry.
-            found = self.read(name)
-            if found is None or found.data != data:
-                raise StateError(
-                    f"record log entry {self.description}/{name} exists with other content",
-                    hint="another run wrote under this run's id: run apply again",
-                ) from None
+            raise StateError(
+                f"record log entry {self.description}/{name} exists with other content",
+                hint="another run wrote under this run's id: run apply again",
+            ) from None
 
     def _list(self, prefix: str) -> list[str]:
         try:

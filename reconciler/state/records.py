@@ -410,16 +410,13 @@ class StateLock:
             try:
                 self.backend.write(self.key, data, create=True)
             except AlreadyExists:
-                holder = self.holder()
-                if holder is not None and holder.id == self.info.id:
-                    break  # this run's own create landed; its retry found it (answer lost)
                 if clock() >= deadline:
-                    raise LockedError(self.location, holder) from None
+                    raise LockedError(self.location, self.holder()) from None
                 await sleep(min(delay, max(0.0, deadline - clock())))
                 delay = min(delay * 1.5, 5.0)
                 continue
-            break
-        self.held = True
+            self.held = True
+            return
 
     def release(self) -> None:
         """Remove the lock if it is still this run's."""
