@@ -121,7 +121,8 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
 
 
 def placeholders(body: Any) -> list[str]:
-    """The environment variables a body's ``${env:...}`` placeholders need."""
+    """The environment variables a body's ``${env:...}`` placeholders need (those written with
+    ``:-default`` need none)."""
     found: list[str] = []
     if isinstance(body, dict):
         for value in body.values():
@@ -130,7 +131,7 @@ def placeholders(body: Any) -> list[str]:
         for value in body:
             found.extend(placeholders(value))
     elif isinstance(body, str):
-        found.extend(ENV_RE.findall(body))
+        found.extend(m.group(1) for m in ENV_RE.finditer(body) if m.group(2) is None)
     return found
 
 
@@ -141,7 +142,7 @@ def resolve_secrets(body: Any, env: dict[str, str]) -> Any:
     if isinstance(body, list):
         return [resolve_secrets(v, env) for v in body]
     if isinstance(body, str):
-        return ENV_RE.sub(lambda m: env[m.group(1)], body)
+        return ENV_RE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ":-")[2:], body)
     return body
 
 

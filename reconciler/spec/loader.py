@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import Diagnostic
+from reconciler.gitrepo import git
 from reconciler.spec.model import (
     DOCUMENT_MODELS,
     SECRET_FIELDS,
@@ -35,7 +36,11 @@ from reconciler.spec.model import (
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_NODES = 200_000
 MAX_DEPTH = 64
-ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``${env:NAME}``, or ``${env:NAME:-default}`` (the default when NAME is unset or empty; an empty
+# default, ``${env:NAME:-}``, is allowed because it is written).
+ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+#: Spelling of a YAML suffix that is read; other casings (``.YAML``, ``.Yml``) are refused by name.
+SPEC_SUFFIXES = (".yaml", ".yml")
 
 Loc = tuple[str | int, ...]
 
@@ -171,17 +176,10 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
             files, unreadable = _walk_specs(path)
             found.extend(files)
             problems.extend(
-                Diagnostic(
-                    str(folder),
-                    None,
-                    None,
-                    "",
-                    f"cannot read this folder: {reason}",
-                    hint="every folder under the spec paths must be readable: a folder that is "
-                    "skipped would make its lookups look deleted to prune",
-                )
-                for folder, reason in unreadable
+                Diagnostic(str(where), None, None, "", message, hint=hint)
+                for where, message, hint in unreadable
             )
+            problems.extend(_absent_from_work_tree(path))
         else:
             problems.append(
                 Diagnostic(
@@ -197,18 +195,60 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
     return unique, problems
 
 
-def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """YAML files below ``root``, following symlinked folders once each; unreadable folders apart.
+def _absent_from_work_tree(folder: Path) -> list[Diagnostic]:
+    """Spec files git tracks under ``folder`` that are not in the work tree (a sparse checkout,
+    a file removed by hand): their lookups would look deleted to prune, so each is an error.
+
+    No git, or a folder outside a repository: nothing to say. A deletion meant to stay is
+    committed (or at least staged with ``git rm``), and then git no longer tracks the file.
+    """
+    listed = git(folder, "ls-files", "-z", "--", ".")
+    if not listed:
+        return []
+    problems = []
+    for name in listed.decode(errors="replace").split("\0"):
+        parts = Path(name).parts
+        if not name.lower().endswith(SPEC_SUFFIXES) or any(p.startswith(".") for p in parts):
+            continue
+        if not (folder / name).exists():
+            problems.append(
+                Diagnostic(
+                    str(folder / name),
+                    None,
+                    None,
+                    "",
+                    "git tracks this spec file but it is not in the work tree "
+                    "(a sparse checkout, or deleted by hand)",
+                    hint="check out every spec file (git sparse-checkout disable), or "
+                    "'git rm' it if its lookups are meant to go",
+                )
+            )
+    return problems
+
+
+_SKIPPED = "a spec file that is skipped would make its lookups look deleted to prune"
+
+
+def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
+    """YAML files below ``root``, following symlinked folders once each; what cannot be read
+    apart, as (path, message, hint): unreadable folders, broken links, misnamed spec files.
 
     Hidden names (``.reconciler/``, ``.git/``) are skipped. A symlink back into a folder already
     walked is not walked again, so a loop ends.
     """
     found: list[Path] = []
-    unreadable: list[tuple[Path, str]] = []
+    unreadable: list[tuple[Path, str, str]] = []
     seen: set[str] = set()
 
     def failed(error: OSError) -> None:
-        unreadable.append((Path(error.filename or root), error.strerror or str(error)))
+        reason = error.strerror or str(error)
+        unreadable.append(
+            (
+                Path(error.filename or root),
+                f"cannot read this folder: {reason}",
+                f"every folder under the spec paths must be readable: {_SKIPPED}",
+            )
+        )
 
     for folder, dirs, files in os.walk(root, onerror=failed, followlinks=True):
         real = os.path.realpath(folder)
@@ -222,9 +262,24 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             if name.startswith("."):
                 continue
             if not candidate.exists():  # a link to a folder or file that is not there
-                unreadable.append((candidate, "a broken symlink"))
-            elif name.endswith((".yaml", ".yml")) and candidate.is_file():
+                unreadable.append(
+                    (
+                        candidate,
+                        "cannot read this folder: a broken symlink",
+                        f"every folder under the spec paths must be readable: {_SKIPPED}",
+                    )
+                )
+            elif name.endswith(SPEC_SUFFIXES) and candidate.is_file():
                 found.append(candidate)
+            elif name.lower().endswith(SPEC_SUFFIXES):
+                suffix = candidate.suffix
+                unreadable.append(
+                    (
+                        candidate,
+                        f"spec files are named *.yaml or *.yml; {suffix!r} is not read",
+                        f"rename it to {candidate.stem}{suffix.lower()}: {_SKIPPED}",
+                    )
+                )
     return sorted(found), unreadable
 
 
@@ -330,16 +385,30 @@ class _Converter:
             return value  # no reference (most text); a secret's is resolved at apply time only
 
         def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in self.env:
+            name, default = match.group(1), match.group(2)
+            value = self.env.get(name)
+            if not value and default is not None:
+                return default[2:]  # written by the author: ``:-`` and what follows
+            if value is None:
                 self.fail(
                     node,
                     loc,
                     f"environment variable {name} is not set",
-                    f"export {name}=... before running, or write the value in the spec",
+                    f"export {name}=... before running, or write ${{env:{name}:-DEFAULT}}",
                 )
                 return match.group(0)
-            return self.env[name]
+            if not value:
+                # CI gives an empty string for a variable it does not have: in a name this would
+                # create `geo` and prune `geo_prod`; in keep, it would prune the kept lookup.
+                self.fail(
+                    node,
+                    loc,
+                    f"environment variable {name} is set but empty",
+                    f"set {name} to a value, or write ${{env:{name}:-DEFAULT}} (or "
+                    f"${{env:{name}:-}}) where an empty value is meant",
+                )
+                return match.group(0)
+            return value
 
         return ENV_RE.sub(replace, value)
 
@@ -534,11 +603,30 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
     # Without an anchor (``&``) no node is shared: the tree is no bigger than the text, and the
     # converter stops at the same node ``_too_large`` would name, so the measure is skipped.
     shared = "&" in text
+    if all(node is None or _null(node) for node in nodes):
+        # A truncated file or a failed checkout reads as zero documents: skipped, its lookups
+        # would look deleted to prune.
+        result.diagnostics.append(
+            Diagnostic(
+                str(path),
+                None,
+                None,
+                "",
+                "this spec file holds no document (it is empty or only comments)",
+                hint="write its documents back, or delete the file if its lookups are to go",
+            )
+        )
+        return result
     for index, node in enumerate(nodes):
         if node is None:
             continue
         _load_document(path, index, node, env, result, shared=shared)
     return result
+
+
+def _null(node: yaml.Node) -> bool:
+    """A document that is nothing but ``---`` and comments: an empty null scalar."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == _YAML_TAG + "null" and not node.value
 
 
 def _load_document(
