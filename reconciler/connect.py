@@ -14,7 +14,7 @@ import sqlite3
 import httpx
 
 from reconciler.errors import SettingsError, StateError
-from reconciler.settings import Settings
+from reconciler.settings import Settings, emulator_db
 
 
 def transport_for(
@@ -27,7 +27,8 @@ def transport_for(
 
 
 def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """An in-process transport to the embedded emulator, its database beside the state file.
+    """An in-process transport to the embedded emulator, its database in ``.reconciler/``
+    (``RECONCILER_EMULATOR_DB`` moves it), wherever the state is.
 
     ``RECONCILER_EMULATOR_CONFIG`` (a JSON object of ``EmulatorConfig`` knobs, e.g.
     ``{"deploy_config_null": true, "deploy_latency": 2}``) tunes it.
@@ -42,13 +43,13 @@ def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
         raise SettingsError(
             f"RECONCILER_EMULATOR_CONFIG is not a JSON object of emulator knobs: {exc}"
         ) from None
-    db = settings.state_dir / "emulator.db"
+    db = emulator_db()
     try:
         app = create_app(config, db=db)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(
             f"cannot open the embedded emulator's database {db}: {exc}",
-            hint=f"{settings.state_dir}/ must be a folder this user can read and write "
-            "(or point --state / RECONCILER_STATE elsewhere)",
+            hint=f"{db.parent}/ must be a folder this user can read and write "
+            "(or point RECONCILER_EMULATOR_DB elsewhere)",
         ) from None
     return httpx.ASGITransport(app=app)

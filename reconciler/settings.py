@@ -10,11 +10,13 @@ pydantic ``SecretStr`` so no repr, log line or exception can show them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -57,6 +59,30 @@ def _clean(value: str, source: str) -> str:
 
 
 DEFAULT_STATE = Path(".reconciler/state.json")
+#: The embedded emulator's database: in ``.reconciler/`` of the working folder whatever the state
+#: location (``RECONCILER_EMULATOR_DB`` moves it), so moving the state never "loses" the lookups
+#: the emulator holds.
+EMULATOR_DB = DEFAULT_STATE.parent / "emulator.db"
+
+
+def local_state_file(location: str | Path) -> Path:
+    """The state file of a local location. The one rule: a location that is a folder (one that
+    exists, or one written with a trailing slash) holds ``state.json``; any other location is the
+    state file itself. Its lock, record log and journal are kept beside it."""
+    text = str(location)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / DEFAULT_STATE.name
+    return path
+
+
+def emulator_db(env: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded emulator keeps its lookups (``RECONCILER_EMULATOR_DB``, else
+    ``.reconciler/emulator.db``)."""
+    env = os.environ if env is None else env
+    return Path(env.get("RECONCILER_EMULATOR_DB") or EMULATOR_DB)
+
+
 #: State locations that are object-store URLs (``reconciler.state.backends`` opens them).
 URL_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "memory://")
 
@@ -126,7 +152,7 @@ class Settings:
 
     @property
     def state_dir(self) -> Path:
-        """The folder of the state file (and of the embedded emulator's database)."""
+        """The folder of the state file."""
         return self.state_path.parent
 
     def describe_endpoint(self) -> str:
@@ -153,10 +179,19 @@ def resolve(
     if is_url(location):
         settings = replace(settings, state_url=location.rstrip("/"))
     elif location:
-        settings = replace(settings, state_path=Path(location))
+        settings = replace(settings, state_path=local_state_file(location))
     if settings.notice:
+        if settings.state_url or settings.state_path.absolute() != DEFAULT_STATE.absolute():
+            # An emulator run would write its records and journal into a shared state.
+            raise SettingsError(
+                f"no Devo endpoint configured, and the state is {settings.state_location}: the "
+                "embedded emulator is chosen implicitly only with the default local state "
+                f"({DEFAULT_STATE})",
+                hint="set DEVO_LOOKUP_URL or DEVO_REGION; or pass --emulator if an emulator run "
+                "is really meant to record into that state",
+            )
         settings = replace(
-            settings, notice=f"{settings.notice[:-1]} (data in {settings.state_dir}/)."
+            settings, notice=f"{settings.notice[:-1]} (data in {emulator_db(env).parent}/)."
         )
     return settings
 
@@ -176,11 +211,9 @@ def _resolve(
     url = url or env.get("DEVO_LOOKUP_URL") or None
     region = region or env.get("DEVO_REGION") or None
     if url:
-        if not url.startswith(("http://", "https://")):
-            raise SettingsError(
-                f"URL {url!r} must start with https:// (or http://)",
-                hint="e.g. https://api-us.devo.com/lookup-api",
-            )
+        problem = endpoint_problem(url)
+        if problem is not None:
+            raise SettingsError(f"--url / DEVO_LOOKUP_URL: {problem[0]}", hint=problem[1])
         return Settings(url.rstrip("/"), credentials, state_path)
     if region:
         if region not in REGIONS:
@@ -201,6 +234,57 @@ def _resolve(
         state_path,
         notice="No DEVO_LOOKUP_URL or DEVO_REGION set: using the embedded Lookups API emulator.",
     )
+
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address of this machine's loopback (``localhost``, 127/8, ``::1``)."""
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_problem(url: str) -> tuple[str, str] | None:
+    """Why ``url`` cannot be a Lookups API endpoint (message, hint), or None when it can.
+
+    The messages never quote the URL: it may hold a user name and password. An endpoint is
+    ``https://HOST[:PORT][/PATH]``; ``http://`` only on loopback (a token sent in clear to
+    another host is a token anyone on the path can read).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        return "the endpoint URL cannot be parsed", "e.g. https://api-us.devo.com/lookup-api"
+    if parts.scheme not in ("https", "http"):
+        return (
+            "the endpoint URL must start with https://",
+            "e.g. https://api-us.devo.com/lookup-api",
+        )
+    if not parts.hostname:
+        return "the endpoint URL names no host", "e.g. https://api-us.devo.com/lookup-api"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "the endpoint URL holds a user name or password (not shown)",
+            "credentials go in DEVO_TOKEN, --token-file or DEVO_API_KEY/DEVO_API_SECRET, "
+            "never in the URL",
+        )
+    if parts.query or parts.fragment:
+        return "the endpoint URL has a query or fragment", "give the base URL only"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "the endpoint URL holds white space", "e.g. https://api-us.devo.com/lookup-api"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (
+            "http:// endpoints are refused except on loopback: the credential would travel in clear",
+            "use https://",
+        )
+    return None
 
 
 def region_url(region: str) -> str:

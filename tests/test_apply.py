@@ -195,6 +195,7 @@ async def test_job_timeout_is_reported_with_its_job_id(
 def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
         "RECONCILER_STATE": str(tmp_path / ".reconciler" / "state.json"),
+        "RECONCILER_EMULATOR_DB": str(tmp_path / ".reconciler" / "emulator.db"),
         "CI": "",
         **SECRETS,
         **extra,
@@ -206,7 +207,10 @@ def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.reliability
-def test_apply_refuses_without_terminal_or_approval(tmp_path: Path) -> None:
+def test_apply_refuses_without_terminal_or_approval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the state is the default one there: the emulator may be implicit
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]))
     result = CliRunner().invoke(cli, ["apply", str(project.specs)], env=_cli_env(tmp_path))
@@ -231,7 +235,10 @@ def test_ci_without_endpoint_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.reliability
-def test_saved_plan_applies_and_refuses_when_stale(tmp_path: Path) -> None:
+def test_saved_plan_applies_and_refuses_when_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the state is the default one there: the emulator may be implicit
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
     env = _cli_env(tmp_path)
@@ -280,7 +287,8 @@ def test_saved_plan_applies_and_refuses_when_stale(tmp_path: Path) -> None:
     assert changed_csv.exit_code == 1 and "acme/geo: its CSV file changed" in changed_csv.stderr
 
 
-def test_drift_exit_codes(tmp_path: Path) -> None:
+def test_drift_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the state is the default one there: the emulator may be implicit
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]))
     env = _cli_env(tmp_path)
@@ -507,7 +515,10 @@ def test_a_state_folder_that_is_not_a_folder_is_a_clean_error(tmp_path: Path) ->
     assert "Internal error" not in result.stderr
 
 
-def test_a_saved_plan_refuses_any_changed_spec_even_a_no_op(tmp_path: Path) -> None:
+def test_a_saved_plan_refuses_any_changed_spec_even_a_no_op(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the state is the default one there: the emulator may be implicit
     project = Project(tmp_path)
     project.write(lookup_doc("a", KINDS["static"]), lookup_doc("b", KINDS["static"]))
     env = _cli_env(tmp_path)

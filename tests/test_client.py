@@ -87,6 +87,8 @@ def test_resolve_endpoints(tmp_path: Path) -> None:
         resolve(env={"DEVO_REGION": "mars"})
     with pytest.raises(SettingsError, match="must start with https"):
         resolve(url="api-us.devo.com", env={})
+    with pytest.raises(SettingsError, match="cannot be parsed"):
+        resolve(url="http://[::1", env={})  # was an internal error (InvalidURL)
     with pytest.raises(SettingsError, match="go together"):
         resolve(env={"DEVO_API_KEY": "k"})
     with pytest.raises(SettingsError, match="auth scheme"):
@@ -96,7 +98,7 @@ def test_resolve_endpoints(tmp_path: Path) -> None:
     creds = resolve(token_file=token_file, env={"DEVO_TOKEN": "env-token"}).credentials
     assert creds.token is not None and creds.token.get_secret_value() == "file-token"
     assert (
-        resolve(env={"RECONCILER_STATE": str(tmp_path / "s.json")}).state_path
+        resolve(env={"RECONCILER_STATE": str(tmp_path / "s.json"), "DEVO_REGION": "us"}).state_path
         == tmp_path / "s.json"
     )
 

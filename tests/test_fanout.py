@@ -393,13 +393,14 @@ async def test_a_domain_with_its_own_url_is_read_and_written_there_only(tmp_path
     p.write(
         AUTH_DOMAINS.replace(
             "spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1}",
-            "spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1, url: 'http://eu.test/lookup-api'}",
+            "spec: {auth: {tokenEnv: GLOBEX_TOKEN}, wave: 1, url: 'https://eu.test/lookup-api'}",
         ),
         fanned(),
     )
     env = {**SECRETS, **TOKENS}
     assert (
-        await p.apply(env=env, endpoint_transports={"http://eu.test/lookup-api": eu_recording}) == 0
+        await p.apply(env=env, endpoint_transports={"https://eu.test/lookup-api": eu_recording})
+        == 0
     )
     assert {domain_of(path, "/lookup-api") for path, _ in eu_recording.seen} == {"globex"}
     assert "globex" not in {domain_of(path, "/lookup-api") for path, _ in recording.seen}
@@ -407,7 +408,7 @@ async def test_a_domain_with_its_own_url_is_read_and_written_there_only(tmp_path
     assert len(eu.emulator.store.rows_of("globex", "bad_ips")) == 3
     assert not p.emulator.store.rows_of("globex", "bad_ips")
     async with LookupReader(
-        p.settings, transport=recording, transports={"http://eu.test/lookup-api": eu_recording}
+        p.settings, transport=recording, transports={"https://eu.test/lookup-api": eu_recording}
     ) as reader:
         run = await make_plan(reader, [str(p.specs)], p.settings.state_path, env=env)
     assert not run.plan.can_apply()

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from reconciler.cli import app as cli
 from reconciler.errors import SpecError
 from reconciler.spec.loader import load_specs
 from tests.planning import KINDS, Project, lookup_doc
@@ -122,3 +126,144 @@ def test_env_defaults_are_explicit(tmp_path: Path) -> None:
         "acme/geo_dev",
         "acme/ip_prod",
     ]
+
+
+# --- where requests go, and with which credential ---------------------------------------------
+
+
+def test_the_emulator_is_never_implicit_for_a_state_that_is_not_the_default(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["static"]))
+    env = {"CI": "", "RECONCILER_EMULATOR_DB": str(tmp_path / "emu.db")}
+    for state in ("s3://team-bucket/lookups", str(tmp_path / "shared" / "state.json")):
+        result = runner.invoke(
+            cli,
+            ["apply", "--auto-approve", str(project.specs)],
+            env={**env, "RECONCILER_STATE": state},
+        )
+        assert result.exit_code == 1, result.output
+        assert "chosen implicitly only with the default local state" in result.stderr
+        assert "--emulator" in result.stderr
+        assert not (tmp_path / "emu.db").exists()  # refused before anything was opened
+    # Asked for by name, an emulator run with a state of its own is fine.
+    result = runner.invoke(
+        cli,
+        [
+            "apply",
+            "--emulator",
+            "--auto-approve",
+            "--state",
+            str(tmp_path / "own/"),
+            str(project.specs),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    # The default state with no endpoint stays the two-command quick start.
+    result = runner.invoke(cli, ["plan", str(project.specs)], env=env)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_state_location_is_a_folder_or_a_file(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    project = Project(tmp_path)
+    project.write(lookup_doc("geo", KINDS["static"]))
+    env = {"CI": "", "RECONCILER_EMULATOR_DB": ""}
+    # A trailing slash names a folder, even one that does not exist yet: state.json, its journal
+    # and its lock live inside it, nothing in its parent.
+    result = runner.invoke(
+        cli,
+        ["apply", "--emulator", "--auto-approve", "--state", "st/", str(project.specs)],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == [
+        "journal.jsonl",
+        "state.json",
+        "state.json.log",
+    ]
+    assert not (tmp_path / "journal.jsonl").exists()
+    # The emulator's own database is in .reconciler/ whatever the state: a state moved elsewhere
+    # still sees the lookups the emulator holds.
+    assert (tmp_path / ".reconciler" / "emulator.db").is_file()
+    assert not (tmp_path / ".reconciler" / "state.json").exists()
+    moved = runner.invoke(cli, ["state", "migrate", "--state", "st", "--to", "elsewhere/"])
+    assert moved.exit_code == 0, moved.output
+    plan = runner.invoke(
+        cli,
+        ["plan", "--emulator", "--state", "elsewhere", "--detailed-exitcode", str(project.specs)],
+    )
+    assert plan.exit_code == 0, plan.output  # an existing folder is read as a folder too
+    assert "No changes." in plan.stdout
+
+
+def test_a_domain_url_needs_its_own_auth_and_https(tmp_path: Path, runner: CliRunner) -> None:
+    (tmp_path / "d.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {name: evil}\n"
+        "spec: {url: 'https://collector.example/lookup-api'}\n---\n"
+        "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {name: plain}\n"
+        "spec: {url: 'http://devo.example/lookup-api', auth: {tokenEnv: T}}\n---\n"
+        "apiVersion: reconciler/v1\nkind: Domain\nmetadata: {name: creds}\n"
+        "spec: {url: 'https://me:hunter2@devo.example/x', auth: {tokenEnv: T}}\n"
+    )
+    result = runner.invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert (
+        "d.yaml:4:8: error: spec.url: a Domain with its own url must name its own credential"
+        in (result.stderr)
+    )
+    assert "d.yaml:9:8: error: spec.url: http:// endpoints are refused except on loopback" in (
+        result.stderr
+    )
+    assert "holds a user name or password (not shown)" in result.stderr
+    assert "hunter2" not in result.output
+
+
+async def test_the_runs_token_never_goes_to_a_domains_own_endpoint() -> None:
+    """Even past validation (a caller that skipped it), a request routed to a Domain's own host
+    carries no credential unless that Domain named its own."""
+    from reconciler.client import LookupReader
+    from reconciler.settings import Credentials, Settings
+
+    seen: dict[str, str | None] = {}
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("Authorization")
+        return httpx.Response(200, json={"lookups": [], "nextPageToken": -1})
+
+    run = Settings(
+        "https://api-us.devo.com/lookup-api",
+        Credentials(token=SecretStr("run-token-canary"), source="DEVO_TOKEN"),
+    )
+    mock = httpx.MockTransport(record)
+    async with LookupReader(
+        run, transport=mock, transports={"https://collector.example/x": mock}
+    ) as reader:
+        reader.use_domain_endpoints(
+            {"evil": "https://collector.example/x", "eu": "https://api-eu.devo.com/lookup-api"}
+        )
+        await reader.all_lookups("evil")
+        await reader.all_lookups("acme")
+    assert seen == {"collector.example": None, "api-us.devo.com": "Bearer run-token-canary"}
+
+
+def test_userinfo_in_the_url_is_refused_and_never_printed(runner: CliRunner) -> None:
+    result = runner.invoke(
+        cli, ["plan", "--url", "https://admin:s3cret-canary@api-us.devo.com/lookup-api"]
+    )
+    assert result.exit_code == 1
+    assert "user name or password (not shown)" in result.stderr
+    assert "s3cret-canary" not in result.output
+    for url, why in [
+        ("http://api-us.devo.com/lookup-api", "refused except on loopback"),
+        ("http://[::1", "cannot be parsed"),
+        ("https://api-us.devo.com:port/x", "cannot be parsed"),
+    ]:
+        result = runner.invoke(cli, ["plan", "--url", url])
+        assert result.exit_code == 1 and why in result.stderr, result.output
+        assert "Traceback" not in result.output

@@ -355,6 +355,7 @@ def test_strict_comes_from_the_environment_too(tmp_path: Path) -> None:
     # The embedded emulator under the project's state dir, configured to hide deployConfig.
     env = {
         "RECONCILER_STATE": str(project.settings.state_path),
+        "RECONCILER_EMULATOR_DB": str(tmp_path / "emulator.db"),
         "RECONCILER_EMULATOR_CONFIG": '{"deploy_config_null": true, "create_latency": 0, "deploy_latency": 0}',
     }
     runner = CliRunner()

@@ -51,11 +51,12 @@ from reconciler.errors import (
     TransportError,
     redact,
 )
-from reconciler.settings import Credentials, Settings
+from reconciler.settings import REGIONS, Credentials, Settings, region_url
 
 log = logging.getLogger("reconciler.client")
 M = TypeVar("M", bound=BaseModel)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_REGION_ENDPOINTS = frozenset(region_url(region) for region in REGIONS)
 PAGE_SIZE = 1000
 
 
@@ -187,10 +188,21 @@ class _Auth(httpx.Auth):
         self.by_domain: dict[str, Credentials] = {}
         self.clock = clock
         self.base_path = base_path
+        self.endpoints: Mapping[str, str] = {}  # the router's: domains with their own endpoint
+
+    def _runs_endpoint(self, domain: str) -> bool:
+        """True when ``domain``'s requests go to the run's endpoint, or to one of Devo's regional
+        endpoints (never a host a spec chose)."""
+        endpoint = self.endpoints.get(domain)
+        return endpoint is None or endpoint in _REGION_ENDPOINTS
 
     def auth_flow(self, request: httpx.Request) -> Any:
         domain = domain_of(request.url.path, self.base_path)
         creds = self.by_domain.get(domain, self.credentials) if domain else self.credentials
+        if domain and domain not in self.by_domain and not self._runs_endpoint(domain):
+            # A Domain's own url without its own auth (validation refuses it; this holds even
+            # if a caller skipped it): the run's credential goes only to the run's endpoint.
+            creds = Credentials()
         if creds.token:
             if creds.scheme == "standalone":
                 request.headers["standAloneToken"] = creds.token.get_secret_value()
@@ -290,6 +302,7 @@ class LookupReader:
             base_url,
             lambda url: given.get(url) or endpoint_transport(url, limits),
         )
+        self._auth.endpoints = self._router.endpoints
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=self._router,

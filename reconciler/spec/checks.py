@@ -15,8 +15,9 @@ from typing import Any, cast
 from reconciler.coltypes import parse_duration_ms
 from reconciler.errors import Diagnostic
 from reconciler.linq import query_columns
+from reconciler.settings import endpoint_problem
 from reconciler.spec.csvcheck import check_csv_file
-from reconciler.spec.loader import ENV_RE, LoadedLookup, LoadResult
+from reconciler.spec.loader import ENV_RE, LoadedDomain, LoadedLookup, LoadResult
 from reconciler.spec.model import (
     SOURCE_KINDS,
     Column,
@@ -499,4 +500,23 @@ def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) 
                 )
             )
         domains.setdefault(name, f"{domain.path}:{domain.line}")
+        found.extend(rule_domain_endpoint(domain))
     return found
+
+
+def rule_domain_endpoint(domain: LoadedDomain) -> Iterator[Diagnostic]:
+    """A Domain's own ``url`` is a usable endpoint and comes with its own ``auth``: a spec (from a
+    pull request, say) must never be able to send the run's credential to a host it chooses."""
+    spec = domain.model.spec
+    if spec.url is None:
+        return
+    problem = endpoint_problem(spec.url)
+    if problem is not None:
+        yield domain.diagnostic(("spec", "url"), problem[0], hint=problem[1])
+    if spec.auth is None:
+        yield domain.diagnostic(
+            ("spec", "url"),
+            "a Domain with its own url must name its own credential in spec.auth",
+            hint="add auth: {tokenEnv: NAME} (or apiKeyEnv/apiSecretEnv): the run's credential "
+            "goes only to the run's endpoint",
+        )

@@ -186,8 +186,8 @@ class DomainSpec(Strict):
     )
     url: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s]+$",
-        description="This domain's own Lookups API endpoint (else the run's).",
+        description="This domain's own Lookups API endpoint (else the run's): https:// (http:// on "
+        "loopback only), and only with its own auth.",
     )
     region: Literal["us", "eu", "ca", "apac", "es"] | None = Field(
         default=None, description="This domain's Devo region (its endpoint: api-REGION.devo.com)."

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import SettingsError, StateError
-from reconciler.settings import is_url
+from reconciler.settings import is_url, local_state_file
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig
@@ -96,7 +96,7 @@ def open_backend(location: str) -> tuple[Backend, str]:
     """The backend for a state location, and the key of the state in it."""
     if is_url(location):
         return ObjectBackend(location), "state.json"
-    path = Path(location)
+    path = local_state_file(location)
     return LocalBackend(path.parent), path.name
 
 

@@ -87,11 +87,11 @@ class Journal:
     def for_state(location: str, env: Mapping[str, str] | None = None) -> Journal:
         """The journal kept with a state: ``journal.jsonl`` beside a local state file (or
         ``RECONCILER_JOURNAL``), ``PREFIX/journal/`` in an object store."""
-        from reconciler.settings import is_url
+        from reconciler.settings import is_url, local_state_file
 
         if is_url(location):
             return ObjectJournal(location)
-        return Journal(journal_path(Path(location), env))
+        return Journal(journal_path(local_state_file(location), env))
 
     def close(self) -> None:
         """End of a run: nothing to compact in a local file."""
