@@ -202,6 +202,15 @@ MaxDestroyOpt = Annotated[
         metavar="N",
     ),
 ]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds one request may take, its retries included (env RECONCILER_TIMEOUT; "
+        "default 60).",
+        metavar="SECONDS",
+    ),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -231,6 +240,7 @@ class Connection:
     auth_scheme: str | None = None
     state: str | None = None
     debug: bool = False
+    timeout: float | None = None
 
     def settings(self) -> Any:
         """Resolve into Settings, print the embedded-emulator notice, set up --debug logging."""
@@ -248,6 +258,7 @@ class Connection:
             token_file=self.token_file,
             auth_scheme=self.auth_scheme,
             state=self.state,
+            timeout=self.timeout,
         )
         if settings.notice:
             _err(settings.notice)
@@ -265,15 +276,16 @@ _CONNECTION_OPTIONS: dict[str, Any] = {
     "auth_scheme": (AuthSchemeOpt, None),
     "state": (StateOpt, None),
     "debug": (DebugOpt, False),
+    "timeout": (TimeoutOpt, None),
 }
 
 
 def connected(fn: F) -> F:
     """Give a command the connection options, declared once here, as one ``connection`` argument.
 
-    The command declares ``connection: Connection``; typer sees the seven options in its place
+    The command declares ``connection: Connection``; typer sees the eight options in its place
     (``--url``, ``--region``, ``--emulator``, ``--token-file``, ``--auth-scheme``, ``--state``,
-    ``--debug``), and the command receives them resolved into one object.
+    ``--debug``, ``--timeout``), and the command receives them resolved into one object.
     """
     signature = inspect.signature(fn, eval_str=True)
     params = [p for p in signature.parameters.values() if p.name != "connection"]

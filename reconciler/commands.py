@@ -274,7 +274,7 @@ async def run_apply(
             "reconciler apply --replace ADDR",
         )
     actor = current_actor(gitrepo.folder_of(paths))
-    retry = RetryPolicy(max_in_flight=max(16, parallelism * 2))
+    retry = RetryPolicy(budget=settings.timeout, max_in_flight=max(16, parallelism * 2))
     async with (
         _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
         LookupClient(

@@ -92,6 +92,26 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
+#: One request's whole budget, its retries and the waits between them included (``--timeout``,
+#: ``RECONCILER_TIMEOUT``): a wrong endpoint fails a CI job within a minute.
+DEFAULT_TIMEOUT = 60.0
+
+
+def timeout_seconds(value: str | float | None, env: Mapping[str, str]) -> float:
+    """``--timeout`` (else ``RECONCILER_TIMEOUT``, else 60) as a positive number of seconds."""
+    raw = value if value is not None else env.get("RECONCILER_TIMEOUT") or DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise SettingsError(
+            f"--timeout / RECONCILER_TIMEOUT must be a number of seconds, got {str(raw)[:40]!r}",
+            hint="e.g. --timeout 60 (the whole budget of one request, its retries included)",
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class Credentials:
     """How requests are authenticated; ``describe`` names the credential without its value."""
@@ -139,6 +159,7 @@ class Settings:
     state_path: Path = DEFAULT_STATE
     notice: str | None = None
     state_url: str | None = None  # s3://, gs://, az://: the state lives in an object store
+    timeout: float = DEFAULT_TIMEOUT  # seconds: one request's whole budget, retries included
 
     @property
     def state_location(self) -> str:
@@ -168,6 +189,7 @@ def resolve(
     token_file: Path | None = None,
     auth_scheme: str | None = None,
     state: Path | str | None = None,
+    timeout: float | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve flags and environment into Settings (raises SettingsError when unusable)."""
@@ -175,6 +197,7 @@ def resolve(
 
     env = os.environ if env is None else env
     settings = _resolve(url, region, emulator, token_file, auth_scheme, env)
+    settings = replace(settings, timeout=timeout_seconds(timeout, env))
     location = str(state) if state is not None else env.get("RECONCILER_STATE") or ""
     if is_url(location):
         settings = replace(settings, state_url=location.rstrip("/"))

@@ -8,7 +8,14 @@ that nothing was sent.
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +23,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
-from reconciler.errors import SpecError
+from reconciler.errors import SettingsError, SpecError
 from reconciler.spec.loader import load_specs
 from tests.planning import KINDS, Project, lookup_doc
 from tests.support import git
@@ -267,3 +274,127 @@ def test_userinfo_in_the_url_is_refused_and_never_printed(runner: CliRunner) -> 
         result = runner.invoke(cli, ["plan", "--url", url])
         assert result.exit_code == 1 and why in result.stderr, result.output
         assert "Traceback" not in result.output
+
+
+# --- hostile servers: no hang, no unbounded body, no confusing error ----------------------------
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback HTTP server that reads one request per connection and lets ``answer`` write
+    whatever bytes it likes; yields its base URL. Stops when the test ends."""
+    stop = threading.Event()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            with suppress(OSError):
+                answer(self.request)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    with Server(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/lookup-api"
+        finally:
+            stop.set()
+            server.shutdown()
+
+
+def plan_against(url: str, tmp_path: Path, runner: CliRunner, *extra: str) -> Any:
+    (tmp_path / "specs").mkdir(exist_ok=True)
+    (tmp_path / "specs" / "a.yaml").write_text(lookup_doc("geo", KINDS["static"]))
+    return runner.invoke(
+        cli,
+        ["plan", "--url", url, "--state", str(tmp_path / "st/"), *extra, str(tmp_path / "specs")],
+        env={"DEVO_TOKEN": "tok-canary-1", "CI": ""},
+    )
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path: Path, runner: CliRunner) -> None:
+    def trickle(sock: socket.socket) -> None:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        for _ in range(200):  # a byte every 0.2 s: never a read timeout, never an answer
+            sock.sendall(b" ")
+            time.sleep(0.2)
+
+    with raw_server(trickle) as url:
+        started = time.monotonic()
+        result = plan_against(url, tmp_path, runner, "--timeout", "2")
+        took = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    assert "no complete answer within the 2 s budget" in result.stderr
+    assert "--timeout, RECONCILER_TIMEOUT" in result.stderr
+    assert took < 30  # the server would have trickled for 40 s (and, before the fix, for ever)
+
+
+def test_each_retry_is_a_line_on_stderr_and_the_budget_is_kept(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    from reconciler.emulator import free_port
+
+    url = f"http://127.0.0.1:{free_port('127.0.0.1')}/lookup-api"  # nothing listens there
+    started = time.monotonic()
+    result = plan_against(url, tmp_path, runner, "--timeout", "3")
+    took = time.monotonic() - started
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("retrying in ")]
+    assert lines, result.stderr
+    assert "connection refused" in lines[0] and "attempt 2" in lines[0]
+    assert "of the 3 s budget" in lines[-1]
+    assert took < 20  # the old budget was 3 minutes
+
+
+def test_the_default_budget_is_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.client import LookupReader
+    from reconciler.settings import resolve
+
+    monkeypatch.delenv("RECONCILER_TIMEOUT", raising=False)
+    settings = resolve(url="https://api-us.devo.com/lookup-api", env={})
+    assert settings.timeout == 60
+    assert LookupReader(settings).retry.budget == 60
+    assert resolve(region="us", env={"RECONCILER_TIMEOUT": "7.5"}).timeout == 7.5
+    with pytest.raises(SettingsError, match="number of seconds"):
+        resolve(region="us", env={"RECONCILER_TIMEOUT": "soon"})
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_over_64_mib_is_an_error(tmp_path: Path, runner: CliRunner, declared: bool) -> None:
+    size = 64 * 1024 * 1024 + 1
+
+    def huge(sock: socket.socket) -> None:
+        head = f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked"
+        sock.sendall(
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{head}\r\n\r\n".encode()
+        )
+        block = b"[" + b" " * (1024 * 1024 - 1)
+        for _ in range(65):
+            sock.sendall(block if declared else b"%x\r\n%s\r\n" % (len(block), block))
+
+    with raw_server(huge) as url:
+        result = plan_against(url, tmp_path, runner)
+    assert result.exit_code == 1, result.output
+    assert "the answer is larger than 64 MiB" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_redirect_is_named_not_followed(tmp_path: Path, runner: CliRunner) -> None:
+    followed: list[bytes] = []
+
+    def redirect(sock: socket.socket) -> None:
+        sock.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: https://collector.example/steal\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+
+    with raw_server(redirect) as url:
+        result = plan_against(url, tmp_path, runner)
+    assert result.exit_code == 1, result.output
+    assert "302 Found: the endpoint redirects to https://collector.example" in result.stderr
+    assert "JSONDecodeError" not in result.output and not followed

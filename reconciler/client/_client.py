@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -60,11 +61,17 @@ _REGION_ENDPOINTS = frozenset(region_url(region) for region in REGIONS)
 PAGE_SIZE = 1000
 
 
+#: The largest response body read (CONTRACT: "Response bodies over 64 MiB are an error"). The
+#: largest legitimate answer, a page of 1,000 lookups with their configs, is a few MiB.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter inside a total time budget."""
+    """Exponential backoff with full jitter inside a total time budget: the whole life of one
+    request, its retries and the waits between them (``--timeout``, default 60 s)."""
 
-    budget: float = 180.0
+    budget: float = 60.0
     base: float = 0.2
     cap: float = 10.0
     max_in_flight: int = 16
@@ -244,6 +251,46 @@ def _server_message(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
+_TRANSPORT_REASONS = (
+    (httpx.ConnectTimeout, "no connection within the time allowed"),
+    (httpx.ConnectError, "cannot connect"),
+    (httpx.ReadTimeout, "no answer within the time allowed"),
+    (httpx.WriteTimeout, "the request could not be sent in time"),
+    (httpx.PoolTimeout, "no free connection in time"),
+    (httpx.RemoteProtocolError, "the connection was closed mid-answer"),
+    (httpx.ReadError, "the connection broke while reading"),
+    (httpx.WriteError, "the connection broke while sending"),
+)
+
+
+def _reason(exc: Exception) -> str:
+    """A transport failure in words (never the exception's own text, which may quote a URL)."""
+    for kind, words in _TRANSPORT_REASONS:
+        if isinstance(exc, kind):
+            if isinstance(exc, httpx.ConnectError) and _caused_by(exc, ConnectionRefusedError):
+                return "connection refused"
+            return words
+    return type(exc).__name__
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True when ``kind`` is anywhere in ``exc``'s chain of causes (httpcore wraps OS errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _stderr_line(text: str) -> None:
+    """The default notice of a retry: one line on stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -270,11 +317,13 @@ class LookupReader:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        on_retry: Callable[[str], None] | None = _stderr_line,
     ) -> None:
         self.settings = settings
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(budget=settings.timeout)
+        self._on_retry = on_retry
         self._sleep = sleep or asyncio.sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -308,7 +357,9 @@ class LookupReader:
             transport=self._router,
             follow_redirects=False,
             auth=self._auth,
-            timeout=httpx.Timeout(timeout, connect=10.0),
+            timeout=httpx.Timeout(
+                timeout or self.retry.budget, connect=min(10.0, self.retry.budget)
+            ),
             headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},
         )
 
@@ -430,7 +481,10 @@ class LookupReader:
                     elif json_body is not None:
                         kwargs["json"] = json_body
                     try:
-                        response = await self._http.request(method, target, **kwargs)
+                        # The deadline covers the whole answer: a server that trickles a byte
+                        # every few seconds never trips httpx's per-read timeout.
+                        async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                            response = await self._exchange(method, target, kwargs)
                     finally:
                         for part in (kwargs.get("files") or {}).values():
                             if hasattr(part[1], "close"):
@@ -451,21 +505,30 @@ class LookupReader:
                     hint="check the endpoint URL and the credential (no spaces or line breaks "
                     f"inside it); used {self.settings.credentials.describe()}",
                 ) from None
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TimeoutError) as exc:
                 log.debug("%s %s -> %s", method, self._url(path), type(exc).__name__)
+                reason = (
+                    f"no complete answer within the {self.retry.budget:g} s budget"
+                    if isinstance(exc, TimeoutError)
+                    else _reason(exc)
+                )
                 failure = TransportError(
-                    f"{method} {self._url(path)}: no answer ({type(exc).__name__})",
+                    f"{method} {self._url(path)}: no answer ({reason})",
                     method=method,
                     url=self._url(path),
-                    hint=f"is {self.settings.describe_endpoint()} reachable?",
+                    hint=f"is {self.settings.describe_endpoint()} reachable? Each request, its "
+                    f"retries included, has {self.retry.budget:g} s (--timeout, RECONCILER_TIMEOUT)",
                 )
                 failure.__cause__ = exc
                 ambiguous = True
             else:
+                if 300 <= response.status_code < 400:
+                    raise self._redirected(response, method, path)
                 if response.status_code not in RETRY_STATUSES:
                     if response.status_code >= 400:
                         raise self._error(response, method, path, sent_secrets)
                     return response
+                reason = f"{response.status_code} {response.reason_phrase}"
                 failure = self._error(response, method, path, sent_secrets)
                 wait = _retry_after(response)
                 # A 429 was refused before any work; a 5xx may have happened after it.
@@ -475,9 +538,74 @@ class LookupReader:
                 if recovered is not None:
                     return recovered
             delay = max(wait or 0.0, self.retry.backoff(attempt, self._rng))
-            if self._clock() + delay > deadline:
+            left = deadline - self._clock()
+            if delay >= left:
                 raise failure
+            if self._on_retry is not None:
+                self._on_retry(
+                    f"retrying in {delay:.1f} s: {reason} ({method} {path}), attempt "
+                    f"{attempt + 1}, {left:.0f} s left of the {self.retry.budget:g} s budget"
+                )
             await self._sleep(delay)
+
+    async def _exchange(
+        self, method: str, target: httpx.URL, kwargs: dict[str, Any]
+    ) -> httpx.Response:
+        """One request and its whole answer, whose body may not pass ``MAX_BODY_BYTES``."""
+        request = self._http.build_request(method, target, **kwargs)
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise self._too_large(method, target)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:  # decoded bytes: a gzip bomb stops here too
+                    raise self._too_large(method, target)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    def _too_large(self, method: str, target: httpx.URL) -> ApiError:
+        url = self._url(target.path.removeprefix(self._http.base_url.path.rstrip("/")))
+        return ApiError(
+            f"{method} {url}: the answer is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+            method=method,
+            url=url,
+            status=0,
+            hint="no Lookups API answer is that large: is the endpoint the Lookups API?",
+        )
+
+    def _redirected(self, response: httpx.Response, method: str, path: str) -> ApiError:
+        """A 3xx: not followed, because a credential must not travel to wherever it points."""
+        try:
+            location = httpx.URL(response.headers.get("location", ""))
+            where = f"{location.scheme}://{location.host}" if location.host else "another place"
+        except httpx.InvalidURL:
+            where = "a place that is not a URL"
+        return ApiError(
+            f"{method} {self._url(path)}: {response.status_code} {response.reason_phrase}: the "
+            f"endpoint redirects to {where}",
+            method=method,
+            url=self._url(path),
+            status=response.status_code,
+            hint="redirects are not followed (the credential would follow them): set the URL "
+            "to the endpoint itself",
+        )
 
     async def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
         response = await self._send("GET", path, params=params)
