@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from reconciler import views
-from reconciler.errors import ReconcilerError, SettingsError, SpecError
+from reconciler.errors import ReconcilerError, SettingsError, SpecError, printable
 
 app = typer.Typer(
     name="reconciler",
@@ -75,7 +75,7 @@ def _scan_status(path: Path, size: int) -> Any:
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")
 
 
 def handle_errors(fn: F) -> F:
@@ -331,7 +331,7 @@ def validate(
     if output_format == "text":
         for diagnostic in result.diagnostics:
             _err(diagnostic.render())
-    print(views.render("validate", output_format, result))
+    print(printable(views.render("validate", output_format, result)))
     raise typer.Exit(1 if result.errors else 0)
 
 
@@ -752,7 +752,11 @@ def state_show(
     views.check_format("state", output_format)
     location = _state_location(state)
     loaded = State.load(location)
-    print(views.render("state", output_format, loaded, location, StateLock(location, "").holder()))
+    print(
+        printable(
+            views.render("state", output_format, loaded, location, StateLock(location, "").holder())
+        )
+    )
     raise typer.Exit(0)
 
 

@@ -33,7 +33,7 @@ from reconciler.engine import (
     saved_plan,
     spec_fingerprint,
 )
-from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError
+from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError, printable
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
@@ -42,13 +42,14 @@ from reconciler.state.backends import write_atomically
 from reconciler.state.journal import Journal, current_actor, current_commit
 
 
-def _say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+def _say(text: str = "", *, coloured: bool = False) -> None:
+    """A line (or block) on stdout, its control characters escaped (colour kept when ours)."""
+    sys.stdout.write(printable(text, keep_colour=coloured) + "\n")
     sys.stdout.flush()
 
 
 def _warn(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")
 
 
 def render(
@@ -92,7 +93,7 @@ async def run_plan(
     )
     for warning in run.workspace.warnings:
         _warn(warning.render())
-    _say(render(run, output_format, color=color, verbose=verbose))
+    _say(render(run, output_format, color=color, verbose=verbose), coloured=color)
     if out is not None:
         write_json_atomic(out, saved_plan(run, paths, allow_outside=allow_outside))
         # On stderr: the plan's text must end with its summary line (the contract).
@@ -154,7 +155,7 @@ async def run_drift(
         strict_protect=False,
         allow_outside=allow_outside,
     )
-    _say(render(run, output_format, color=color, drift=True))
+    _say(render(run, output_format, color=color, drift=True), coloured=color)
     if strict and _strict_refusal(run.plan):
         return 1
     return 0 if run.plan.in_sync else 2
@@ -302,7 +303,7 @@ async def run_apply(
                 max_destroy=max_destroy,
             )
             if output_format == "text":
-                _say(render(run, "text", color=color))
+                _say(render(run, "text", color=color), coloured=color)
             if strict and _strict_refusal(run.plan):
                 return 1
             _approve(run, auto_approve)

@@ -28,6 +28,7 @@ these constructors, and ``redact`` is applied to server messages that echo reque
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -181,3 +182,32 @@ def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+# Control characters (C0 but tab and newline, DEL, C1) and the bidirectional overrides that
+# reorder what a reader sees ("Trojan source"): none may reach a terminal raw from outside.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# The colour sequences the text view itself writes (rich, standard colours); kept only where a
+# caller says the text was coloured by us (its data was made printable before colouring).
+_SGR = re.compile("(\x1b\\[[0-9;]*m)")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, one_line: bool = False, keep_colour: bool = False) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``): names,
+    cells, server messages and job codes come from outside, and an ESC or OSC sequence in one
+    must not clear a screen or retitle a window. ``one_line`` escapes newlines and tabs too (a
+    name that could forge a line of output). ``keep_colour`` keeps SGR colour sequences: only for
+    text whose outside parts were made printable before it was coloured."""
+    pattern = _CONTROL_ONE_LINE if one_line else _CONTROL
+    if keep_colour:
+        parts = _SGR.split(text)
+        return "".join(
+            part if i % 2 else pattern.sub(_escaped, part) for i, part in enumerate(parts)
+        )
+    return pattern.sub(_escaped, text)

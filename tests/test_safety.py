@@ -8,6 +8,7 @@ that nothing was sent.
 
 from __future__ import annotations
 
+import re
 import socket
 import socketserver
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from markdown_it import MarkdownIt
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -398,3 +400,84 @@ def test_a_redirect_is_named_not_followed(tmp_path: Path, runner: CliRunner) -> 
     assert result.exit_code == 1, result.output
     assert "302 Found: the endpoint redirects to https://collector.example" in result.stderr
     assert "JSONDecodeError" not in result.output and not followed
+
+
+# --- nothing from outside reaches a terminal raw, nor breaks out of markdown -----------------
+
+HOSTILE = "evil\x1b]0;pwned\x07\x1b[2J\u202e`x`"
+
+
+def control_free(text: str) -> None:
+    """No ESC, BEL, C1 or bidi override in ``text`` (tab and newline are ours)."""
+    bad = [ch for ch in text if ch not in "\n\t" and (ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F)]
+    assert not bad and "\u202e" not in text, repr(text)
+
+
+@pytest.mark.parametrize("output_format", ["text", "markdown", "json", "html"])
+@pytest.mark.parametrize("color", [False, True])
+async def test_hostile_names_cells_and_messages_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], output_format: str, color: bool
+) -> None:
+    from reconciler.commands import run_plan
+    from reconciler.emulator.derive import derive
+
+    project = Project(tmp_path)
+    csv = KINDS["csv_file"]
+    project.write(lookup_doc("geo", csv), lookup_doc("asn", KINDS["static"]))
+    assert await project.apply() == 0
+    # A lookup made out of band, with a name no spec could have; a CSV whose cells hold escapes
+    # and a line of backticks; a query edited to hold a control character.
+    store = project.emulator.store
+    config = derive("deploy-static-query", "acme", HOSTILE, {"query": "from a select b"})
+    store.create("acme", HOSTILE, config, {}, [(0.0, "deploy.ok", "x")], "o")
+    (project.specs / "data" / "geo.csv").write_text(
+        'ip,country\n10.0.0.1,\x1b[2J\n10.0.0.2,"```\n# Injected heading"\n10.0.0.3,FR\n'
+    )
+    project.write(
+        lookup_doc("geo", csv),
+        lookup_doc(
+            "asn",
+            KINDS["static"].replace(
+                "query: from a select user, role", 'query: "from a\\e[31m select user, role"'
+            ),
+        ),
+    )
+    capsys.readouterr()
+    code = await run_plan(
+        project.settings,
+        [str(project.specs)],
+        output_format=output_format,
+        color=color,
+        transport=project.transport(),
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    control_free(out if not color else re.sub("\x1b\\[[0-9;]*m", "", out))
+    control_free(err)
+    assert "\\x1b]0;pwned\\x07" in out or "\\u001b]0;pwned\\u0007" in out  # shown, escaped
+    if output_format == "markdown":
+        tokens = MarkdownIt().parse(out)
+        headings = [t for t in tokens if t.type == "heading_open"]
+        assert [t.markup for t in headings] == ["###"], out  # only the title is a heading
+        spans = [
+            child.content
+            for t in tokens
+            if t.type == "inline"
+            for child in t.children or []
+            if child.type == "code_inline"
+        ]
+        assert any("evil\\x1b]0;pwned\\x07\\x1b[2J\\u202e`x`" in s for s in spans), spans
+
+
+def test_markdown_code_spans_and_fences_hold_any_text() -> None:
+    from reconciler.views.markdown import _code, _fence
+
+    for text in ["a`b", "``", "`lead", "trail`", "a|b", "x\ny"]:
+        rendered = MarkdownIt().parseInline(_code(text))[0].children
+        assert rendered is not None and [c.type for c in rendered] == ["code_inline"], text
+        assert "\n" not in rendered[0].content
+    lines = ["+ a,```", "```", "- ````"]
+    fence = _fence(lines)
+    document = "\n".join([fence + "diff", *lines, fence, "# after"])
+    tokens = MarkdownIt().parse(document)
+    assert tokens[0].type == "fence" and tokens[0].content.splitlines() == lines

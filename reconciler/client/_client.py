@@ -50,6 +50,7 @@ from reconciler.errors import (
     ServerError,
     SettingsError,
     TransportError,
+    printable,
     redact,
 )
 from reconciler.settings import REGIONS, Credentials, Settings, region_url
@@ -287,7 +288,7 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 def _stderr_line(text: str) -> None:
     """The default notice of a retry: one line on stderr."""
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")
     sys.stderr.flush()
 
 

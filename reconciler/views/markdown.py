@@ -5,6 +5,9 @@ A summary table, then one collapsible diff per change.
 
 from __future__ import annotations
 
+import re
+
+from reconciler.errors import printable
 from reconciler.plan.model import Plan
 from reconciler.views.grid import grid
 from reconciler.views.text import attribute_lines, drift_line, summary_line
@@ -30,24 +33,27 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
         out.append("|---|" + "---|" * len(table.domains))
         for name, row in table.rows:
             cells = [row[d].word if d in row else "" for d in table.domains]
-            out.append(f"| `{name}` | " + " | ".join(cells) + " |")
+            out.append(f"| {_code(name)} | " + " | ".join(cells) + " |")
         out.append("")
     for change in plan.actionable:
         out.append(
-            f"<details><summary><code>{change.action.symbol}</code> <b>{change.address}</b> "
-            f"{change.action.value}: {_escape(change.reason)}</summary>"
+            f"<details><summary><code>{change.action.symbol}</code> "
+            f"<b>{_escape(change.address)}</b> {change.action.value}: {_escape(change.reason)}"
+            "</summary>"
         )
         out.append("")
-        out.append("```diff")
-        for line in attribute_lines(change):
-            out.append(
-                line if line[0] in "+-" else ("!" + line[1:] if line[0] == "~" else "#" + line[1:])
-            )
-        out.append("```")
+        lines = [
+            line if line[0] in "+-" else ("!" + line[1:] if line[0] == "~" else "#" + line[1:])
+            for line in (printable(line, one_line=True) for line in attribute_lines(change))
+        ]
+        fence = _fence(lines)
+        out.append(fence + "diff")
+        out.extend(lines)
+        out.append(fence)
         out.append("</details>")
         out.append("")
     if plan.unmanaged:
-        out.append("**Unmanaged:** " + ", ".join(f"`{a}`" for a in plan.unmanaged))
+        out.append("**Unmanaged:** " + ", ".join(_code(a) for a in plan.unmanaged))
         out.append("")
     for warning in plan.warnings:
         out.append(f"> ⚠️ {_escape(warning)}")
@@ -55,4 +61,27 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    """Text for a line of HTML or a table cell: one line, no tag, no cell break."""
+    return (
+        printable(text, one_line=True)
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("|", "\\|")
+    )
+
+
+def _code(text: str) -> str:
+    """A code span that no backtick in ``text`` can close early (CommonMark: a span opened by N
+    backticks ends only at a run of exactly N), on one line, safe inside a table cell."""
+    text = printable(text, one_line=True).replace("|", "\\|")
+    ticks = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _fence(lines: list[str]) -> str:
+    """A code fence longer than any backtick run in ``lines``: a cell holding a line of three
+    backticks cannot close it and go on as markdown."""
+    longest = max((len(run) for line in lines for run in re.findall("`+", line)), default=0)
+    return "`" * max(3, longest + 1)

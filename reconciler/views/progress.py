@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from reconciler.apply.outcome import Outcome
 from reconciler.client import JobStatus
+from reconciler.errors import printable
 from reconciler.plan.model import Change
 
 
@@ -27,7 +28,7 @@ class LineConsole:
         self.stream = stream or sys.stdout
 
     def _say(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        self.stream.write(printable(text) + "\n")
         self.stream.flush()
 
     def change_started(self, change: Change, method: str) -> None:
@@ -123,14 +124,14 @@ class RichConsole:
     def change_started(self, change: Change, method: str) -> None:
         if change.address not in self.lines:
             self.lines[change.address] = self.progress.add_task(
-                escape(f"  {change.address}: {method}"), total=None
+                escape(printable(f"  {change.address}: {method}", one_line=True)), total=None
             )
 
     def job_status(self, change: Change, status: JobStatus) -> None:
         task = self.lines.get(change.address)
         if task is not None:
             text = f"  {change.address}: {status.code} {status.msg or ''}"
-            self.progress.update(task, description=escape(text))
+            self.progress.update(task, description=escape(printable(text, one_line=True)))
 
     def change_finished(self, change: Change, outcome: Outcome) -> None:
         task = self.lines.pop(change.address, None)
@@ -139,7 +140,8 @@ class RichConsole:
         color = "green" if outcome.ok else "red"
         job = f" (job {outcome.job_id})" if outcome.job_id else ""
         self.progress.console.print(
-            f"[{color}]{escape(change.address)}: {outcome.status}[/{color}]{job}: {escape(outcome.message)}",
+            f"[{color}]{escape(printable(change.address))}: {outcome.status}[/{color}]"
+            f"{escape(printable(job))}: {escape(printable(outcome.message))}",
             markup=True,
             highlight=False,
         )

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from reconciler.apply.outcome import NOT_ATTEMPTED, Outcome, summarize
 from reconciler.canonical import render_value
+from reconciler.errors import printable
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.spec.loader import LoadResult
 from reconciler.state import LockInfo, State
@@ -94,7 +95,8 @@ class _Painter:
         if self.console is None or not style:
             return text
         with self.console.capture() as capture:
-            self.console.print(Text(text, style=style), end="")
+            # Made printable before colouring: the colour sequences are then the only ones.
+            self.console.print(Text(printable(text), style=style), end="")
         return capture.get()
 
 
