@@ -202,6 +202,22 @@ MaxDestroyOpt = Annotated[
         metavar="N",
     ),
 ]
+AllowMassDestroyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mass-destroy",
+        help="With no --max-destroy or maxDestroy, allow deleting more than 20% (and at least 3) "
+        "of a domain's managed lookups.",
+    ),
+]
+AllowPruneWithoutStateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-prune-without-state",
+        help="Allow prune in a domain the state records nothing of (protection lives in the "
+        "state: a missing or empty one cannot tell which lookups were protected).",
+    ),
+]
 TimeoutOpt = Annotated[
     float | None,
     typer.Option(
@@ -495,6 +511,8 @@ def plan(
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
     max_destroy: MaxDestroyOpt = None,
+    allow_mass_destroy: AllowMassDestroyOpt = False,
+    allow_prune_without_state: AllowPruneWithoutStateOpt = False,
     *,
     connection: Connection,
 ) -> None:
@@ -502,6 +520,7 @@ def plan(
     import asyncio
 
     from reconciler.commands import run_plan
+    from reconciler.plan.builder import Guards
 
     views.check_format("plan", output_format)
     _csv_progress()
@@ -518,7 +537,7 @@ def plan(
             detailed_exitcode=detailed_exitcode,
             strict=strict,
             allow_outside=allow_outside,
-            max_destroy=max_destroy,
+            guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
         )
     )
     raise typer.Exit(code)
@@ -594,6 +613,8 @@ def apply(
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
     max_destroy: MaxDestroyOpt = None,
+    allow_mass_destroy: AllowMassDestroyOpt = False,
+    allow_prune_without_state: AllowPruneWithoutStateOpt = False,
     lock_timeout: Annotated[
         float,
         typer.Option(
@@ -609,6 +630,7 @@ def apply(
     import asyncio
 
     from reconciler.commands import run_apply
+    from reconciler.plan.builder import Guards
 
     views.check_format("apply", output_format)
     _csv_progress()
@@ -630,7 +652,7 @@ def apply(
             allow_outside=allow_outside,
             replace=replace or [],
             lock_timeout=lock_timeout,
-            max_destroy=max_destroy,
+            guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
         )
     )
     raise typer.Exit(code)

@@ -34,7 +34,7 @@ from reconciler.engine import (
     spec_fingerprint,
 )
 from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError, printable
-from reconciler.plan.builder import Selector, build_plan
+from reconciler.plan.builder import Guards, Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock
@@ -78,7 +78,7 @@ async def run_plan(
     detailed_exitcode: bool = False,
     strict: bool = False,
     allow_outside: bool = False,
-    max_destroy: int | None = None,
+    guards: Guards | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
@@ -89,13 +89,13 @@ async def run_plan(
         excludes,
         transport,
         allow_outside=allow_outside,
-        max_destroy=max_destroy,
+        guards=guards,
     )
     for warning in run.workspace.warnings:
         _warn(warning.render())
     _say(render(run, output_format, color=color, verbose=verbose), coloured=color)
     if out is not None:
-        write_json_atomic(out, saved_plan(run, paths, allow_outside=allow_outside))
+        write_json_atomic(out, saved_plan(run, paths, allow_outside=allow_outside, guards=guards))
         # On stderr: the plan's text must end with its summary line (the contract).
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan):
@@ -174,9 +174,7 @@ def _approve(run: PlanRun, auto_approve: bool) -> None:
         raise SettingsError("apply cancelled")
 
 
-async def _planned_run(
-    reader: LookupReader, settings: Settings, plan_file: Path, max_destroy: int | None = None
-) -> PlanRun:
+async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path) -> PlanRun:
     """Re-read only the lookups a saved plan read, and refuse it when anything changed."""
     if not plan_file.is_file():
         raise SettingsError(
@@ -186,11 +184,14 @@ async def _planned_run(
     try:
         document = json.loads(plan_file.read_text())
         saved = document["apply"]
-        assert saved["kind"] == PLAN_FILE_KIND
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        kind = saved["kind"]
+        guards = Guards(**saved.get("guards", {}))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        kind = guards = None
+    if kind != PLAN_FILE_KIND or guards is None:  # not an assert: python -O skips those
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
-        ) from None
+        )
     workspace = load_workspace(saved["paths"], allow_outside=bool(saved.get("allow_outside")))
     reader.use_domain_credentials(workspace.credentials(os.environ))
     reader.use_domain_endpoints(workspace.endpoints)
@@ -234,9 +235,7 @@ async def _planned_run(
     if not planned:
         return PlanRun(Plan(), workspace, live, state)
     selector = Selector(targets=tuple(sorted(planned)))
-    plan = build_plan(
-        subset, live, state.lookups, workspace.policies, selector, max_destroy=max_destroy
-    )
+    plan = build_plan(subset, live, state.lookups, workspace.policies, selector, guards=guards)
     return PlanRun(plan, workspace, live, state)
 
 
@@ -257,7 +256,7 @@ async def run_apply(
     strict: bool = False,
     replace: list[str] | None = None,
     allow_outside: bool = False,
-    max_destroy: int | None = None,
+    guards: Guards | None = None,
     poll: PollPolicy | None = None,
     clock: Clock = SYSTEM_CLOCK,
     lock_timeout: float = 0.0,
@@ -289,7 +288,7 @@ async def run_apply(
         ) as client,
     ):
         if plan_file is not None:
-            run = await _planned_run(client, settings, plan_file, max_destroy)
+            run = await _planned_run(client, settings, plan_file)
         else:
             selector = Selector(tuple(targets or ()), tuple(excludes or ()))
             run = await make_plan(
@@ -300,7 +299,7 @@ async def run_apply(
                 replace=replace or (),
                 env=env,
                 allow_outside=allow_outside,
-                max_destroy=max_destroy,
+                guards=guards,
             )
             if output_format == "text":
                 _say(render(run, "text", color=color), coloured=color)

@@ -108,7 +108,8 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
     if path is not None and scans is not None and path in scans:
         scan = scans[path]
         block = spec.block(CsvSource)
-        assert block is not None
+        if not (block is not None):
+            raise RuntimeError("invariant broken: block is not None")
         csv = CsvContent(path, scan.sha256, scan.rows, scan.size, block)
     desired.body = body
     desired.canonical = flatten(config)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,14 @@ from reconciler.errors import (
     SettingsError,
     SpecError,
 )
-from reconciler.plan.builder import DomainPolicy, Selector, build_plan, live_fields, live_flat
+from reconciler.plan.builder import (
+    DomainPolicy,
+    Guards,
+    Selector,
+    build_plan,
+    live_fields,
+    live_flat,
+)
 from reconciler.plan.model import Plan
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
@@ -247,7 +254,7 @@ async def make_plan(
     replace: Collection[str] = (),
     env: Mapping[str, str] | None = None,
     allow_outside: bool = False,
-    max_destroy: int | None = None,
+    guards: Guards | None = None,
 ) -> PlanRun:
     """Load specs, read live state and the state file, and build the plan.
 
@@ -277,7 +284,7 @@ async def make_plan(
         rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
         replace=replace,
         failed_jobs=failed_jobs,
-        max_destroy=max_destroy,
+        guards=guards,
     )
     job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:
@@ -302,7 +309,9 @@ def spec_fingerprint(want: DesiredLookup) -> str:
     return want.spec_hash + (f":{want.csv.sha256}" if want.csv else "")
 
 
-def saved_plan(run: PlanRun, paths: list[str], *, allow_outside: bool = False) -> dict[str, Any]:
+def saved_plan(
+    run: PlanRun, paths: list[str], *, allow_outside: bool = False, guards: Guards | None = None
+) -> dict[str, Any]:
     """The ``plan --out`` document: the plan JSON plus what apply needs (no secret values)."""
     live = run.live_by_address()
     desired = run.workspace.by_address()
@@ -323,6 +332,8 @@ def saved_plan(run: PlanRun, paths: list[str], *, allow_outside: bool = False) -
         "kind": PLAN_FILE_KIND,
         "paths": paths,
         "allow_outside": allow_outside,
+        # The guards the plan was made under: the apply of this plan re-checks with the same.
+        "guards": asdict(guards or Guards()),
         "changes": entries,
         # Every spec the plan was made from, no-ops included: any edit makes the plan stale.
         "specs": {d.address: spec_fingerprint(d) for d in run.workspace.desired},

@@ -335,7 +335,8 @@ def named_credentials(
         )
     if token_env:
         return Credentials(token=SecretStr(_clean(env[token_env], token_env)), source=token_env)
-    assert api_key_env and api_secret_env
+    if not (api_key_env and api_secret_env):
+        raise RuntimeError("invariant broken: api_key_env and api_secret_env")
     return Credentials(
         api_key=SecretStr(_clean(env[api_key_env], api_key_env)),
         api_secret=SecretStr(_clean(env[api_secret_env], api_secret_env)),

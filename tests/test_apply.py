@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig
+from reconciler.errors import PlanError
+from reconciler.plan.builder import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
@@ -69,9 +71,12 @@ def test_every_kind_created_updated_deleted_over_loopback(
             project.write(
                 *(lookup_doc(n.replace("_", "-"), "", extra="state: absent") for n in names)
             )
-            plan = (await project.plan()).plan
+            with pytest.raises(PlanError, match="7 of the 7 managed lookup"):
+                await project.plan()  # all of the domain at once: the default guard stops it
+            mass = Guards(allow_mass_destroy=True)
+            plan = (await project.plan(guards=mass)).plan
             assert [c.action for c in plan.changes] == [Action.DELETE] * len(names)
-            assert await project.apply() == 0
+            assert await project.apply(guards=mass) == 0
             plan = (await project.plan()).plan
             assert not plan.can_apply() and plan.unmanaged == ()
 

@@ -21,6 +21,7 @@ import pytest
 from reconciler.client import LookupReader
 from reconciler.commands import run_apply
 from reconciler.engine import make_plan
+from reconciler.plan.builder import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, lookup_doc
@@ -170,7 +171,12 @@ async def test_full_loop_against_an_odd_service(tmp_path: Path) -> None:
         "---\n".join(lookup_doc(names[k], "", extra="state: absent") for k in sorted(KINDS))
     )
     code = await run_apply(
-        settings(tmp_path), [str(specs)], auto_approve=True, transport=transport, env=dict(SECRETS)
+        settings(tmp_path),
+        [str(specs)],
+        auto_approve=True,
+        transport=transport,
+        env=dict(SECRETS),
+        guards=Guards(allow_mass_destroy=True),  # every lookup at once, on purpose
     )
     assert code == 0 and service.lookups == {}
     assert max(service.posts.values()) == 1

@@ -10,7 +10,7 @@ import pytest
 from reconciler.emulator import EmulatorConfig
 from reconciler.emulator.derive import derive
 from reconciler.errors import PlanError
-from reconciler.plan.builder import Selector
+from reconciler.plan.builder import Guards, Selector
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.views.json import plan as render_json
 from reconciler.views.markdown import plan as render_markdown
@@ -371,14 +371,14 @@ async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothin
     assert await project.apply() == 0
     project.write(domain.format(extra=""))  # every spec gone: prune would delete all four
     with pytest.raises(PlanError, match=r"delete 4 lookup\(s\), more than --max-destroy 3"):
-        await project.plan(max_destroy=3)
+        await project.plan(guards=Guards(max_destroy=3))
     project.emulator.stats.routes.clear()
     with pytest.raises(PlanError, match="nothing was sent"):
         await run_apply(
             project.settings,
             [str(project.specs)],
             auto_approve=True,
-            max_destroy=3,
+            guards=Guards(max_destroy=3),
             transport=project.transport(),
         )
     assert not [r for r in project.emulator.stats.routes if r.startswith("DELETE")]
@@ -386,4 +386,4 @@ async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothin
     with pytest.raises(PlanError, match=r"4 lookup\(s\) of acme, more than its maxDestroy 2"):
         await project.plan()
     project.write(domain.format(extra=", maxDestroy: 4"))
-    assert len((await project.plan(max_destroy=4)).plan.actionable) == 4
+    assert len((await project.plan(guards=Guards(max_destroy=4))).plan.actionable) == 4

@@ -8,9 +8,13 @@ that nothing was sent.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +29,10 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
-from reconciler.errors import SettingsError, SpecError
+from reconciler.errors import PlanError, SettingsError, SpecError
+from reconciler.plan.builder import Guards
 from reconciler.spec.loader import load_specs
+from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, Project, lookup_doc
 from tests.support import git
 
@@ -481,3 +487,142 @@ def test_markdown_code_spans_and_fences_hold_any_text() -> None:
     document = "\n".join([fence + "diff", *lines, fence, "# after"])
     tokens = MarkdownIt().parse(document)
     assert tokens[0].type == "fence" and tokens[0].content.splitlines() == lines
+
+
+# --- deletes that only a deliberate act may cause ---------------------------------------------
+
+
+def protected(name: str, *, protect: bool, absent: bool = False) -> str:
+    extra = f"protect: {str(protect).lower()}" + ("\nstate: absent" if absent else "")
+    return lookup_doc(name, "" if absent else KINDS["static"], extra=extra)
+
+
+async def test_recorded_protection_holds_until_an_apply_lifts_it(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.write(protected("geo", protect=True), lookup_doc("asn", KINDS["static"]))
+    assert await project.apply() == 0
+    # One change that lifts protection and deletes: the record still says protected.
+    project.write(protected("geo", protect=False, absent=True), lookup_doc("asn", KINDS["static"]))
+    with pytest.raises(PlanError, match="protected lookup.*acme/geo") as caught:
+        await project.plan()
+    assert "an apply with protect: false and nothing else" in (caught.value.hint or "")
+    with pytest.raises(PlanError, match="protected"):
+        await project.apply()
+    assert project.emulator.store.get("acme", "geo") is not None
+    # Lifted by an apply of its own, then deleted.
+    project.write(protected("geo", protect=False), lookup_doc("asn", KINDS["static"]))
+    assert await project.apply() == 0
+    project.write(protected("geo", protect=False, absent=True), lookup_doc("asn", KINDS["static"]))
+    assert await project.apply() == 0
+    assert project.emulator.store.get("acme", "geo") is None
+
+
+async def test_prune_without_the_state_is_refused(tmp_path: Path) -> None:
+    project = await applied(tmp_path, "geo", "asn", "ip")
+    project.settings.state_path.unlink()  # a missing state (a wrong RECONCILER_STATE, say)
+    (project.specs / "ip.yaml").unlink()
+    with pytest.raises(PlanError, match="the state records no lookup of acme"):
+        await project.plan()
+    with pytest.raises(PlanError, match="--allow-prune-without-state|cannot tell"):
+        await project.apply()
+    assert project.emulator.store.get("acme", "ip") is not None
+    plan = (await project.plan(guards=Guards(allow_prune_without_state=True))).plan
+    assert [(c.address, c.action.value) for c in plan.actionable] == [("acme/ip", "delete")]
+
+
+@pytest.mark.parametrize("removed, refused", [(2, False), (3, True)])
+async def test_a_mass_destroy_needs_to_be_asked_for(
+    tmp_path: Path, removed: int, refused: bool
+) -> None:
+    names = [f"l{i}" for i in range(10)]
+    project = await applied(tmp_path, *names)
+    for name in names[:removed]:
+        (project.specs / f"{name}.yaml").unlink()
+    if refused:
+        with pytest.raises(
+            PlanError, match=r"3 of the 10 managed lookup\(s\) of acme, more than 20%"
+        ):
+            await project.plan()
+        with pytest.raises(PlanError, match="more than 20%"):
+            await project.apply()
+        assert all(project.emulator.store.get("acme", name) for name in names)
+        plan = (await project.plan(guards=Guards(allow_mass_destroy=True))).plan
+        assert len(plan.actionable) == 3
+        # A limit of the Domain's own decides instead of the default share.
+        (project.specs / "domain.yaml").write_text(
+            DOMAIN.replace("prune: true", "prune: true, maxDestroy: 3")
+        )
+    plan = (await project.plan()).plan
+    assert len(plan.actionable) == removed
+
+
+async def test_a_domain_dropped_by_a_label_typo_is_a_loud_warning(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+
+    def domains(globex_tier: str) -> str:
+        return "---\n".join(
+            f"apiVersion: reconciler/v1\nkind: Domain\n"
+            f"metadata: {{name: {d}, labels: {{tier: {t}}}}}\nspec: {{prune: true}}\n"
+            for d, t in (("acme", "gold"), ("globex", globex_tier))
+        )
+
+    fanned = lookup_doc("X", KINDS["static"]).replace(
+        "{domain: acme, name: X}", "{name: bad_ips, domainSelector: {labels: {tier: gold}}}"
+    )
+    project.write(fanned)
+    (project.specs / "domains.yaml").write_text(domains("gold"))
+    assert await project.apply() == 0
+    (project.specs / "domains.yaml").write_text(domains("glod"))  # the typo
+    plan = (await project.plan()).plan
+    assert [(c.address, c.action.value) for c in plan.actionable] == [("globex/bad_ips", "delete")]
+    assert (
+        "WARNING: globex/bad_ips will be destroyed, yet a Lookup named bad_ips still goes to "
+        "acme: did a Domain label or a domains list drop globex?"
+    ) in plan.warnings
+    text = render_text(plan)
+    assert "did a Domain label or a domains list drop globex?" in text
+
+
+async def test_a_rename_by_case_is_a_loud_warning(tmp_path: Path) -> None:
+    project = await applied(tmp_path, "geo", "asn", "ip", "dns", "url")
+    project.write(lookup_doc("Geo", KINDS["static"]), file="geo.yaml")
+    plan = (await project.plan()).plan
+    assert sorted((c.address, c.action.value) for c in plan.actionable) == [
+        ("acme/Geo", "create"),
+        ("acme/geo", "delete"),
+    ]
+    assert (
+        "WARNING: acme/geo will be destroyed and acme/Geo created: the names differ only in case"
+        in plan.warnings[0]
+    )
+
+
+# --- internal errors seen by hostile inputs ---------------------------------------------------
+
+
+def test_a_saved_plan_of_another_kind_is_refused_under_python_o(tmp_path: Path) -> None:
+    wrong = tmp_path / "plan.json"
+    wrong.write_text(json.dumps({"apply": {"kind": "something-else", "paths": [], "changes": []}}))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    env = {**os.environ, "CI": "", "DEVO_REGION": "us", "DEVO_TOKEN": "t"}
+    for path in (wrong, deep):
+        done = subprocess.run(
+            [sys.executable, "-O", "-m", "reconciler", "apply", "--plan", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "is not a saved plan" in done.stderr
+        assert "Internal error" not in done.stderr and "No changes" not in done.stdout
+
+
+def test_a_deeply_nested_state_file_is_a_clean_error(tmp_path: Path, runner: CliRunner) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"version": 1, "lookups": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = runner.invoke(cli, ["state", "show", "--state", str(state)])
+    assert result.exit_code == 1
+    assert "nested too deeply" in result.stderr and "Internal error" not in result.stderr

@@ -348,7 +348,8 @@ class Executor:
         want = self.desired[change.address]
         body = resolve_secrets(want.body, dict(self.env))
         csv_file = want.csv.path if want.csv else None
-        assert want.endpoint is not None
+        if not (want.endpoint is not None):
+            raise RuntimeError("invariant broken: want.endpoint is not None")
         if change.action is Action.CREATE:
             self.console.change_started(change, "POST")
             try:
@@ -399,7 +400,8 @@ class Executor:
 
         from reconciler.plan import rows as row_diff
 
-        assert want.csv is not None
+        if not (want.csv is not None):
+            raise RuntimeError("invariant broken: want.csv is not None")
         record = (self.state.lookups.get(change.address) or LookupState()).csv or {}
         commit = record.get("commit")
         if not isinstance(commit, str):
@@ -424,7 +426,8 @@ class Executor:
         If the second upload fails, the lookup holds fewer rows than the state records: the next
         plan sees ``numEntries`` differ and repairs it with the whole file.
         """
-        assert want.endpoint is not None
+        if not (want.endpoint is not None):
+            raise RuntimeError("invariant broken: want.endpoint is not None")
         try:
             result: DeployResult | None = None
             for index, (kind, path) in enumerate(files):
@@ -442,7 +445,8 @@ class Executor:
                         policy=self.options.poll,
                         on_status=lambda status: self.console.job_status(change, status),
                     )
-            assert result is not None
+            if not (result is not None):
+                raise RuntimeError("invariant broken: result is not None")
             return result
         finally:
             for _, path in files:  # the scratch folder goes at the end of the run

@@ -237,7 +237,7 @@ def _server_message(response: httpx.Response) -> str:
     """The server's message from any documented body shape: ``msg``, ``message``, ``error.message``."""
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return response.text[:300].strip() or response.reason_phrase
     if isinstance(body, dict):
         for candidate in (
@@ -610,13 +610,14 @@ class LookupReader:
 
     async def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
         response = await self._send("GET", path, params=params)
-        assert isinstance(response, httpx.Response)
+        if not (isinstance(response, httpx.Response)):
+            raise RuntimeError("invariant broken: isinstance(response, httpx.Response)")
         return self._parse(response, model, "GET", path)
 
     def _parse(self, response: httpx.Response, model: type[M], method: str, path: str) -> M:
         try:
             return model.model_validate(response.json())
-        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ApiError(
                 f"{method} {self._url(path)}: unexpected answer ({type(exc).__name__})",
                 method=method,
@@ -803,7 +804,8 @@ class LookupClient(LookupReader):
                 raise
             jobs = await self.job_ids(domain, name)
             return DeployResult(jobs[-1] if jobs else None, recovered=True)
-        assert isinstance(response, httpx.Response)
+        if not (isinstance(response, httpx.Response)):
+            raise RuntimeError("invariant broken: isinstance(response, httpx.Response)")
         deleted = self._parse(response, DeletionResponse, "DELETE", path)
         return DeployResult(deleted.id)
 

@@ -46,6 +46,25 @@ class DomainPolicy:
         return any(fnmatch.fnmatchcase(name, glob) for glob in self.keep)
 
 
+#: The default blast radius: with no maxDestroy/--max-destroy, a plan may delete at most this share
+#: of a domain's managed lookups (and always fewer than MASS_DESTROY_MIN) without
+#: ``--allow-mass-destroy``.
+MASS_DESTROY_SHARE = 0.20
+MASS_DESTROY_MIN = 3
+
+
+@dataclass(frozen=True)
+class Guards:
+    """What a plan refuses unless told otherwise: more deletes than ``--max-destroy`` (or a
+    Domain's ``maxDestroy``); with no limit set, a mass destroy (``--allow-mass-destroy``); a
+    prune in a domain the state records nothing of, since protection lives in the state
+    (``--allow-prune-without-state``)."""
+
+    max_destroy: int | None = None
+    allow_mass_destroy: bool = False
+    allow_prune_without_state: bool = False
+
+
 @dataclass(frozen=True)
 class Selector:
     """``--target``/``--exclude`` globs on ``domain/name``."""
@@ -242,7 +261,8 @@ def _compare_observed(
 def _csv_change(
     desired: DesiredLookup, meta: LookupMeta, record: LookupState | None, result: Comparison
 ) -> CsvChange | None:
-    assert desired.csv is not None
+    if not (desired.csv is not None):
+        raise RuntimeError("invariant broken: desired.csv is not None")
     known = (record.csv or {}) if record is not None else {}
     if known.get("sha256"):
         if known["sha256"] != desired.csv.sha256:
@@ -284,7 +304,7 @@ def build_plan(
     rotated: Collection[str] = (),
     replace: Collection[str] = (),
     failed_jobs: Mapping[str, str] | None = None,
-    max_destroy: int | None = None,
+    guards: Guards | None = None,
 ) -> Plan:
     """The plan that takes ``live`` to ``desired``.
 
@@ -294,9 +314,11 @@ def build_plan(
     (``--no-wait``) and whose job then failed, with its message: the record cannot be trusted.
 
     A delete of a protected lookup raises PlanError, or with ``strict_protect=False`` (drift, which
-    only reports) stays in the plan with a warning. So does a plan that deletes more than
-    ``max_destroy`` lookups in all, or more than a Domain's ``maxDestroy`` in that domain.
+    only reports) stays in the plan with a warning. So do the deletes ``guards`` refuse (see
+    ``Guards``). A delete is protected when the spec *or the record of the last apply* says
+    ``protect: true``: lifting protection takes an apply of its own.
     """
+    guards = guards or Guards()
     policies = policies or {}
     selector = selector or Selector()
     failed_jobs = failed_jobs or {}
@@ -305,8 +327,10 @@ def build_plan(
     }
     changes: list[Change] = []
     named: set[str] = set()
+    desired_names: dict[str, set[str]] = {}  # a lookup name → the domains the specs put it in
     for want in desired:
         named.add(want.address)
+        desired_names.setdefault(want.name, set()).add(want.domain)
         if not selector.selects(want.address):
             continue
         changes.append(
@@ -348,18 +372,28 @@ def build_plan(
     if protected and strict_protect:
         raise PlanError(
             f"the plan would delete protected lookup(s): {', '.join(protected)}",
-            hint="set protect: false in the spec (and apply it) before deleting, or add the "
-            "lookup to the domain's keep globs",
+            hint="lift the protection first: an apply with protect: false and nothing else, "
+            "then the delete; or add the lookup to the domain's keep globs",
+        )
+    stateless = _prune_without_state(changes, state, guards)
+    if stateless and strict_protect:
+        raise PlanError(
+            "; ".join(stateless) + "; nothing was sent",
+            hint="point --state at the state of the last apply; or, if there never was one, "
+            "pass --allow-prune-without-state",
         )
     hints = _unmanaged_hints(unmanaged, kept, policies)
-    blast = _blast_radius(changes, policies, max_destroy)
+    blast = _blast_radius(changes, policies, guards, named, state)
     if blast and strict_protect:
         raise PlanError(
             "; ".join(blast) + "; nothing was sent",
-            hint="check the deletes (a spec folder missing? a Domain's prune turned on?), then "
-            "raise the limit if they are meant",
+            hint="check the deletes (a spec folder missing? a Domain's prune turned on? a "
+            "Domain label changed?), then raise the limit (or pass --allow-mass-destroy) if "
+            "they are meant",
         )
     warnings = selector.unmatched(named | set(live_by_address))
+    warnings += _suspicious_deletes(changes, desired_names)
+    warnings += stateless
     warnings += blast
     warnings += [f"{a}: protected, but no spec names it any more" for a in protected]
     warnings += [
@@ -377,24 +411,95 @@ def build_plan(
     )
 
 
+def _listed(changes: list[Change]) -> str:
+    shown = ", ".join(c.address for c in changes[:10])
+    return shown + (f" ... ({len(changes) - 10} more)" if len(changes) > 10 else "")
+
+
 def _blast_radius(
-    changes: list[Change], policies: Mapping[str, DomainPolicy], max_destroy: int | None
+    changes: list[Change],
+    policies: Mapping[str, DomainPolicy],
+    guards: Guards,
+    named: Set[str],
+    state: Mapping[str, LookupState],
 ) -> list[str]:
-    """What exceeds ``--max-destroy`` and each Domain's ``maxDestroy`` (empty when nothing)."""
+    """What exceeds ``--max-destroy``, each Domain's ``maxDestroy``, and (where neither is set)
+    the default share of a domain's managed lookups; empty when nothing does."""
     deletes = [c for c in changes if c.action is Action.DELETE]
     found = []
+    max_destroy = guards.max_destroy
     if max_destroy is not None and len(deletes) > max_destroy:
         found.append(
             f"the plan would delete {len(deletes)} lookup(s), more than --max-destroy "
-            f"{max_destroy}: {', '.join(c.address for c in deletes[:10])}"
-            + (" ..." if len(deletes) > 10 else "")
+            f"{max_destroy}: {_listed(deletes)}"
         )
-    for domain, policy in sorted(policies.items()):
+    for domain in sorted({c.domain for c in deletes}):
         mine = [c for c in deletes if c.domain == domain]
-        if policy.max_destroy is not None and len(mine) > policy.max_destroy:
+        policy = policies.get(domain)
+        if policy is not None and policy.max_destroy is not None:
+            if len(mine) > policy.max_destroy:
+                found.append(
+                    f"the plan would delete {len(mine)} lookup(s) of {domain}, more than its "
+                    f"maxDestroy {policy.max_destroy}: {_listed(mine)}"
+                )
+            continue
+        if max_destroy is not None or guards.allow_mass_destroy:
+            continue
+        managed = {a for a in (*named, *state) if a.split("/", 1)[0] == domain}
+        managed |= {c.address for c in mine}
+        if len(mine) >= MASS_DESTROY_MIN and len(mine) > MASS_DESTROY_SHARE * len(managed):
             found.append(
-                f"the plan would delete {len(mine)} lookup(s) of {domain}, more than its "
-                f"maxDestroy {policy.max_destroy}"
+                f"the plan would delete {len(mine)} of the {len(managed)} managed lookup(s) of "
+                f"{domain}, more than {MASS_DESTROY_SHARE:.0%} with no maxDestroy set: "
+                f"{_listed(mine)}"
+            )
+    return found
+
+
+def _prune_without_state(
+    changes: list[Change], state: Mapping[str, LookupState], guards: Guards
+) -> list[str]:
+    """Prunes in domains the state records nothing of: protection lives in the state, so a
+    missing, empty or wrong state cannot tell which live lookups were protected."""
+    if guards.allow_prune_without_state:
+        return []
+    recorded = {address.split("/", 1)[0] for address in state}
+    found = []
+    for domain in sorted({c.domain for c in changes if _pruned(c)} - recorded):
+        mine = [c for c in changes if _pruned(c) and c.domain == domain]
+        found.append(
+            f"prune would delete {len(mine)} lookup(s) of {domain}, but the state records no "
+            f"lookup of {domain} (missing or empty state?), so it cannot tell which were "
+            f"protected: {_listed(mine)}"
+        )
+    return found
+
+
+def _pruned(change: Change) -> bool:
+    return change.action is Action.DELETE and change.reason.startswith("pruned:")
+
+
+def _suspicious_deletes(changes: list[Change], desired_names: Mapping[str, set[str]]) -> list[str]:
+    """Loud warnings for deletes that look like mistakes: a lookup a Lookup spec still fans out
+    to other domains (a Domain label typo drops a domain from a domainSelector), and a delete
+    and a create whose names differ only in case (a rename Devo sees as two lookups)."""
+    found = []
+    created = {c.address.lower(): c.address for c in changes if c.action is Action.CREATE}
+    for change in changes:
+        if change.action is not Action.DELETE:
+            continue
+        elsewhere = desired_names.get(change.name, set()) - {change.domain}
+        if elsewhere:
+            found.append(
+                f"WARNING: {change.address} will be destroyed, yet a Lookup named "
+                f"{change.name} still goes to {', '.join(sorted(elsewhere))}: did a Domain "
+                f"label or a domains list drop {change.domain}?"
+            )
+        twin = created.get(change.address.lower())
+        if twin is not None and twin != change.address:
+            found.append(
+                f"WARNING: {change.address} will be destroyed and {twin} created: the names "
+                "differ only in case, so this is a delete and a new lookup, not a rename"
             )
     return found
 
@@ -449,6 +554,9 @@ def _change_for(
     if want.state == "absent":
         if meta is None:
             return Change(action=Action.NOOP, reason="absent, as wanted", **common)
+        # Protection recorded at the last apply holds until an apply that lifts it has run:
+        # `protect: false` and `state: absent` in one change must not delete.
+        common["protect"] = want.protect or bool(previous is not None and previous.protect)
         return Change(
             action=Action.DELETE, before=live_flat(meta), reason="state: absent", **common
         )

@@ -62,7 +62,8 @@ def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
             ) as git,
             copy.open("wb") as out,
         ):
-            assert git.stdout is not None
+            if not (git.stdout is not None):
+                raise RuntimeError("invariant broken: git.stdout is not None")
             while chunk := git.stdout.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)

@@ -275,7 +275,8 @@ def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
     file it does not vouch for is read by the exact scanner, which names every problem's line.
     """
     source = lookup.model.spec.block(CsvSource)
-    assert source is not None
+    if not (source is not None):
+        raise RuntimeError("invariant broken: source is not None")
     size = path.stat().st_size
     show = scan_progress if scan_progress is not None and size >= PROGRESS_MIN_BYTES else None
     with show(path, size) if show is not None else nullcontext():

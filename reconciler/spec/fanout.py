@@ -61,7 +61,8 @@ def _targets(lookup: LoadedLookup, labels: dict[str, dict[str, str]]) -> list[st
     meta = lookup.model.metadata
     if meta.domains is not None:
         return list(meta.domains)
-    assert meta.domainSelector is not None
+    if not (meta.domainSelector is not None):
+        raise RuntimeError("invariant broken: meta.domainSelector is not None")
     wanted = meta.domainSelector.labels
     return sorted(
         name for name, have in labels.items() if all(have.get(k) == v for k, v in wanted.items())
@@ -226,7 +227,8 @@ def patched_csv(lookup: LoadedLookup, base: Path) -> tuple[Path | None, list[Dia
 
     patch = lookup.csv_patch
     source = lookup.model.spec.block(CsvSource)
-    assert patch is not None and source is not None
+    if not (patch is not None and source is not None):
+        raise RuntimeError("invariant broken: patch is not None and source is not None")
     overlay = patch.overlay
     positions = key_columns(source) or list(range(len(source.columns)))
     names = [c.name for c in source.columns]

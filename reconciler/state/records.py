@@ -245,7 +245,7 @@ def _log_ops(raw: bytes) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The operations of one log entry (none when it is torn or not an entry)."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return []
     items = data.get("ops") if isinstance(data, dict) and data.get("op") == "batch" else [data]
     ops = []
@@ -281,6 +281,10 @@ def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StateError(f"state file {location} is unreadable: {exc}", hint=restore) from None
+    except RecursionError:  # nesting no state has: a hostile or broken file
+        raise StateError(
+            f"state file {location} is unreadable: nested too deeply", hint=restore
+        ) from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise StateError(
             f"state file {location} is not a version {VERSION} reconciler state", hint=restore
@@ -436,7 +440,7 @@ def read_lock(backend: Backend, key: str) -> LockInfo | None:
     try:
         data = json.loads(stored.data)
         return LockInfo(**{k: data[k] for k in LockInfo.__dataclass_fields__ if k in data})
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError):
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, RecursionError):
         return LockInfo(id="?", actor="?", host="?", pid=0, created="")
 
 

@@ -35,7 +35,8 @@ FORMATS: dict[str, str] = {
 def _offered(module: str) -> frozenset[str]:
     """The top-level public functions a format module defines, read from its source."""
     spec = importlib.util.find_spec(module)
-    assert spec is not None and spec.origin is not None
+    if not (spec is not None and spec.origin is not None):
+        raise RuntimeError("invariant broken: spec is not None and spec.origin is not None")
     tree = ast.parse(Path(spec.origin).read_text())
     return frozenset(
         node.name
