@@ -210,10 +210,11 @@ def unset_secrets(plan: Plan, workspace: Workspace, env: Mapping[str, str]) -> l
 async def check_submitted(
     reader: LookupReader, state: State, addresses: set[str]
 ) -> tuple[dict[str, str], list[str]]:
-    """Jobs that ``apply --no-wait`` left unfollowed: ({address: failure message}, warnings).
+    """Jobs the last apply did not see end (``--no-wait``, or a run killed or timed out while
+    they ran): ({address: failure message}, warnings).
 
-    A record whose job failed cannot be trusted (the plan re-sends it); one whose job still runs
-    gives a warning; one whose job ended well is trusted as deployed.
+    A record whose job failed, or whose job is not found, cannot be trusted (the plan re-sends
+    it); one whose job still runs gives a warning; one whose job ended well is trusted.
     """
     failed: dict[str, str] = {}
     warnings: list[str] = []
@@ -228,7 +229,9 @@ async def check_submitted(
         try:
             statuses = await reader.job_statuses(domain, name, job_id)
         except NotFoundError:
-            warnings.append(f"{address}: job {job_id} of the last apply (--no-wait) is not found")
+            # Gone with its lookup, or purged: nothing proves it ended well, so the record is
+            # not trusted (the plan sends the lookup again, never "No changes").
+            failed[address] = f"{job_id}: not found, so it cannot be shown to have ended well"
             return
         outcome = job_outcome(statuses)
         if outcome == "failed":
@@ -236,7 +239,7 @@ async def check_submitted(
             failed[address] = f"{job_id}: {error.code}: {error.msg or 'no message'}"
         elif outcome in ("running", "settling"):
             warnings.append(
-                f"{address}: job {job_id} of the last apply (--no-wait) has not ended yet "
+                f"{address}: job {job_id} of the last apply has not ended yet "
                 f"(latest status: {statuses[-1].code if statuses else 'none'})"
             )
 

@@ -64,6 +64,13 @@ async def test_import_round_trip_is_an_empty_plan(
         assert "${env:ACME_ADOPTED_SECRET_KEY}" in spec_file.read_text()
     project.specs = out
     run = await project.plan()
+    if kind == "csv_file":
+        # The file the user supplied has the live row count, but nothing proves the rows are
+        # the same: the first apply sends it, and records what it sent.
+        [change] = run.plan.actionable
+        assert change.csv is not None and change.csv.source == "unproven", change.reason
+        assert await project.apply() == 0
+        run = await project.plan()
     assert not run.plan.can_apply(), [(c.address, c.reason) for c in run.plan.changes]
     assert run.plan.changes[0].kind == (
         "csv"

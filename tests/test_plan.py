@@ -153,11 +153,13 @@ async def test_csv_row_count_is_a_stateless_signal(tmp_path: Path) -> None:
     project.write(lookup_doc("geo", KINDS["csv_file"]))
     assert await project.apply() == 0
     project.settings.state_path.unlink()
-    assert not (await project.plan()).plan.can_apply()
+    unproven = only_change((await project.plan()).plan)  # same count: proves nothing
+    assert unproven.csv is not None and unproven.csv.source == "unproven"
     csv = project.specs / "data" / "geo.csv"
     csv.write_text(csv.read_text() + "10.0.0.4,DE\n")
     change = only_change((await project.plan()).plan)
     assert change.csv is not None and (change.csv.before_rows, change.csv.after_rows) == (3, 4)
+    assert change.csv.source == "live"
 
 
 async def test_state_absent_deletes(tmp_path: Path) -> None:

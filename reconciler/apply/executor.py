@@ -245,6 +245,7 @@ class Executor:
                 return
         outcome.effective = effective
         outcome.job_id = result.job_id if result else None
+        forgotten = False  # a delete's record, forgotten when its job started
         if result is None:  # nothing left to do: a delete found it gone, or a 409 already matched
             outcome.status = DONE
             outcome.message = "already gone" if effective is Action.DELETE else "already up to date"
@@ -254,9 +255,21 @@ class Executor:
                 "job not followed (--no-wait)" if result.job_id else "no job id returned"
             )
         else:
+            # Written down before the job is followed, as --no-wait does: a run killed (or a
+            # disk that fills) while the job runs leaves a record the next plan settles by
+            # reading the job, never a lookup the state knows nothing of. A delete forgets its
+            # record here: the lookup may be gone before the run can say so.
+            previous = self.state.lookups.get(change.address)
+            outcome.status = SUBMITTED
+            await asyncio.to_thread(self._record, change, outcome, result, None)
+            forgotten = effective is Action.DELETE
             await self._follow(change, outcome, result.job_id)
+            if outcome.status == FAILED:
+                # The job ended and failed: what was there before is what Devo holds. (A job
+                # that timed out or was interrupted keeps its record: the next plan reads it.)
+                await asyncio.to_thread(self._restore, change.address, previous)
         outcome.seconds = self.options.clock.monotonic() - started
-        if outcome.ok:
+        if outcome.ok and not forgotten:
             # Off the event loop: a record is a file append or an object PUT, and a CSV's commit
             # is asked of git; neither may stall the jobs being followed meanwhile.
             await asyncio.to_thread(self._record, change, outcome, result, None)
@@ -506,6 +519,13 @@ class Executor:
                 status=RECORDED_SUBMITTED if outcome.status == SUBMITTED else DEPLOYED,
             ),
         )
+
+    def _restore(self, address: str, previous: LookupState | None) -> None:
+        """Put back the record a failed job's submission replaced."""
+        if previous is None:
+            self.state.forget(address)
+        else:
+            self.state.record(address, previous)
 
     def _finish(self, change: Change, outcome: Outcome) -> None:
         self._journal(change, outcome)

@@ -289,8 +289,15 @@ def _csv_change(
             after_rows=desired.csv.rows,
             source="live",
         )
-    result.unverified.append("csv content")
-    return None
+    # No record of what was uploaded (an apply killed while its job ran, a lost state, a lookup
+    # made by hand): the rows in Devo cannot be proven to be the file's, and an equal row count
+    # proves nothing. Such a lookup is a change, never "No changes": the file is sent.
+    return CsvChange(
+        after_sha256=desired.csv.sha256,
+        before_rows=meta.numEntries,
+        after_rows=desired.csv.rows,
+        source="unproven",
+    )
 
 
 def build_plan(
@@ -581,6 +588,9 @@ def _change_for(
         reasons.append(
             "CSV content changed"
             if comparison.csv.source == "spec"
+            else "CSV content in Devo cannot be proven (no record of its upload): the file is "
+            "sent again"
+            if comparison.csv.source == "unproven"
             else f"data in Devo changed: {comparison.csv.before_rows} rows, "
             f"the file has {comparison.csv.after_rows}"
         )

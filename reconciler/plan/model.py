@@ -65,7 +65,9 @@ class CsvChange(_Frozen):
     removed: int | None = None
     changed: int | None = None
     samples: list[str] = Field(default_factory=list)
-    source: str = "spec"  # "spec": the file changed; "live": Devo's data changed (numEntries)
+    # "spec": the file changed; "live": Devo's data changed (numEntries); "unproven": no record
+    # of an upload vouches for the rows in Devo, so the file is sent again.
+    source: str = "spec"
     strategy: str = "full"  # "full": the whole file; "delta": only the rows that changed
     send_rows: int | None = None  # rows the upload sends (a delta: deleted + added)
     send_bytes: int | None = None  # bytes the upload sends

@@ -144,9 +144,10 @@ def attribute_lines(change: Change) -> list[str]:
         detail = ""
         if csv.added is not None:
             detail = f" (+{csv.added} -{csv.removed} ~{csv.changed} by key)"
-        what = (
-            "csv content" if csv.source == "spec" else "data in Devo (changed outside reconciler)"
-        )
+        what = {
+            "spec": "csv content",
+            "unproven": "data in Devo (unproven: no record of its upload)",
+        }.get(csv.source, "data in Devo (changed outside reconciler)")
         lines.append(f"~ {what}: {rows}{detail}")
         lines.extend(f"    {sample}" for sample in csv.samples)
         if csv.send_bytes is not None:
