@@ -668,16 +668,30 @@ def import_(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder to write specs into.")] = Path("specs"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also lookups the specs under --out (or the state) manage already.",
+        ),
+    ] = False,
     *,
     connection: Connection,
 ) -> None:
-    """Write specs for lookups that already exist (a plan right after is empty)."""
+    """Write specs for live lookups no spec manages yet (a plan right after is empty)."""
     import asyncio
 
     from reconciler.commands import run_import
 
     code = asyncio.run(
-        run_import(connection.settings(), domain, name_glob=name, out_dir=out, force=force)
+        run_import(
+            connection.settings(),
+            domain,
+            name_glob=name,
+            out_dir=out,
+            force=force,
+            everything=everything,
+        )
     )
     raise typer.Exit(code)
 
@@ -811,8 +825,7 @@ def state_migrate(
     from reconciler.state import migrate
 
     location = _state_location(state)
-    records, entries = migrate(location, to)
-    _err(f"Copied {records} record(s) and {entries} journal entr(y/ies) from {location} to {to}.")
+    _err(migrate(location, to).describe(location, to))
     raise typer.Exit(0)
 
 

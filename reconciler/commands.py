@@ -33,7 +33,14 @@ from reconciler.engine import (
     saved_plan,
     spec_fingerprint,
 )
-from reconciler.errors import NotFoundError, PlanError, SettingsError, StalePlanError, printable
+from reconciler.errors import (
+    NotFoundError,
+    PlanError,
+    SettingsError,
+    SpecError,
+    StalePlanError,
+    printable,
+)
 from reconciler.plan.builder import Guards, Selector, build_plan
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
@@ -405,16 +412,38 @@ async def run_import(
     name_glob: str | None = None,
     out_dir: Path = Path("specs"),
     force: bool = False,
+    everything: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
-    """``reconciler import``: one spec file per live lookup, plus the Domain document."""
+    """``reconciler import``: one spec file per live lookup the specs under ``out_dir`` (and the
+    state) do not manage yet (every one with ``everything``), plus the Domain document unless
+    those specs have one."""
     import fnmatch
+    import re
 
     from reconciler.importer import import_lookup, invalid_import, write_import
+    from reconciler.spec.model import DOMAIN_PATTERN
 
+    if not re.fullmatch(DOMAIN_PATTERN, domain):
+        # It names a folder under --out: "../x" would write outside it, "''" a file nothing reads.
+        raise SettingsError(
+            f"{domain!r} is not a Devo domain name",
+            hint="letters, digits, '_', '.', '@' and '-', starting with a letter, digit or '_'",
+        )
+    managed, has_domain = _managed_by_specs(out_dir, domain)
+    if not everything:
+        managed |= {
+            a for a in State.load(settings.state_location).lookups if a.startswith(domain + "/")
+        }
     async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         live = await reader.all_lookups(domain)
-    chosen = [m for m in live if name_glob is None or fnmatch.fnmatchcase(m.name, name_glob)]
+    chosen = [
+        m
+        for m in live
+        if (name_glob is None or fnmatch.fnmatchcase(m.name, name_glob))
+        and (everything or f"{domain}/{m.name}" not in managed)
+    ]
+    already = len([m for m in live if f"{domain}/{m.name}" in managed])
     imported, skipped = [], []
     for meta in chosen:
         item = import_lookup(domain, meta)
@@ -423,7 +452,7 @@ async def run_import(
             skipped.append((meta.name, problems))
         else:
             imported.append(item)
-    paths = write_import(out_dir, domain, imported, force=force)
+    paths = write_import(out_dir, domain, imported, force=force, domain_file=not has_domain)
     for name, problems in skipped:
         _warn(f"{domain}/{name}: skipped, the spec it would need is not valid: {problems}")
     for item, path in zip(imported, paths, strict=False):
@@ -432,6 +461,10 @@ async def run_import(
             _say(f"  note: {note}")
     inexact = [i.name for i in imported if not i.exact]
     _say(f"\nImported {len(imported)} lookup(s) of {domain} into {out_dir / domain}.")
+    if already and not everything:
+        _say(
+            f"{already} lookup(s) of {domain} are managed already (specs or state): not written; --all writes them too."
+        )
     if skipped:
         _warn(f"Skipped {len(skipped)} lookup(s) that no valid spec can describe (see above).")
     if inexact:
@@ -440,6 +473,22 @@ async def run_import(
             f"readable): {', '.join(inexact)}. Check the lines marked UNKNOWN."
         )
     return 0
+
+
+def _managed_by_specs(out_dir: Path, domain: str) -> tuple[set[str], bool]:
+    """The addresses the specs under ``out_dir`` define in ``domain``, and whether they hold its
+    Domain document (then import adds no second one)."""
+    from reconciler.spec.loader import load_specs
+
+    if not out_dir.exists():
+        return set(), False
+    loaded = load_specs([out_dir])
+    if loaded.errors:
+        raise SpecError(loaded.diagnostics)  # which lookups they define is not known
+    addresses = {
+        lookup.address for lookup in loaded.lookups if lookup.address.startswith(domain + "/")
+    }
+    return addresses, any(d.model.metadata.name == domain for d in loaded.domains)
 
 
 async def run_jobs(

@@ -200,15 +200,45 @@ def invalid_import(domain: str, item: ImportedLookup) -> str:
     return "; ".join(f"{d.field or 'spec'}: {d.message}" for d in result.errors)
 
 
+DOMAIN_FILE = "_domain"
+
+
+def file_names(names: list[str]) -> list[str]:
+    """A file name (without ``.yaml``) per lookup name: the name itself, unless another file
+    already has it (``_domain``, the Domain document's; or the same name in other case, on a
+    file system that ignores case), then ``NAME-2``, ``NAME-3``... A lookup never overwrites
+    another one's file or the Domain document."""
+    taken = {DOMAIN_FILE}
+    chosen = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate.lower())
+        chosen.append(candidate)
+    return chosen
+
+
 def write_import(
-    out_dir: Path, domain: str, imported: list[ImportedLookup], *, force: bool
+    out_dir: Path,
+    domain: str,
+    imported: list[ImportedLookup],
+    *,
+    force: bool,
+    domain_file: bool = True,
 ) -> list[Path]:
-    """Write one file per lookup plus ``_domain.yaml``; refuse to overwrite without ``force``."""
+    """Write one file per lookup (plus ``_domain.yaml`` with ``domain_file``); refuse to
+    overwrite without ``force``."""
     from reconciler.errors import SettingsError
 
     folder = out_dir / domain
-    targets = [(folder / f"{item.name}.yaml", item.text) for item in imported]
-    targets.append((folder / "_domain.yaml", domain_document(domain)))
+    names = file_names([item.name for item in imported])
+    targets = [
+        (folder / f"{name}.yaml", item.text) for name, item in zip(names, imported, strict=True)
+    ]
+    if domain_file:
+        targets.append((folder / f"{DOMAIN_FILE}.yaml", domain_document(domain)))
     existing = [str(path) for path, _ in targets if path.exists()]
     if existing and not force:
         raise SettingsError(

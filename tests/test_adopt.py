@@ -114,13 +114,25 @@ async def test_import_does_not_overwrite_without_force(tmp_path: Path) -> None:
     assert (
         await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
     )
-    (out / "acme" / "x.yaml").write_text("# my edits\n")
+    edited = "# my edits\n" + (out / "acme" / "x.yaml").read_text()
+    (out / "acme" / "x.yaml").write_text(edited)
+    # x is managed now: a plain import leaves it (and the Domain document) alone.
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    assert (out / "acme" / "x.yaml").read_text() == edited
+    everything = {"everything": True, "transport": project.transport()}
     with pytest.raises(SettingsError, match="would overwrite"):
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport())
-    assert (out / "acme" / "x.yaml").read_text() == "# my edits\n"
+        await run_import(project.settings, "acme", out_dir=out, **everything)
+    assert (out / "acme" / "x.yaml").read_text() == edited
     assert (
         await run_import(
-            project.settings, "acme", out_dir=out, force=True, transport=project.transport()
+            project.settings,
+            "acme",
+            out_dir=out,
+            force=True,
+            everything=True,
+            transport=project.transport(),
         )
         == 0
     )

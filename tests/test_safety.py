@@ -626,3 +626,105 @@ def test_a_deeply_nested_state_file_is_a_clean_error(tmp_path: Path, runner: Cli
     result = runner.invoke(cli, ["state", "show", "--state", str(state)])
     assert result.exit_code == 1
     assert "nested too deeply" in result.stderr and "Internal error" not in result.stderr
+
+
+# --- state migrate resumes ----------------------------------------------------------------------
+
+
+async def test_a_killed_state_migrate_resumes(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.state.journal import Journal
+
+    project = Project(tmp_path)
+    for round_ in range(3):  # three applies: several records and journal entries
+        project.write(
+            *(lookup_doc(f"l{i}", KINDS["static"].replace("user", f"u{round_}")) for i in range(4))
+        )
+        assert await project.apply() == 0
+    source = str(project.settings.state_path)
+    target = str(tmp_path / "moved/")
+    source_ids = [e.id for e in Journal.for_state(source).entries()]
+    assert len(source_ids) == 12
+    real_append = Journal.append
+    calls = {"n": 0}
+
+    def dies_after_five(self: Journal, entry: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt  # the kill, half way through the journal
+        real_append(self, entry)
+
+    monkeypatch.setattr(Journal, "append", dies_after_five)
+    killed = runner.invoke(cli, ["state", "migrate", "--state", source, "--to", target])
+    assert killed.exit_code == 130
+    monkeypatch.setattr(Journal, "append", real_append)
+    # The journal went first: the target has part of it and no state, so nothing reads it as a
+    # finished migration; the run again resumes instead of refusing.
+    assert not (tmp_path / "moved" / "state.json").exists()
+    resumed = runner.invoke(cli, ["state", "migrate", "--state", source, "--to", target])
+    assert resumed.exit_code == 0, resumed.output
+    assert "Copied 4 record(s) and 7 journal entr(y/ies)" in resumed.stderr
+    assert "Resumed: 0 record(s) and 5 journal entr(y/ies) were there already" in resumed.stderr
+    assert [e.id for e in Journal.for_state(target).entries()] == source_ids
+    shown = runner.invoke(cli, ["state", "show", "--state", target, "--format", "json"])
+    assert sorted(json.loads(shown.stdout)["lookups"]) == [f"acme/l{i}" for i in range(4)]
+    again = runner.invoke(cli, ["state", "migrate", "--state", source, "--to", target])
+    assert again.exit_code == 0 and "Copied 0 record(s) and 0 journal" in again.stderr
+    # A target holding another state's records is still refused.
+    other = tmp_path / "other" / "state.json"
+    other.parent.mkdir()
+    other.write_text(
+        json.dumps({"version": 1, "lookups": {"acme/zz": {"kind": "csv", "canonical": {}}}})
+    )
+    refused = runner.invoke(cli, ["state", "migrate", "--state", source, "--to", str(other)])
+    assert refused.exit_code == 1 and "records that are not the source's" in refused.stderr
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+async def test_import_writes_only_what_is_unmanaged_and_the_result_plans_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.commands import run_import
+    from reconciler.emulator.derive import derive
+
+    project = await applied(tmp_path, "geo", "asn")
+    keeping = DOMAIN.replace("prune: true", "prune: false")
+    (project.specs / "domain.yaml").write_text(keeping)
+    store = project.emulator.store
+    for name in ("_domain", "manual_x"):  # made by hand in Devo; one named like the Domain file
+        config = derive("deploy-static-query", "acme", name, {"query": "from a select b"})
+        store.create("acme", name, config, {}, [(0.0, "deploy.ok", "x")], "o")
+    # The plan's hint names the command, and following it must not break the specs.
+    hints = (await project.plan()).plan.hints
+    assert any("reconciler import acme" in h for h in hints), hints
+    out = project.specs
+    assert (
+        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+    )
+    written = sorted(p.name for p in (out / "acme").iterdir())
+    assert written == ["_domain-2.yaml", "manual_x.yaml"]  # no second Domain, no managed lookup
+    assert "2 lookup(s) of acme are managed already" in capsys.readouterr().out
+    assert (out / "domain.yaml").read_text() == keeping  # the Domain document is untouched
+    plan = (await project.plan()).plan
+    assert not plan.can_apply(), [(c.address, c.reason) for c in plan.actionable]
+    assert {c.address for c in plan.changes} == {
+        "acme/_domain",
+        "acme/asn",
+        "acme/geo",
+        "acme/manual_x",
+    }
+
+
+@pytest.mark.parametrize("domain", ["../../tmp", "''", "a/b", ".hidden", ""])
+def test_import_refuses_a_domain_that_is_not_a_name(
+    tmp_path: Path, runner: CliRunner, domain: str
+) -> None:
+    result = runner.invoke(
+        cli, ["import", domain, "--out", str(tmp_path / "out"), "--emulator"], env={"CI": ""}
+    )
+    assert result.exit_code == 1, result.output
+    assert "is not a Devo domain name" in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "tmp").exists()

@@ -460,10 +460,38 @@ def unlock(location: str, lock_id: str) -> LockInfo:
     return holder
 
 
-def migrate(source: str, target: str) -> tuple[int, int]:
-    """Copy the state and the journal from ``source`` to ``target`` (which must hold no state).
+@dataclass(frozen=True)
+class Migration:
+    """What ``state migrate`` copied, and what it found already there (a resumed migration)."""
 
-    Returns (records copied, journal entries copied). The source is left as it was.
+    records: int
+    entries: int
+    records_there: int = 0
+    entries_there: int = 0
+
+    def describe(self, source: str, target: str) -> str:
+        """One line for stderr."""
+        text = (
+            f"Copied {self.records} record(s) and {self.entries} journal entr(y/ies) from "
+            f"{source} to {target}."
+        )
+        if self.records_there or self.entries_there:
+            text += (
+                f" Resumed: {self.records_there} record(s) and {self.entries_there} journal "
+                "entr(y/ies) were there already from an interrupted migration."
+            )
+        return text
+
+
+def migrate(source: str, target: str) -> Migration:
+    """Copy the journal, then the state, from ``source`` to ``target``. The source is left as it
+    was.
+
+    The journal goes first and the state last, so a migration killed half way leaves a target
+    with no state (no command mistakes it for a finished one), and running it again resumes it:
+    entries already there (by id) and records already there (equal) are not copied twice. A
+    target holding anything that is not the source's (another record, another journal entry) is
+    refused, so nothing there is overwritten.
     """
     from reconciler.state.journal import Journal
 
@@ -471,18 +499,34 @@ def migrate(source: str, target: str) -> tuple[int, int]:
         raise StateError("--to names the state it would copy from")
     loaded = State.load(source)
     destination = State.load(target)
-    if destination._etag is not None or destination.lookups:
+    other = sorted(a for a, r in destination.lookups.items() if loaded.lookups.get(a) != r)
+    if other:
         raise StateError(
-            f"{target} already holds a state",
+            f"{target} already holds a state with records that are not the source's "
+            f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''})",
             hint="migrate into an empty location, so no records there are overwritten",
         )
-    for address, record in loaded.lookups.items():
-        destination.record(address, record)
-    destination.commit()
     source_journal, target_journal = Journal.for_state(source), Journal.for_state(target)
-    count = 0
-    for entry in source_journal.entries():
-        target_journal.append(entry)
-        count += 1
+    there = {entry.id for entry in target_journal.entries()}
+    entries = list(source_journal.entries())
+    foreign = there - {entry.id for entry in entries}
+    if foreign:
+        raise StateError(
+            f"{target} holds {len(foreign)} journal entr(y/ies) that are not the source's",
+            hint="migrate into an empty location, so no audit trail there is mixed with another",
+        )
+    copied = 0
+    for entry in entries:
+        if entry.id not in there:
+            target_journal.append(entry)
+            copied += 1
     target_journal.close()
-    return len(loaded.lookups), count
+    missing = {a: r for a, r in loaded.lookups.items() if a not in destination.lookups}
+    destination.record_many(missing)
+    destination.commit()
+    return Migration(
+        records=len(missing),
+        entries=copied,
+        records_there=len(loaded.lookups) - len(missing),
+        entries_there=len(entries) - copied,
+    )
