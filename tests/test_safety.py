@@ -728,3 +728,31 @@ def test_import_refuses_a_domain_that_is_not_a_name(
     assert result.exit_code == 1, result.output
     assert "is not a Devo domain name" in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "tmp").exists()
+
+
+def test_huge_headers_and_cells_give_short_clear_errors(tmp_path: Path, runner: CliRunner) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wide.csv").write_text(
+        ",".join(f"c{i}" for i in range(200_000)) + "\n" + ",".join("x" * 200_000) + "\n"
+    )
+    # One cell over 16 MiB: DuckDB's fast path dropped such a line without a word (0 rows).
+    with (data / "fat.csv").open("w") as handle:
+        handle.write("ip,country\n10.0.0.1,")
+        handle.write("A" * (17 * 1024 * 1024))
+        handle.write("\n10.0.0.2,ES\n")
+    body = KINDS["csv_file"]
+    (tmp_path / "a.yaml").write_text(
+        lookup_doc("wide", body.replace("geo.csv", "wide.csv"))
+        + "---\n"
+        + lookup_doc("fat", body.replace("geo.csv", "fat.csv"))
+    )
+    result = runner.invoke(cli, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert max(len(line) for line in lines) < 400, max(len(line) for line in lines)
+    assert any("wide.csv:1: error: header ['c0'" in line and "more)]" in line for line in lines)
+    assert any(
+        "fat.csv:2: error: a cell is larger than 16 MiB, the most Devo accepts" in line
+        for line in lines
+    ), lines

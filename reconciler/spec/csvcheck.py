@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 MAX_REPORTED = 10
 _SPILL_AT = 1_000_000
-csv.field_size_limit(16 * 1024 * 1024)
+#: The largest cell the Lookups API takes (a field of 16 MiB); the csv module refuses longer.
+MAX_CELL_BYTES = 16 * 1024 * 1024
+csv.field_size_limit(MAX_CELL_BYTES)
 
 
 @dataclass
@@ -115,6 +117,14 @@ class _HashingReader(io.RawIOBase):
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+def abridged(items: Sequence[str], most: int = 12, width: int = 40) -> str:
+    """A list for a message: at most ``most`` items of at most ``width`` characters, and how
+    many more (a header of a million columns must not make a 10 MB error line)."""
+    shown = [item if len(item) <= width else item[:width] + "..." for item in items[:most]]
+    more = f", ... ({len(items) - most} more)" if len(items) > most else ""
+    return "[" + ", ".join(repr(item) for item in shown) + more + "]"
+
+
 def scan_csv(
     stream: BinaryIO,
     columns: Sequence[tuple[str, str]],
@@ -156,7 +166,11 @@ def scan_csv(
                 scan.header = row
                 names = [name for name, _ in columns]
                 if [h.strip() for h in row] != names:
-                    scan.error(here(), f"header {row} does not match the declared columns {names}")
+                    scan.error(
+                        here(),
+                        f"header {abridged(row)} does not match the declared columns "
+                        f"{abridged(names)}",
+                    )
                 continue
             rows += 1
             if len(row) != width:
@@ -176,7 +190,14 @@ def scan_csv(
     except _BadLine as exc:
         scan.error(exc.line, str(exc))
     except csv.Error as exc:
-        scan.error(lines.physical, f"unreadable CSV: {exc}")
+        if "field larger than field limit" in str(exc):
+            scan.error(
+                lines.physical,
+                f"a cell is larger than {MAX_CELL_BYTES // (1024 * 1024)} MiB, the most Devo "
+                "accepts in one field",
+            )
+        else:
+            scan.error(lines.physical, f"unreadable CSV: {exc}")
     finally:
         scan.rows = rows
         if keys is not None:

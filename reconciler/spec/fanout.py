@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
-from reconciler.spec.csvcheck import csv_rows
+from reconciler.spec.csvcheck import abridged, csv_rows
 from reconciler.spec.loader import (
     LoadedLookup,
     LoadedOverlay,
@@ -268,7 +268,8 @@ def patched_csv(lookup: LoadedLookup, base: Path) -> tuple[Path | None, list[Dia
                         1,
                         None,
                         "",
-                        f"header {header} does not match the lookup's columns {names}",
+                        f"header {abridged(header or [])} does not match the lookup's columns "
+                        f"{abridged(names)}",
                         hint=f"the patch rows of {overlay.path}:{overlay.line} need the same header",
                     )
                 )
