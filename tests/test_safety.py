@@ -756,3 +756,20 @@ def test_huge_headers_and_cells_give_short_clear_errors(tmp_path: Path, runner: 
         "fat.csv:2: error: a cell is larger than 16 MiB, the most Devo accepts" in line
         for line in lines
     ), lines
+
+
+def test_the_readme_names_a_real_test_for_every_guarantee() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## What reconciler will never do")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    sources = "".join(p.read_text() for p in (root / "tests").glob("test_*.py"))
+    for row in rows[1:]:  # the header aside
+        named = re.findall(r"test_[a-z0-9_]+(?=`| \(|,|$)", row.split("|")[3])
+        assert named, row
+        for name in named:
+            assert (
+                name.endswith(".py")
+                or f"def {name}(" in sources
+                or (root / "tests" / f"{name}.py").exists()
+            ), name
