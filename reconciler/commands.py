@@ -329,6 +329,8 @@ async def run_apply(
         )
         for address in executor.adopt(run.plan, run.live_by_address()):
             _warn(f"{address}: already matched its spec; recorded in the state")
+        for address in executor.forget_gone(run.live):
+            _warn(f"{address}: gone from Devo, and no spec wants it; its record is forgotten")
         if not run.plan.can_apply():
             if output_format == "json":
                 _say(

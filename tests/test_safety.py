@@ -773,3 +773,24 @@ def test_the_readme_names_a_real_test_for_every_guarantee() -> None:
                 or f"def {name}(" in sources
                 or (root / "tests" / f"{name}.py").exists()
             ), name
+
+
+async def test_records_of_lookups_gone_on_purpose_are_forgotten(tmp_path: Path) -> None:
+    """A delete whose run was killed after Devo took it, or a lookup deleted by hand after its
+    spec went: the next apply forgets the record (state show no longer lists it)."""
+    from reconciler.state import State
+
+    project = await applied(tmp_path, "geo", "asn", "ip")
+    project.write(lookup_doc("ip", "", extra="state: absent"), file="ip.yaml")
+    (project.specs / "asn.yaml").unlink()
+    (project.specs / "domain.yaml").write_text(DOMAIN.replace("prune: true", "prune: false"))
+    for name in ("ip", "asn"):  # gone from Devo, as if a killed run's deletes had gone through
+        project.emulator.store.delete("acme", name, [(0.0, "del.ok", "deleted")])
+    assert set(State.load(str(project.settings.state_path)).lookups) == {
+        "acme/geo",
+        "acme/asn",
+        "acme/ip",
+    }
+    assert not (await project.plan()).plan.can_apply()
+    assert await project.apply() == 0
+    assert set(State.load(str(project.settings.state_path)).lookups) == {"acme/geo"}

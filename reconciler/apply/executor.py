@@ -221,6 +221,22 @@ class Executor:
             adopted.append(change.address)
         return adopted
 
+    def forget_gone(self, live: Mapping[str, list[LookupMeta]]) -> list[str]:
+        """Forget the records of lookups that are gone and meant to be: not live in a domain
+        this run read, and no spec wants them present (a delete whose run was killed before it
+        could forget the record, a lookup deleted by hand after its spec was removed)."""
+        shown = {f"{domain}/{meta.name}" for domain, metas in live.items() for meta in metas}
+        gone = [
+            address
+            for address in sorted(self.state.lookups)
+            if address.split("/", 1)[0] in live
+            and address not in shown
+            and (address not in self.desired or self.desired[address].state == "absent")
+        ]
+        for address in gone:
+            self.state.forget(address)
+        return gone
+
     def stop(self) -> None:
         """Stop submitting; in-flight jobs are reported as interrupted (Ctrl-C)."""
         self.stopping.set()
