@@ -829,6 +829,45 @@ def state_migrate(
     raise typer.Exit(0)
 
 
+ci_app = typer.Typer(
+    help="Post reports where CI shows them (GitHub Actions, GitLab CI).", no_args_is_help=True
+)
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("comment")
+@handle_errors
+def ci_comment(
+    report: Annotated[Path, typer.Argument(help="The markdown report to post.", metavar="REPORT")],
+    key: Annotated[
+        str, typer.Option("--key", help="Which comment of the run this is (one per key).")
+    ] = "plan",
+) -> None:
+    """Create, or update in place, one comment on the pull (merge) request with REPORT."""
+    from reconciler.ci import detect, upsert_comment
+
+    _err(upsert_comment(detect(), report, key, os.environ))
+    raise typer.Exit(0)
+
+
+@ci_app.command("issue")
+@handle_errors
+def ci_issue(
+    title: Annotated[str, typer.Option("--title", help="The issue's title.")] = "Lookup drift",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Open or update the issue with this report.")
+    ] = None,
+    close: Annotated[bool, typer.Option("--close", help="Close the issue if one is open.")] = False,
+) -> None:
+    """Open or update the one issue titled TITLE with a report, or close it (--close)."""
+    from reconciler.ci import detect, sync_issue
+
+    if (report is None) == (not close):
+        raise SettingsError("give --report FILE or --close", hint="one of the two")
+    _err(sync_issue(detect(), title, None if close else report))
+    raise typer.Exit(0)
+
+
 def main() -> None:
     """Console-script entry point: usage errors exit 1, because 2 means "changes" or "drift".
 

@@ -402,6 +402,12 @@ def _report(outcomes: list[Outcome], output_format: str) -> int:
     from reconciler.apply.outcome import INTERRUPTED, summarize
 
     _say(views.render("apply", output_format, outcomes))
+    if output_format != "text":
+        # A CI log shows why without anyone opening the JSON artifact.
+        for outcome in outcomes:
+            if not outcome.ok:
+                job = f" (job {outcome.job_id})" if outcome.job_id else ""
+                _warn(f"{outcome.address}: {outcome.status}{job}: {outcome.message}")
     if any(o.status == INTERRUPTED for o in outcomes):
         return 130
     return 1 if summarize(outcomes)["failed"] else 0

@@ -107,3 +107,28 @@ def git(folder: Path, *args: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@contextmanager
+def moto_s3(*buckets: str) -> Iterator[str]:
+    """A moto S3 server on a loopback port with ``buckets`` made; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="moto",
+        aws_secret_access_key="moto",
+        region_name="us-east-1",
+    )
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
+    try:
+        yield endpoint
+    finally:
+        server.stop()

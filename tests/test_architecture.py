@@ -33,6 +33,7 @@ LAYER_OF: dict[str, str] = {
     "commands": "engine",
     "importer": "engine",
     "connect": "engine",
+    "ci": "engine",
     "cli": "cli",
     "__main__": "cli",
     "__init__": "foundation",

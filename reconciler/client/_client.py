@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from reconciler import __version__
 from reconciler.client._jobs import JobResult, PollPolicy, wait_for_job
 from reconciler.client._models import (
     CreationResponse,
@@ -361,7 +362,7 @@ class LookupReader:
             timeout=httpx.Timeout(
                 timeout or self.retry.budget, connect=min(10.0, self.retry.budget)
             ),
-            headers={"Accept": "application/json", "User-Agent": "reconciler/0.1"},
+            headers={"Accept": "application/json", "User-Agent": f"reconciler/{__version__}"},
         )
 
     def use_domain_endpoints(self, endpoints: Mapping[str, str]) -> None:
