@@ -23,7 +23,7 @@ def main(events: str, report: str) -> None:
     with open(report, "w", encoding="utf-8") as handle:
         handle.write("### reconciler apply\n\n| lookup | action | status |\n|---|---|---|\n")
         handle.write("\n".join(rows) + "\n" if rows else "| (no changes) | | |\n")
-    changed = any(summary.get(key) for key in ("added", "changed", "destroyed"))
+    changed = any(summary.get(key) for key in ("added", "changed", "destroyed", "submitted"))
     print("true" if changed else "false")
 
 

@@ -202,6 +202,15 @@ MaxDestroyOpt = Annotated[
         metavar="N",
     ),
 ]
+ReplaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--replace",
+        help="Re-send this DOMAIN/NAME even if it is up to date (repeatable), e.g. to push "
+        "a rotated S3 secret.",
+        metavar="ADDR",
+    ),
+]
 AllowMassDestroyOpt = Annotated[
     bool,
     typer.Option(
@@ -513,6 +522,7 @@ def plan(
     max_destroy: MaxDestroyOpt = None,
     allow_mass_destroy: AllowMassDestroyOpt = False,
     allow_prune_without_state: AllowPruneWithoutStateOpt = False,
+    replace: ReplaceOpt = None,
     *,
     connection: Connection,
 ) -> None:
@@ -538,6 +548,7 @@ def plan(
             strict=strict,
             allow_outside=allow_outside,
             guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
+            replace=replace or [],
         )
     )
     raise typer.Exit(code)
@@ -601,15 +612,7 @@ def apply(
     output_format: ApplyFormatOpt = "text",
     target: TargetOpt = None,
     exclude: ExcludeOpt = None,
-    replace: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--replace",
-            help="Re-send this DOMAIN/NAME even if it is up to date (repeatable), e.g. to push "
-            "a rotated S3 secret.",
-            metavar="ADDR",
-        ),
-    ] = None,
+    replace: ReplaceOpt = None,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
     max_destroy: MaxDestroyOpt = None,

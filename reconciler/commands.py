@@ -86,6 +86,7 @@ async def run_plan(
     strict: bool = False,
     allow_outside: bool = False,
     guards: Guards | None = None,
+    replace: list[str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
@@ -97,12 +98,18 @@ async def run_plan(
         transport,
         allow_outside=allow_outside,
         guards=guards,
+        replace=tuple(replace or ()),
     )
     for warning in run.workspace.warnings:
         _warn(warning.render())
     _say(render(run, output_format, color=color, verbose=verbose), coloured=color)
     if out is not None:
-        write_json_atomic(out, saved_plan(run, paths, allow_outside=allow_outside, guards=guards))
+        write_json_atomic(
+            out,
+            saved_plan(
+                run, paths, allow_outside=allow_outside, guards=guards, replace=replace or []
+            ),
+        )
         # On stderr: the plan's text must end with its summary line (the contract).
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan):
@@ -242,7 +249,15 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
     if not planned:
         return PlanRun(Plan(), workspace, live, state)
     selector = Selector(targets=tuple(sorted(planned)))
-    plan = build_plan(subset, live, state.lookups, workspace.policies, selector, guards=guards)
+    plan = build_plan(
+        subset,
+        live,
+        state.lookups,
+        workspace.policies,
+        selector,
+        guards=guards,
+        replace=tuple(saved.get("replace") or ()),
+    )
     return PlanRun(plan, workspace, live, state)
 
 
@@ -274,11 +289,28 @@ async def run_apply(
     """``reconciler apply``: under the state's lock for the whole run (see ``StateLock``)."""
     if parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
-    if plan_file is not None and replace:
+    planning = [
+        flag
+        for flag, given in (
+            ("--target", targets),
+            ("--exclude", excludes),
+            ("--replace", replace),
+            ("--max-destroy", guards is not None and guards.max_destroy is not None),
+            ("--allow-mass-destroy", guards is not None and guards.allow_mass_destroy),
+            (
+                "--allow-prune-without-state",
+                guards is not None and guards.allow_prune_without_state,
+            ),
+        )
+        if given
+    ]
+    if plan_file is not None and planning:
+        # A reviewed plan is applied as it was reviewed: a subset or a replacement chosen now
+        # would apply something nobody saw.
         raise SettingsError(
-            "--replace cannot be combined with --plan",
-            hint="make the plan with the replacement in it: reconciler plan --out FILE, then "
-            "reconciler apply --replace ADDR",
+            f"{', '.join(planning)} cannot be combined with --plan: the saved plan decides",
+            hint=f"make the plan with them: reconciler plan {' '.join(planning)} ... --out "
+            f"{plan_file}, then reconciler apply --plan {plan_file}",
         )
     actor = current_actor(gitrepo.folder_of(paths))
     retry = RetryPolicy(budget=settings.timeout, max_in_flight=max(16, parallelism * 2))

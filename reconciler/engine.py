@@ -313,7 +313,12 @@ def spec_fingerprint(want: DesiredLookup) -> str:
 
 
 def saved_plan(
-    run: PlanRun, paths: list[str], *, allow_outside: bool = False, guards: Guards | None = None
+    run: PlanRun,
+    paths: list[str],
+    *,
+    allow_outside: bool = False,
+    guards: Guards | None = None,
+    replace: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``plan --out`` document: the plan JSON plus what apply needs (no secret values)."""
     live = run.live_by_address()
@@ -337,6 +342,7 @@ def saved_plan(
         "allow_outside": allow_outside,
         # The guards the plan was made under: the apply of this plan re-checks with the same.
         "guards": asdict(guards or Guards()),
+        "replace": sorted(replace or []),  # plan --replace: re-sent by the apply of this plan
         "changes": entries,
         # Every spec the plan was made from, no-ops included: any edit makes the plan stale.
         "specs": {d.address: spec_fingerprint(d) for d in run.workspace.desired},

@@ -177,7 +177,16 @@ async def test_no_wait_submits_and_json_events(
     assert "job_status" not in kinds
     finished = [e for e in events if e["event"] == "change_finished"]
     assert {e["status"] for e in finished} == {"submitted"} and all(e["job_id"] for e in finished)
-    assert events[-1]["event"] == "summary" and events[-1]["added"] == 2
+    # Submitted, not known to be done: never counted as added (issue 26, item 6).
+    assert events[-1]["event"] == "summary" and events[-1]["added"] == 0
+    assert events[-1]["submitted"] == 2
+    assert await project.apply(wait=False) == 0  # nothing to do now; and in text:
+    project.write(lookup_doc("c", KINDS["static"]))
+    capsys.readouterr()
+    assert await project.apply(wait=False) == 0
+    out = capsys.readouterr().out
+    assert "Lookups: 1 added" not in out
+    assert "1 submitted (jobs not followed: the next plan reads them" in out
 
 
 async def test_job_timeout_is_reported_with_its_job_id(

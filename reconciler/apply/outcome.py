@@ -40,11 +40,15 @@ class Outcome:
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, int]:
-    """Counts of what was really done: added, changed, destroyed, and lookups not done."""
-    counts = {"added": 0, "changed": 0, "destroyed": 0, "failed": 0}
+    """Counts of what was really done: added, changed, destroyed; submitted (``--no-wait``: sent,
+    its job not followed, so not known to be done); and lookups not done."""
+    counts = {"added": 0, "changed": 0, "destroyed": 0, "submitted": 0, "failed": 0}
     for outcome in outcomes:
         if not outcome.ok:
             counts["failed"] += 1
+            continue
+        if outcome.status == SUBMITTED:
+            counts["submitted"] += 1
             continue
         effective = outcome.effective or outcome.action
         if effective is Action.CREATE:

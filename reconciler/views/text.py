@@ -213,6 +213,11 @@ def completion_line(outcomes: list[Outcome]) -> str:
     """``Apply complete! Lookups: X added, Y changed, Z destroyed.`` (or what failed)."""
     counts = summarize(outcomes)
     done = f"Lookups: {counts['added']} added, {counts['changed']} changed, {counts['destroyed']} destroyed."
+    if counts["submitted"]:
+        done += (
+            f" {counts['submitted']} submitted (jobs not followed: the next plan reads them; "
+            "reconciler jobs DOMAIN/NAME shows one)."
+        )
     if counts["failed"]:
         return f"Apply failed: {counts['failed']} of {len(outcomes)} lookup(s) not done. {done}"
     return f"Apply complete! {done}"
