@@ -556,6 +556,21 @@ def plan(
 
 @app.command()
 @handle_errors
+def show(
+    plan_file: Annotated[
+        Path, typer.Argument(help="A plan saved with plan --out.", metavar="PLANFILE")
+    ],
+    output_format: PlanFormatOpt = "text",
+) -> None:
+    """Show a saved plan without contacting Devo."""
+    from reconciler.commands import run_show
+
+    views.check_format("plan", output_format)
+    raise typer.Exit(run_show(plan_file, output_format, color=_color()))
+
+
+@app.command()
+@handle_errors
 @connected
 def drift(
     paths: PathsArg = None,
@@ -711,6 +726,15 @@ def jobs(
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow the latest (or --job) job until it ends.")
     ] = False,
+    watch_timeout: Annotated[
+        float,
+        typer.Option(
+            "--watch-timeout",
+            min=0.1,
+            help="With --watch: give up (exit 1) after this many seconds (default 600).",
+            metavar="S",
+        ),
+    ] = 600.0,
     *,
     connection: Connection,
 ) -> None:
@@ -722,7 +746,12 @@ def jobs(
     views.check_format("jobs", output_format)
     code = asyncio.run(
         run_jobs(
-            connection.settings(), address, job_id=job, output_format=output_format, watch=watch
+            connection.settings(),
+            address,
+            job_id=job,
+            output_format=output_format,
+            watch=watch,
+            watch_timeout=watch_timeout,
         )
     )
     raise typer.Exit(code)
@@ -736,7 +765,11 @@ def history(
     ] = None,
     domain: Annotated[str | None, typer.Option("--domain", help="Only this domain.")] = None,
     action: Annotated[
-        str | None, typer.Option("--action", help="create, update or delete.")
+        str | None,
+        typer.Option(
+            "--action",
+            help="create (or add), update (or change), delete (or destroy), or no-op.",
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -814,6 +847,28 @@ def state_unlock(
     holder = unlock(location, lock_id)
     _err(f"Released {holder.describe()} on {location}.")
     raise typer.Exit(0)
+
+
+@state_app.command("rm")
+@handle_errors
+def state_rm(
+    addresses: Annotated[
+        list[str], typer.Argument(help="Recorded DOMAIN/NAME addresses.", metavar="ADDRESS...")
+    ],
+    state: StateOpt = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", help="Seconds to wait for another run's lock.", metavar="S"),
+    ] = 0.0,
+) -> None:
+    """Forget records without deleting the lookups (they become unmanaged)."""
+    import asyncio
+
+    from reconciler.commands import run_state_rm
+
+    raise typer.Exit(
+        asyncio.run(run_state_rm(_state_location(state), addresses, lock_timeout=lock_timeout))
+    )
 
 
 @state_app.command("migrate")

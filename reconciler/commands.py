@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from reconciler.engine import (
     preflight,
     saved_plan,
     spec_fingerprint,
+    with_waves,
 )
 from reconciler.errors import (
     NotFoundError,
@@ -129,6 +130,22 @@ async def _read_plan(
     selector = Selector(tuple(targets or ()), tuple(excludes or ()))
     async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
         return await make_plan(reader, paths, settings.state_location, selector, **options)
+
+
+def run_show(plan_file: Path, output_format: str = "text", *, color: bool = False) -> int:
+    """``reconciler show PLANFILE``: a saved plan rendered offline (no request, no state)."""
+    try:
+        document = json.loads(plan_file.read_text())
+        kind = document["apply"]["kind"] if isinstance(document, dict) else None
+        plan = Plan.from_json(document)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        kind, plan = None, Plan()
+    if kind != PLAN_FILE_KIND:
+        raise SettingsError(
+            f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
+        )
+    _say(views.render("plan", output_format, plan, color=color), coloured=color)
+    return 0
 
 
 def _strict_refusal(plan: Plan) -> bool:
@@ -258,6 +275,7 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
         guards=guards,
         replace=tuple(saved.get("replace") or ()),
     )
+    plan = with_waves(plan, workspace.waves)
     return PlanRun(plan, workspace, live, state)
 
 
@@ -364,12 +382,8 @@ async def run_apply(
         for address in executor.forget_gone(run.live):
             _warn(f"{address}: gone from Devo, and no spec wants it; its record is forgotten")
         if not run.plan.can_apply():
-            if output_format == "json":
-                _say(
-                    json.dumps(
-                        {"event": "summary", "added": 0, "changed": 0, "destroyed": 0, "failed": 0}
-                    )
-                )
+            if output_format == "json":  # the same summary event as a run with changes
+                _say(views.render("apply", "json", [], warnings=run.plan.warnings))
             elif plan_file is not None:
                 _say("No changes.")
             return 0
@@ -389,7 +403,7 @@ async def run_apply(
         executor.console = console
         await preflight(client, run.plan)
         outcomes = await _execute(executor, run, console)
-    return _report(outcomes, output_format)
+    return _report(outcomes, output_format, run.plan.warnings)
 
 
 @contextlib.asynccontextmanager
@@ -399,7 +413,7 @@ async def _state_locked(
     """Hold the state's lock; on the way out, whatever happened, compact every state the run
     loaded (its record log already holds what was done), close the journal, release the lock."""
     lock = StateLock(location, actor)
-    await lock.acquire(lock_timeout)
+    await lock.acquire(lock_timeout, waiting=_warn)
     journal = Journal.for_state(location)
     states: list[State] = []
     try:
@@ -411,6 +425,26 @@ async def _state_locked(
             journal.close()
         finally:
             lock.release()
+
+
+async def run_state_rm(location: str, addresses: list[str], *, lock_timeout: float = 0.0) -> int:
+    """``reconciler state rm ADDRESS...``: forget records without deleting the lookups (Terraform's
+    ``state rm``), under the state's lock. The next plan sees each as unmanaged (or, if a spec
+    still names it, compares it with live state only)."""
+    actor = current_actor(Path.cwd())
+    async with _state_locked(location, actor, lock_timeout) as (_, states):
+        state = State.load(location)
+        states.append(state)
+        unknown = [a for a in addresses if a not in state.lookups]
+        if unknown:
+            raise SettingsError(
+                f"the state records no {', '.join(unknown)}; nothing was forgotten",
+                hint="reconciler state show lists the recorded addresses (DOMAIN/NAME)",
+            )
+        for address in addresses:
+            state.forget(address)
+            _warn(f"{address}: forgotten (the lookup itself is left as it is in Devo)")
+    return 0
 
 
 async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outcome]:
@@ -430,10 +464,10 @@ async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outco
             loop.remove_signal_handler(signal.SIGINT)
 
 
-def _report(outcomes: list[Outcome], output_format: str) -> int:
+def _report(outcomes: list[Outcome], output_format: str, warnings: Sequence[str] = ()) -> int:
     from reconciler.apply.outcome import INTERRUPTED, summarize
 
-    _say(views.render("apply", output_format, outcomes))
+    _say(views.render("apply", output_format, outcomes, warnings=warnings))
     if output_format != "text":
         # A CI log shows why without anyone opening the JSON artifact.
         for outcome in outcomes:
@@ -538,6 +572,7 @@ async def run_jobs(
     job_id: str | None = None,
     output_format: str = "text",
     watch: bool = False,
+    watch_timeout: float = 600.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler jobs DOMAIN/NAME``."""
@@ -568,7 +603,7 @@ async def run_jobs(
                     domain,
                     name,
                     ids[-1],
-                    timeout=24 * 3600,
+                    timeout=watch_timeout,
                     on_status=lambda s: _say(
                         f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}"
                     ),

@@ -247,6 +247,14 @@ async def check_submitted(
     return failed, warnings
 
 
+def with_waves(plan: Plan, waves: Mapping[str, int]) -> Plan:
+    """Each change with its domain's apply wave (shown by the views, ``wave`` in the JSON)."""
+    if not any(waves.values()):
+        return plan
+    changes = tuple(c.model_copy(update={"wave": waves.get(c.domain, 0)}) for c in plan.changes)
+    return plan.model_copy(update={"changes": changes})
+
+
 async def make_plan(
     reader: LookupReader,
     paths: list[str],
@@ -289,6 +297,7 @@ async def make_plan(
         failed_jobs=failed_jobs,
         guards=guards,
     )
+    plan = with_waves(plan, workspace.waves)
     job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:
         plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FORMAT_VERSION = "1.0"
 
@@ -93,6 +93,7 @@ class Change(_Frozen):
     spec: str | None = None  # file:line of the spec (display only)
     overlay: str | None = None  # file:line of the Overlay merged onto it, for this domain
     request: bool = True  # False: apply only records it (a change of ``protect``), sends nothing
+    wave: int = 0  # the apply wave of its domain (Domain.spec.wave): waves go in ascending order
 
 
 class Plan(_Frozen):
@@ -143,6 +144,18 @@ class Plan(_Frozen):
     def can_apply(self) -> bool:
         """True when there is anything to do."""
         return bool(self.actionable)
+
+    @classmethod
+    def from_json(cls, document: Any) -> Plan:
+        """A plan read back from its JSON (``plan --out``), for ``show``; ``ValueError`` when the
+        document is not one."""
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        fields = ("format_version", "changes", "unmanaged", "kept", "warnings")
+        try:
+            return cls.model_validate({k: document[k] for k in fields if k in document})
+        except ValidationError as exc:
+            raise ValueError(str(exc.errors()[0]["msg"])) from None
 
     def to_json(self) -> dict[str, Any]:
         """The contract's plan JSON."""

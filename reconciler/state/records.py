@@ -373,6 +373,10 @@ class LockedError(StateError):
         self.holder = holder
 
 
+#: How often a run waiting for the state lock says so.
+WAIT_NOTICE_EVERY = 30.0
+
+
 class StateLock:
     """Apply's lock on a state: an object written create-if-absent, removed when apply ends."""
 
@@ -402,20 +406,38 @@ class StateLock:
         *,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        waiting: Callable[[str], None] | None = None,
     ) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` naming the holder."""
+        """Take the lock, waiting up to ``timeout`` seconds; ``LockedError`` naming the holder.
+
+        While it waits, ``waiting`` is told who holds the lock: at once, then every
+        ``WAIT_NOTICE_EVERY`` seconds (a CI log must not look hung)."""
         import asyncio
 
         sleep = sleep or asyncio.sleep
         deadline = clock() + max(0.0, timeout)
         data = json.dumps(asdict(self.info), sort_keys=True).encode()
         delay = 0.5
+        next_notice = clock()
         while True:
             try:
                 self.backend.write(self.key, data, create=True)
             except AlreadyExists:
                 if clock() >= deadline:
                     raise LockedError(self.location, self.holder()) from None
+                if waiting is not None and clock() >= next_notice:
+                    holder = self.holder()
+                    who = (
+                        f"{holder.actor} since {holder.created} (pid {holder.pid} on {holder.host})"
+                        if holder is not None
+                        else "another run"
+                    )
+                    left = max(0.0, deadline - clock())
+                    waiting(
+                        f"waiting for the state lock held by {who}... ({left:.0f} s left of "
+                        "--lock-timeout)"
+                    )
+                    next_notice = clock() + WAIT_NOTICE_EVERY
                 await sleep(min(delay, max(0.0, deadline - clock())))
                 delay = min(delay * 1.5, 5.0)
                 continue

@@ -7,6 +7,7 @@ object per line, from ``reconciler.views.progress``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +28,13 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
     return json.dumps(document, indent=2, sort_keys=False)
 
 
-def apply(outcomes: list[Outcome]) -> str:
-    """The closing ``summary`` event: counts and every lookup's outcome."""
+def apply(outcomes: list[Outcome], warnings: Sequence[str] = ()) -> str:
+    """The closing ``summary`` event: counts, every lookup's outcome, and the plan's warnings."""
     return json.dumps(
         {
             "event": "summary",
             **summarize(outcomes),
+            "warnings": list(warnings),
             "interrupted": any(o.status == INTERRUPTED for o in outcomes),
             "outcomes": [
                 {"address": o.address, "status": o.status, "job_id": o.job_id, "message": o.message}

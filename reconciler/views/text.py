@@ -8,6 +8,7 @@ Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -181,12 +182,14 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
             else "reconciler will perform the following actions:"
         )
         out.append("")
+    waves = len({c.wave for c in plan.changes}) > 1  # shown only where the order matters
     for change in shown:
         style = _STYLES[change.action]
         headline = (_DRIFT if drift else _HEADLINE).get(change.action, _HEADLINE[change.action])
         reason = f" ({change.reason})" if change.reason and change.action is not Action.NOOP else ""
         shaped = f" [overlay {change.overlay}]" if change.overlay else ""
-        out.append(f"  # {change.address} {headline}{reason}{shaped}")
+        wave = f" [wave {change.wave}]" if waves else ""
+        out.append(f"  # {change.address} {headline}{reason}{shaped}{wave}")
         kind = f" ({change.kind} → {change.endpoint})" if change.kind else ""
         out.append(paint(f'  {change.action.symbol} lookup "{change.address}"{kind}', style))
         for line in attribute_lines(change):
@@ -223,8 +226,9 @@ def completion_line(outcomes: list[Outcome]) -> str:
     return f"Apply complete! {done}"
 
 
-def apply(outcomes: list[Outcome]) -> str:
-    """What apply did not do (and why), then the completion line."""
+def apply(outcomes: list[Outcome], warnings: Sequence[str] = ()) -> str:
+    """What apply did not do (and why), then the completion line (the plan printed before it
+    shows the ``warnings``)."""
     out: list[str] = []
     not_done = [o for o in outcomes if not o.ok]
     if not_done:
