@@ -28,6 +28,7 @@ these constructors, and ``redact`` is applied to server messages that echo reque
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -59,8 +60,16 @@ class Diagnostic:
     severity: str = "error"  # "error" or "warning"
 
     def location(self) -> str:
-        """``file:line:col`` as editors and CI annotations expect it."""
+        """``file:line:col`` as editors and CI annotations expect it; a file under the working
+        folder is named relative to it (``specs/data/geo.csv``, as it was typed)."""
         loc = self.path
+        if os.path.isabs(loc):
+            try:
+                relative = os.path.relpath(loc)
+            except ValueError:  # another drive
+                relative = loc
+            if not relative.startswith(".."):
+                loc = relative
         if self.line is not None:
             loc += f":{self.line}"
             if self.column is not None:
