@@ -385,7 +385,10 @@ async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothin
         )
     assert not [r for r in project.emulator.stats.routes if r.startswith("DELETE")]
     project.write(domain.format(extra=", maxDestroy: 2"))
-    with pytest.raises(PlanError, match=r"4 lookup\(s\) of acme, more than its maxDestroy 2"):
+    with pytest.raises(
+        PlanError,
+        match=r"4 lookup\(s\) of acme, more than its maxDestroy 2: acme/l0, acme/l1, acme/l2, acme/l3",
+    ):
         await project.plan()
     project.write(domain.format(extra=", maxDestroy: 4"))
     assert len((await project.plan(guards=Guards(max_destroy=4))).plan.actionable) == 4
