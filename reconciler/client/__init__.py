@@ -7,6 +7,7 @@ them from resolved ``Settings`` (the embedded emulator in-process when no endpoi
 
 from __future__ import annotations
 
+from reconciler.canonical import visibility_of
 from reconciler.client._client import (
     DeployResult,
     LookupClient,
@@ -20,7 +21,6 @@ from reconciler.client._models import (
     FieldInfo,
     JobStatus,
     LookupMeta,
-    visibility_of,
 )
 
 __all__ = [

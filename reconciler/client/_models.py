@@ -140,3 +140,16 @@ class JobStatuses(_Tolerant):
         if value.get("status") is None and value.get("jobs") is None and "status" in value:
             return {**value, "status": [], "known_shape": True}  # an explicit null: no status yet
         return {**value, "status": [], "known_shape": False}
+
+
+__all__ = [
+    "CreationResponse",
+    "DeletionResponse",
+    "FieldInfo",
+    "JobIds",
+    "JobStatus",
+    "JobStatuses",
+    "LookupList",
+    "LookupMeta",
+    "LookupOne",
+]

@@ -345,7 +345,8 @@ async def _stored(emu: Emulator, call: Callable[..., _T], *args: Any) -> _T:
 
 
 def _emulator(request: Request) -> Emulator:
-    return request.app.state.emulator
+    emulator: Emulator = request.app.state.emulator
+    return emulator
 
 
 async def _guard(request: Request) -> tuple[Emulator, str, Response | None]:

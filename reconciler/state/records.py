@@ -233,7 +233,8 @@ class State:
 
     def document(self) -> dict[str, Any]:
         """The state as its JSON document (for ``state show`` and ``state migrate``)."""
-        return json.loads(_dump(self.lookups))
+        document: dict[str, Any] = json.loads(_dump(self.lookups))
+        return document
 
 
 def _dump(lookups: dict[str, LookupState]) -> bytes:
