@@ -530,7 +530,7 @@ def plan(
     import asyncio
 
     from reconciler.commands import run_plan
-    from reconciler.plan.builder import Guards
+    from reconciler.plan.guards import Guards
 
     views.check_format("plan", output_format)
     _csv_progress()
@@ -648,7 +648,7 @@ def apply(
     import asyncio
 
     from reconciler.commands import run_apply
-    from reconciler.plan.builder import Guards
+    from reconciler.plan.guards import Guards
 
     views.check_format("apply", output_format)
     _csv_progress()

@@ -42,7 +42,8 @@ from reconciler.errors import (
     StalePlanError,
     printable,
 )
-from reconciler.plan.builder import Guards, Selector, build_plan
+from reconciler.plan.builder import Selector, build_plan
+from reconciler.plan.guards import Guards
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock

@@ -27,14 +27,8 @@ from reconciler.errors import (
     SettingsError,
     SpecError,
 )
-from reconciler.plan.builder import (
-    DomainPolicy,
-    Guards,
-    Selector,
-    build_plan,
-    live_fields,
-    live_flat,
-)
+from reconciler.plan.builder import Selector, build_plan, live_fields, live_flat
+from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import Plan
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig
 from reconciler.errors import PlanError
-from reconciler.plan.builder import Guards
+from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, Project, lookup_doc

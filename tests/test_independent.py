@@ -21,7 +21,7 @@ import pytest
 from reconciler.client import LookupReader
 from reconciler.commands import run_apply
 from reconciler.engine import make_plan
-from reconciler.plan.builder import Guards
+from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, lookup_doc

@@ -10,7 +10,8 @@ import pytest
 from reconciler.emulator import EmulatorConfig
 from reconciler.emulator.derive import derive
 from reconciler.errors import PlanError
-from reconciler.plan.builder import Guards, Selector
+from reconciler.plan.builder import Selector
+from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.views.json import plan as render_json
 from reconciler.views.markdown import plan as render_markdown

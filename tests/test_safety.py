@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.errors import PlanError, SettingsError, SpecError
-from reconciler.plan.builder import Guards
+from reconciler.plan.guards import Guards
 from reconciler.spec.loader import load_specs
 from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, Project, lookup_doc
