@@ -23,12 +23,10 @@ import asyncio
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from reconciler import gitrepo
 from reconciler.apply.outcome import (
@@ -37,10 +35,13 @@ from reconciler.apply.outcome import (
     INTERRUPTED,
     SUBMITTED,
     TIMED_OUT,
+    ApplyConsole,
+    NullConsole,
     Outcome,
+    journal_entry,
 )
 from reconciler.canonical import flatten
-from reconciler.client import DeployResult, JobStatus, LookupClient, LookupMeta, PollPolicy
+from reconciler.client import DeployResult, LookupClient, LookupMeta, PollPolicy
 from reconciler.clock import SYSTEM_CLOCK, Clock
 from reconciler.desired import DesiredLookup, placeholders, resolve_secrets
 from reconciler.errors import (
@@ -56,31 +57,7 @@ from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
-from reconciler.state.journal import Journal, JournalEntry
-from reconciler.timeframe import epoch_millis
-
-
-class ApplyConsole(Protocol):
-    """Where the executor reports progress; the CLI picks a human or a JSON implementation."""
-
-    def change_started(self, change: Change, method: str) -> None: ...
-
-    def job_status(self, change: Change, status: JobStatus) -> None: ...
-
-    def change_finished(self, change: Change, outcome: Outcome) -> None: ...
-
-
-class NullConsole:
-    """Reports nothing (the default, and what tests use)."""
-
-    def change_started(self, change: Change, method: str) -> None:
-        return None
-
-    def job_status(self, change: Change, status: JobStatus) -> None:
-        return None
-
-    def change_finished(self, change: Change, outcome: Outcome) -> None:
-        return None
+from reconciler.state.journal import Journal
 
 
 @dataclass
@@ -567,38 +544,3 @@ class Executor:
             if self.env.get(name)
         ]
         return redact(text, secrets)
-
-
-def journal_entry(
-    change: Change, outcome: Outcome, actor: str, commit: str | None, now: datetime
-) -> JournalEntry:
-    """The entry for one applied change."""
-    before = change.before or {}
-    after = change.after or {}
-    if change.action.value == "delete":
-        previous, additions, deletions = dict(before), {}, dict(before)
-    elif change.action.value == "create":
-        previous, additions, deletions = {}, dict(after), {}
-    else:
-        changed = {d.path for d in change.diff}
-        previous = {p: before.get(p) for p in sorted(changed) if p in before}
-        additions = {d.path: d.after for d in change.diff}
-        deletions = {p: v for p, v in before.items() if p not in after and p in changed}
-        if change.csv is not None:
-            previous["csv.sha256"] = change.csv.before_sha256
-            additions["csv.sha256"] = change.csv.after_sha256
-    effective = outcome.effective.value if outcome.effective else change.action.value
-    return JournalEntry(
-        id=str(uuid.uuid4()),
-        time=now.isoformat(timespec="milliseconds"),
-        timestamp=epoch_millis(now),
-        actor=actor,
-        domain=change.domain,
-        lookup=change.name,
-        action=effective,
-        outcome=outcome.status,
-        message=outcome.message,
-        jobId=outcome.job_id,
-        commit=commit,
-        payload={"previous": previous, "additions": additions, "deletions": deletions},
-    )

@@ -1,4 +1,5 @@
-"""What happened to each lookup in an apply: the outcome vocabulary and its counts.
+"""What happened to each lookup in an apply: the outcome vocabulary and its counts, the console
+protocol the executor reports to, and the journal entry of one applied change.
 
 Kept apart from the executor (and light: no HTTP client) so views and the journal can read outcomes
 without importing the machinery that produced them.
@@ -6,9 +7,17 @@ without importing the machinery that produced them.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from reconciler.plan.model import Action
+from reconciler.plan.model import Action, Change
+from reconciler.state.journal import JournalEntry
+from reconciler.timeframe import epoch_millis
+
+if TYPE_CHECKING:  # the views import this module: no HTTP client behind it
+    from reconciler.client import JobStatus
 
 DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
     "done",
@@ -58,3 +67,61 @@ def summarize(outcomes: list[Outcome]) -> dict[str, int]:
         elif effective is Action.DELETE:
             counts["destroyed"] += 1
     return counts
+
+
+class ApplyConsole(Protocol):
+    """Where the executor reports progress; the CLI picks a human or a JSON implementation."""
+
+    def change_started(self, change: Change, method: str) -> None: ...
+
+    def job_status(self, change: Change, status: JobStatus) -> None: ...
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None: ...
+
+
+class NullConsole:
+    """Reports nothing (the default, and what tests use)."""
+
+    def change_started(self, change: Change, method: str) -> None:
+        return None
+
+    def job_status(self, change: Change, status: JobStatus) -> None:
+        return None
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None:
+        return None
+
+
+def journal_entry(
+    change: Change, outcome: Outcome, actor: str, commit: str | None, now: datetime
+) -> JournalEntry:
+    """The entry for one applied change."""
+    before = change.before or {}
+    after = change.after or {}
+    if change.action.value == "delete":
+        previous, additions, deletions = dict(before), {}, dict(before)
+    elif change.action.value == "create":
+        previous, additions, deletions = {}, dict(after), {}
+    else:
+        changed = {d.path for d in change.diff}
+        previous = {p: before.get(p) for p in sorted(changed) if p in before}
+        additions = {d.path: d.after for d in change.diff}
+        deletions = {p: v for p, v in before.items() if p not in after and p in changed}
+        if change.csv is not None:
+            previous["csv.sha256"] = change.csv.before_sha256
+            additions["csv.sha256"] = change.csv.after_sha256
+    effective = outcome.effective.value if outcome.effective else change.action.value
+    return JournalEntry(
+        id=str(uuid.uuid4()),
+        time=now.isoformat(timespec="milliseconds"),
+        timestamp=epoch_millis(now),
+        actor=actor,
+        domain=change.domain,
+        lookup=change.name,
+        action=effective,
+        outcome=outcome.status,
+        message=outcome.message,
+        jobId=outcome.job_id,
+        commit=commit,
+        payload={"previous": previous, "additions": additions, "deletions": deletions},
+    )
