@@ -699,7 +699,7 @@ def import_(
     """Write specs for live lookups no spec manages yet (a plan right after is empty)."""
     import asyncio
 
-    from reconciler.commands import run_import
+    from reconciler.browse import run_import
 
     code = asyncio.run(
         run_import(
@@ -741,7 +741,7 @@ def jobs(
     """A lookup's recent jobs: statuses in order, stage, submitted/stopped times, duration."""
     import asyncio
 
-    from reconciler.commands import run_jobs
+    from reconciler.browse import run_jobs
 
     views.check_format("jobs", output_format)
     code = asyncio.run(
@@ -784,7 +784,7 @@ def history(
     state: StateOpt = None,
 ) -> None:
     """The audit trail of what apply changed (newest first)."""
-    from reconciler.commands import run_history
+    from reconciler.browse import run_history
 
     views.check_format("history", output_format)
     code = run_history(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.commands import run_import, run_jobs
+from reconciler.browse import run_import, run_jobs
 from reconciler.desired import expand
 from reconciler.emulator import EmulatorConfig
 from reconciler.errors import JobFailed, SettingsError
@@ -425,7 +425,7 @@ async def test_import_writes_only_specs_that_validate(
 def test_history_skips_lines_that_are_not_entries_with_one_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.commands import run_history
+    from reconciler.browse import run_history
 
     state = tmp_path / ".reconciler" / "state.json"
     state.parent.mkdir()

@@ -34,6 +34,7 @@ LAYER_OF: dict[str, str] = {
     "importer": "engine",
     "connect": "engine",
     "ci": "engine",
+    "browse": "engine",
     "cli": "cli",
     "__main__": "cli",
     "__init__": "foundation",

@@ -687,7 +687,7 @@ async def test_a_killed_state_migrate_resumes(
 async def test_import_writes_only_what_is_unmanaged_and_the_result_plans_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.commands import run_import
+    from reconciler.browse import run_import
     from reconciler.emulator.derive import derive
 
     project = await applied(tmp_path, "geo", "asn")

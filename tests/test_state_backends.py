@@ -206,7 +206,8 @@ def _s3_project(tmp_path: Path, s3_url: str, *, null_config: bool = True) -> Pro
 async def test_plan_from_another_folder_is_clean_and_history_lists_every_change(
     tmp_path: Path, s3_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.commands import run_history, run_plan
+    from reconciler.browse import run_history
+    from reconciler.commands import run_plan
 
     project = _s3_project(tmp_path / "laptop", s3_url)
     project.write(
