@@ -24,12 +24,8 @@ from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
 from reconciler.spec.csvcheck import abridged, csv_rows
-from reconciler.spec.loader import (
-    LoadedLookup,
-    LoadedOverlay,
-    LoadResult,
-    translate_validation_error,
-)
+from reconciler.spec.loader import LoadedLookup, LoadedOverlay, LoadResult
+from reconciler.spec.messages import translate_validation_error
 from reconciler.spec.model import CsvSource, LookupDocument
 
 

@@ -9,7 +9,6 @@ are resolved only by ``apply``, so plans, plan files and logs never hold them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -20,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
-from reconciler.gitrepo import git
+from reconciler.spec.discovery import discover
+from reconciler.spec.messages import did_you_mean, translate_validation_error
 from reconciler.spec.model import (
     DOCUMENT_MODELS,
     SECRET_FIELDS,
@@ -39,8 +39,6 @@ MAX_DEPTH = 64
 # ``${env:NAME}``, or ``${env:NAME:-default}`` (the default when NAME is unset or empty; an empty
 # default, ``${env:NAME:-}``, is allowed because it is written).
 ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
-#: Spelling of a YAML suffix that is read; other casings (``.YAML``, ``.Yml``) are refused by name.
-SPEC_SUFFIXES = (".yaml", ".yml")
 
 Loc = tuple[str | int, ...]
 
@@ -162,125 +160,6 @@ def render_loc(loc: Iterable[str | int]) -> str:
         else:
             text += ("." if text else "") + str(part)
     return text
-
-
-def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """The spec files under ``paths``: ``*.yaml``/``*.yml``, recursively, in a stable order."""
-    found: list[Path] = []
-    problems: list[Diagnostic] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            files, unreadable = _walk_specs(path)
-            found.extend(files)
-            problems.extend(
-                Diagnostic(str(where), None, None, "", message, hint=hint)
-                for where, message, hint in unreadable
-            )
-            problems.extend(_absent_from_work_tree(path))
-        else:
-            problems.append(
-                Diagnostic(
-                    str(path),
-                    None,
-                    None,
-                    "",
-                    "no such file or directory",
-                    hint="pass spec files or folders (default: specs/)",
-                )
-            )
-    unique = list(dict.fromkeys(found))
-    return unique, problems
-
-
-def _absent_from_work_tree(folder: Path) -> list[Diagnostic]:
-    """Spec files git tracks under ``folder`` that are not in the work tree (a sparse checkout,
-    a file removed by hand): their lookups would look deleted to prune, so each is an error.
-
-    No git, or a folder outside a repository: nothing to say. A deletion meant to stay is
-    committed (or at least staged with ``git rm``), and then git no longer tracks the file.
-    """
-    listed = git(folder, "ls-files", "-z", "--", ".")
-    if not listed:
-        return []
-    problems = []
-    for name in listed.decode(errors="replace").split("\0"):
-        parts = Path(name).parts
-        if not name.lower().endswith(SPEC_SUFFIXES) or any(p.startswith(".") for p in parts):
-            continue
-        if not (folder / name).exists():
-            problems.append(
-                Diagnostic(
-                    str(folder / name),
-                    None,
-                    None,
-                    "",
-                    "git tracks this spec file but it is not in the work tree "
-                    "(a sparse checkout, or deleted by hand)",
-                    hint="check out every spec file (git sparse-checkout disable), or "
-                    "'git rm' it if its lookups are meant to go",
-                )
-            )
-    return problems
-
-
-_SKIPPED = "a spec file that is skipped would make its lookups look deleted to prune"
-
-
-def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
-    """YAML files below ``root``, following symlinked folders once each; what cannot be read
-    apart, as (path, message, hint): unreadable folders, broken links, misnamed spec files.
-
-    Hidden names (``.reconciler/``, ``.git/``) are skipped. A symlink back into a folder already
-    walked is not walked again, so a loop ends.
-    """
-    found: list[Path] = []
-    unreadable: list[tuple[Path, str, str]] = []
-    seen: set[str] = set()
-
-    def failed(error: OSError) -> None:
-        reason = error.strerror or str(error)
-        unreadable.append(
-            (
-                Path(error.filename or root),
-                f"cannot read this folder: {reason}",
-                f"every folder under the spec paths must be readable: {_SKIPPED}",
-            )
-        )
-
-    for folder, dirs, files in os.walk(root, onerror=failed, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs[:] = []  # a symlink loop, or a folder linked twice: walked already
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            candidate = Path(folder) / name
-            if name.startswith("."):
-                continue
-            if not candidate.exists():  # a link to a folder or file that is not there
-                unreadable.append(
-                    (
-                        candidate,
-                        "cannot read this folder: a broken symlink",
-                        f"every folder under the spec paths must be readable: {_SKIPPED}",
-                    )
-                )
-            elif name.endswith(SPEC_SUFFIXES) and candidate.is_file():
-                found.append(candidate)
-            elif name.lower().endswith(SPEC_SUFFIXES):
-                suffix = candidate.suffix
-                unreadable.append(
-                    (
-                        candidate,
-                        f"spec files are named *.yaml or *.yml; {suffix!r} is not read",
-                        f"rename it to {candidate.stem}{suffix.lower()}: {_SKIPPED}",
-                    )
-                )
-    return sorted(found), unreadable
 
 
 class _Converter:
@@ -670,7 +549,7 @@ def _load_document(
     kind = data.get("kind")
     model_type = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
     if model_type is None:
-        hint = _did_you_mean(str(kind), DOCUMENT_MODELS) if kind is not None else None
+        hint = did_you_mean(str(kind), DOCUMENT_MODELS) if kind is not None else None
         result.diagnostics.append(
             doc.diagnostic(
                 ("kind",),
@@ -713,82 +592,3 @@ def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None
 
     expand_fan_out(result)
     return result
-
-
-# --- pydantic errors in words a person can act on ---------------------------------------------
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the fields at ``loc`` (walking optional and list fields)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = _field_by_alias(current, part)
-        if info is None:
-            return None
-        current = _inner_model(info.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _field_by_alias(model: type[BaseModel], name: str) -> Any:
-    for field_name, info in model.model_fields.items():
-        if (info.alias or field_name) == name:
-            return info
-    return None
-
-
-def _inner_model(annotation: Any) -> Any:
-    for arg in getattr(annotation, "__args__", ()) or ():
-        inner = _inner_model(arg)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner
-    return annotation
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def translate_validation_error(
-    doc: LoadedDocument, model_type: type[BaseModel], exc: ValidationError
-) -> list[Diagnostic]:
-    """One Diagnostic per pydantic error, located and phrased for a person."""
-    found: list[Diagnostic] = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        kind = error["type"]
-        value = error.get("input")
-        hint: str | None = None
-        if kind == "extra_forbidden":
-            owner = _model_at(model_type, loc[:-1])
-            names = _field_names(owner) if owner else []
-            message = f"unknown field {loc[-1]!r}"
-            hint = _did_you_mean(str(loc[-1]), names) or (
-                f"allowed: {', '.join(names)}" if names else None
-            )
-        elif kind == "missing":
-            message = "required field is missing"
-            hint = f"add '{loc[-1]}:'"
-        elif kind == "literal_error":
-            expected = error.get("ctx", {}).get("expected", "")
-            message = f"{value!r} is not allowed; expected {expected}"
-            choices = re.findall(r"'([^']*)'", str(expected))
-            hint = _did_you_mean(str(value), choices)
-        elif kind == "string_pattern_mismatch":
-            message = f"{value!r} is not a safe name"
-            hint = "use letters, digits, '_', '-' and '.'; it becomes a URL path segment"
-        else:
-            message = error["msg"]
-            secret = any(part in SECRET_FIELDS for part in loc)
-            if value is not None and not secret and not isinstance(value, dict | list):
-                message += f" (got {value!r})"
-        found.append(doc.diagnostic(loc, message, hint=hint))
-    return found
