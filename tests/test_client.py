@@ -726,7 +726,7 @@ def test_every_endpoint_goes_through_the_proxy_the_environment_names(
 ) -> None:
     """The client builds its own transports (one per endpoint), so httpx does not read
     HTTPS_PROXY for it: the transports do, NO_PROXY included."""
-    from reconciler.client._client import endpoint_transport
+    from reconciler.client._transport import endpoint_transport
 
     limits = httpx.Limits(max_connections=4)
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from reconciler.apply.executor import ApplyOptions, Executor
 from reconciler.client import LookupReader
-from reconciler.client._client import domain_of
+from reconciler.client._transport import domain_of
 from reconciler.emulator import EmulatorConfig, Grant
 from reconciler.engine import make_plan, preflight
 from reconciler.errors import PreflightError, ReconcilerError, SettingsError

@@ -13,7 +13,6 @@ from reconciler.client._client import (
     LookupClient,
     LookupReader,
     RetryPolicy,
-    lookup_path,
 )
 from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, job_state, wait_for_job
 from reconciler.client._models import (
@@ -22,6 +21,7 @@ from reconciler.client._models import (
     JobStatus,
     LookupMeta,
 )
+from reconciler.client._transport import lookup_path
 
 __all__ = [
     "CreationResponse",

@@ -11,25 +11,28 @@ client first checks whether the lookup now exists, so a retry can never create t
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from reconciler import __version__
+from reconciler.client._answers import (
+    retry_after,
+    secret_values,
+    server_message,
+    stderr_line,
+    transport_reason,
+)
+from reconciler.client._auth import RequestAuth
 from reconciler.client._jobs import JobResult, PollPolicy, wait_for_job
 from reconciler.client._models import (
     CreationResponse,
@@ -41,6 +44,7 @@ from reconciler.client._models import (
     LookupMeta,
     LookupOne,
 )
+from reconciler.client._transport import Router, WithoutBom, endpoint_transport, lookup_path
 from reconciler.errors import (
     ApiError,
     AuthError,
@@ -51,15 +55,13 @@ from reconciler.errors import (
     ServerError,
     SettingsError,
     TransportError,
-    printable,
     redact,
 )
-from reconciler.settings import REGIONS, Credentials, Settings, region_url
+from reconciler.settings import Credentials, Settings
 
 log = logging.getLogger("reconciler.client")
 M = TypeVar("M", bound=BaseModel)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_REGION_ENDPOINTS = frozenset(region_url(region) for region in REGIONS)
 PAGE_SIZE = 1000
 
 
@@ -92,220 +94,6 @@ class DeployResult:
     recovered: bool = False  # the answer was lost; the job id was found by reading the lookup
 
 
-def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
-    """``/lookup/{domain}/{name}/...`` with every segment percent-encoded."""
-    parts = ["lookup", quote(domain, safe="")]
-    if name is not None:
-        parts.append(quote(name, safe=""))
-    parts.extend(rest)
-    return "/" + "/".join(parts)
-
-
-def domain_of(path: str, base_path: str = "") -> str | None:
-    """The domain a Lookups API path is about (``{base}/lookup/{domain}/...``), or None.
-
-    Read after the endpoint's own path, so an endpoint whose path holds ``lookup`` cannot make
-    another segment pass for the domain (and pick another domain's credential).
-    """
-    base = base_path.rstrip("/")
-    if not path.startswith(base + "/"):
-        return None
-    parts = path[len(base) :].split("/")
-    if len(parts) >= 3 and parts[1] == "lookup" and parts[2]:
-        return unquote(parts[2])
-    return None
-
-
-def endpoint_transport(
-    url: str, limits: httpx.Limits, env: Mapping[str, str] | None = None
-) -> httpx.AsyncHTTPTransport:
-    """The HTTP transport (and so the connection pool) of one endpoint, through the proxy the
-    environment names for it (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``).
-
-    httpx reads those variables only for a client that builds its own transport; the router
-    builds them, so it reads them here. Certificates are verified for https only: an SSL context
-    with the CA bundle costs ~70 ms to build, and plain-http endpoints (a loopback emulator) never
-    use one. Redirects are not followed, so http stays http.
-    """
-    target = httpx.URL(url)
-    found = _proxies(os.environ if env is None else env)
-    bypassed = _bypassed(target.host, found.get("no", ""))
-    proxy = None if bypassed else found.get(target.scheme) or found.get("all")
-    return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
-
-
-def _proxies(env: Mapping[str, str]) -> dict[str, str]:
-    """The ``*_proxy`` variables by scheme (``https``, ``http``, ``all``, ``no``); lower case wins."""
-    found: dict[str, str] = {}
-    for name in sorted(env, key=lambda n: n.islower()):  # upper case first, lower case over it
-        if env[name] and name.lower().endswith("_proxy"):
-            found[name.lower()[: -len("_proxy")]] = env[name]
-    return found
-
-
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """True when ``NO_PROXY`` (``*``, hosts, or domains and their subdomains) covers ``host``."""
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        name = entry.split(":")[0].lstrip(".")
-        if entry == "*" or (name and (host == name or host.endswith("." + name))):
-            return True
-    return False
-
-
-class _Router(httpx.AsyncBaseTransport):
-    """Sends each request to its domain's own endpoint when the domain has one (a Domain's
-    ``url``/``region``), else to the run's; one transport, so one connection pool, per endpoint."""
-
-    def __init__(
-        self,
-        default: httpx.AsyncBaseTransport,
-        base_url: str,
-        make: Callable[[str], httpx.AsyncBaseTransport],
-    ) -> None:
-        self.default = default
-        self.base_path = httpx.URL(base_url).path.rstrip("/")
-        self.endpoints: dict[str, str] = {}  # domain → base URL
-        self.transports: dict[str, httpx.AsyncBaseTransport] = {}  # base URL → transport
-        self.make = make
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        domain = domain_of(request.url.path, self.base_path)
-        endpoint = self.endpoints.get(domain) if domain else None
-        if endpoint is None:
-            return await self.default.handle_async_request(request)
-        suffix = request.url.raw_path.decode()[len(self.base_path) :]
-        request.url = httpx.URL(endpoint.rstrip("/") + suffix)
-        request.headers["Host"] = request.url.netloc.decode()
-        if endpoint not in self.transports:
-            self.transports[endpoint] = self.make(endpoint)
-        return await self.transports[endpoint].handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.default.aclose()
-        for transport in self.transports.values():
-            await transport.aclose()
-
-
-class _Auth(httpx.Auth):
-    """Adds the credential of the request's domain (a Domain's own, else the run's) to every
-    request; signs the exact bytes sent."""
-
-    def __init__(
-        self, credentials: Credentials, clock: Callable[[], float], base_path: str
-    ) -> None:
-        self.credentials = credentials
-        self.by_domain: dict[str, Credentials] = {}
-        self.clock = clock
-        self.base_path = base_path
-        self.endpoints: Mapping[str, str] = {}  # the router's: domains with their own endpoint
-
-    def _runs_endpoint(self, domain: str) -> bool:
-        """True when ``domain``'s requests go to the run's endpoint, or to one of Devo's regional
-        endpoints (never a host a spec chose)."""
-        endpoint = self.endpoints.get(domain)
-        return endpoint is None or endpoint in _REGION_ENDPOINTS
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        domain = domain_of(request.url.path, self.base_path)
-        creds = self.by_domain.get(domain, self.credentials) if domain else self.credentials
-        if domain and domain not in self.by_domain and not self._runs_endpoint(domain):
-            # A Domain's own url without its own auth (validation refuses it; this holds even
-            # if a caller skipped it): the run's credential goes only to the run's endpoint.
-            creds = Credentials()
-        if creds.token:
-            if creds.scheme == "standalone":
-                request.headers["standAloneToken"] = creds.token.get_secret_value()
-            else:
-                request.headers["Authorization"] = f"Bearer {creds.token.get_secret_value()}"
-        elif creds.signed and creds.api_key and creds.api_secret:
-            timestamp = str(int(self.clock() * 1000))
-            mac = hmac.new(creds.api_secret.get_secret_value().encode(), digestmod=hashlib.sha256)
-            mac.update(creds.api_key.get_secret_value().encode())
-            # Multipart streams are re-iterable: hash them chunk by chunk, never whole in memory.
-            if isinstance(request.stream, httpx.SyncByteStream):
-                for chunk in request.stream:
-                    mac.update(chunk)
-            else:
-                mac.update(request.content)
-            mac.update(timestamp.encode())
-            request.headers["x-logtrust-apikey"] = creds.api_key.get_secret_value()
-            request.headers["x-logtrust-timestamp"] = timestamp
-            request.headers["x-logtrust-sign"] = mac.hexdigest()
-        yield request
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The server's message from any documented body shape: ``msg``, ``message``, ``error.message``."""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
-        return response.text[:300].strip() or response.reason_phrase
-    if isinstance(body, dict):
-        for candidate in (
-            body.get("msg"),
-            body.get("message"),
-            (body.get("error") or {}).get("message")
-            if isinstance(body.get("error"), dict)
-            else body.get("error"),
-        ):
-            if candidate:
-                return str(candidate)
-    return response.reason_phrase
-
-
-_TRANSPORT_REASONS = (
-    (httpx.ConnectTimeout, "no connection within the time allowed"),
-    (httpx.ConnectError, "cannot connect"),
-    (httpx.ReadTimeout, "no answer within the time allowed"),
-    (httpx.WriteTimeout, "the request could not be sent in time"),
-    (httpx.PoolTimeout, "no free connection in time"),
-    (httpx.RemoteProtocolError, "the connection was closed mid-answer"),
-    (httpx.ReadError, "the connection broke while reading"),
-    (httpx.WriteError, "the connection broke while sending"),
-)
-
-
-def _reason(exc: Exception) -> str:
-    """A transport failure in words (never the exception's own text, which may quote a URL)."""
-    for kind, words in _TRANSPORT_REASONS:
-        if isinstance(exc, kind):
-            if isinstance(exc, httpx.ConnectError) and _caused_by(exc, ConnectionRefusedError):
-                return "connection refused"
-            return words
-    return type(exc).__name__
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """True when ``kind`` is anywhere in ``exc``'s chain of causes (httpcore wraps OS errors)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _stderr_line(text: str) -> None:
-    """The default notice of a retry: one line on stderr."""
-    sys.stderr.write(printable(text) + "\n")
-    sys.stderr.flush()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 class LookupReader:
     """Read-only access to the Lookups API: list, get, jobs. It has no method that writes."""
 
@@ -321,7 +109,7 @@ class LookupReader:
         rng: random.Random | None = None,
         timeout: float | None = None,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-        on_retry: Callable[[str], None] | None = _stderr_line,
+        on_retry: Callable[[str], None] | None = stderr_line,
     ) -> None:
         self.settings = settings
         self.retry = retry or RetryPolicy(budget=settings.timeout)
@@ -340,7 +128,7 @@ class LookupReader:
             # The client never builds the emulator itself (it must not import it): the caller
             # passes reconciler.connect.transport_for(settings).
             raise ValueError("settings name the embedded emulator: pass its transport")
-        self._auth = _Auth(settings.credentials, wall_clock, httpx.URL(base_url).path)
+        self._auth = RequestAuth(settings.credentials, wall_clock, httpx.URL(base_url).path)
         limits = httpx.Limits(
             max_connections=self.retry.max_in_flight,
             max_keepalive_connections=self.retry.max_in_flight,
@@ -348,7 +136,7 @@ class LookupReader:
         given = dict(transports or {})  # tests: another emulator in-process behind a URL
         # The router is the client's only transport: it sends each request to its domain's
         # endpoint, one transport (one pool, the environment's proxy) per endpoint.
-        self._router = _Router(
+        self._router = Router(
             transport or endpoint_transport(base_url, limits),
             base_url,
             lambda url: given.get(url) or endpoint_transport(url, limits),
@@ -408,7 +196,7 @@ class LookupReader:
         self, response: httpx.Response, method: str, path: str, sent: tuple[str, ...] = ()
     ) -> ApiError:
         status = response.status_code
-        message = redact(_server_message(response), [*self._secrets, *sent])
+        message = redact(server_message(response), [*self._secrets, *sent])
         url = self._url(path)
         text = f"{method} {url}: {status} {response.reason_phrase}: {message}"
 
@@ -512,7 +300,7 @@ class LookupReader:
                 reason = (
                     f"no complete answer within the {self.retry.budget:g} s budget"
                     if isinstance(exc, TimeoutError)
-                    else _reason(exc)
+                    else transport_reason(exc)
                 )
                 failure = TransportError(
                     f"{method} {self._url(path)}: no answer ({reason})",
@@ -532,7 +320,7 @@ class LookupReader:
                     return response
                 reason = f"{response.status_code} {response.reason_phrase}"
                 failure = self._error(response, method, path, sent_secrets)
-                wait = _retry_after(response)
+                wait = retry_after(response)
                 # A 429 was refused before any work; a 5xx may have happened after it.
                 ambiguous = response.status_code != 429
             if ambiguous and on_ambiguous is not None:
@@ -809,51 +597,3 @@ class LookupClient(LookupReader):
             raise RuntimeError("invariant broken: isinstance(response, httpx.Response)")
         deleted = self._parse(response, DeletionResponse, "DELETE", path)
         return DeployResult(deleted.id)
-
-
-class WithoutBom:
-    """A CSV file opened for upload without its UTF-8 byte order mark, if it has one.
-
-    Excel starts every CSV with one; Devo would read it as part of the first header name. The
-    offsets it shows start after the mark, so httpx's ``seek(0)`` before each (re-)read of a
-    multipart body and its length measurement (``seek(0, 2)``) see the file as uploaded.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("rb")
-        self._skip = 3 if self._file.read(3) == b"\xef\xbb\xbf" else 0
-        self._file.seek(self._skip)
-        self.name = path.name
-
-    def read(self, size: int = -1) -> bytes:
-        """Bytes from the current position."""
-        return self._file.read(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Seek as in a file that has no mark."""
-        if whence == 0:
-            offset += self._skip
-        return self._file.seek(offset, whence) - self._skip
-
-    def tell(self) -> int:
-        """The position, counted without the mark."""
-        return self._file.tell() - self._skip
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-
-def secret_values(value: Any) -> list[str]:
-    """Every ``accessKey``/``secretKey`` value inside a request body."""
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("accessKey", "secretKey") and isinstance(item, str) and item:
-                found.append(item)
-            else:
-                found.extend(secret_values(item))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(secret_values(item))
-    return found

@@ -1,0 +1,142 @@
+"""How requests travel: the path of a lookup, the domain a path is about, one transport (and
+connection pool, through the environment's proxy) per endpoint, the router that sends each
+domain's requests to its own endpoint, and the CSV file as it is uploaded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import httpx
+
+
+def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
+    """``/lookup/{domain}/{name}/...`` with every segment percent-encoded."""
+    parts = ["lookup", quote(domain, safe="")]
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    parts.extend(rest)
+    return "/" + "/".join(parts)
+
+
+def domain_of(path: str, base_path: str = "") -> str | None:
+    """The domain a Lookups API path is about (``{base}/lookup/{domain}/...``), or None.
+
+    Read after the endpoint's own path, so an endpoint whose path holds ``lookup`` cannot make
+    another segment pass for the domain (and pick another domain's credential).
+    """
+    base = base_path.rstrip("/")
+    if not path.startswith(base + "/"):
+        return None
+    parts = path[len(base) :].split("/")
+    if len(parts) >= 3 and parts[1] == "lookup" and parts[2]:
+        return unquote(parts[2])
+    return None
+
+
+def endpoint_transport(
+    url: str, limits: httpx.Limits, env: Mapping[str, str] | None = None
+) -> httpx.AsyncHTTPTransport:
+    """The HTTP transport (and so the connection pool) of one endpoint, through the proxy the
+    environment names for it (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``).
+
+    httpx reads those variables only for a client that builds its own transport; the router
+    builds them, so it reads them here. Certificates are verified for https only: an SSL context
+    with the CA bundle costs ~70 ms to build, and plain-http endpoints (a loopback emulator) never
+    use one. Redirects are not followed, so http stays http.
+    """
+    target = httpx.URL(url)
+    found = _proxies(os.environ if env is None else env)
+    bypassed = _bypassed(target.host, found.get("no", ""))
+    proxy = None if bypassed else found.get(target.scheme) or found.get("all")
+    return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
+
+
+def _proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``*_proxy`` variables by scheme (``https``, ``http``, ``all``, ``no``); lower case wins."""
+    found: dict[str, str] = {}
+    for name in sorted(env, key=lambda n: n.islower()):  # upper case first, lower case over it
+        if env[name] and name.lower().endswith("_proxy"):
+            found[name.lower()[: -len("_proxy")]] = env[name]
+    return found
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """True when ``NO_PROXY`` (``*``, hosts, or domains and their subdomains) covers ``host``."""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        name = entry.split(":")[0].lstrip(".")
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
+
+
+class Router(httpx.AsyncBaseTransport):
+    """Sends each request to its domain's own endpoint when the domain has one (a Domain's
+    ``url``/``region``), else to the run's; one transport, so one connection pool, per endpoint."""
+
+    def __init__(
+        self,
+        default: httpx.AsyncBaseTransport,
+        base_url: str,
+        make: Callable[[str], httpx.AsyncBaseTransport],
+    ) -> None:
+        self.default = default
+        self.base_path = httpx.URL(base_url).path.rstrip("/")
+        self.endpoints: dict[str, str] = {}  # domain → base URL
+        self.transports: dict[str, httpx.AsyncBaseTransport] = {}  # base URL → transport
+        self.make = make
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        domain = domain_of(request.url.path, self.base_path)
+        endpoint = self.endpoints.get(domain) if domain else None
+        if endpoint is None:
+            return await self.default.handle_async_request(request)
+        suffix = request.url.raw_path.decode()[len(self.base_path) :]
+        request.url = httpx.URL(endpoint.rstrip("/") + suffix)
+        request.headers["Host"] = request.url.netloc.decode()
+        if endpoint not in self.transports:
+            self.transports[endpoint] = self.make(endpoint)
+        return await self.transports[endpoint].handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.default.aclose()
+        for transport in self.transports.values():
+            await transport.aclose()
+
+
+class WithoutBom:
+    """A CSV file opened for upload without its UTF-8 byte order mark, if it has one.
+
+    Excel starts every CSV with one; Devo would read it as part of the first header name. The
+    offsets it shows start after the mark, so httpx's ``seek(0)`` before each (re-)read of a
+    multipart body and its length measurement (``seek(0, 2)``) see the file as uploaded.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        self._skip = 3 if self._file.read(3) == b"\xef\xbb\xbf" else 0
+        self._file.seek(self._skip)
+        self.name = path.name
+
+    def read(self, size: int = -1) -> bytes:
+        """Bytes from the current position."""
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek as in a file that has no mark."""
+        if whence == 0:
+            offset += self._skip
+        return self._file.seek(offset, whence) - self._skip
+
+    def tell(self) -> int:
+        """The position, counted without the mark."""
+        return self._file.tell() - self._skip
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+__all__ = ["Router", "WithoutBom", "domain_of", "endpoint_transport", "lookup_path"]
