@@ -15,7 +15,7 @@ import httpx
 from reconciler.clock import Clock
 from reconciler.emulator import EmulatorConfig, create_app
 from reconciler.emulator import served as emulator_served
-from reconciler.emulator.app import FaultInjector
+from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.store import Store
 
 BASE = "http://emulator.test/lookup-api"

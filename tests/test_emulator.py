@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from reconciler.coltypes import parse_cell
 from reconciler.emulator import EmulatorConfig, Grant, sign
-from reconciler.emulator.app import DroppedConnection
+from reconciler.emulator.faults import DroppedConnection
 from reconciler.emulator.store import Store
 from reconciler.emulator.values import TYPES, cell_ok
 from tests.support import FakeClock, asgi_client, make_app, served, wait_for_server

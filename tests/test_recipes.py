@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from reconciler.emulator import EmulatorConfig, create_app, served
-from reconciler.emulator.app import Grant
+from reconciler.emulator.config import Grant
 from tests import forge as forge_module
 from tests.pipeline import GitHub, GitLab, component
 from tests.support import git, moto_s3

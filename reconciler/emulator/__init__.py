@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reconciler.emulator.app import EmulatorConfig, FaultInjector, Grant, create_app, sign
+from reconciler.emulator.app import create_app
+from reconciler.emulator.config import EmulatorConfig, Grant
+from reconciler.emulator.core import sign
+from reconciler.emulator.faults import FaultInjector
 
 __all__ = [
     "EmulatorConfig",
@@ -88,7 +91,7 @@ class _QuietDrops:
     def filter(self, record: object) -> bool:
         import logging
 
-        from reconciler.emulator.app import DroppedConnection
+        from reconciler.emulator.faults import DroppedConnection
 
         if isinstance(record, logging.LogRecord) and record.exc_info:
             error = record.exc_info[1]

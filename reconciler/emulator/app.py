@@ -13,335 +13,27 @@ adds ``push.start → push.ok`` first), ``del.start → del.ok`` for deletes; an
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
-import functools
-import hashlib
-import hmac
 import json
 import random
-import re
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from reconciler.emulator.derive import MASK, BodyError, derive
-from reconciler.emulator.habits import echo_config, echo_metadata
+from reconciler.emulator.config import EmulatorConfig
+from reconciler.emulator.core import DEPLOY_ENDPOINTS, PREFIX, Emulator, Stats, stored
+from reconciler.emulator.derive import BodyError, derive
+from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.ingest import ingest, read_rows
-from reconciler.emulator.store import Conflict, LookupRow, Missing, Schedule, Store, iso_millis
-from reconciler.emulator.values import TYPES, key_indexes, query_columns
-
-PREFIX = "/lookup-api"
-DEPLOY_ENDPOINTS = (
-    "deploy-config",
-    "deploy-csv",
-    "deploy-static-query",
-    "deploy-periodic-query",
-    "deploy-sliding-window-query",
-)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-@dataclass
-class Grant:
-    """A credential the emulator accepts and the domains it may act in (``*``: all)."""
-
-    token: str = ""
-    api_key: str = ""
-    api_secret: str = ""
-    domains: list[str] = field(default_factory=lambda: ["*"])
-
-    def allows(self, domain: str) -> bool:
-        return any(fnmatch.fnmatchcase(domain, pattern) for pattern in self.domains)
-
-
-@dataclass
-class EmulatorConfig:
-    """Every knob of the emulator. Changing it on a running app takes effect at the next request."""
-
-    grants: list[Grant] = field(default_factory=list)  # empty: no auth at all
-    known_domains: list[str] | None = None  # None: every domain exists
-    deploy_config_null: bool = False  # answer deployConfig: null like the documented examples
-    owner: str = "reconciler@emulator"
-    # Job latency per phase, seconds.
-    create_latency: float = 0.1
-    deploy_latency: float = 0.2
-    delete_latency: float = 0.1
-    # Job failures.
-    job_failure_rate: float = 0.0
-    job_failure_pattern: str | None = None  # fnmatch on the lookup name
-    # Transport faults, as rates per request to /lookup-api.
-    rate_5xx: float = 0.0
-    rate_429: float = 0.0
-    retry_after: float = 1.0
-    rate_drop: float = 0.0
-    added_latency: float = 0.0
-    seed: int | None = None
-    # Habits of a less tidy service (see ``habits``): how it echoes configs, and its job routes.
-    rewrite_queries: bool = False  # echo queries rewritten, as Devo's own service does
-    columns_with_from: bool = False  # echo every column with its ``from`` index
-    empty_for_null: bool = False  # echo ``[]``/``""`` where the config holds null
-    numbers_as_strings: bool = False  # echo numbers as strings
-    jobs_vanish: bool = False  # a deleted lookup's jobs answer 404, like the lookup itself
-
-    def public(self) -> dict[str, Any]:
-        """The knobs without credentials (for ``GET /_emulator/config``)."""
-        data = asdict(self)
-        data["grants"] = len(self.grants)
-        return data
-
-
-class DroppedConnection(httpx.RemoteProtocolError):
-    """Raised by the fault injector to cut a connection: uvicorn closes the socket, and an in-process
-    ``httpx.ASGITransport`` hands the same transport error to the client."""
-
-    def __init__(self) -> None:
-        super().__init__("emulator dropped the connection (injected fault)")
-
-
-@dataclass
-class Stats:
-    """Request counts, per route template and per lookup, since start or the last reset."""
-
-    routes: Counter[str] = field(default_factory=Counter)
-    posts: Counter[str] = field(default_factory=Counter)  # POSTs that reached a deploy route
-    created: Counter[str] = field(default_factory=Counter)  # POSTs answered 201
-    conflicts: Counter[str] = field(default_factory=Counter)  # POSTs answered 409: lookup existed
-    faults: Counter[str] = field(default_factory=Counter)
-    bytes_in: Counter[str] = field(default_factory=Counter)  # request bytes, per route template
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": sum(self.routes.values()),
-            "routes": dict(self.routes),
-            "bytes_in": dict(self.bytes_in),
-            "posts": dict(self.posts),
-            "created": dict(self.created),
-            "conflicts": dict(self.conflicts),
-            "faults": dict(self.faults),
-        }
-
-
-class Emulator:
-    """The emulator's state shared by its routes: store, knobs, counters and a seeded random."""
-
-    def __init__(self, config: EmulatorConfig, store: Store) -> None:
-        self.config = config
-        self.store = store
-        self.stats = Stats()
-        self.random = random.Random(config.seed)
-
-    # --- envelopes --------------------------------------------------------------------------
-
-    @staticmethod
-    def cid() -> str:
-        return uuid.uuid4().hex[:12]
-
-    def error(
-        self, code: int, msg: str, *, kind: str = "LookupCreationError", **extra: Any
-    ) -> JSONResponse:
-        body = {"type": kind, "cid": self.cid(), "code": code, "context": None}
-        body.update({"id": str(uuid.uuid1()), "msg": msg, **extra})
-        return JSONResponse(body, status_code=code)
-
-    # --- auth -------------------------------------------------------------------------------
-
-    async def authorize(self, request: Request, domain: str) -> Response | None:
-        """None when the request may act in ``domain``; the error response otherwise."""
-        grants = self.config.grants
-        if not grants:
-            return None
-        url = str(request.url)
-        authorization = request.headers.get("authorization")
-        standalone = request.headers.get("standalonetoken")
-        api_key = request.headers.get("x-logtrust-apikey")
-        grant: Grant | None = None
-        if authorization is not None:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return JSONResponse({"error": {"code": 401, "message": "Unauthorized"}}, 401)
-            grant = next((g for g in grants if g.token and g.token == token.strip()), None)
-        elif standalone is not None:
-            grant = next((g for g in grants if g.token and g.token == standalone.strip()), None)
-        elif api_key is not None:
-            grant = await self._signed(request, api_key)
-        else:
-            return JSONResponse(
-                {"code": 401, "msg": f"Access to '{url}' requires valid auth", "cid": self.cid()},
-                401,
-            )
-        if grant is None:
-            return JSONResponse(
-                {"code": 5, "msg": "Token invalid or expired", "cid": self.cid()}, 403
-            )
-        if not grant.allows(domain):
-            return self.error(
-                403,
-                "User is not authorized to perform operations in the domain.",
-                context="FORBIDDEN",
-            )
-        return None
-
-    async def _signed(self, request: Request, api_key: str) -> Grant | None:
-        timestamp = request.headers.get("x-logtrust-timestamp", "")
-        signature = request.headers.get("x-logtrust-sign", "")
-        grant = next((g for g in self.config.grants if g.api_key and g.api_key == api_key), None)
-        if grant is None or not timestamp.isdigit():
-            return None
-        if abs(int(timestamp) - self.store.clock() * 1000) > 5 * 60 * 1000:
-            return None  # a replayed or badly clocked request
-        body = await request.body()
-        expected = sign(grant.api_key, grant.api_secret, body, timestamp)
-        return grant if hmac.compare_digest(expected, signature.lower()) else None
-
-    def domain_missing(self, domain: str) -> Response | None:
-        known = self.config.known_domains
-        if known is not None and domain not in known:
-            return self.error(404, "Domain not found.")
-        return None
-
-    # --- metadata ---------------------------------------------------------------------------
-
-    def metadata(
-        self, row: LookupRow, latest: dict[str, dict[str, str]] | None = None
-    ) -> dict[str, Any]:
-        """The documented metadata of one lookup; ``latest`` holds pre-read job statuses."""
-        config = row.config
-        recipe = config["recipe"]
-        source = recipe.get("source") or {}
-        key = recipe.get("key") or {"type": "first-column"}
-        if source.get("columns"):
-            columns = [
-                (c["name"], TYPES.get(str(c["type"]).upper(), "str")) for c in source["columns"]
-            ]
-        else:
-            columns = [(name, "str") for name in _query_columns(source.get("query", ""))]
-        names = [name for name, _ in columns]
-        key_index = set(key_indexes(names, key))
-        shown = {
-            "name": row.name,
-            "domain": row.domain,
-            "fileSize": row.data.get("size", 0),
-            "numEntries": row.data.get("rows", 0),
-            "creationDate": iso_millis(row.created),
-            "keyType": _key_type(key),
-            "deployConfig": None
-            if self.config.deploy_config_null
-            else self.echo(row.domain, config),
-            "lastStatus": (latest or {}).get(row.last_job or "")
-            if latest is not None
-            else self.store.latest_status(row.domain, row.name, row.last_job),
-            "fields": [
-                {"column": name, "type": kind, "key": i in key_index}
-                for i, (name, kind) in enumerate(columns)
-            ],
-            "shared": config["visibility"]["type"] == "all-subdomains",
-            "owner": row.owner,
-        }
-        return echo_metadata(shown, self.config)
-
-    def echo(self, domain: str, config: dict[str, Any]) -> dict[str, Any]:
-        """A stored config as this service shows it: masked, and with its habits applied."""
-        return echo_config(masked(config), domain, self.config)
-
-    # --- jobs -------------------------------------------------------------------------------
-
-    def schedule(
-        self, action: str, name: str, *, uploaded: bool, failure: str | None = None
-    ) -> Schedule:
-        """The statuses a new job will go through, with their offsets in seconds."""
-        cfg = self.config
-        if action == "delete":
-            steps: Schedule = [(0.0, "del.start", "Lookup deletion started")]
-            if self._fails(name):
-                return [
-                    *steps,
-                    (cfg.delete_latency, "del.err", "Lookup deletion failed: injected failure"),
-                ]
-            return [*steps, (cfg.delete_latency, "del.ok", "Lookup successfully deleted")]
-        c, d = cfg.create_latency, cfg.deploy_latency
-        steps = [(0.0, "create.start", "Lookup creation started")]
-        if uploaded:
-            steps += [(0.0, "push.start", "Upload started"), (0.0, "push.ok", "Upload finished")]
-        if failure is not None:
-            return [*steps, (c, "create.err", failure)]
-        steps += [(c, "create.ok", "Lookup successfully created")]
-        steps += [(c, "deploy.start", "Lookup deployment started")]
-        if self._fails(name):
-            return [*steps, (c + d, "deploy.err", "Lookup deployment failed: injected failure")]
-        return [*steps, (c + d, "deploy.ok", "Lookup successfully deployed")]
-
-    def _fails(self, name: str) -> bool:
-        cfg = self.config
-        if cfg.job_failure_pattern and fnmatch.fnmatchcase(name, cfg.job_failure_pattern):
-            return True
-        return cfg.job_failure_rate > 0 and self.random.random() < cfg.job_failure_rate
-
-
-def sign(api_key: str, api_secret: str, body: bytes, timestamp: str) -> str:
-    """Devo's request signature: hex HMAC-SHA256(key=secret, msg=apikey + body + timestamp)."""
-    message = api_key.encode() + body + timestamp.encode()
-    return hmac.new(api_secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def masked(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with secret values replaced by the mask (a copy only when there is one)."""
-    source = (config.get("recipe") or {}).get("source") or {}
-    provider = source.get("fileProvider") or {}
-    if not any(provider.get(k) and provider[k] != MASK for k in ("accessKey", "secretKey")):
-        return config  # stored configs are masked already: nothing to copy
-    copy = json.loads(json.dumps(config))
-    hidden = copy["recipe"]["source"]["fileProvider"]
-    for secret in ("accessKey", "secretKey"):
-        if hidden.get(secret):
-            hidden[secret] = MASK
-    return dict(copy)
-
-
-@functools.lru_cache(maxsize=4096)
-def _query_columns(query: str) -> tuple[str, ...]:
-    return tuple(query_columns(query))
-
-
-def _key_type(key: dict[str, Any]) -> dict[str, Any]:
-    kind = key.get("type", "first-column")
-    if kind == "first-column":
-        return {"type": "first", "columns": None, "hasher": None}
-    if kind == "column":
-        return {"type": "column", "columns": [key.get("column")], "hasher": None}
-    if kind == "col-hash":
-        return {"type": "hash", "columns": key.get("columns"), "hasher": "murmur3"}
-    return {"type": kind, "columns": None, "hasher": None}
-
+from reconciler.emulator.store import Conflict, LookupRow, Missing, Store
 
 # --- routes -----------------------------------------------------------------------------------
-
-
-_T = TypeVar("_T")
-
-
-async def _stored(emu: Emulator, call: Callable[..., _T], *args: Any) -> _T:
-    """A store call that writes (or waits for writers): from a worker thread when the database is
-    a file (another process may hold its write lock for a while, and the loop must go on
-    serving), inline when it is in memory (its lock is held for microseconds, less than a thread
-    hop costs)."""
-    if emu.store.in_memory:
-        return call(*args)
-    return await run_in_threadpool(call, *args)
 
 
 def _emulator(request: Request) -> Emulator:
@@ -434,7 +126,7 @@ async def delete_lookup(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         schedule = emu.schedule("delete", name, uploaded=False)
-        job_id = await _stored(emu, emu.store.delete, domain, name, schedule)
+        job_id = await stored(emu, emu.store.delete, domain, name, schedule)
     except Missing:
         return emu.error(404, "Lookup not found.", kind="LookupDeletionError")
     return JSONResponse(
@@ -558,11 +250,11 @@ async def deploy(request: Request) -> Response:
     schedule = emu.schedule("create", name, uploaded=upload is not None, failure=failure)
     try:
         if creating:
-            job_id = await _stored(
+            job_id = await stored(
                 emu, emu.store.create, domain, name, config, data, schedule, emu.config.owner, rows
             )
         else:
-            job_id = await _stored(
+            job_id = await stored(
                 emu, emu.store.update, domain, name, config, data, schedule, rows, mode
             )
     except Conflict:
@@ -593,7 +285,7 @@ async def control_stats(request: Request) -> Response:
     if request.method == "DELETE":
         emu.stats = Stats()
     counts = emu.stats.as_dict()
-    counts["created_ok"] = await _stored(emu, emu.store.successful_creates)
+    counts["created_ok"] = await stored(emu, emu.store.successful_creates)
     return JSONResponse(counts)
 
 
@@ -618,100 +310,6 @@ async def control_config(request: Request) -> Response:
 
 
 # --- faults and counting ------------------------------------------------------------------------
-
-_TEMPLATE = re.compile(r"^/lookup-api/lookup/[^/]+(/[^/]+(/job(/[^/]+)?|/(deploy-[a-z-]+))?)?$")
-
-
-def route_template(method: str, path: str) -> str:
-    """``GET /lookup/{domain}``-style names for request counting."""
-    match = _TEMPLATE.match(path)
-    if not match:
-        return f"{method} {path}"
-    template = "/lookup/{domain}"
-    if match.group(1):
-        template += "/{name}"
-        if match.group(4):
-            template += "/" + match.group(4)
-        elif match.group(2):
-            template += "/job" + ("/{id}" if match.group(3) else "")
-    return f"{method} {template}"
-
-
-class FaultInjector:
-    """ASGI middleware: counts requests to the API and injects the configured faults."""
-
-    def __init__(self, app: Starlette, emulator: Emulator) -> None:
-        self.app = app
-        self.emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(PREFIX):
-            await self.app(scope, receive, send)
-            return
-        emu = self.emulator
-        cfg = emu.config
-        template = route_template(scope["method"], path)
-        emu.stats.routes[template] += 1
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit():
-            emu.stats.bytes_in[template] += int(length)
-        if emu.store.due():  # a read, like the handlers' own
-            await _stored(emu, emu.store.settle)
-        if cfg.added_latency:
-            await asyncio.sleep(cfg.added_latency)
-        roll = emu.random.random()
-        if roll < cfg.rate_429:
-            emu.stats.faults["429"] += 1
-            await _respond(
-                send,
-                429,
-                {"code": 429, "msg": "Too many requests"},
-                [(b"retry-after", str(cfg.retry_after).encode())],
-            )
-            return
-        roll -= cfg.rate_429
-        if roll < cfg.rate_5xx:
-            emu.stats.faults["503"] += 1
-            await _respond(send, 503, {"code": 503, "msg": "Service temporarily unavailable"})
-            return
-        roll -= cfg.rate_5xx
-        if roll < cfg.rate_drop:
-            after = emu.random.random() < 0.5
-            emu.stats.faults["drop-after" if after else "drop-before"] += 1
-            if after:  # the request takes effect, the answer is lost: the dangerous case
-                await self.app(scope, receive, _swallow)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-                }
-            )
-            raise DroppedConnection()
-        await self.app(scope, receive, send)
-
-
-async def _swallow(message: Message) -> None:
-    return None
-
-
-async def _respond(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(
