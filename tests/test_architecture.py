@@ -36,6 +36,8 @@ LAYER_OF: dict[str, str] = {
     "ci": "engine",
     "browse": "engine",
     "cli": "cli",
+    "cli_options": "cli",
+    "cli_groups": "cli",
     "__main__": "cli",
     "__init__": "foundation",
     "emulator": "emulator",
@@ -169,3 +171,14 @@ def test_the_views_registry_reads_what_each_format_module_defines() -> None:
         imported = importlib.import_module(module)
         for name in views._offered(module):
             assert callable(getattr(imported, name)), (module, name)
+
+
+def test_no_module_is_over_600_lines_and_none_asserts() -> None:
+    """Modules that do one job (issue 27), and no ``assert`` guarding anything (``python -O``
+    skips them)."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 600, f"{path.relative_to(ROOT)} is over 600 lines"
+        tree = ast.parse(text)
+        asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+        assert not asserts, f"{path.relative_to(ROOT)}: assert on line(s) {asserts}"
