@@ -284,7 +284,7 @@ class Executor:
             and o.address in self.state.lookups
         }
         # A job counted as done at create.ok may not have its rows yet: its count proves nothing.
-        settled = {o.address for o in outcomes if "counted as done" in o.message}
+        settled = {o.address for o in outcomes if o.settled}
         for domain in sorted({a.split("/", 1)[0] for a in deployed}):
             try:
                 metas = await self.client.all_lookups(domain)
@@ -336,6 +336,7 @@ class Executor:
                 outcome.status, outcome.message = FAILED, self._safe(str(exc))
             else:
                 outcome.status, outcome.polls = DONE, result.polls
+                outcome.settled = result.settled
                 outcome.message = result.last.msg or result.last.code if result.last else "done"
                 if result.note:
                     outcome.message += f" ({result.note})"

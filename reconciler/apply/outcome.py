@@ -41,6 +41,7 @@ class Outcome:
     polls: int = 0
     seconds: float = 0.0
     effective: Action | None = None  # what was really done (a 409 create may become an update)
+    settled: bool = False  # its job was counted as done after going quiet (rows may lag)
 
     @property
     def ok(self) -> bool:

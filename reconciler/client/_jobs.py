@@ -83,6 +83,7 @@ class JobResult:
     polls: int
     note: str | None = None
     elapsed: float = 0.0
+    settled: bool = False  # counted as done after going quiet at create.ok: its rows may lag
 
     @property
     def last(self) -> JobStatus | None:
@@ -164,7 +165,9 @@ async def wait_for_job(
             note = (
                 f"{statuses[-1].code} and nothing after it for {policy.settle:g}s: counted as done"
             )
-            return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
+            return JobResult(
+                job_id, statuses, polls, note=note, elapsed=now - start, settled=True
+            )
         if verdict == "done":
             return JobResult(job_id, statuses, polls, elapsed=now - start)
         if outcome == "failed":
