@@ -15,14 +15,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from reconciler.errors import SettingsError
 
-REGIONS = ("us", "eu", "ca", "apac", "es")
+#: Devo's regions (each with its endpoint, ``region_url``): the one list, the spec model's too.
+Region = Literal["us", "eu", "ca", "apac", "es"]
+REGIONS: tuple[str, ...] = get_args(Region)
 # Variables CI services set: any of them means "running in CI", like a truthy CI.
 CI_MARKERS = (
     "GITHUB_ACTIONS",

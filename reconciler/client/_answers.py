@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.canonical import SECRET_KEYS
 from reconciler.errors import printable
 
 
@@ -92,7 +93,7 @@ def secret_values(value: Any) -> list[str]:
     found: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in ("accessKey", "secretKey") and isinstance(item, str) and item:
+            if key in SECRET_KEYS and isinstance(item, str) and item:
                 found.append(item)
             else:
                 found.extend(secret_values(item))

@@ -165,9 +165,7 @@ async def wait_for_job(
             note = (
                 f"{statuses[-1].code} and nothing after it for {policy.settle:g}s: counted as done"
             )
-            return JobResult(
-                job_id, statuses, polls, note=note, elapsed=now - start, settled=True
-            )
+            return JobResult(job_id, statuses, polls, note=note, elapsed=now - start, settled=True)
         if verdict == "done":
             return JobResult(job_id, statuses, polls, elapsed=now - start)
         if outcome == "failed":

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler.canonical import SECRET_KEYS
 from reconciler.coltypes import ColumnType, parse_duration_ms
 
 KeyType = Literal["first-column", "column", "row-hash", "col-hash", "seq"]
@@ -239,7 +240,7 @@ def imported_provider(domain: str, name: str, provider: dict[str, Any]) -> dict[
     for field_name in ("bucketName", "keyName", "transferOwnership", "host", "port", "region"):
         if provider.get(field_name) is not None:
             out[field_name] = provider[field_name]
-    for secret in ("accessKey", "secretKey"):
+    for secret in sorted(SECRET_KEYS):
         if provider.get(secret):
             out[secret] = "${env:" + env_name(domain, name, secret) + "}"
     return out

@@ -19,6 +19,7 @@ from reconciler.settings import endpoint_problem
 from reconciler.spec.csvcheck import check_csv_file
 from reconciler.spec.loader import ENV_RE, LoadedDomain, LoadedLookup, LoadResult
 from reconciler.spec.model import (
+    SECRET_FIELDS,
     SOURCE_KINDS,
     Column,
     Contribution,
@@ -374,7 +375,7 @@ def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     if isinstance(provider, FileProvider):
         providers.append(((*_inner_path(lookup), "fileProvider"), provider))
     for at, provider in providers:
-        for name in ("accessKey", "secretKey"):
+        for name in sorted(SECRET_FIELDS):
             value = getattr(provider, name)
             if value is not None and not ENV_RE.fullmatch(value.strip()):
                 yield lookup.diagnostic(

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
+from reconciler.canonical import SECRET_KEYS
+from reconciler.settings import Region
 from reconciler.sources import ENDPOINTS, KINDS, spec_order
 from reconciler.sources._shared import (
     Column,
@@ -37,7 +39,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 Visibility = Literal["creator-only", "all-subdomains"]
 
 #: Fields whose values are secrets: masked in every output, resolved from ``${env:...}`` at apply.
-SECRET_FIELDS = frozenset({"accessKey", "secretKey"})
+SECRET_FIELDS = SECRET_KEYS
 
 #: The spec block of each source kind → its endpoint (the table lives in ``reconciler.sources``).
 SOURCE_KINDS: dict[str, str] = ENDPOINTS
@@ -189,7 +191,7 @@ class DomainSpec(Strict):
         description="This domain's own Lookups API endpoint (else the run's): https:// (http:// on "
         "loopback only), and only with its own auth.",
     )
-    region: Literal["us", "eu", "ca", "apac", "es"] | None = Field(
+    region: Region | None = Field(
         default=None, description="This domain's Devo region (its endpoint: api-REGION.devo.com)."
     )
     auth: DomainAuth | None = Field(
