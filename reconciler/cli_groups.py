@@ -159,13 +159,17 @@ def state_show(
 ) -> None:
     """The recorded lookups: address, kind, endpoint, applied at, job id, CSV sha256 and rows."""
     from reconciler.state import State, StateLock
+    from reconciler.state.snapshots import Snapshots
 
     views.check_format("state", output_format)
     location = state_location(state)
     loaded = State.load(location)
+    kept = Snapshots(location, loaded.backend).sizes()
     print(
         printable(
-            views.render("state", output_format, loaded, location, StateLock(location, "").holder())
+            views.render(
+                "state", output_format, loaded, location, StateLock(location, "").holder(), kept
+            )
         )
     )
     raise typer.Exit(0)

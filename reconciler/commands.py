@@ -47,6 +47,7 @@ from reconciler.settings import Settings
 from reconciler.state import State, StateLock
 from reconciler.state.backends import write_atomically
 from reconciler.state.journal import Journal, current_actor, current_commit
+from reconciler.state.snapshots import referenced
 
 
 def _say(text: str = "", *, coloured: bool = False) -> None:
@@ -402,6 +403,12 @@ async def run_apply(
         executor.console = console
         await preflight(client, run.plan)
         outcomes = await _execute(executor, run, console)
+        if all(o.ok for o in outcomes):
+            # Under the lock, after a run that did all it meant to: what no record names goes.
+            kept = executor.snapshots
+            removed = await asyncio.to_thread(kept.collect, referenced(run.state.lookups))
+            if removed:
+                _warn(f"Removed {len(removed)} snapshot(s) no record names any more.")
     return _report(outcomes, output_format, run.plan.warnings)
 
 

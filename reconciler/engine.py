@@ -34,6 +34,7 @@ from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
 from reconciler.spec.model import DomainAuth
 from reconciler.state import SUBMITTED, State, secrets_rotated
+from reconciler.state.snapshots import Snapshots
 
 
 @dataclass
@@ -301,7 +302,9 @@ async def make_plan(
         sources = {d.address: d.csv for d in workspace.desired if d.csv}
         recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
         live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
-        plan = row_diff.enrich(plan, sources, recorded, live_rows)
+        plan = row_diff.enrich(
+            plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
+        )
     return PlanRun(plan, workspace, live, state)
 
 

@@ -307,7 +307,9 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
     assert [f for f in asked if f == data] == [data]  # (the journal's question is of specs/)
 
 
-async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_path: Path) -> None:
+async def test_csv_rows_diffed_when_the_applied_file_was_never_committed(tmp_path: Path) -> None:
+    import shutil
+
     project = Project(tmp_path)
     project.write(lookup_doc("geo", KINDS["csv_file"]))
     git(tmp_path, "init", "-q")
@@ -317,8 +319,15 @@ async def test_csv_rows_not_diffed_when_the_applied_file_was_not_committed(tmp_p
     csv.write_text(csv.read_text() + "10.0.0.9,PT\n")  # applied, but never committed
     assert await project.apply() == 0
     csv.write_text(csv.read_text().replace("PT", "BR"))
+    # The state's snapshot of what was sent says which rows changed, git or not.
+    change = only_change((await project.plan()).plan)
+    assert change.csv is not None and (change.csv.added, change.csv.changed) == (0, 1)
+    assert change.csv.samples == ["~ 10.0.0.9,PT → 10.0.0.9,BR"]
+    # Without the snapshot (a state from before them), git is asked, and cannot tell.
+    shutil.rmtree(project.settings.state_path.parent / "snapshots")
     change = only_change((await project.plan()).plan)
     assert change.csv is not None and change.csv.added is None and change.csv.samples == []
+    assert change.csv.note and "was not the one committed" in change.csv.note
 
 
 async def test_target_and_exclude_that_match_nothing_are_named(tmp_path: Path) -> None:
@@ -332,7 +341,9 @@ async def test_target_and_exclude_that_match_nothing_are_named(tmp_path: Path) -
     ]
 
 
-async def test_row_diffs_missing_on_a_shallow_clone_are_explained(tmp_path: Path) -> None:
+async def test_row_diffs_on_a_shallow_clone_come_from_the_snapshot_or_are_explained(
+    tmp_path: Path,
+) -> None:
     import subprocess
 
     from reconciler.client import LookupReader
@@ -354,6 +365,13 @@ async def test_row_diffs_missing_on_a_shallow_clone_are_explained(tmp_path: Path
         check=True,
         capture_output=True,
     )
+    async with LookupReader(project.settings, transport=project.transport()) as reader:
+        run = await make_plan(reader, [str(clone / "specs")], project.settings.state_path)
+    [change] = run.plan.actionable  # the snapshot knows the rows: the shallow clone does not matter
+    assert change.csv is not None and (change.csv.added, change.csv.removed) == (1, 0)
+    import shutil
+
+    shutil.rmtree(project.settings.state_path.parent / "snapshots")  # a state from before them
     async with LookupReader(project.settings, transport=project.transport()) as reader:
         run = await make_plan(reader, [str(clone / "specs")], project.settings.state_path)
     [change] = run.plan.actionable

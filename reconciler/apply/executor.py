@@ -58,6 +58,7 @@ from reconciler.plan.model import Action, Change, Plan
 from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal
+from reconciler.state.snapshots import Snapshots
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Executor:
         self.state = state
         self.journal = journal
         self.console = console or NullConsole()
+        self.snapshots = Snapshots(state.location, state.backend)
         self.options = options or ApplyOptions()
         self.env = os.environ if env is None else env
         self.stopping = asyncio.Event()
@@ -410,15 +412,12 @@ class Executor:
         if not (want.csv is not None):
             raise RuntimeError("invariant broken: want.csv is not None")
         record = (self.state.lookups.get(change.address) or LookupState()).csv or {}
-        commit = record.get("commit")
-        if not isinstance(commit, str):
-            return None
         folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
         self._scratch.append(folder)
-        old = row_diff.file_at(commit, want.csv.path, folder)
-        if old is None or old[1] != record.get("sha256"):
+        old, _ = row_diff.applied_content(record, want.csv.path, folder, self.snapshots)
+        if old is None:
             return None
-        return row_diff.row_delta(old[0], want.csv.path, want.csv.spec, folder).uploads()
+        return row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
 
     async def _deploy_delta(
         self,
@@ -481,6 +480,8 @@ class Executor:
             return
         csv = None
         if want.csv is not None:
+            # The content first, the record that points at it after (see state.snapshots).
+            self.snapshots.put(want.csv.path, want.csv.sha256)
             csv = {
                 "sha256": want.csv.sha256,
                 "rows": want.csv.rows,

@@ -26,6 +26,7 @@ from reconciler.plan.model import Plan
 from reconciler.sources.csv import key_columns
 from reconciler.spec.csvcheck import csv_rows
 from reconciler.spec.model import CsvSource
+from reconciler.state.snapshots import Snapshots
 
 SAMPLES = 3
 
@@ -40,6 +41,35 @@ def _why_missing(commit: str, path: Path) -> str:
     if gitrepo.toplevel(path.parent) is None:
         return "rows not diffed by key: the CSV is not in a git repository"
     return f"rows not diffed by key: git has no {path.name} at commit {commit[:12]}"
+
+
+def applied_content(
+    known: Mapping[str, object], path: Path, folder: Path, snapshots: Snapshots | None
+) -> tuple[Path | None, str | None]:
+    """The content last applied for a CSV whose record is ``known``: (a copy, None), or (None,
+    why not). The snapshot the state keeps comes first; git at the recorded commit is the
+    fallback (a state written before snapshots, or one whose snapshots were lost)."""
+    sha = known.get("sha256")
+    if not isinstance(sha, str):
+        return None, "rows not diffed by key: no recorded content to compare with"
+    if snapshots is not None:
+        kept = snapshots.fetch(sha, folder / f"snapshot-{path.name}")
+        if kept is not None:
+            return kept, None
+    commit = known.get("commit")
+    if not isinstance(commit, str):
+        return None, (
+            "rows not diffed by key: the content last applied is neither in the state's "
+            "snapshots nor in git"
+        )
+    old = file_at(commit, path, folder)
+    if old is None:
+        return None, _why_missing(commit, path)
+    if old[1] != sha:
+        return None, (
+            f"rows not diffed by key: the file applied was not the one committed at {commit[:12]}"
+        )
+    return old[0], None
 
 
 def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
@@ -235,6 +265,7 @@ def enrich(
     sources: Mapping[str, CsvContent],
     recorded: dict[str, dict[str, object]],
     live_rows: Mapping[str, int | None] | None = None,
+    snapshots: Snapshots | None = None,
 ) -> Plan:
     """The plan with row-level detail and an upload strategy for each CSV change.
 
@@ -243,7 +274,7 @@ def enrich(
     """
     live_rows = live_rows or {}
     with tempfile.TemporaryDirectory(prefix="reconciler-rows-") as scratch:
-        return _enrich(plan, sources, recorded, live_rows, Path(scratch))
+        return _enrich(plan, sources, recorded, live_rows, Path(scratch), snapshots)
 
 
 def _enrich(
@@ -252,6 +283,7 @@ def _enrich(
     recorded: dict[str, dict[str, object]],
     live_rows: Mapping[str, int | None],
     scratch: Path,
+    snapshots: Snapshots | None,
 ) -> Plan:
     changes = []
     for change in plan.changes:
@@ -264,24 +296,16 @@ def _enrich(
         folder = scratch / str(len(changes))
         folder.mkdir()
         known = recorded.get(change.address) or {}
-        commit = known.get("commit")
         delta: RowDelta | None = None
         note = None
-        if detail.source == "live":
+        if detail.source in ("live", "unproven"):
             note = "the data in Devo is not what was applied: the whole file is sent"
-        elif not isinstance(commit, str) or not detail.before_sha256:
+        elif not detail.before_sha256:
             note = "rows not diffed by key: no recorded content to compare with"
         else:
-            old = file_at(commit, path, folder)
-            if old is None:
-                note = _why_missing(commit, path)
-            elif old[1] != known.get("sha256"):
-                note = (
-                    f"rows not diffed by key: the file applied was not the one committed "
-                    f"at {commit[:12]}"
-                )
-            else:
-                delta = row_delta(old[0], path, source, folder)
+            old, note = applied_content(known, path, folder, snapshots)
+            if old is not None:
+                delta = row_delta(old, path, source, folder)
         update: dict[str, object] = {}
         if delta is not None:
             update.update(

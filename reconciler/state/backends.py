@@ -91,6 +91,10 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix`` (a folder, ending in ``/``) with its size in bytes."""
+        ...
+
 
 def open_backend(location: str) -> tuple[Backend, str]:
     """The backend for a state location, and the key of the state in it."""
@@ -138,7 +142,7 @@ class LocalBackend:
     def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
         path = self._path(key)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)  # the root, or a folder in it
             if create:
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -200,6 +204,19 @@ class LocalBackend:
 
     def drop_log(self, key: str, run: str) -> None:
         (self._path(f"{key}.log") / run).unlink(missing_ok=True)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        folder = self._path(prefix)
+        try:
+            return {
+                prefix + p.name: p.stat().st_size
+                for p in folder.iterdir()
+                if p.is_file() and not p.name.startswith(".")
+            }
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            raise _io_error(folder, exc) from None
 
     def delete(self, key: str) -> None:
         try:
@@ -360,6 +377,16 @@ class ObjectBackend:
     def drop_log(self, key: str, run: str) -> None:
         for path in self._list(f"{_log_prefix(key)}/{run}/"):
             self.delete(path)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        try:
+            return {
+                str(item["path"]): int(item["size"])
+                for batch in self._obstore.list(self._store, prefix=prefix)
+                for item in batch
+            }
+        except Exception as exc:
+            raise self._fail("listing", prefix, exc) from None
 
     def delete(self, key: str) -> None:
         try:

@@ -7,7 +7,7 @@ object per line, from ``reconciler.views.progress``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +79,17 @@ def validate(result: LoadResult) -> str:
     )
 
 
-def state(loaded: State, location: str, holder: LockInfo | None) -> str:
-    """The state document, with where it is and who holds its lock."""
+def state(
+    loaded: State,
+    location: str,
+    holder: LockInfo | None,
+    snapshots: Mapping[str, int] | None = None,
+) -> str:
+    """The state document, with where it is, its content snapshots and who holds its lock."""
     document = loaded.document()
     document["location"] = location
+    document["snapshots"] = [
+        {"sha256": sha, "bytes": size} for sha, size in sorted((snapshots or {}).items())
+    ]
     document["lock"] = None if holder is None else holder.__dict__
     return json.dumps(document, indent=2)

@@ -8,7 +8,7 @@ Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -293,8 +293,13 @@ def validate(result: LoadResult) -> str:
     )
 
 
-def state(loaded: State, location: str, holder: LockInfo | None) -> str:
-    """The recorded lookups, one line each, and who holds the lock."""
+def state(
+    loaded: State,
+    location: str,
+    holder: LockInfo | None,
+    snapshots: Mapping[str, int] | None = None,
+) -> str:
+    """The recorded lookups, one line each, the content snapshots kept, and who holds the lock."""
     out = [] if loaded.lookups else [f"{location}: no lookups recorded."]
     for address, record in sorted(loaded.lookups.items()):
         csv = record.csv or {}
@@ -306,6 +311,10 @@ def state(loaded: State, location: str, holder: LockInfo | None) -> str:
             f"{record.applied_at or '-':<25} job {record.job_id or '-'}{data}{flags}"
         )
     out.append(f"\n{len(loaded.lookups)} lookup(s) in {location}.")
+    if snapshots:
+        total = sum(snapshots.values())
+        out.append(f"{len(snapshots)} CSV snapshot(s), {_size(total)} compressed:")
+        out.extend(f"  {sha[:12]}  {_size(size)}" for sha, size in sorted(snapshots.items()))
     if holder is not None:
         out.append(f"Locked: {holder.describe()}.")
     return "\n".join(out)

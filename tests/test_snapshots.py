@@ -1,0 +1,133 @@
+"""Row diffs and delta uploads without git history (issue 28): the content apply sent is kept beside
+the state, so a feed never committed, a shallow clone and a rewritten history all get a delta."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler.cli import app as cli
+from reconciler.state import State
+from reconciler.state.snapshots import Snapshots
+from tests.planning import Project, lookup_doc
+from tests.support import git
+
+pytestmark = pytest.mark.anyio
+
+FEED = """
+    csv:
+      file: data/feed.csv
+      hasHeader: true
+      columns: [{name: ip, type: IP4}, {name: score, type: INT4}]
+      key: {type: column, column: ip}
+"""
+
+
+def feed(rows: int, *, changed: range = range(0), added: int = 0, removed: int = 0) -> str:
+    """``rows`` rows keyed by ip; ``changed`` get another score, the first ``removed`` go, and
+    ``added`` new keys come at the end."""
+    lines = ["ip,score"]
+    for i in range(removed, rows):
+        lines.append(
+            f"10.{i // 65536}.{i // 256 % 256}.{i % 256},{(i * 7) % 100 + (50 if i in changed else 0)}"
+        )
+    for i in range(rows, rows + added):
+        lines.append(f"10.{i // 65536}.{i // 256 % 256}.{i % 256},1")
+    return "\n".join(lines) + "\n"
+
+
+def csv_bytes(project: Project) -> int:
+    return sum(v for k, v in project.emulator.stats.bytes_in.items() if "deploy-csv" in k)
+
+
+async def applied_then_edited(project: Project, rows: int) -> tuple[Path, int]:
+    """The feed applied once, then edited: 10 rows changed, 5 added, 5 removed."""
+    data = project.specs / "data" / "feed.csv"
+    data.write_text(feed(rows))
+    project.write(lookup_doc("feed", FEED))
+    assert await project.apply() == 0
+    data.write_text(feed(rows, changed=range(100, 110), added=5, removed=5))
+    return data, data.stat().st_size
+
+
+async def second_apply_is_a_delta(project: Project, data: Path, size: int) -> None:
+    [change] = (await project.plan()).plan.actionable
+    assert change.csv is not None and change.csv.strategy == "delta", change.csv
+    assert (change.csv.added, change.csv.removed, change.csv.changed) == (5, 5, 10)
+    before = csv_bytes(project)
+    assert await project.apply() == 0
+    sent = csv_bytes(project) - before
+    assert sent < 0.05 * size, (sent, size)
+    assert not (await project.plan()).plan.can_apply()
+    held = sorted(project.emulator.store.rows_of("acme", "feed"))
+    assert held == sorted(data.read_text().splitlines()[1:])
+
+
+async def test_a_feed_never_committed_is_sent_as_a_delta(tmp_path: Path) -> None:
+    """The issue's figure: 200,000 rows, 10 changed, 5 added, 5 removed, no git at all."""
+    project = Project(tmp_path)
+    data, size = await applied_then_edited(project, 200_000)
+    assert subprocess.run(["git", "-C", str(tmp_path), "rev-parse"], capture_output=True).returncode
+    await second_apply_is_a_delta(project, data, size)
+
+
+async def test_a_shallow_clone_gets_a_delta(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    project = Project(origin)
+    data, size = await applied_then_edited(project, 5_000)
+    git(origin, "init", "-q")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "the edit")
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],
+        check=True,
+        capture_output=True,
+    )
+    project.specs = clone / "specs"
+    await second_apply_is_a_delta(project, project.specs / "data" / "feed.csv", size)
+
+
+async def test_a_rewritten_history_gets_a_delta(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    git(tmp_path, "init", "-q")
+    data = project.specs / "data" / "feed.csv"
+    data.write_text(feed(5_000))
+    project.write(lookup_doc("feed", FEED))
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "one")
+    assert await project.apply() == 0  # records commit "one"
+    data.write_text(feed(5_000, changed=range(100, 110), added=5, removed=5))
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "--amend", "-m", "one, squashed")  # "one" is gone
+    git(tmp_path, "reflog", "expire", "--expire=now", "--all")
+    git(tmp_path, "gc", "-q", "--prune=now")
+    await second_apply_is_a_delta(project, data, data.stat().st_size)
+
+
+async def test_snapshots_no_record_names_are_collected_and_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = Project(tmp_path)
+    data = project.specs / "data" / "feed.csv"
+    data.write_text(feed(300))
+    project.write(lookup_doc("feed", FEED))
+    assert await project.apply() == 0
+    location = str(project.settings.state_path)
+    first = set(Snapshots(location).sizes())
+    [sha] = first
+    assert State.load(location).lookups["acme/feed"].csv["sha256"] == sha  # type: ignore[index]
+    data.write_text(feed(300, changed=range(3)))
+    assert await project.apply() == 0
+    kept = Snapshots(location).sizes()
+    assert sha not in kept and len(kept) == 1  # the old content went with its last record
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["state", "show", "--state", location, "--format", "json"])
+    [listed] = json.loads(shown.stdout)["snapshots"]
+    assert listed == {"sha256": next(iter(kept)), "bytes": next(iter(kept.values()))}
+    text = runner.invoke(cli, ["state", "show", "--state", location]).stdout
+    assert "1 CSV snapshot(s)" in text and next(iter(kept))[:12] in text
