@@ -7,6 +7,7 @@ them, so ``reconciler --help`` and ``reconciler validate`` start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,8 +66,20 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    state_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-key-file",
+            help="A file holding the key that encrypts the state, snapshots and journal "
+            "(instead of RECONCILER_STATE_KEY). Give it before the command.",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
     """Keep Devo lookups in git: validate, plan, apply, drift, import, jobs and history."""
+    if state_key_file is not None:
+        # The path, never the key, goes where the state code reads it.
+        os.environ["RECONCILER_STATE_KEY_FILE"] = str(state_key_file)
 
 
 # --- options shared by every command that talks to the Lookups API ---------------------------

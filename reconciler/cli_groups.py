@@ -214,6 +214,37 @@ def state_rm(
     )
 
 
+@state_app.command("rekey")
+@handle_errors
+def state_rekey(
+    state: StateOpt = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", help="Seconds to wait for another run's lock.", metavar="S"),
+    ] = 0.0,
+) -> None:
+    """Encrypt the state, snapshots and journal again with RECONCILER_STATE_KEY (the key they
+    were written with in RECONCILER_STATE_OLD_KEYS; plain ones are read as they are)."""
+    import asyncio
+
+    from reconciler.state import StateLock
+    from reconciler.state.records import rekey
+
+    location = state_location(state)
+
+    async def locked() -> tuple[int, int]:
+        lock = StateLock(location, "state rekey")
+        await lock.acquire(lock_timeout, waiting=err)
+        try:
+            return rekey(location)
+        finally:
+            lock.release()
+
+    objects, entries = asyncio.run(locked())
+    err(f"Sealed {objects} object(s) and {entries} journal entr(y/ies) of {location} again.")
+    raise typer.Exit(0)
+
+
 @state_app.command("migrate")
 @handle_errors
 def state_migrate(

@@ -467,14 +467,16 @@ async def test_a_lock_whose_create_was_retried_is_held(s3_url: str) -> None:
     """The lock's create landed, its answer was lost and the retry met it: the lock is this run's
     (its id is in it), so the run holds it, rather than reporting itself as the holder."""
     lock = StateLock(s3_url, "tester")
-    assert isinstance(lock.backend, ObjectBackend)
-    lock.backend._obstore = _AnswerLost(lock.backend._obstore)
+    store = lock.backend.inner  # the object store under the (keyless) sealing layer
+    assert isinstance(store, ObjectBackend)
+    store._obstore = _AnswerLost(store._obstore)
     await lock.acquire()
     holder = lock.holder()
     assert lock.held and holder is not None and holder.id == lock.info.id
     other = StateLock(s3_url, "someone-else")
-    assert isinstance(other.backend, ObjectBackend)
-    other.backend._obstore = _AnswerLost(other.backend._obstore)
+    other_store = other.backend.inner
+    assert isinstance(other_store, ObjectBackend)
+    other_store._obstore = _AnswerLost(other_store._obstore)
     with pytest.raises(LockedError):
         await other.acquire()
     lock.release()

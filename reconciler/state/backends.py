@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import SettingsError, StateError
 from reconciler.settings import is_url, local_state_file
+from reconciler.state.crypto import MAGIC, Keyring, keyring_from, seal, seal_line, unseal
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig
@@ -97,11 +98,69 @@ class Backend(Protocol):
 
 
 def open_backend(location: str) -> tuple[Backend, str]:
-    """The backend for a state location, and the key of the state in it."""
+    """The backend for a state location, and the key of the state in it; sealed (see
+    ``reconciler.state.crypto``) when a state key is set."""
+    backend: Backend
     if is_url(location):
-        return ObjectBackend(location), "state.json"
-    path = local_state_file(location)
-    return LocalBackend(path.parent), path.name
+        backend, key = ObjectBackend(location), "state.json"
+    else:
+        path = local_state_file(location)
+        backend, key = LocalBackend(path.parent), path.name
+    return SealedBackend(backend, keyring_from()), key
+
+
+class SealedBackend:
+    """A backend whose objects and log entries are encrypted on the way in and decrypted on the
+    way out (plain ones are read as they are); the lock is left plain: it holds no data. With no
+    key, it writes plain, and a sealed object it meets is an error that says so (never garbage
+    read as a state)."""
+
+    def __init__(self, inner: Backend, keyring: Keyring | None) -> None:
+        self.inner = inner
+        self.keyring = keyring
+        self.description = inner.description
+
+    @staticmethod
+    def _plain(key: str) -> bool:
+        return key.endswith(".lock")
+
+    def read(self, key: str) -> Stored | None:
+        stored = self.inner.read(key)
+        if stored is None or self._plain(key):
+            return stored
+        return Stored(unseal(self.keyring, key, stored.data), stored.etag)
+
+    def write(self, key: str, data: bytes, *, create: bool = False, etag: str | None = None) -> str:
+        keyring = self.keyring
+        body = data if self._plain(key) or keyring is None else seal(keyring, key, data)
+        return self.inner.write(key, body, create=create, etag=etag)
+
+    def append(self, key: str, run: str, seq: int, data: bytes) -> None:
+        if self.keyring is not None:
+            data = seal_line(self.keyring, f"{key}/{run}", data)
+        self.inner.append(key, run, seq, data)
+
+    def log_entries(self, key: str) -> list[tuple[str, str, bytes]]:
+        return [
+            (
+                run,
+                name,
+                unseal(self.keyring, name if raw.startswith(MAGIC) else f"{key}/{run}", raw),
+            )
+            for run, name, raw in self.inner.log_entries(key)
+        ]
+
+    def drop_log(self, key: str, run: str) -> None:
+        self.inner.drop_log(key, run)
+
+    def log_runs(self, key: str) -> list[str]:
+        return self.inner.log_runs(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return self.inner.sizes(prefix)
 
 
 # --- a local folder ---------------------------------------------------------------------------
@@ -131,8 +190,9 @@ class LocalBackend:
     @contextlib.contextmanager
     def _guard(self, key: str) -> Iterator[None]:
         """Serialise read-compare-replace of ``key`` between processes on this machine."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self._path(f".{key}.guard"), "a") as handle:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.guard", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -428,7 +488,8 @@ def _cause(exc: Exception) -> str:
 
 def lock_key(backend: Backend, key: str) -> str:
     """Where the lock of the state ``key`` lives in ``backend``."""
-    return f"{key}.lock" if isinstance(backend, LocalBackend) else "state.lock"
+    bare = backend.inner if isinstance(backend, SealedBackend) else backend
+    return f"{key}.lock" if isinstance(bare, LocalBackend) else "state.lock"
 
 
 def _log_prefix(key: str) -> str:

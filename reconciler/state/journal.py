@@ -29,6 +29,7 @@ from pydantic import (
 
 from reconciler import gitrepo
 from reconciler.errors import StateError
+from reconciler.state.crypto import Keyring, keyring_from, seal_line, unseal
 
 
 class JournalEntry(BaseModel):
@@ -74,9 +75,10 @@ class JournalEntry(BaseModel):
 class Journal:
     """Append-only JSONL file of JournalEntry (the journal of a local state)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
         self.path = path
         self.skipped: list[int] = []
+        self.keyring = keyring  # set: each line is sealed (see reconciler.state.crypto)
 
     @property
     def where(self) -> str:
@@ -91,15 +93,27 @@ class Journal:
 
         if is_url(location):
             return ObjectJournal(location)
-        return Journal(journal_path(local_state_file(location), env))
+        return Journal(journal_path(local_state_file(location), env), keyring_from(env))
 
     def close(self) -> None:
         """End of a run: nothing to compact in a local file."""
         return None
 
+    def _line(self, entry: JournalEntry) -> str:
+        line = json.dumps(entry.model_dump(mode="json"), sort_keys=True) + "\n"
+        if self.keyring is not None:
+            line = seal_line(self.keyring, self.path.name, line.encode()).decode() + "\n"
+        return line
+
+    def rewrite(self, entries: list[JournalEntry]) -> None:
+        """Replace the whole file at once (``state rekey``): a reader sees the old or the new."""
+        from reconciler.state.backends import write_atomically
+
+        write_atomically(self.path, "".join(self._line(e) for e in entries).encode())
+
     def append(self, entry: JournalEntry) -> None:
         """Append one entry as one line."""
-        line = json.dumps(entry.model_dump(mode="json"), sort_keys=True) + "\n"
+        line = self._line(entry)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -124,6 +138,8 @@ class Journal:
                 for number, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
+                    if line.startswith("enc1:"):
+                        line = unseal(self.keyring, self.path.name, line.encode()).decode()
                     entry = _entry(line)
                     if entry is None:
                         self.skipped.append(number)

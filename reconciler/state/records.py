@@ -553,3 +553,39 @@ def migrate(source: str, target: str) -> Migration:
         records_there=len(loaded.lookups) - len(missing),
         entries_there=len(entries) - copied,
     )
+
+
+def rekey(location: str) -> tuple[int, int]:
+    """Seal everything kept at ``location`` again with the current state key (objects sealed with
+    a key of ``RECONCILER_STATE_OLD_KEYS``, or kept plain, are read as they are); returns (objects
+    rewritten, journal entries rewritten). Run under the state's lock."""
+    from reconciler.state.crypto import keyring_from
+    from reconciler.state.journal import Journal, ObjectJournal
+    from reconciler.state.snapshots import PREFIX
+
+    if keyring_from() is None:
+        raise StateError(
+            "state rekey needs the new key in RECONCILER_STATE_KEY (or --state-key-file)",
+            hint="and the key it replaces, if any, in RECONCILER_STATE_OLD_KEYS",
+        )
+    state = State.load(location)
+    state.commit()  # the record logs folded in (and dropped), so only whole objects remain
+    backend, key = state.backend, state._key
+    rewritten = 0
+    current = backend.read(key)
+    if current is not None:
+        backend.write(key, current.data, etag=current.etag)
+        rewritten += 1
+    journal = Journal.for_state(location)
+    entries = list(journal.entries())
+    journal_objects = (
+        sorted(backend.sizes("journal/")) if isinstance(journal, ObjectJournal) else []
+    )
+    for name in [*sorted(backend.sizes(PREFIX)), *journal_objects]:
+        stored = backend.read(name)
+        if stored is not None:
+            backend.write(name, stored.data)
+            rewritten += 1
+    if not isinstance(journal, ObjectJournal) and journal.path.exists():
+        journal.rewrite(entries)
+    return rewritten, len(entries)
