@@ -78,7 +78,7 @@ async def test_a_feed_never_committed_is_sent_as_a_delta(tmp_path: Path) -> None
 async def test_a_shallow_clone_gets_a_delta(tmp_path: Path) -> None:
     origin = tmp_path / "origin"
     project = Project(origin)
-    data, size = await applied_then_edited(project, 5_000)
+    data, size = await applied_then_edited(project, 200_000)  # the figure, shallow
     git(origin, "init", "-q")
     git(origin, "add", "-A")
     git(origin, "commit", "-q", "-m", "the edit")
