@@ -109,23 +109,29 @@ def git(folder: Path, *args: str) -> None:
     )
 
 
-@contextmanager
-def moto_s3(*buckets: str) -> Iterator[str]:
-    """A moto S3 server on a loopback port with ``buckets`` made; yields its endpoint URL."""
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the moto server at ``endpoint`` (any key will do there)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id="moto",
         aws_secret_access_key="moto",
         region_name="us-east-1",
     )
+
+
+@contextmanager
+def moto_s3(*buckets: str) -> Iterator[str]:
+    """A moto S3 server on a loopback port with ``buckets`` made; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = s3_client(endpoint)
     for bucket in buckets:
         client.create_bucket(Bucket=bucket)
     try:
