@@ -379,8 +379,8 @@ async def run_apply(
         )
         for address in executor.adopt(run.plan, run.live_by_address()):
             _warn(f"{address}: already matched its spec; recorded in the state")
-        for address in executor.forget_gone(run.live):
-            _warn(f"{address}: gone from Devo, and no spec wants it; its record is forgotten")
+        for address in executor.forget_gone(run.plan, run.live):
+            _warn(f"{address}: no spec names it any more; its record is forgotten")
         if not run.plan.can_apply():
             if output_format == "json":  # the same summary event as a run with changes
                 _say(views.render("apply", "json", [], warnings=run.plan.warnings))

@@ -794,3 +794,26 @@ async def test_records_of_lookups_gone_on_purpose_are_forgotten(tmp_path: Path) 
     assert not (await project.plan()).plan.can_apply()
     assert await project.apply() == 0
     assert set(State.load(str(project.settings.state_path)).lookups) == {"acme/geo"}
+
+
+async def test_records_of_specs_removed_without_prune_are_forgotten_unless_protected(
+    tmp_path: Path,
+) -> None:
+    """No prune: the lookups stay in Devo, unmanaged, and their records go (issue 26, item 5);
+    a protected one keeps its record, which is what stops a later prune of it."""
+    from reconciler.state import State
+
+    project = Project(tmp_path)
+    project.write(
+        lookup_doc("geo", KINDS["static"]),
+        lookup_doc("asn", KINDS["static"]),
+        protected("ip", protect=True),
+    )
+    assert await project.apply() == 0
+    project.write(lookup_doc("geo", KINDS["static"]))
+    assert await project.apply() == 0
+    assert set(State.load(str(project.settings.state_path)).lookups) == {"acme/geo", "acme/ip"}
+    assert project.emulator.store.get("acme", "asn") is not None  # left as it was
+    (project.specs / "domain.yaml").write_text(DOMAIN)  # prune turned on later
+    with pytest.raises(PlanError, match="protected lookup.*acme/ip"):
+        await project.plan()

@@ -200,18 +200,22 @@ class Executor:
             adopted.append(change.address)
         return adopted
 
-    def forget_gone(self, live: Mapping[str, list[LookupMeta]]) -> list[str]:
-        """Forget the records of lookups that are gone and meant to be: not live in a domain
-        this run read, and no spec wants them present (a delete whose run was killed before it
-        could forget the record, a lookup deleted by hand after its spec was removed)."""
+    def forget_gone(self, plan: Plan, live: Mapping[str, list[LookupMeta]]) -> list[str]:
+        """Forget records nothing will need again, in the domains this run read: of lookups gone
+        and meant to be (not live, and no spec wants them present: a delete whose run was
+        killed before it could forget the record, a lookup deleted by hand after its spec went),
+        and of lookups no spec names any more and no plan deletes (left in Devo, unmanaged), so
+        ``state show`` does not list them for ever. A protected record is kept: it is what makes
+        a later prune of that lookup an error."""
         shown = {f"{domain}/{meta.name}" for domain, metas in live.items() for meta in metas}
-        gone = [
-            address
-            for address in sorted(self.state.lookups)
-            if address.split("/", 1)[0] in live
-            and address not in shown
-            and (address not in self.desired or self.desired[address].state == "absent")
-        ]
+        deleting = {c.address for c in plan.changes if c.action is Action.DELETE}
+        gone = []
+        for address, record in sorted(self.state.lookups.items()):
+            if address.split("/", 1)[0] not in live or address in deleting:
+                continue
+            want = self.desired.get(address)
+            if address not in shown and (want is None or want.state == "absent") or want is None and not record.protect:
+                gone.append(address)
         for address in gone:
             self.state.forget(address)
         return gone
