@@ -90,7 +90,7 @@ async def run_import(
 def _managed_by_specs(out_dir: Path, domain: str) -> tuple[set[str], bool]:
     """The addresses the specs under ``out_dir`` define in ``domain``, and whether they hold its
     Domain document (then import adds no second one)."""
-    from reconciler.spec.loader import load_specs
+    from reconciler.spec import load_specs
 
     if not out_dir.exists():
         return set(), False

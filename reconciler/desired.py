@@ -15,9 +15,8 @@ from typing import Any
 from reconciler.canonical import flatten
 from reconciler.coltypes import field_type_name
 from reconciler.linq import query_columns
-from reconciler.sources import ENDPOINTS
+from reconciler.sources import ENDPOINTS, key_positions
 from reconciler.sources import expand as expand_source
-from reconciler.sources._shared import key_positions
 from reconciler.spec.csvcheck import CsvScan
 from reconciler.spec.loader import ENV_RE, LoadedLookup
 from reconciler.spec.model import CsvSource, LookupSpec

@@ -4,6 +4,7 @@ and under TYPE_CHECKING included): data flows one way, and the emulator stays in
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -11,76 +12,49 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "reconciler"
 
-# Every top-level module and package of reconciler/, by layer (ARCHITECTURE.md, "Layers").
-LAYER_OF: dict[str, str] = {
-    "errors": "foundation",
-    "settings": "foundation",
-    "coltypes": "foundation",
-    "timeframe": "foundation",
-    "linq": "foundation",
-    "canonical": "foundation",
-    "clock": "foundation",
-    "gitrepo": "foundation",
-    "sources": "sources",
-    "spec": "spec",
-    "desired": "desired",
-    "client": "client",
-    "state": "state",
-    "plan": "plan",
-    "apply": "apply",
-    "views": "views",
-    "engine": "engine",
-    "commands": "engine",
-    "importer": "engine",
-    "connect": "engine",
-    "ci": "engine",
-    "browse": "engine",
-    "cli": "cli",
-    "cli_options": "cli",
-    "cli_groups": "cli",
-    "__main__": "cli",
-    "__init__": "foundation",
-    "emulator": "emulator",
-}
-# What each layer may import besides itself.
-MAY_IMPORT: dict[str, set[str]] = {
-    "foundation": set(),
-    "sources": {"foundation"},
-    "spec": {"foundation", "sources"},
-    "desired": {"foundation", "sources", "spec"},
-    "client": {"foundation"},
-    "state": {"foundation"},
-    "plan": {"foundation", "sources", "spec", "desired", "client", "state"},
-    "apply": {"foundation", "sources", "spec", "desired", "client", "state", "plan"},
-    "views": {"foundation", "spec", "client", "state", "plan", "apply"},
-    "engine": {
-        "foundation",
-        "sources",
-        "spec",
-        "desired",
-        "client",
-        "state",
-        "plan",
-        "apply",
-        "views",
-        "emulator",
-    },
-    "cli": {
-        "foundation",
-        "sources",
-        "spec",
-        "desired",
-        "client",
-        "state",
-        "plan",
-        "apply",
-        "views",
-        "engine",
-        "emulator",
-    },
-    # The stand-in for a service nobody here wrote: it shares no code with the tool.
-    "emulator": set(),
-}
+
+def _layer_table() -> tuple[dict[str, str], dict[str, set[str]]]:
+    """ARCHITECTURE.md's "Layers" table, read: (top-level module or package → layer, layer →
+    the layers it may import). The document is the rule; this test holds no copy of it."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| layer")
+    ]
+    layer_of: dict[str, str] = {"__init__": "foundation"}  # the package's version string
+    wants: dict[str, str] = {}
+    for layer, modules, _what, may in rows:
+        for name in re.findall(r"`([^`]+)`", modules):
+            layer_of[name.removesuffix(".py").removesuffix("/")] = layer
+        wants[layer] = may
+    layers = set(wants)
+    may_import: dict[str, set[str]] = {}
+    for layer, may in wants.items():
+        if may == "nothing of ours":
+            may_import[layer] = set()
+        elif may == "everything":
+            may_import[layer] = layers - {layer}
+        elif may.startswith("everything but "):
+            may_import[layer] = layers - {layer, *may.removeprefix("everything but ").split(", ")}
+        else:
+            may_import[layer] = set(may.split(", "))
+        unknown = may_import[layer] - layers
+        assert not unknown, f"ARCHITECTURE.md: {layer} may import unknown layers {unknown}"
+    return layer_of, may_import
+
+
+LAYER_OF, MAY_IMPORT = _layer_table()
+
+
+def test_the_layer_table_reads_as_intended() -> None:
+    """The parse itself: the rows it must have said what they say."""
+    assert MAY_IMPORT["foundation"] == set() and MAY_IMPORT["emulator"] == set()
+    assert MAY_IMPORT["plan"] == {"foundation", "sources", "spec", "desired", "client", "state"}
+    assert "cli" not in MAY_IMPORT["engine"] and "emulator" in MAY_IMPORT["engine"]
+    assert MAY_IMPORT["cli"] == set(MAY_IMPORT) - {"cli"}
+    assert LAYER_OF["commands"] == "engine" and LAYER_OF["plan"] == "plan"
 
 
 def _part(module: str) -> str | None:
@@ -182,3 +156,98 @@ def test_no_module_is_over_600_lines_and_none_asserts() -> None:
         tree = ast.parse(text)
         asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
         assert not asserts, f"{path.relative_to(ROOT)}: assert on line(s) {asserts}"
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module → the modules of reconciler it imports (``from pkg import submodule`` counts as
+    importing the submodule), lazy imports included."""
+    names = {_dotted(p).removesuffix(".__init__"): p for p in _modules()}
+
+    def resolve(module: str) -> str:
+        while module and module not in names:
+            module = module.rsplit(".", 1)[0] if "." in module else ""
+        return module
+
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        edges = set()
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reconciler"):
+                edges.update(resolve(f"{node.module}.{alias.name}") for alias in node.names)
+            elif isinstance(node, ast.Import):
+                edges.update(resolve(a.name) for a in node.names if a.name.startswith("reconciler"))
+        graph[name] = {e for e in edges if e and e != name and e != "reconciler"}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _refused(source: str, dotted: str) -> list[str]:
+    """A private module of another package, and ``import reconciler...`` (whose attribute access
+    the layer check cannot follow)."""
+    own = dotted.split(".")[:2]
+    wrong = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            wrong.extend(
+                f"{dotted}:{node.lineno} imports {a.name} whole: import names from it instead"
+                for a in node.names
+                if a.name == "reconciler" or a.name.startswith("reconciler.")
+            )
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reconciler."):
+            parts = node.module.split(".")  # type: ignore[union-attr]
+            private = any(p.startswith("_") and not p.startswith("__") for p in parts[2:])
+            if private and parts[:2] != own:
+                wrong.append(f"{dotted}:{node.lineno} imports the private {node.module}")
+    return wrong
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_private_module_of_another_package_and_no_bare_import(path: Path) -> None:
+    assert not _refused(path.read_text(), _dotted(path))
+
+
+def test_the_refusals_catch_what_they_are_for() -> None:
+    assert _refused("from reconciler.sources._shared import Key\n", "reconciler.spec.model")
+    assert not _refused("from reconciler.sources._shared import Key\n", "reconciler.sources.csv")
+    assert _refused("import reconciler\n", "reconciler.plan.builder")
+    assert _refused("def f():\n    import reconciler.plan.builder\n", "reconciler.spec.checks")

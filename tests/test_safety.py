@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from reconciler.cli import app as cli
 from reconciler.errors import PlanError, SettingsError, SpecError
 from reconciler.plan.guards import Guards
-from reconciler.spec.loader import load_specs
+from reconciler.spec import load_specs
 from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, Project, lookup_doc
 from tests.support import git

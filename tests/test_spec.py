@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 from reconciler.coltypes import parse_cell, parse_duration_ms
 from reconciler.linq import query_columns
-from reconciler.spec import validate_paths
+from reconciler.spec import load_specs, validate_paths
 from reconciler.spec.csvcheck import scan_csv
-from reconciler.spec.loader import load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOKUP = """apiVersion: reconciler/v1

@@ -214,7 +214,12 @@ class Executor:
             if address.split("/", 1)[0] not in live or address in deleting:
                 continue
             want = self.desired.get(address)
-            if address not in shown and (want is None or want.state == "absent") or want is None and not record.protect:
+            if (
+                address not in shown
+                and (want is None or want.state == "absent")
+                or want is None
+                and not record.protect
+            ):
                 gone.append(address)
         for address in gone:
             self.state.forget(address)

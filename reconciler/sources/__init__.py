@@ -19,7 +19,19 @@ from reconciler.sources import (
     sliding_window_query,
     static_query,
 )
-from reconciler.sources._shared import Expansion, SourceKind
+from reconciler.sources._shared import (
+    Column,
+    Contribution,
+    Expansion,
+    FileProvider,
+    Key,
+    KeyType,
+    LookupType,
+    SecondaryIndexes,
+    SourceKind,
+    Strict,
+    key_positions,
+)
 
 # The table. Order matters twice: the spec's fields (and the JSON Schema) follow it, and ``import``
 # tries the kinds in this order and keeps the first whose expansion reproduces the live config (so
@@ -65,4 +77,20 @@ def expand(
     return result.body, config, ignore
 
 
-__all__ = ["ENDPOINTS", "KINDS", "Expansion", "SourceKind", "expand", "spec_order"]
+__all__ = [
+    "ENDPOINTS",
+    "KINDS",
+    "Column",
+    "Contribution",
+    "Expansion",
+    "FileProvider",
+    "Key",
+    "KeyType",
+    "LookupType",
+    "SecondaryIndexes",
+    "SourceKind",
+    "Strict",
+    "expand",
+    "key_positions",
+    "spec_order",
+]

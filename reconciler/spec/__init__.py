@@ -1,8 +1,30 @@
 """The spec language: models, loader and semantic checks of ``Lookup`` and ``Domain`` documents."""
 
-from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult, load_specs
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from reconciler.spec.discovery import discover
+from reconciler.spec.fanout import expand_fan_out
+from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult, load_file
 
 __all__ = ["LoadResult", "LoadedDomain", "LoadedLookup", "load_specs", "validate_paths"]
+
+
+def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None) -> LoadResult:
+    """Load every spec document under ``paths``, fanned out to its domains with its Overlays."""
+    files, problems = discover(paths)
+    result = LoadResult(diagnostics=list(problems))
+    for path in files:
+        one = load_file(path, env)
+        result.files.extend(one.files)
+        result.lookups.extend(one.lookups)
+        result.domains.extend(one.domains)
+        result.overlays.extend(one.overlays)
+        result.diagnostics.extend(one.diagnostics)
+    expand_fan_out(result)
+    return result
 
 
 def validate_paths(

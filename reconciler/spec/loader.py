@@ -22,7 +22,6 @@ import yaml
 from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
-from reconciler.spec.discovery import discover
 from reconciler.spec.messages import did_you_mean, translate_validation_error
 from reconciler.spec.model import (
     DOCUMENT_MODELS,
@@ -575,20 +574,3 @@ def _load_document(
         result.domains.append(
             LoadedDomain(path, index, line, data, converter.positions, model=model)
         )
-
-
-def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None) -> LoadResult:
-    """Load every spec document under ``paths``."""
-    files, problems = discover(paths)
-    result = LoadResult(diagnostics=list(problems))
-    for path in files:
-        one = load_file(path, env)
-        result.files.extend(one.files)
-        result.lookups.extend(one.lookups)
-        result.domains.extend(one.domains)
-        result.overlays.extend(one.overlays)
-        result.diagnostics.extend(one.diagnostics)
-    from reconciler.spec.fanout import expand_fan_out
-
-    expand_fan_out(result)
-    return result

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from reconciler.canonical import SECRET_KEYS
 from reconciler.settings import Region
-from reconciler.sources import ENDPOINTS, KINDS, spec_order
-from reconciler.sources._shared import (
+from reconciler.sources import (
+    ENDPOINTS,
+    KINDS,
     Column,
     Contribution,
     FileProvider,
@@ -23,6 +24,7 @@ from reconciler.sources._shared import (
     LookupType,
     SecondaryIndexes,
     Strict,
+    spec_order,
 )
 from reconciler.sources.csv import CsvSource
 from reconciler.sources.periodic_query import PeriodicQuerySource

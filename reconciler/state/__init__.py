@@ -2,10 +2,13 @@
 
 - ``records``: ``State`` (a record per lookup, an append-only log compacted with conditional writes),
   the state lock, ``unlock`` and ``migrate``;
-- ``backends``: where the bytes live (a local folder, or an object store through obstore);
+- ``backends``: where the bytes live (a local folder, or an object store through obstore), sealed
+  when a state key is set (``crypto``);
+- ``snapshots``: the content of every CSV sent, beside the state;
 - ``journal``: the history of every change (JSONL beside a local state, objects beside a remote one).
 """
 
+from reconciler.state.backends import new_run_id
 from reconciler.state.records import (
     DEPLOYED,
     SUBMITTED,
@@ -16,7 +19,6 @@ from reconciler.state.records import (
     State,
     StateLock,
     migrate,
-    new_run_id,
     read_lock,
     secret_digest,
     secrets_rotated,

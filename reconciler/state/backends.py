@@ -32,10 +32,11 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -95,6 +96,12 @@ class Backend(Protocol):
     def sizes(self, prefix: str) -> dict[str, int]:
         """Every object under ``prefix`` (a folder, ending in ``/``) with its size in bytes."""
         ...
+
+
+def new_run_id() -> str:
+    """A run's id, which names its log entries: sortable by time, unique across machines."""
+    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{now}-{secrets.token_hex(4)}"
 
 
 def open_backend(location: str) -> tuple[Backend, str]:

@@ -162,8 +162,7 @@ class ObjectJournal(Journal):
     loses nothing), compacted into one ``journal/RUN.jsonl`` object per run when it ends."""
 
     def __init__(self, location: str) -> None:
-        from reconciler.state.backends import open_backend
-        from reconciler.state.records import new_run_id
+        from reconciler.state.backends import new_run_id, open_backend
 
         super().__init__(Path("journal"))
         self.backend, _ = open_backend(location)

@@ -32,7 +32,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from reconciler.errors import StateError
-from reconciler.state.backends import AlreadyExists, Backend, Precondition, lock_key, open_backend
+from reconciler.state.backends import (
+    AlreadyExists,
+    Backend,
+    Precondition,
+    lock_key,
+    new_run_id,
+    open_backend,
+)
 
 VERSION = 1
 RecordStatus = Literal["deployed", "submitted"]
@@ -98,12 +105,6 @@ class LookupState(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "the record"
             raise ValueError(f"{where}: {first['msg']}") from None
-
-
-def new_run_id() -> str:
-    """A run's id: sortable by time, unique across machines."""
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{now}-{secrets_module.token_hex(4)}"
 
 
 @dataclass
