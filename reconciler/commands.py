@@ -24,14 +24,10 @@ from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy
 from reconciler.clock import SYSTEM_CLOCK, Clock
 from reconciler.connect import transport_for
 from reconciler.engine import (
-    PLAN_FILE_KIND,
     PlanRun,
-    fingerprint,
     load_workspace,
     make_plan,
     preflight,
-    saved_plan,
-    spec_fingerprint,
     with_waves,
 )
 from reconciler.errors import (
@@ -43,6 +39,7 @@ from reconciler.errors import (
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Plan
+from reconciler.plan.saved import SavedPlan, stale_reasons
 from reconciler.settings import Settings
 from reconciler.state import State, StateLock
 from reconciler.state.backends import write_atomically
@@ -105,12 +102,16 @@ async def run_plan(
         _warn(warning.render())
     _say(render(run, output_format, color=color, verbose=verbose), coloured=color)
     if out is not None:
-        write_json_atomic(
-            out,
-            saved_plan(
-                run, paths, allow_outside=allow_outside, guards=guards, replace=replace or []
-            ),
+        saved = SavedPlan.of(
+            run.plan,
+            run.workspace.by_address(),
+            run.live_by_address(),
+            paths,
+            allow_outside=allow_outside,
+            guards=guards,
+            replace=replace,
         )
+        write_json_atomic(out, saved.document(run.plan))
         # On stderr: the plan's text must end with its summary line (the contract).
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan):
@@ -136,14 +137,12 @@ def run_show(plan_file: Path, output_format: str = "text", *, color: bool = Fals
     """``reconciler show PLANFILE``: a saved plan rendered offline (no request, no state)."""
     try:
         document = json.loads(plan_file.read_text())
-        kind = document["apply"]["kind"] if isinstance(document, dict) else None
+        SavedPlan.read(document)
         plan = Plan.from_json(document)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        kind, plan = None, Plan()
-    if kind != PLAN_FILE_KIND:
+    except (OSError, ValueError, RecursionError):
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
-        )
+        ) from None
     _say(views.render("plan", output_format, plan, color=color), coloured=color)
     return 0
 
@@ -213,55 +212,29 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
             hint="create one with: reconciler plan --out FILE",
         )
     try:
-        document = json.loads(plan_file.read_text())
-        saved = document["apply"]
-        kind = saved["kind"]
-        guards = Guards(**saved.get("guards", {}))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        kind = guards = None
-    if kind != PLAN_FILE_KIND or guards is None:  # not an assert: python -O skips those
+        saved = SavedPlan.read(json.loads(plan_file.read_text()))
+    except (OSError, ValueError, RecursionError):  # not an assert: python -O skips those
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
-        )
-    workspace = load_workspace(saved["paths"], allow_outside=bool(saved.get("allow_outside")))
+        ) from None
+    workspace = load_workspace(saved.paths, allow_outside=saved.allow_outside)
     reader.use_domain_credentials(workspace.credentials(os.environ))
     reader.use_domain_endpoints(workspace.endpoints)
-    desired = workspace.by_address()
-    stale: list[str] = []
+    found: dict[str, LookupMeta | None] = {}
     live: dict[str, list[LookupMeta]] = {}
-    for entry in saved["changes"]:
-        address = entry["address"]
+    for address in sorted(saved.addresses):
         domain, name = address.split("/", 1)
-        meta = await reader.find_lookup(domain, name)
+        found[address] = meta = await reader.find_lookup(domain, name)
         if meta is not None:
             live.setdefault(domain, []).append(meta)
-        if fingerprint(meta) != entry["live_fingerprint"]:
-            stale.append(f"{address}: the live lookup changed since the plan was made")
-        want = desired.get(address)
-        if (want.spec_hash if want else None) != entry["spec_hash"]:
-            stale.append(f"{address}: its spec changed since the plan was made")
-        elif (want.csv.sha256 if want and want.csv else None) != entry.get("csv_sha256"):
-            stale.append(f"{address}: its CSV file changed since the plan was made")
-    recorded_specs = saved.get("specs")
-    if isinstance(recorded_specs, dict):
-        current = {a: spec_fingerprint(d) for a, d in desired.items()}
-        planned_addresses = {entry["address"] for entry in saved["changes"]}
-        for address in sorted(set(current) | set(recorded_specs)):
-            if address in planned_addresses:
-                continue  # said above, with its live fingerprint
-            if address not in recorded_specs:
-                stale.append(f"{address}: its spec was added since the plan was made")
-            elif address not in current:
-                stale.append(f"{address}: its spec was removed since the plan was made")
-            elif current[address] != recorded_specs[address]:
-                stale.append(f"{address}: its spec or CSV changed since the plan was made")
+    stale = stale_reasons(saved, workspace.by_address(), found)
     if stale:
         raise StalePlanError(
             "the saved plan is stale: " + "; ".join(stale),
             hint="make a new plan: reconciler plan --out FILE",
         )
     state = State.load(settings.state_location)
-    planned = {entry["address"] for entry in saved["changes"]}
+    planned = saved.addresses
     subset = [d for d in workspace.desired if d.address in planned]
     if not planned:
         return PlanRun(Plan(), workspace, live, state)
@@ -272,8 +245,8 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
         state.lookups,
         workspace.policies,
         selector,
-        guards=guards,
-        replace=tuple(saved.get("replace") or ()),
+        guards=saved.guards.guards(),
+        replace=tuple(saved.replace),
     )
     plan = with_waves(plan, workspace.waves)
     return PlanRun(plan, workspace, live, state)

@@ -8,13 +8,10 @@ needs afterwards (apply, drift, the saved plan file).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from reconciler import gitrepo
 from reconciler.client import LookupMeta, LookupReader, job_outcome
@@ -27,7 +24,7 @@ from reconciler.errors import (
     SettingsError,
     SpecError,
 )
-from reconciler.plan.builder import Selector, build_plan, live_fields, live_flat
+from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import Plan
 from reconciler.settings import Credentials, named_credentials, region_url
@@ -138,15 +135,6 @@ async def fetch_live(reader: LookupReader, domains: list[str]) -> dict[str, list
 
     lists = await asyncio.gather(*(one(d) for d in domains))
     return dict(zip(domains, lists, strict=True))
-
-
-def fingerprint(meta: LookupMeta | None) -> str:
-    """A digest of what a plan read about one live lookup ("absent" when there was none)."""
-    if meta is None:
-        return "absent"
-    data = {"config": live_flat(meta), "fields": live_fields(meta)}
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -306,51 +294,3 @@ async def make_plan(
             plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
         )
     return PlanRun(plan, workspace, live, state)
-
-
-# --- saved plans -------------------------------------------------------------------------------
-
-PLAN_FILE_KIND = "reconciler-plan"
-
-
-def spec_fingerprint(want: DesiredLookup) -> str:
-    """A spec's hash, with its CSV's sha256 when it has one."""
-    return want.spec_hash + (f":{want.csv.sha256}" if want.csv else "")
-
-
-def saved_plan(
-    run: PlanRun,
-    paths: list[str],
-    *,
-    allow_outside: bool = False,
-    guards: Guards | None = None,
-    replace: list[str] | None = None,
-) -> dict[str, Any]:
-    """The ``plan --out`` document: the plan JSON plus what apply needs (no secret values)."""
-    live = run.live_by_address()
-    desired = run.workspace.by_address()
-    entries = []
-    for change in run.plan.actionable:
-        want = desired.get(change.address)
-        entries.append(
-            {
-                "address": change.address,
-                "action": change.action.value,
-                "live_fingerprint": fingerprint(live.get(change.address)),
-                "spec_hash": want.spec_hash if want else None,
-                "csv_sha256": want.csv.sha256 if want and want.csv else None,
-            }
-        )
-    document = run.plan.to_json()
-    document["apply"] = {
-        "kind": PLAN_FILE_KIND,
-        "paths": paths,
-        "allow_outside": allow_outside,
-        # The guards the plan was made under: the apply of this plan re-checks with the same.
-        "guards": asdict(guards or Guards()),
-        "replace": sorted(replace or []),  # plan --replace: re-sent by the apply of this plan
-        "changes": entries,
-        # Every spec the plan was made from, no-ops included: any edit makes the plan stale.
-        "specs": {d.address: spec_fingerprint(d) for d in run.workspace.desired},
-    }
-    return document

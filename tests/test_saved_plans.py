@@ -234,3 +234,30 @@ def test_jobs_watch_gives_up_at_its_timeout(project: Project, tmp_path: Path) ->
     watched = runner.invoke(cli, ["jobs", "acme/a", "--watch", "--watch-timeout", "0.3"], env=env)
     assert watched.exit_code == 1, watched.output
     assert "acme/a:" in watched.stdout and "0.3" in watched.stdout
+
+
+def test_a_saved_plan_is_a_typed_document() -> None:
+    from reconciler.plan.saved import SavedPlan, stale_reasons
+
+    for wrong in [None, [], {}, {"apply": []}, {"apply": {"kind": "other", "paths": []}}]:
+        with pytest.raises(ValueError):
+            SavedPlan.read(wrong)
+    saved = SavedPlan.read(
+        {
+            "apply": {
+                "kind": "reconciler-plan",
+                "paths": ["specs"],
+                "changes": [
+                    {"address": "acme/a", "action": "create", "live_fingerprint": "absent"},
+                    {"address": "acme/b", "action": "create", "live_fingerprint": "absent"},
+                ],
+                "specs": {"acme/c": "x"},
+            }
+        }
+    )
+    # Nothing desired any more, c's spec gone: every reason, not the first.
+    assert stale_reasons(saved, {}, {"acme/a": None, "acme/b": None}) == [
+        "acme/a: its spec changed since the plan was made",
+        "acme/b: its spec changed since the plan was made",
+        "acme/c: its spec was removed since the plan was made",
+    ]
