@@ -248,8 +248,13 @@ def test_a_saved_plan_is_a_typed_document() -> None:
                 "kind": "reconciler-plan",
                 "paths": ["specs"],
                 "changes": [
-                    {"address": "acme/a", "action": "create", "live_fingerprint": "absent"},
-                    {"address": "acme/b", "action": "create", "live_fingerprint": "absent"},
+                    {
+                        "address": f"acme/{n}",
+                        "action": "create",
+                        "live_fingerprint": "absent",
+                        "spec_hash": "h",
+                    }
+                    for n in "ab"
                 ],
                 "specs": {"acme/c": "x"},
             }
