@@ -9,6 +9,7 @@ a zone are UTC. Everything returns epoch milliseconds; ``now`` is injected for t
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -39,28 +40,14 @@ def parse_start_date(value: str | int) -> int:
     text = value.strip()
     if text.isdigit():
         return int(text)
-    return epoch_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    return epoch_millis(datetime.fromisoformat(text))
 
 
 def _add_months(moment: datetime, months: int) -> datetime:
-    index = moment.year * 12 + (moment.month - 1) + months
-    year, month = divmod(index, 12)
-    month += 1
-    days = [
-        31,
-        29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28,
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ]
-    return moment.replace(year=year, month=month, day=min(moment.day, days[month - 1]))
+    """``moment`` ``months`` later, on the same day or the last of a shorter month."""
+    year, month = divmod(moment.year * 12 + moment.month - 1 + months, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return moment.replace(year=year, month=month + 1, day=min(moment.day, last))
 
 
 def _shift(moment: datetime, n: int, unit: str) -> datetime:
@@ -109,7 +96,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
             moment = _align(moment, match.group("align"))
         return epoch_millis(moment)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time: use epoch milliseconds, ISO-8601 (2026-01-31T10:00:00Z), "

@@ -19,7 +19,7 @@ def _moment(eventdata: str | None) -> datetime | None:
     if not eventdata:
         return None
     try:
-        parsed = datetime.fromisoformat(eventdata.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(eventdata)
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
