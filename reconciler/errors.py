@@ -59,6 +59,13 @@ class Diagnostic:
     hint: str | None = None
     severity: str = "error"  # "error" or "warning"
 
+    @classmethod
+    def for_file(
+        cls, path: str | os.PathLike[str], message: str, *, hint: str | None = None
+    ) -> Diagnostic:
+        """A finding about a whole file (no line, no field)."""
+        return cls(str(path), None, None, "", message, hint)
+
     def location(self) -> str:
         """``file:line:col`` as editors and CI annotations expect it; a file under the working
         folder is named relative to it (``specs/data/geo.csv``, as it was typed)."""

@@ -28,17 +28,14 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
             files, unreadable = _walk_specs(path)
             found.extend(files)
             problems.extend(
-                Diagnostic(str(where), None, None, "", message, hint=hint)
+                Diagnostic.for_file(where, message, hint=hint)
                 for where, message, hint in unreadable
             )
             problems.extend(_absent_from_work_tree(path))
         else:
             problems.append(
-                Diagnostic(
-                    str(path),
-                    None,
-                    None,
-                    "",
+                Diagnostic.for_file(
+                    path,
                     "no such file or directory",
                     hint="pass spec files or folders (default: specs/)",
                 )

@@ -416,11 +416,8 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             result.diagnostics.append(
-                Diagnostic(
-                    str(path),
-                    None,
-                    None,
-                    "",
+                Diagnostic.for_file(
+                    path,
                     f"file is {size // (1024 * 1024)} MiB; spec files are limited to "
                     f"{MAX_FILE_BYTES // (1024 * 1024)} MiB",
                     hint="split it, or keep large data in a CSV referenced by csv.file",
@@ -429,9 +426,7 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
             return result
         raw = path.read_bytes()
     except OSError as exc:
-        result.diagnostics.append(
-            Diagnostic(str(path), None, None, "", f"cannot read: {exc.strerror}")
-        )
+        result.diagnostics.append(Diagnostic.for_file(path, f"cannot read: {exc.strerror}"))
         return result
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
@@ -464,15 +459,12 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         )
         return result
     except yaml.YAMLError as exc:
-        result.diagnostics.append(Diagnostic(str(path), None, None, "", f"YAML error: {exc}"))
+        result.diagnostics.append(Diagnostic.for_file(path, f"YAML error: {exc}"))
         return result
     except RecursionError:  # the YAML parser recurses per nesting level, before our depth guard
         result.diagnostics.append(
-            Diagnostic(
-                str(path),
-                None,
-                None,
-                "",
+            Diagnostic.for_file(
+                path,
                 f"document is nested more than {MAX_DEPTH} levels deep",
                 hint="spec documents are small mappings",
             )
@@ -485,11 +477,8 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         # A truncated file or a failed checkout reads as zero documents: skipped, its lookups
         # would look deleted to prune.
         result.diagnostics.append(
-            Diagnostic(
-                str(path),
-                None,
-                None,
-                "",
+            Diagnostic.for_file(
+                path,
                 "this spec file holds no document (it is empty or only comments)",
                 hint="write its documents back, or delete the file if its lookups are to go",
             )
