@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from reconciler.plan.model import Action, Change
 from reconciler.state.journal import JournalEntry
@@ -19,14 +19,14 @@ from reconciler.timeframe import epoch_millis
 if TYPE_CHECKING:  # the views import this module: no HTTP client behind it
     from reconciler.client import JobStatus
 
-DONE, FAILED, TIMED_OUT, NOT_ATTEMPTED, SUBMITTED, INTERRUPTED = (
-    "done",
-    "failed",
-    "timed out",
-    "not attempted",
-    "submitted",
-    "interrupted",
-)
+#: What happened to one lookup.
+Status = Literal["done", "failed", "timed out", "not attempted", "submitted", "interrupted"]
+DONE: Status = "done"
+FAILED: Status = "failed"
+TIMED_OUT: Status = "timed out"
+NOT_ATTEMPTED: Status = "not attempted"
+SUBMITTED: Status = "submitted"
+INTERRUPTED: Status = "interrupted"
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Outcome:
 
     address: str
     action: Action
-    status: str = NOT_ATTEMPTED
+    status: Status = NOT_ATTEMPTED
     job_id: str | None = None
     message: str = ""
     polls: int = 0

@@ -35,7 +35,7 @@ from reconciler.plan.guards import (
     prune_without_state,
     suspicious_deletes,
 )
-from reconciler.plan.model import Action, AttributeChange, Change, CsvChange, Plan
+from reconciler.plan.model import Action, AttributeChange, Change, ChangeSource, CsvChange, Plan
 from reconciler.state import LookupState
 
 
@@ -71,7 +71,7 @@ class Comparison:
     unverified: list[str] = field(default_factory=list)
     csv: CsvChange | None = None
 
-    def add(self, path: str, before: Any, after: Any, source: str) -> None:
+    def add(self, path: str, before: Any, after: Any, source: ChangeSource) -> None:
         """One differing attribute, with element-level details for nested values."""
         self.diff.append(
             AttributeChange(

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +34,15 @@ class Action(StrEnum):
         return {"create": "POST", "update": "PUT", "delete": "DELETE"}.get(self.value)
 
 
+#: Which side of a three-way comparison moved: the spec, Devo, or only the record (``protect``).
+ChangeSource = Literal["spec", "live", "state"]
+#: Why a CSV lookup's content is sent: the file changed, Devo's rows changed, or nothing proves
+#: what Devo holds (no record of an upload).
+CsvChangeSource = Literal["spec", "live", "unproven"]
+#: How a CSV is sent: the whole file, or Devo's row protocol with only the rows that changed.
+UploadStrategy = Literal["full", "delta"]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -50,7 +59,7 @@ class AttributeChange(_Frozen):
     path: str
     before: Any = None
     after: Any = None
-    source: str = "live"
+    source: ChangeSource = "live"
     details: list[str] = Field(default_factory=list)  # element-level lines (display only)
 
 
@@ -67,8 +76,8 @@ class CsvChange(_Frozen):
     samples: list[str] = Field(default_factory=list)
     # "spec": the file changed; "live": Devo's data changed (numEntries); "unproven": no record
     # of an upload vouches for the rows in Devo, so the file is sent again.
-    source: str = "spec"
-    strategy: str = "full"  # "full": the whole file; "delta": only the rows that changed
+    source: CsvChangeSource = "spec"
+    strategy: UploadStrategy = "full"  # "full": the whole file; "delta": only the rows that changed
     send_rows: int | None = None  # rows the upload sends (a delta: deleted + added)
     send_bytes: int | None = None  # bytes the upload sends
     note: str | None = None  # why rows could not be diffed by key (display only)
