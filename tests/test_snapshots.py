@@ -131,3 +131,23 @@ async def test_snapshots_no_record_names_are_collected_and_listed(
     assert listed == {"sha256": next(iter(kept)), "bytes": next(iter(kept.values()))}
     text = runner.invoke(cli, ["state", "show", "--state", location]).stdout
     assert "1 CSV snapshot(s)" in text and next(iter(kept))[:12] in text
+
+
+async def test_state_migrate_takes_the_snapshots_along(tmp_path: Path) -> None:
+    from reconciler.state import migrate
+
+    project = Project(tmp_path)
+    data = project.specs / "data" / "feed.csv"
+    data.write_text(feed(300))
+    project.write(lookup_doc("feed", FEED))
+    assert await project.apply() == 0
+    target = str(tmp_path / "moved") + "/"
+    migrate(str(project.settings.state_path), target)
+    assert Snapshots(target).sizes() == Snapshots(str(project.settings.state_path)).sizes() != {}
+    # Planned from the new location, the edit is still a delta: the rows last sent came along.
+    project.settings = type(project.settings)(
+        project.settings.base_url, state_path=Path(target) / "state.json"
+    )
+    data.write_text(feed(300, changed=range(3)))
+    [change] = (await project.plan()).plan.actionable
+    assert change.csv is not None and change.csv.changed == 3

@@ -508,8 +508,8 @@ class Migration:
 
 
 def migrate(source: str, target: str) -> Migration:
-    """Copy the journal, then the state, from ``source`` to ``target``. The source is left as it
-    was.
+    """Copy the journal, then the CSV snapshots, then the state, from ``source`` to ``target``.
+    The source is left as it was.
 
     The journal goes first and the state last, so a migration killed half way leaves a target
     with no state (no command mistakes it for a finished one), and running it again resumes it:
@@ -545,6 +545,14 @@ def migrate(source: str, target: str) -> Migration:
             target_journal.append(entry)
             copied += 1
     target_journal.close()
+    # The snapshots the records name, before the records (as apply writes them).
+    from reconciler.state.snapshots import Snapshots, referenced
+
+    kept_there = set(Snapshots(target, destination.backend).sizes())
+    for sha in sorted(referenced(loaded.lookups) - kept_there):
+        stored = loaded.backend.read(Snapshots.key(sha))
+        if stored is not None:
+            destination.backend.write(Snapshots.key(sha), stored.data)
     missing = {a: r for a, r in loaded.lookups.items() if a not in destination.lookups}
     destination.record_many(missing)
     destination.commit()
