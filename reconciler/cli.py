@@ -100,8 +100,9 @@ def validate(
     from reconciler.spec import validate_paths
 
     views.check_format("validate", output_format)
-    csv_progress()
-    result = validate_paths(spec_paths(paths), csv=not no_csv, allow_outside=allow_outside)
+    result = validate_paths(
+        spec_paths(paths), csv=not no_csv, allow_outside=allow_outside, progress=csv_progress()
+    )
     if output_format == "text" and result.errors:
         raise SpecError(result.diagnostics)
     if output_format == "text":
@@ -153,11 +154,11 @@ def plan(
     from reconciler.plan.guards import Guards
 
     views.check_format("plan", output_format)
-    csv_progress()
     code = asyncio.run(
         run_plan(
             connection.settings(),
             spec_paths(paths),
+            progress=csv_progress(),
             output_format=output_format,
             out=out,
             targets=target or [],
@@ -208,11 +209,11 @@ def drift(
     from reconciler.commands import run_drift
 
     views.check_format("plan", output_format)
-    csv_progress()
     code = asyncio.run(
         run_drift(
             connection.settings(),
             spec_paths(paths),
+            progress=csv_progress(),
             output_format=output_format,
             targets=target or [],
             excludes=exclude or [],
@@ -271,11 +272,11 @@ def apply(
     from reconciler.plan.guards import Guards
 
     views.check_format("apply", output_format)
-    csv_progress()
     code = asyncio.run(
         run_apply(
             connection.settings(),
             spec_paths(paths),
+            progress=csv_progress(),
             plan_file=plan_file,
             auto_approve=auto_approve,
             parallelism=parallelism,

@@ -29,13 +29,9 @@ PathsArg = Annotated[
 ]
 
 
-def csv_progress() -> None:
-    """On a terminal, show what a long CSV scan is doing (for the commands that scan CSVs; the
-    import stays out of the others' start-up)."""
-    if sys.stderr.isatty():
-        from reconciler.spec import csvcheck
-
-        csvcheck.scan_progress = scan_status
+def csv_progress() -> Any:
+    """What shows a long CSV scan: the spinner on a terminal, else nothing (None)."""
+    return scan_status if sys.stderr.isatty() else None
 
 
 def scan_status(path: Path, size: int) -> Any:

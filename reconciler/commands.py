@@ -41,6 +41,7 @@ from reconciler.plan.guards import Guards
 from reconciler.plan.model import Plan
 from reconciler.plan.saved import SavedPlan, stale_reasons
 from reconciler.settings import Settings
+from reconciler.spec.csvcheck import ScanProgress
 from reconciler.state import State, StateLock
 from reconciler.state.backends import write_atomically
 from reconciler.state.journal import Journal, current_actor, current_commit
@@ -85,6 +86,7 @@ async def run_plan(
     allow_outside: bool = False,
     guards: Guards | None = None,
     replace: list[str] | None = None,
+    progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler plan``."""
@@ -97,6 +99,7 @@ async def run_plan(
         allow_outside=allow_outside,
         guards=guards,
         replace=tuple(replace or ()),
+        progress=progress,
     )
     for warning in run.workspace.warnings:
         _warn(warning.render())
@@ -173,6 +176,7 @@ async def run_drift(
     color: bool = False,
     strict: bool = False,
     allow_outside: bool = False,
+    progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
@@ -184,6 +188,7 @@ async def run_drift(
         transport,
         strict_protect=False,
         allow_outside=allow_outside,
+        progress=progress,
     )
     _say(render(run, output_format, color=color, drift=True), coloured=color)
     if strict and _strict_refusal(run.plan):
@@ -204,7 +209,12 @@ def _approve(run: PlanRun, auto_approve: bool) -> None:
         raise SettingsError("apply cancelled")
 
 
-async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path) -> PlanRun:
+async def _planned_run(
+    reader: LookupReader,
+    settings: Settings,
+    plan_file: Path,
+    progress: ScanProgress | None = None,
+) -> PlanRun:
     """Re-read only the lookups a saved plan read, and refuse it when anything changed."""
     if not plan_file.is_file():
         raise SettingsError(
@@ -217,7 +227,7 @@ async def _planned_run(reader: LookupReader, settings: Settings, plan_file: Path
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
-    workspace = load_workspace(saved.paths, allow_outside=saved.allow_outside)
+    workspace = load_workspace(saved.paths, allow_outside=saved.allow_outside, progress=progress)
     reader.use_domain_credentials(workspace.credentials(os.environ))
     reader.use_domain_endpoints(workspace.endpoints)
     found: dict[str, LookupMeta | None] = {}
@@ -276,6 +286,7 @@ async def run_apply(
     endpoint_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     env: dict[str, str] | None = None,
+    progress: ScanProgress | None = None,
 ) -> int:
     """``reconciler apply``: under the state's lock for the whole run (see ``StateLock``)."""
     if parallelism < 1:
@@ -318,7 +329,7 @@ async def run_apply(
         ) as client,
     ):
         if plan_file is not None:
-            run = await _planned_run(client, settings, plan_file)
+            run = await _planned_run(client, settings, plan_file, progress)
         else:
             selector = Selector(tuple(targets or ()), tuple(excludes or ()))
             run = await make_plan(
@@ -330,6 +341,7 @@ async def run_apply(
                 env=env,
                 allow_outside=allow_outside,
                 guards=guards,
+                progress=progress,
             )
             if output_format == "text":
                 _say(render(run, "text", color=color), coloured=color)

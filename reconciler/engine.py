@@ -29,6 +29,7 @@ from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import Plan
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
+from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.model import DomainAuth
 from reconciler.state import SUBMITTED, State, secrets_rotated
 from reconciler.state.snapshots import Snapshots
@@ -66,9 +67,11 @@ class Workspace:
         return {d.address: d for d in self.desired}
 
 
-def load_workspace(paths: list[str], *, allow_outside: bool = False) -> Workspace:
+def load_workspace(
+    paths: list[str], *, allow_outside: bool = False, progress: ScanProgress | None = None
+) -> Workspace:
     """Load and validate specs; raise SpecError (with every diagnostic) when any is invalid."""
-    result = validate_paths(paths, allow_outside=allow_outside)
+    result = validate_paths(paths, allow_outside=allow_outside, progress=progress)
     if result.errors:
         raise SpecError(result.diagnostics)
     desired = [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
@@ -249,13 +252,14 @@ async def make_plan(
     env: Mapping[str, str] | None = None,
     allow_outside: bool = False,
     guards: Guards | None = None,
+    progress: ScanProgress | None = None,
 ) -> PlanRun:
     """Load specs, read live state and the state file, and build the plan.
 
     ``replace``: addresses to re-send even when they are up to date (``apply --replace``).
     ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
     """
-    workspace = load_workspace(paths, allow_outside=allow_outside)
+    workspace = load_workspace(paths, allow_outside=allow_outside, progress=progress)
     reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
     reader.use_domain_endpoints(workspace.endpoints)
     state = State.load(state_path)

@@ -503,7 +503,8 @@ def test_a_csv_outside_the_spec_repository_needs_allow_outside(
 def test_a_long_csv_scan_shows_progress_through_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The command line sets ``scan_progress`` on a terminal; big scans run inside it."""
+    """The command line passes its spinner as ``progress`` on a terminal; big scans run inside
+    it (no global: the callback is an argument all the way down)."""
     from contextlib import contextmanager
 
     from reconciler.spec import csvcheck
@@ -515,7 +516,6 @@ def test_a_long_csv_scan_shows_progress_through_the_hook(
         shown.append((path.name, size))
         yield
 
-    monkeypatch.setattr(csvcheck, "scan_progress", progress)
     monkeypatch.setattr(csvcheck, "PROGRESS_MIN_BYTES", 10)
     (tmp_path / "geo.csv").write_text("10.0.0.1,ES\n10.0.0.2,US\n")
     write_lookup(
@@ -524,11 +524,12 @@ def test_a_long_csv_scan_shows_progress_through_the_hook(
         "geo",
         "  csv:\n    file: geo.csv\n    columns: [{name: ip, type: IP4}, {name: c}]",
     )
-    assert not validate_paths([str(tmp_path)]).errors
+    assert not validate_paths([str(tmp_path)], progress=progress).errors
     assert shown == [("geo.csv", 24)]
-    monkeypatch.setattr(csvcheck, "PROGRESS_MIN_BYTES", 1000)
     shown.clear()
-    assert not validate_paths([str(tmp_path)]).errors and shown == []
+    assert not validate_paths([str(tmp_path)]).errors and shown == []  # none given: none shown
+    monkeypatch.setattr(csvcheck, "PROGRESS_MIN_BYTES", 1000)
+    assert not validate_paths([str(tmp_path)], progress=progress).errors and shown == []
 
 
 _YAML_CASES = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.discovery import discover
 from reconciler.spec.fanout import expand_fan_out
 from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult, load_file
@@ -28,14 +29,21 @@ def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None
 
 
 def validate_paths(
-    paths: list[str], *, csv: bool = True, allow_outside: bool = False
+    paths: list[str],
+    *,
+    csv: bool = True,
+    allow_outside: bool = False,
+    progress: ScanProgress | None = None,
 ) -> LoadResult:
     """Load and check every spec under ``paths``; the result holds all diagnostics of the run.
 
-    ``allow_outside``: accept ``csv.file`` paths that leave the spec repository.
+    ``allow_outside``: accept ``csv.file`` paths that leave the spec repository. ``progress``:
+    what shows a long CSV scan (the command line's spinner).
     """
     from reconciler.spec.checks import check
 
     result = load_specs(paths)
-    result.diagnostics.extend(check(result, csv=csv, allow_outside=allow_outside))
+    result.diagnostics.extend(
+        check(result, csv=csv, allow_outside=allow_outside, progress=progress)
+    )
     return result

@@ -16,7 +16,7 @@ from reconciler.coltypes import parse_duration_ms
 from reconciler.errors import Diagnostic
 from reconciler.linq import query_columns
 from reconciler.settings import endpoint_problem
-from reconciler.spec.csvcheck import check_csv_file
+from reconciler.spec.csvcheck import ScanProgress, check_csv_file
 from reconciler.spec.loader import ENV_RE, LoadedDomain, LoadedLookup, LoadResult
 from reconciler.spec.model import (
     SECRET_FIELDS,
@@ -433,7 +433,13 @@ def _outside_repository(spec: Path, csv: Path) -> Path | None:
     return None if csv.resolve().is_relative_to(root) else root
 
 
-def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) -> list[Diagnostic]:
+def check(
+    result: LoadResult,
+    *,
+    csv: bool = True,
+    allow_outside: bool = False,
+    progress: ScanProgress | None = None,
+) -> list[Diagnostic]:
     """Run every semantic rule (and, with ``csv``, the local CSV checks); return new diagnostics."""
     found: list[Diagnostic] = []
     seen: dict[str, LoadedLookup] = {}
@@ -465,7 +471,7 @@ def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) 
                 )
                 continue
         if csv and lookup.model.spec.state == "present" and path is not None:
-            found.extend(check_csv_file(lookup, path, result.csv_scans))
+            found.extend(check_csv_file(lookup, path, result.csv_scans, progress))
             patch = lookup.csv_patch
             outside = (
                 _outside_repository(patch.overlay.path, patch.add)
@@ -488,7 +494,7 @@ def check(result: LoadResult, *, csv: bool = True, allow_outside: bool = False) 
                 found.extend(problems)
                 if own is not None:
                     lookup.patched_csv = own
-                    found.extend(check_csv_file(lookup, own, result.csv_scans))
+                    found.extend(check_csv_file(lookup, own, result.csv_scans, progress))
     domains: dict[str, str] = {}
     for domain in result.domains:
         name = domain.model.metadata.name

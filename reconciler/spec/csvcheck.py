@@ -284,12 +284,15 @@ def csv_rows(
     return header, rows
 
 
-#: Set by the command line on a terminal: a context manager shown while a big file is scanned.
-scan_progress: Callable[[Path, int], AbstractContextManager[object]] | None = None
+#: What shows a long scan (the command line's spinner on a terminal): called with the file and its
+#: size, it gives the context manager the scan runs in. Files under PROGRESS_MIN_BYTES go unshown.
+ScanProgress = Callable[[Path, int], AbstractContextManager[object]]
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 
 
-def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
+def scan_spec_csv(
+    lookup: LoadedLookup, path: Path, progress: ScanProgress | None = None
+) -> CsvScan:
     """Scan the ``csv.file`` of ``lookup`` with its declared columns and options.
 
     Big files go to the columnar engine first (``csvengine``), which answers only "valid"; any
@@ -299,7 +302,7 @@ def scan_spec_csv(lookup: LoadedLookup, path: Path) -> CsvScan:
     if not (source is not None):
         raise RuntimeError("invariant broken: source is not None")
     size = path.stat().st_size
-    show = scan_progress if scan_progress is not None and size >= PROGRESS_MIN_BYTES else None
+    show = progress if progress is not None and size >= PROGRESS_MIN_BYTES else None
     with show(path, size) if show is not None else nullcontext():
         return _scan(source, path, size)
 
@@ -339,7 +342,10 @@ def _scan(source: CsvSource, path: Path, size: int) -> CsvScan:
 
 
 def check_csv_file(
-    lookup: LoadedLookup, path: Path, scans: dict[Path, Any] | None = None
+    lookup: LoadedLookup,
+    path: Path,
+    scans: dict[Path, Any] | None = None,
+    progress: ScanProgress | None = None,
 ) -> list[Diagnostic]:
     """Diagnostics for a lookup's local CSV: missing file, header, cells, duplicate keys.
 
@@ -355,7 +361,7 @@ def check_csv_file(
             )
         ]
     try:
-        scan = scan_spec_csv(lookup, path)
+        scan = scan_spec_csv(lookup, path, progress)
     except re.error as exc:
         return [
             lookup.diagnostic(("spec", "csv", "skipPreface"), f"not a regular expression: {exc}")
