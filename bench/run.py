@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reconciler.client import LookupClient, LookupReader  # noqa: E402
-from reconciler.commands import run_apply  # noqa: E402
+from reconciler.commands import ApplyRequest, run_apply  # noqa: E402
 from reconciler.emulator import free_port  # noqa: E402
 from reconciler.emulator.derive import derive  # noqa: E402
 from reconciler.emulator.store import Store  # noqa: E402
@@ -298,7 +298,11 @@ def bench_apply(
                 start = time.perf_counter()
                 with redirect_stdout(io.StringIO()):
                     code = asyncio.run(
-                        run_apply(settings, [str(specs)], auto_approve=True, parallelism=8)
+                        run_apply(
+                            settings,
+                            [str(specs)],
+                            ApplyRequest(auto_approve=True, parallelism=8),
+                        )
                     )
                 seconds = time.perf_counter() - start
                 assert code == 0, code

@@ -268,7 +268,7 @@ def apply(
     """Make the live lookups match the specs, and follow every job to its end."""
     import asyncio
 
-    from reconciler.commands import run_apply
+    from reconciler.commands import ApplyRequest, run_apply
     from reconciler.plan.guards import Guards
 
     views.check_format("apply", output_format)
@@ -276,22 +276,24 @@ def apply(
         run_apply(
             connection.settings(),
             spec_paths(paths),
-            progress=csv_progress(),
-            plan_file=plan_file,
-            auto_approve=auto_approve,
-            parallelism=parallelism,
-            wait=not no_wait,
-            job_timeout=job_timeout,
-            output_format=output_format,
-            targets=target or [],
-            excludes=exclude or [],
-            color=use_color(),
-            interactive=sys.stdout.isatty() and output_format == "text",
-            strict=strict,
-            allow_outside=allow_outside,
-            replace=replace or [],
-            lock_timeout=lock_timeout,
-            guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
+            ApplyRequest(
+                progress=csv_progress(),
+                plan_file=plan_file,
+                auto_approve=auto_approve,
+                parallelism=parallelism,
+                wait=not no_wait,
+                job_timeout=job_timeout,
+                output_format=output_format,
+                targets=target or [],
+                excludes=exclude or [],
+                color=use_color(),
+                interactive=sys.stdout.isatty() and output_format == "text",
+                strict=strict,
+                allow_outside=allow_outside,
+                replace=replace or [],
+                lock_timeout=lock_timeout,
+                guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
+            ),
         )
     )
     raise typer.Exit(code)

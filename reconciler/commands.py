@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -262,122 +263,125 @@ async def _planned_run(
     return PlanRun(plan, workspace, live, state)
 
 
+@dataclass(frozen=True)
+class ApplyRequest:
+    """Everything ``reconciler apply`` is asked for, besides where (settings) and which specs."""
+
+    plan_file: Path | None = None
+    auto_approve: bool = False
+    parallelism: int = 8
+    wait: bool = True
+    job_timeout: float = 600.0
+    output_format: str = "text"
+    targets: list[str] | None = None
+    excludes: list[str] | None = None
+    color: bool = False
+    interactive: bool = False
+    strict: bool = False
+    replace: list[str] | None = None
+    allow_outside: bool = False
+    guards: Guards | None = None
+    poll: PollPolicy | None = None
+    clock: Clock = SYSTEM_CLOCK
+    lock_timeout: float = 0.0
+    endpoint_transports: dict[str, httpx.AsyncBaseTransport] | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    env: dict[str, str] | None = None
+    progress: ScanProgress | None = None
+
+
 async def run_apply(
-    settings: Settings,
-    paths: list[str],
-    *,
-    plan_file: Path | None = None,
-    auto_approve: bool = False,
-    parallelism: int = 8,
-    wait: bool = True,
-    job_timeout: float = 600.0,
-    output_format: str = "text",
-    targets: list[str] | None = None,
-    excludes: list[str] | None = None,
-    color: bool = False,
-    interactive: bool = False,
-    strict: bool = False,
-    replace: list[str] | None = None,
-    allow_outside: bool = False,
-    guards: Guards | None = None,
-    poll: PollPolicy | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-    lock_timeout: float = 0.0,
-    endpoint_transports: dict[str, httpx.AsyncBaseTransport] | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    env: dict[str, str] | None = None,
-    progress: ScanProgress | None = None,
+    settings: Settings, paths: list[str], request: ApplyRequest | None = None
 ) -> int:
     """``reconciler apply``: under the state's lock for the whole run (see ``StateLock``)."""
-    if parallelism < 1:
+    r = request or ApplyRequest()
+    if r.parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
+    guards = r.guards or Guards()
     planning = [
         flag
         for flag, given in (
-            ("--target", targets),
-            ("--exclude", excludes),
-            ("--replace", replace),
-            ("--max-destroy", guards is not None and guards.max_destroy is not None),
-            ("--allow-mass-destroy", guards is not None and guards.allow_mass_destroy),
-            (
-                "--allow-prune-without-state",
-                guards is not None and guards.allow_prune_without_state,
-            ),
+            ("--target", r.targets),
+            ("--exclude", r.excludes),
+            ("--replace", r.replace),
+            ("--max-destroy", guards.max_destroy is not None),
+            ("--allow-mass-destroy", guards.allow_mass_destroy),
+            ("--allow-prune-without-state", guards.allow_prune_without_state),
         )
         if given
     ]
-    if plan_file is not None and planning:
+    if r.plan_file is not None and planning:
         # A reviewed plan is applied as it was reviewed: a subset or a replacement chosen now
         # would apply something nobody saw.
         raise SettingsError(
             f"{', '.join(planning)} cannot be combined with --plan: the saved plan decides",
             hint=f"make the plan with them: reconciler plan {' '.join(planning)} ... --out "
-            f"{plan_file}, then reconciler apply --plan {plan_file}",
+            f"{r.plan_file}, then reconciler apply --plan {r.plan_file}",
         )
     actor = current_actor(gitrepo.folder_of(paths))
-    retry = RetryPolicy(budget=settings.timeout, max_in_flight=max(16, parallelism * 2))
+    retry = RetryPolicy(budget=settings.timeout, max_in_flight=max(16, r.parallelism * 2))
     async with (
-        _state_locked(settings.state_location, actor, lock_timeout) as (journal, states),
+        _state_locked(settings.state_location, actor, r.lock_timeout) as (journal, states),
         LookupClient(
             settings,
             retry=retry,
-            transport=transport_for(settings, transport),
-            sleep=clock.sleep,
-            clock=clock.monotonic,
-            wall_clock=clock.wall,
-            transports=endpoint_transports,
+            transport=transport_for(settings, r.transport),
+            sleep=r.clock.sleep,
+            clock=r.clock.monotonic,
+            wall_clock=r.clock.wall,
+            transports=r.endpoint_transports,
         ) as client,
     ):
-        if plan_file is not None:
-            run = await _planned_run(client, settings, plan_file, progress)
+        if r.plan_file is not None:
+            run = await _planned_run(client, settings, r.plan_file, r.progress)
         else:
-            selector = Selector(tuple(targets or ()), tuple(excludes or ()))
+            selector = Selector(tuple(r.targets or ()), tuple(r.excludes or ()))
             run = await make_plan(
                 client,
                 paths,
                 settings.state_location,
                 selector,
-                replace=replace or (),
-                env=env,
-                allow_outside=allow_outside,
+                replace=r.replace or (),
+                env=r.env,
+                allow_outside=r.allow_outside,
                 guards=guards,
-                progress=progress,
+                progress=r.progress,
             )
-            if output_format == "text":
-                _say(render(run, "text", color=color), coloured=color)
-            if strict and _strict_refusal(run.plan):
+            if r.output_format == "text":
+                _say(render(run, "text", color=r.color), coloured=r.color)
+            if r.strict and _strict_refusal(run.plan):
                 return 1
-            _approve(run, auto_approve)
+            _approve(run, r.auto_approve)
         states.append(run.state)
         options = ApplyOptions(
-            parallelism=parallelism,
-            wait=wait,
-            job_timeout=job_timeout,
+            parallelism=r.parallelism,
+            wait=r.wait,
+            job_timeout=r.job_timeout,
             actor=actor,
             commit=current_commit(run.workspace.folder),
-            clock=clock,
-            poll=poll or PollPolicy(),
+            clock=r.clock,
+            poll=r.poll or PollPolicy(),
             waves=run.workspace.waves,
         )
         executor = Executor(
-            client, run.workspace.by_address(), run.state, journal, None, options, env
+            client, run.workspace.by_address(), run.state, journal, None, options, r.env
         )
         for address in executor.adopt(run.plan, run.live_by_address()):
             _warn(f"{address}: already matched its spec; recorded in the state")
         for address in executor.forget_gone(run.plan, run.live):
             _warn(f"{address}: no spec names it any more; its record is forgotten")
         if not run.plan.can_apply():
-            if output_format == "json":  # the same summary event as a run with changes
+            if r.output_format == "json":  # the same summary event as a run with changes
                 _say(views.render("apply", "json", [], warnings=run.plan.warnings))
-            elif plan_file is not None:
+            elif r.plan_file is not None:
                 _say("No changes.")
             return 0
         console: Any
-        if output_format == "json":
+        if r.output_format == "json":
             from reconciler.views.progress import JsonConsole
 
             console = JsonConsole()
-        elif interactive:
+        elif r.interactive:
             from reconciler.views.progress import RichConsole
 
             console = RichConsole(len(run.plan.actionable))
@@ -394,7 +398,7 @@ async def run_apply(
             removed = await asyncio.to_thread(kept.collect, referenced(run.state.lookups))
             if removed:
                 _warn(f"Removed {len(removed)} snapshot(s) no record names any more.")
-    return _report(outcomes, output_format, run.plan.warnings)
+    return _report(outcomes, r.output_format, run.plan.warnings)
 
 
 @contextlib.asynccontextmanager
@@ -471,6 +475,7 @@ def _report(outcomes: list[Outcome], output_format: str, warnings: Sequence[str]
 
 
 __all__ = [
+    "ApplyRequest",
     "PlanError",
     "render",
     "run_apply",

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from reconciler.client import LookupClient, LookupReader, PollPolicy
-from reconciler.commands import run_apply
+from reconciler.commands import ApplyRequest, run_apply
 from reconciler.emulator import EmulatorConfig
 from reconciler.engine import PlanRun, make_plan
 from reconciler.plan.builder import Selector
@@ -125,9 +125,8 @@ class Project:
         options.setdefault("env", dict(SECRETS))
         options.setdefault("poll", FAST_POLL)
         options.setdefault("clock", self.clock.clock())
-        return await run_apply(
-            self.settings, [str(self.specs)], transport=self.transport(), **options
-        )
+        request = ApplyRequest(transport=self.transport(), **options)
+        return await run_apply(self.settings, [str(self.specs)], request)
 
     def client(self) -> LookupClient:
         """A client whose job polls jump the project's clock, like ``apply``'s."""

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from reconciler.client import LookupReader
-from reconciler.commands import run_apply
+from reconciler.commands import ApplyRequest, run_apply
 from reconciler.engine import make_plan
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action
@@ -149,9 +149,8 @@ async def test_full_loop_against_an_odd_service(tmp_path: Path) -> None:
         "---\n".join(lookup_doc(names[k], KINDS[k]) for k in sorted(KINDS))
     )
     transport = httpx.MockTransport(service)
-    code = await run_apply(
-        settings(tmp_path), [str(specs)], auto_approve=True, transport=transport, env=dict(SECRETS)
-    )
+    request = ApplyRequest(auto_approve=True, transport=transport, env=dict(SECRETS))
+    code = await run_apply(settings(tmp_path), [str(specs)], request)
     assert code == 0
     plan = await plan_for(service, tmp_path, specs)
     assert not plan.can_apply(), [(c.address, c.reason) for c in plan.changes]
@@ -173,10 +172,12 @@ async def test_full_loop_against_an_odd_service(tmp_path: Path) -> None:
     code = await run_apply(
         settings(tmp_path),
         [str(specs)],
-        auto_approve=True,
-        transport=transport,
-        env=dict(SECRETS),
-        guards=Guards(allow_mass_destroy=True),  # every lookup at once, on purpose
+        ApplyRequest(
+            auto_approve=True,
+            transport=transport,
+            env=dict(SECRETS),
+            guards=Guards(allow_mass_destroy=True),  # every lookup at once, on purpose
+        ),
     )
     assert code == 0 and service.lookups == {}
     assert max(service.posts.values()) == 1

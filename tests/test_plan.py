@@ -383,7 +383,7 @@ async def test_row_diffs_on_a_shallow_clone_come_from_the_snapshot_or_are_explai
 async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothing(
     tmp_path: Path,
 ) -> None:
-    from reconciler.commands import run_apply
+    from reconciler.commands import ApplyRequest, run_apply
 
     project = Project(tmp_path)
     names = [f"l{i}" for i in range(4)]
@@ -398,9 +398,9 @@ async def test_max_destroy_refuses_a_plan_that_deletes_too_much_and_sends_nothin
         await run_apply(
             project.settings,
             [str(project.specs)],
-            auto_approve=True,
-            guards=Guards(max_destroy=3),
-            transport=project.transport(),
+            ApplyRequest(
+                auto_approve=True, guards=Guards(max_destroy=3), transport=project.transport()
+            ),
         )
     assert not [r for r in project.emulator.stats.routes if r.startswith("DELETE")]
     project.write(domain.format(extra=", maxDestroy: 2"))
