@@ -114,7 +114,7 @@ async def run_jobs(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """``reconciler jobs DOMAIN/NAME``."""
-    from reconciler.apply.jobs import job_views
+    from reconciler.client.job_views import job_views
     from reconciler.errors import JobFailed, JobTimeout
 
     domain, sep, name = address.partition("/")

@@ -362,8 +362,8 @@ def test_rich_console_shows_progress_and_outcomes() -> None:
 
 
 def test_jobs_view_follows_the_apply_rule_for_a_job_ending_at_create_ok() -> None:
-    from reconciler.apply.jobs import job_view
     from reconciler.client import JobStatus
+    from reconciler.client.job_views import job_view
 
     ended = [
         JobStatus(code="create.start", eventdata="2026-11-24T15:00:00.000"),

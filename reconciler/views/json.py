@@ -17,7 +17,7 @@ from reconciler.spec.loader import LoadResult
 from reconciler.state import LockInfo, State
 
 if TYPE_CHECKING:
-    from reconciler.apply.jobs import JobView
+    from reconciler.client.job_views import JobView
 
 
 def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:

@@ -23,7 +23,7 @@ from reconciler.state import LockInfo, State
 from reconciler.views.grid import grid
 
 if TYPE_CHECKING:
-    from reconciler.apply.jobs import JobView
+    from reconciler.client.job_views import JobView
 
 _STYLES = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: ""}
 _HEADLINE = {
