@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 import httpx
 
@@ -49,27 +50,22 @@ def endpoint_transport(
     """
     target = httpx.URL(url)
     found = _proxies(os.environ if env is None else env)
-    bypassed = _bypassed(target.host, found.get("no", ""))
+    bypassed = bool(found.get("no")) and proxy_bypass_environment(target.host, found)
     proxy = None if bypassed else found.get(target.scheme) or found.get("all")
     return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
 
 
 def _proxies(env: Mapping[str, str]) -> dict[str, str]:
-    """The ``*_proxy`` variables by scheme (``https``, ``http``, ``all``, ``no``); lower case wins."""
+    """The ``*_proxy`` variables by scheme (``https``, ``http``, ``all``, ``no``); lower case wins.
+
+    As ``urllib.request.getproxies_environment`` reads them, from a given environment (it reads
+    only the process's); ``NO_PROXY`` is then applied by urllib's own
+    ``proxy_bypass_environment``."""
     found: dict[str, str] = {}
     for name in sorted(env, key=lambda n: n.islower()):  # upper case first, lower case over it
         if env[name] and name.lower().endswith("_proxy"):
             found[name.lower()[: -len("_proxy")]] = env[name]
     return found
-
-
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """True when ``NO_PROXY`` (``*``, hosts, or domains and their subdomains) covers ``host``."""
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        name = entry.split(":")[0].lstrip(".")
-        if entry == "*" or (name and (host == name or host.endswith("." + name))):
-            return True
-    return False
 
 
 class Router(httpx.AsyncBaseTransport):
