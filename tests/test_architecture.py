@@ -223,11 +223,20 @@ def test_the_cycle_finder_finds_one() -> None:
 
 
 def _refused(source: str, dotted: str) -> list[str]:
-    """A private module of another package, and ``import reconciler...`` (whose attribute access
-    the layer check cannot follow)."""
+    """A private module of another package, ``import reconciler...`` (whose attribute access the
+    layer check cannot follow), and modules imported by string (``importlib``, ``__import__``),
+    which no import check can see."""
     own = dotted.split(".")[:2]
     wrong = []
     for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and node.id == "__import__":
+            wrong.append(f"{dotted}:{node.lineno} imports by string (__import__)")
+        if isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == "importlib" for a in node.names
+        ):
+            wrong.append(f"{dotted}:{node.lineno} imports importlib (modules by string)")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "importlib":
+            wrong.append(f"{dotted}:{node.lineno} imports from importlib (modules by string)")
         if isinstance(node, ast.Import):
             wrong.extend(
                 f"{dotted}:{node.lineno} imports {a.name} whole: import names from it instead"
@@ -252,3 +261,5 @@ def test_the_refusals_catch_what_they_are_for() -> None:
     assert not _refused("from reconciler.sources._shared import Key\n", "reconciler.sources.csv")
     assert _refused("import reconciler\n", "reconciler.plan.builder")
     assert _refused("def f():\n    import reconciler.plan.builder\n", "reconciler.spec.checks")
+    assert _refused("import importlib\nimportlib.import_module('x')\n", "reconciler.views")
+    assert _refused("m = __import__('reconciler.plan')\n", "reconciler.views")
