@@ -8,6 +8,7 @@ fails: the answer is None, and the caller says what that means.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,4 +60,37 @@ def user_email(folder: Path) -> str | None:
     return _text(folder, "config", "user.email")
 
 
-__all__ = ["folder_of", "git", "head_commit", "is_shallow", "toplevel", "user_email"]
+def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
+    """``path`` as it was at ``commit``, streamed into ``folder``: (the copy, its sha256), or None."""
+    top = toplevel(path.parent)
+    if top is None:
+        return None
+    try:
+        relative = path.resolve().relative_to(top.resolve())
+    except ValueError:
+        return None
+    copy = folder / f"old-{path.name}"
+    digest = hashlib.sha256()  # taken on the way, not by reading the copy again
+    try:
+        with (
+            subprocess.Popen(
+                ["git", "-C", str(path.parent), "show", f"{commit}:{relative.as_posix()}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            ) as git,
+            copy.open("wb") as out,
+        ):
+            if not (git.stdout is not None):
+                raise RuntimeError("invariant broken: git.stdout is not None")
+            while chunk := git.stdout.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            code = git.wait(timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if code != 0:
+        return None
+    return copy, digest.hexdigest()
+
+
+__all__ = ["file_at", "folder_of", "git", "head_commit", "is_shallow", "toplevel", "user_email"]

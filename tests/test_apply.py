@@ -670,17 +670,16 @@ async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(
     """10,000 rows through either engine: DuckDB takes files from ENGINE_MIN_BYTES (1 MiB, about
     41,000 of these rows); lowering the threshold sends this file through it, and a spy proves
     which engine read the two versions. The delta is 30 rows: under 1% of the file's bytes."""
-    from reconciler.plan import rows as row_diffs
     from reconciler.spec import csvengine
 
     ran: list[str] = []
-    duckdb_delta = row_diffs._duckdb_delta
+    duckdb_delta = csvengine.keyed_delta
 
     def spy(*args: Any) -> Any:
         ran.append("duckdb")
         return duckdb_delta(*args)
 
-    monkeypatch.setattr(row_diffs, "_duckdb_delta", spy)
+    monkeypatch.setattr(csvengine, "keyed_delta", spy)
     if engine == "duckdb":
         monkeypatch.setattr(csvengine, "ENGINE_MIN_BYTES", 64 * 1024)
     rows = 10_000

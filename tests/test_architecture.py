@@ -263,3 +263,30 @@ def test_the_refusals_catch_what_they_are_for() -> None:
     assert _refused("def f():\n    import reconciler.plan.builder\n", "reconciler.spec.checks")
     assert _refused("import importlib\nimportlib.import_module('x')\n", "reconciler.views")
     assert _refused("m = __import__('reconciler.plan')\n", "reconciler.views")
+
+
+#: Layers that compute and do no I/O of their own: no HTTP, terminal, process or DuckDB work
+#: (the client, the views, gitrepo and csvengine do that for them).
+PURE = {"sources", "desired", "plan"}
+IMPURE_LIBRARIES = {"subprocess", "httpx", "rich", "duckdb"}
+
+
+def _impure(source: str, dotted: str) -> list[str]:
+    if LAYER_OF.get(_part(dotted) or "") not in PURE:
+        return []
+    return [
+        f"{dotted}:{line} imports {module} in a pure layer"
+        for line, module in _imports(source, dotted)
+        if module.split(".")[0] in IMPURE_LIBRARIES
+    ]
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_pure_layers_do_no_io_of_their_own(path: Path) -> None:
+    assert not _impure(path.read_text(), _dotted(path))
+
+
+def test_the_purity_rule_catches_a_planted_import() -> None:
+    assert _impure("def f():\n    import subprocess\n", "reconciler.plan.rows")
+    assert _impure("from rich.text import Text\n", "reconciler.desired")
+    assert not _impure("import subprocess\n", "reconciler.gitrepo")

@@ -277,7 +277,7 @@ def test_duckdb_row_diffs_agree_with_python(tmp_path: Path, case: tuple[str, str
         if engine is not None:
             delta = engine(old.read_bytes(), new.read_bytes(), source, folder)
         else:
-            found = rows._duckdb_delta(old, new, source, folder)
+            found = rows.engine_delta(old, new, source, folder)
             assert found is not None
             delta = found
         uploads = {

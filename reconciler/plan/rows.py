@@ -12,9 +12,7 @@ it runs after the pure plan builder, as its own step.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -62,7 +60,7 @@ def applied_content(
             "rows not diffed by key: the content last applied is neither in the state's "
             "snapshots nor in git"
         )
-    old = file_at(commit, path, folder)
+    old = gitrepo.file_at(commit, path, folder)
     if old is None:
         return None, _why_missing(commit, path)
     if old[1] != sha:
@@ -70,39 +68,6 @@ def applied_content(
             f"rows not diffed by key: the file applied was not the one committed at {commit[:12]}"
         )
     return old[0], None
-
-
-def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
-    """``path`` as it was at ``commit``, streamed into ``folder``: (the copy, its sha256), or None."""
-    top = gitrepo.toplevel(path.parent)
-    if top is None:
-        return None
-    try:
-        relative = path.resolve().relative_to(top.resolve())
-    except ValueError:
-        return None
-    copy = folder / f"old-{path.name}"
-    digest = hashlib.sha256()  # taken on the way, not by reading the copy again
-    try:
-        with (
-            subprocess.Popen(
-                ["git", "-C", str(path.parent), "show", f"{commit}:{relative.as_posix()}"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            ) as git,
-            copy.open("wb") as out,
-        ):
-            if not (git.stdout is not None):
-                raise RuntimeError("invariant broken: git.stdout is not None")
-            while chunk := git.stdout.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-            code = git.wait(timeout=600)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if code != 0:
-        return None
-    return copy, digest.hexdigest()
 
 
 def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
@@ -151,10 +116,28 @@ def row_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDelta
 
     big = max(old.stat().st_size, new.stat().st_size) >= csvengine.ENGINE_MIN_BYTES
     if big and csvengine.available():
-        found = _duckdb_delta(old, new, source, folder)
+        found = engine_delta(old, new, source, folder)
         if found is not None:
             return found
     return _python_delta(old.read_bytes(), new.read_bytes(), source, folder)
+
+
+def engine_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDelta | None:
+    """The comparison through DuckDB (``csvengine.keyed_delta``), or None when it cannot."""
+    from reconciler.spec import csvengine
+
+    found = csvengine.keyed_delta(old, new, source, folder, SAMPLES)
+    if found is None:
+        return None
+    return RowDelta(
+        found.added,
+        found.removed,
+        found.changed,
+        found.samples,
+        found.deletes,
+        found.adds,
+        found.send_rows,
+    )
 
 
 def _python_delta(old: bytes, new: bytes, source: CsvSource, folder: Path) -> RowDelta:
@@ -185,74 +168,6 @@ def _python_delta(old: bytes, new: bytes, source: CsvSource, folder: Path) -> Ro
         delta.adds = folder / "delta.add.csv"
         delta.adds.write_bytes(delta_file(adds, source))
     delta.send_rows = len(deletes) + len(adds)
-    return delta
-
-
-def _duckdb_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDelta | None:
-    """The same comparison in DuckDB: a full outer join by key, bounded memory, both cores."""
-    import duckdb
-
-    from reconciler.spec import csvengine
-
-    names = csvengine.column_names(len(source.columns))
-    positions = key_columns(source)
-    keyed = [names[i] for i in positions] if positions else names
-    cells = ", ".join(f"coalesce({n}, '')" for n in names)
-    header = [c.name for c in source.columns]
-    try:
-        with csvengine.connect(ordered=True) as con:
-            for table, path in (("old", old), ("new", new)):
-                prologue = csvengine.read_prologue(path, source.hasHeader, source.skipPreface)
-                if prologue is None:
-                    return None
-                con.execute(
-                    f"CREATE TEMP TABLE {table} AS SELECT row_number() OVER () AS n, "
-                    f"[{', '.join(f'coalesce({k}, {chr(39) * 2})' for k in keyed)}] AS k, "
-                    f"[{cells}] AS r, {', '.join(names)} "
-                    f"FROM {csvengine.csv_table(path, prologue.skip, names)}"
-                )
-            con.execute(
-                "CREATE TEMP TABLE d AS SELECT o.n AS old_n, w.n AS new_n, "
-                "CASE WHEN o.k IS NULL THEN 'added' WHEN w.k IS NULL THEN 'removed' "
-                "WHEN o.r <> w.r THEN 'changed' END AS what, "
-                "array_to_string(o.r, ',') AS before, array_to_string(w.r, ',') AS after "
-                "FROM old o FULL OUTER JOIN new w ON o.k = w.k"
-            )
-            counts = dict(con.execute("SELECT what, count(*) FROM d GROUP BY what").fetchall())
-            samples: list[str] = []
-            for what, mark, order in (
-                ("added", "+", "new_n"),
-                ("removed", "-", "old_n"),
-                ("changed", "~", "new_n"),
-            ):
-                for before, after in con.execute(
-                    f"SELECT before, after FROM d WHERE what = '{what}' ORDER BY {order} "
-                    f"LIMIT {SAMPLES}"
-                ).fetchall():
-                    text = {"+": after, "-": before, "~": f"{before} → {after}"}[mark]
-                    samples.append(f"{mark} {text}")
-            delta = RowDelta(
-                counts.get("added", 0), counts.get("removed", 0), counts.get("changed", 0), samples
-            )
-            columns = ", ".join(f'{n} AS "{h}"' for n, h in zip(names, header, strict=True))
-            for kind, table, side, whats in (
-                ("del", "old", "old_n", "('removed', 'changed')"),
-                ("add", "new", "new_n", "('added', 'changed')"),
-            ):
-                rows = con.execute(f"SELECT count(*) FROM d WHERE what IN {whats}").fetchone()
-                if not rows or not rows[0]:
-                    continue
-                target = folder / f"delta.{kind}.csv"
-                literal = str(target).replace("'", "''")
-                con.execute(
-                    f"COPY (SELECT {columns} FROM {table} t JOIN d ON t.n = d.{side} "
-                    f"WHERE d.what IN {whats} ORDER BY t.n) TO '{literal}' "
-                    f"(FORMAT csv, HEADER {str(source.hasHeader).lower()}, DELIMITER ',')"
-                )
-                setattr(delta, "deletes" if kind == "del" else "adds", target)
-                delta.send_rows += int(rows[0])
-    except duckdb.Error:
-        return None
     return delta
 
 
