@@ -100,3 +100,32 @@ async def test_the_html_plan_renders_the_grid_in_a_browser(tmp_path: Path) -> No
     _chromium("--window-size=900,400", f"--screenshot={shot}", page.as_uri())
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
+def test_the_html_plan_escapes_every_name_and_value_without_a_browser() -> None:
+    """What a live lookup or a cell can hold never becomes markup (issue 27, item 6)."""
+    from html.parser import HTMLParser
+
+    from reconciler.plan.model import Action, AttributeChange, Change, Plan
+    from reconciler.views.html import plan as render
+
+    hostile = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    change = Change(
+        address=f"acme/{hostile}",
+        domain="acme",
+        name=hostile,
+        action=Action.UPDATE,
+        reason=hostile,
+        diff=[AttributeChange(path="recipe.source.query", before=hostile, after="from a")],
+    )
+    page = render(Plan(changes=(change,), unmanaged=(f"acme/{hostile}-2",), warnings=(hostile,)))
+    tags: list[str] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append(tag)
+            assert not any(name.startswith("on") for name, _ in attrs), attrs
+
+    Tags().feed(page)
+    assert "script" not in tags and "img" not in tags, tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
