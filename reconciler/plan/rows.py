@@ -15,7 +15,6 @@ import csv
 import io
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import gitrepo
@@ -23,6 +22,7 @@ from reconciler.desired import CsvContent
 from reconciler.plan.model import Plan
 from reconciler.sources.csv import key_columns
 from reconciler.spec.csvcheck import csv_rows
+from reconciler.spec.csvengine import RowDelta
 from reconciler.spec.model import CsvSource
 from reconciler.state.snapshots import Snapshots
 
@@ -75,30 +75,6 @@ def _rows(data: bytes, source: CsvSource) -> Iterator[list[str]]:
     return (row for _, row in rows)
 
 
-@dataclass
-class RowDelta:
-    """What changed between two versions of a CSV, by key, and the delta uploads that carry it."""
-
-    added: int
-    removed: int
-    changed: int
-    samples: list[str]
-    # The uploads, written: old rows whose keys go (removed rows, changed rows' old versions) and
-    # new rows (added rows, changed rows' new versions). Either may be missing when it is empty.
-    deletes: Path | None = None
-    adds: Path | None = None
-    send_rows: int = 0
-
-    @property
-    def send_bytes(self) -> int:
-        """The bytes the two uploads send."""
-        return sum(p.stat().st_size for p in (self.deletes, self.adds) if p is not None)
-
-    def uploads(self) -> list[tuple[str, Path]]:
-        """The uploads in the order Devo's row protocol takes them: ``del`` first, then ``add``."""
-        return [(k, p) for k, p in (("del", self.deletes), ("add", self.adds)) if p is not None]
-
-
 def delta_file(rows: list[list[str]], source: CsvSource) -> bytes:
     """One upload of a delta: the header (when the lookup has one) and the rows, as CSV."""
     out = io.StringIO(newline="")
@@ -126,18 +102,7 @@ def engine_delta(old: Path, new: Path, source: CsvSource, folder: Path) -> RowDe
     """The comparison through DuckDB (``csvengine.keyed_delta``), or None when it cannot."""
     from reconciler.spec import csvengine
 
-    found = csvengine.keyed_delta(old, new, source, folder, SAMPLES)
-    if found is None:
-        return None
-    return RowDelta(
-        found.added,
-        found.removed,
-        found.changed,
-        found.samples,
-        found.deletes,
-        found.adds,
-        found.send_rows,
-    )
+    return csvengine.keyed_delta(old, new, source, folder, SAMPLES)
 
 
 def _python_delta(old: bytes, new: bytes, source: CsvSource, folder: Path) -> RowDelta:

@@ -321,21 +321,33 @@ def check_file(
 
 
 @dataclass
-class KeyedDelta:
-    """What changed between two versions of a CSV by key (``reconciler.plan.rows`` reads it)."""
+class RowDelta:
+    """What changed between two versions of a CSV, by key, and the delta uploads that carry it
+    (both comparisons make one: ``keyed_delta`` here, the Python one in ``reconciler.plan.rows``)."""
 
     added: int
     removed: int
     changed: int
     samples: list[str]
+    # The uploads, written: old rows whose keys go (removed rows, changed rows' old versions) and
+    # new rows (added rows, changed rows' new versions). Either may be missing when it is empty.
     deletes: Path | None = None
     adds: Path | None = None
     send_rows: int = 0
 
+    @property
+    def send_bytes(self) -> int:
+        """The bytes the two uploads send."""
+        return sum(p.stat().st_size for p in (self.deletes, self.adds) if p is not None)
+
+    def uploads(self) -> list[tuple[str, Path]]:
+        """The uploads in the order Devo's row protocol takes them: ``del`` first, then ``add``."""
+        return [(k, p) for k, p in (("del", self.deletes), ("add", self.adds)) if p is not None]
+
 
 def keyed_delta(
     old: Path, new: Path, source: CsvSource, folder: Path, samples_limit: int
-) -> KeyedDelta | None:
+) -> RowDelta | None:
     """Two versions of a CSV compared by the lookup's key in DuckDB: a full outer join, bounded
     memory, both cores; the delta uploads (``delta.del.csv``, ``delta.add.csv``) are written into
     ``folder``. None when DuckDB cannot read them (the caller compares in Python)."""
@@ -380,7 +392,7 @@ def keyed_delta(
                 ).fetchall():
                     text = {"+": after, "-": before, "~": f"{before} → {after}"}[mark]
                     samples.append(f"{mark} {text}")
-            delta = KeyedDelta(
+            delta = RowDelta(
                 counts.get("added", 0), counts.get("removed", 0), counts.get("changed", 0), samples
             )
             columns = ", ".join(f'{n} AS "{h}"' for n, h in zip(names, header, strict=True))
@@ -405,4 +417,4 @@ def keyed_delta(
     return delta
 
 
-__all__ = ["ENGINE_MIN_BYTES", "KeyedDelta", "available", "check_file", "keyed_delta"]
+__all__ = ["ENGINE_MIN_BYTES", "RowDelta", "available", "check_file", "keyed_delta"]

@@ -95,11 +95,6 @@ def seal(keyring: Keyring, name: str, data: bytes) -> bytes:
     return MAGIC + keyring.current.id.encode() + nonce + sealed
 
 
-def sealed(data: bytes) -> bool:
-    """True for an object or log line this module sealed."""
-    return data.startswith((MAGIC, LINE))
-
-
 def unseal(keyring: Keyring | None, name: str, data: bytes) -> bytes:
     """The plain bytes of ``data`` (plain data as it is); ``StateError`` when it cannot be opened."""
     if data.startswith(LINE):
@@ -141,4 +136,4 @@ def seal_line(keyring: Keyring, name: str, data: bytes) -> bytes:
     return LINE + base64.b64encode(seal(keyring, name, data))
 
 
-__all__ = ["Keyring", "StateKey", "keyring_from", "seal", "seal_line", "sealed", "unseal"]
+__all__ = ["Keyring", "StateKey", "keyring_from", "seal", "seal_line", "unseal"]
