@@ -97,6 +97,10 @@ class Backend(Protocol):
         """Every object under ``prefix`` (a folder, ending in ``/``) with its size in bytes."""
         ...
 
+    def lock_key(self, key: str) -> str:
+        """Where the lock of the state ``key`` lives."""
+        ...
+
 
 def new_run_id() -> str:
     """A run's id, which names its log entries: sortable by time, unique across machines."""
@@ -168,6 +172,9 @@ class SealedBackend:
 
     def sizes(self, prefix: str) -> dict[str, int]:
         return self.inner.sizes(prefix)
+
+    def lock_key(self, key: str) -> str:
+        return self.inner.lock_key(key)
 
 
 # --- a local folder ---------------------------------------------------------------------------
@@ -271,6 +278,9 @@ class LocalBackend:
 
     def drop_log(self, key: str, run: str) -> None:
         (self._path(f"{key}.log") / run).unlink(missing_ok=True)
+
+    def lock_key(self, key: str) -> str:
+        return f"{key}.lock"  # beside the state file: DIR/state.json.lock
 
     def sizes(self, prefix: str) -> dict[str, int]:
         folder = self._path(prefix)
@@ -445,6 +455,9 @@ class ObjectBackend:
         for path in self._list(f"{_log_prefix(key)}/{run}/"):
             self.delete(path)
 
+    def lock_key(self, key: str) -> str:
+        return "state.lock"  # PREFIX/state.lock
+
     def sizes(self, prefix: str) -> dict[str, int]:
         try:
             return {
@@ -491,12 +504,6 @@ def _cause(exc: Exception) -> str:
     if retries:
         words.append(f"after {retries.group(1)} retries")
     return ", ".join(words)
-
-
-def lock_key(backend: Backend, key: str) -> str:
-    """Where the lock of the state ``key`` lives in ``backend``."""
-    bare = backend.inner if isinstance(backend, SealedBackend) else backend
-    return f"{key}.lock" if isinstance(bare, LocalBackend) else "state.lock"
 
 
 def _log_prefix(key: str) -> str:

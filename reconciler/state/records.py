@@ -36,7 +36,6 @@ from reconciler.state.backends import (
     AlreadyExists,
     Backend,
     Precondition,
-    lock_key,
     new_run_id,
     open_backend,
 )
@@ -388,7 +387,7 @@ class StateLock:
 
         self.location = location
         self.backend, key = open_backend(location)
-        self.key = lock_key(self.backend, key)
+        self.key = self.backend.lock_key(key)
         self.info = LockInfo(
             id=secrets_module.token_hex(8),
             actor=actor,
@@ -471,7 +470,7 @@ def read_lock(backend: Backend, key: str) -> LockInfo | None:
 def unlock(location: str, lock_id: str) -> LockInfo:
     """Release a lock left behind by a killed apply; only the named one (``StateError`` else)."""
     backend, key = open_backend(location)
-    lkey = lock_key(backend, key)
+    lkey = backend.lock_key(key)
     holder = read_lock(backend, lkey)
     if holder is None:
         raise StateError(f"the state {location} is not locked")
