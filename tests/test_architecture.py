@@ -290,3 +290,16 @@ def test_the_purity_rule_catches_a_planted_import() -> None:
     assert _impure("def f():\n    import subprocess\n", "reconciler.plan.rows")
     assert _impure("from rich.text import Text\n", "reconciler.desired")
     assert not _impure("import subprocess\n", "reconciler.gitrepo")
+
+
+def test_the_lookup_spec_has_one_field_per_source_kind() -> None:
+    """LookupSpec is written out (mypy sees ``spec.csv``); it must still name every kind, and only
+    kinds, with the model that kind's module declares."""
+    from reconciler.sources import KINDS
+    from reconciler.spec.model import LookupSpec
+
+    flags = {"visibility", "protect", "state", "notifyStatus"}
+    blocks = {
+        name: f.annotation for name, f in LookupSpec.model_fields.items() if name not in flags
+    }
+    assert blocks == {name: kind.model | None for name, kind in KINDS.items()}

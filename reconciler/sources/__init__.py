@@ -33,7 +33,7 @@ from reconciler.sources._shared import (
     key_positions,
 )
 
-# The table. Order matters twice: the spec's fields (and the JSON Schema) follow it, and ``import``
+# The table. Order matters: ``import``
 # tries the kinds in this order and keeps the first whose expansion reproduces the live config (so
 # the most specific kinds come first and ``recipe``, which holds anything, comes last).
 _MODULES: tuple[ModuleType, ...] = (
@@ -44,20 +44,7 @@ _MODULES: tuple[ModuleType, ...] = (
     recipe,
 )
 KINDS: dict[str, SourceKind] = {module.KIND.name: module.KIND for module in _MODULES}
-SPEC_ORDER: tuple[str, ...] = (
-    "csv",
-    "staticQuery",
-    "periodicQuery",
-    "slidingWindowQuery",
-    "recipe",
-)
 ENDPOINTS: dict[str, str] = {kind.name: kind.endpoint for kind in KINDS.values()}
-
-
-def spec_order() -> list[SourceKind]:
-    """The kinds in the spec's field order (the first version's, kept for its JSON Schema)."""
-    known = [KINDS[name] for name in SPEC_ORDER if name in KINDS]
-    return known + [kind for kind in KINDS.values() if kind.name not in SPEC_ORDER]
 
 
 def expand(
@@ -92,5 +79,4 @@ __all__ = [
     "Strict",
     "expand",
     "key_positions",
-    "spec_order",
 ]
