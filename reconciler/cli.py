@@ -17,6 +17,7 @@ import typer
 from reconciler import views
 from reconciler.cli_groups import ci_app, emulator_app, state_app, state_location
 from reconciler.cli_options import (
+    AllowBreakingOpt,
     AllowMassDestroyOpt,
     AllowOutsideOpt,
     AllowPruneWithoutStateOpt,
@@ -24,10 +25,12 @@ from reconciler.cli_options import (
     Connection,
     ExcludeOpt,
     HistoryFormatOpt,
+    IgnoreReferencesOpt,
     JobsFormatOpt,
     MaxDestroyOpt,
     PathsArg,
     PlanFormatOpt,
+    RefsFormatOpt,
     ReplaceOpt,
     StateOpt,
     StrictOpt,
@@ -94,14 +97,26 @@ def validate(
     ] = False,
     output_format: ValidateFormatOpt = "text",
     allow_outside: AllowOutsideOpt = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="A query using a lookup no spec defines is an error, not a warning."
+        ),
+    ] = False,
+    ignore_references: IgnoreReferencesOpt = None,
 ) -> None:
-    """Check spec documents (schema, semantic rules, local CSVs). No network."""
+    """Check spec documents (schema, semantic rules, local CSVs, lookup references). No network."""
     from reconciler import views
     from reconciler.spec import validate_paths
 
     views.check_format("validate", output_format)
     result = validate_paths(
-        spec_paths(paths), csv=not no_csv, allow_outside=allow_outside, progress=csv_progress()
+        spec_paths(paths),
+        csv=not no_csv,
+        allow_outside=allow_outside,
+        progress=csv_progress(),
+        strict=strict,
+        ignore_references=ignore_references or [],
     )
     if output_format == "text" and result.errors:
         raise SpecError(result.diagnostics)
@@ -109,6 +124,39 @@ def validate(
         for diagnostic in result.diagnostics:
             err(diagnostic.render())
     print(printable(views.render("validate", output_format, result)))
+    raise typer.Exit(1 if result.errors else 0)
+
+
+@app.command()
+@handle_errors
+def refs(
+    address: Annotated[
+        str | None,
+        typer.Argument(
+            help="A lookup's DOMAIN/NAME (a glob): who uses it and what it uses (default: all).",
+            show_default=False,
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    specs: Annotated[
+        list[Path] | None,
+        typer.Option("--specs", help="Spec files or folders (default: specs/).", metavar="PATH"),
+    ] = None,
+    output_format: RefsFormatOpt = "text",
+    ignore_references: IgnoreReferencesOpt = None,
+) -> None:
+    """Who uses which lookup: query lookups and the files Domains name in spec.references. No
+    network."""
+    from reconciler import views
+    from reconciler.spec import validate_paths
+    from reconciler.spec.references import refs_report
+
+    views.check_format("refs", output_format)
+    result = validate_paths(spec_paths(specs), csv=False, ignore_references=ignore_references or [])
+    for diagnostic in result.diagnostics:
+        err(diagnostic.render())
+    report = refs_report(result, result.references, address)
+    print(printable(views.render("refs", output_format, report)))
     raise typer.Exit(1 if result.errors else 0)
 
 
@@ -144,6 +192,8 @@ def plan(
     allow_mass_destroy: AllowMassDestroyOpt = False,
     allow_prune_without_state: AllowPruneWithoutStateOpt = False,
     replace: ReplaceOpt = None,
+    allow_breaking: AllowBreakingOpt = None,
+    ignore_references: IgnoreReferencesOpt = None,
     *,
     connection: Connection,
 ) -> None:
@@ -168,7 +218,13 @@ def plan(
             detailed_exitcode=detailed_exitcode,
             strict=strict,
             allow_outside=allow_outside,
-            guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
+            guards=Guards(
+                max_destroy,
+                allow_mass_destroy,
+                allow_prune_without_state,
+                tuple(allow_breaking or ()),
+                tuple(ignore_references or ()),
+            ),
             replace=replace or [],
         )
     )
@@ -200,6 +256,7 @@ def drift(
     exclude: ExcludeOpt = None,
     strict: StrictOpt = False,
     allow_outside: AllowOutsideOpt = False,
+    ignore_references: IgnoreReferencesOpt = None,
     *,
     connection: Connection,
 ) -> None:
@@ -207,6 +264,7 @@ def drift(
     import asyncio
 
     from reconciler.commands import run_drift
+    from reconciler.plan.guards import Guards
 
     views.check_format("plan", output_format)
     code = asyncio.run(
@@ -220,6 +278,7 @@ def drift(
             color=use_color(),
             strict=strict,
             allow_outside=allow_outside,
+            guards=Guards(ignore_references=tuple(ignore_references or ())),
         )
     )
     raise typer.Exit(code)
@@ -254,6 +313,8 @@ def apply(
     max_destroy: MaxDestroyOpt = None,
     allow_mass_destroy: AllowMassDestroyOpt = False,
     allow_prune_without_state: AllowPruneWithoutStateOpt = False,
+    allow_breaking: AllowBreakingOpt = None,
+    ignore_references: IgnoreReferencesOpt = None,
     lock_timeout: Annotated[
         float,
         typer.Option(
@@ -292,7 +353,13 @@ def apply(
                 allow_outside=allow_outside,
                 replace=replace or [],
                 lock_timeout=lock_timeout,
-                guards=Guards(max_destroy, allow_mass_destroy, allow_prune_without_state),
+                guards=Guards(
+                    max_destroy,
+                    allow_mass_destroy,
+                    allow_prune_without_state,
+                    tuple(allow_breaking or ()),
+                    tuple(ignore_references or ()),
+                ),
             ),
         )
     )

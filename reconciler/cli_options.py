@@ -179,6 +179,11 @@ ValidateFormatOpt = Annotated[
 ]
 
 
+RefsFormatOpt = Annotated[
+    str, typer.Option("--format", help=formats_help("refs"), metavar="FORMAT")
+]
+
+
 StateFormatOpt = Annotated[
     str, typer.Option("--format", help=formats_help("state"), metavar="FORMAT")
 ]
@@ -228,6 +233,28 @@ AllowPruneWithoutStateOpt = Annotated[
         "--allow-prune-without-state",
         help="Allow prune in a domain the state records nothing of (protection lives in the "
         "state: a missing or empty one cannot tell which lookups were protected).",
+    ),
+]
+
+
+AllowBreakingOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-breaking",
+        help="Allow this change to break the queries using DOMAIN/NAME (a glob; repeatable): a "
+        "destroy, a dropped column, a changed key or column type.",
+        metavar="ADDRESS",
+    ),
+]
+
+
+IgnoreReferencesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ignore-references",
+        help="Lookups (NAME or DOMAIN/NAME glob; repeatable) used by queries but managed "
+        "elsewhere, e.g. built-in ones: not reported as missing.",
+        metavar="GLOB",
     ),
 ]
 

@@ -179,6 +179,7 @@ async def run_drift(
     allow_outside: bool = False,
     progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    guards: Guards | None = None,
 ) -> int:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
     run = await _read_plan(
@@ -190,6 +191,7 @@ async def run_drift(
         strict_protect=False,
         allow_outside=allow_outside,
         progress=progress,
+        guards=guards,
     )
     _say(render(run, output_format, color=color, drift=True), coloured=color)
     if strict and _strict_refusal(run.plan):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from reconciler.desired import DesiredLookup, desired_lookup, placeholders
 from reconciler.errors import (
     Diagnostic,
     NotFoundError,
+    PlanError,
     PreflightError,
     ReconcilerError,
     SettingsError,
@@ -27,10 +28,12 @@ from reconciler.errors import (
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import Plan
+from reconciler.plan.references import annotate, breaking
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
 from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.model import DomainAuth
+from reconciler.spec.references import ReferenceGraph
 from reconciler.state import SUBMITTED, State, secrets_rotated
 from reconciler.state.snapshots import Snapshots
 
@@ -46,6 +49,7 @@ class Workspace:
     waves: dict[str, int] = field(default_factory=dict)  # domain → its apply wave
     endpoints: dict[str, str] = field(default_factory=dict)  # domains with their own endpoint
     folder: Path = field(default_factory=Path.cwd)  # where the specs are: git is asked there
+    references: ReferenceGraph = field(default_factory=ReferenceGraph)  # who uses which lookup
 
     def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
         """Each Domain's own credential, read from the variables it names (an error if unset)."""
@@ -68,10 +72,19 @@ class Workspace:
 
 
 def load_workspace(
-    paths: list[str], *, allow_outside: bool = False, progress: ScanProgress | None = None
+    paths: list[str],
+    *,
+    allow_outside: bool = False,
+    progress: ScanProgress | None = None,
+    ignore_references: Sequence[str] = (),
 ) -> Workspace:
     """Load and validate specs; raise SpecError (with every diagnostic) when any is invalid."""
-    result = validate_paths(paths, allow_outside=allow_outside, progress=progress)
+    result = validate_paths(
+        paths,
+        allow_outside=allow_outside,
+        progress=progress,
+        ignore_references=ignore_references,
+    )
     if result.errors:
         raise SpecError(result.diagnostics)
     desired = [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
@@ -100,6 +113,7 @@ def load_workspace(
             if d.model.spec.url or d.model.spec.region
         },
         folder=gitrepo.folder_of(paths),
+        references=result.references,
     )
 
 
@@ -259,7 +273,13 @@ async def make_plan(
     ``replace``: addresses to re-send even when they are up to date (``apply --replace``).
     ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
     """
-    workspace = load_workspace(paths, allow_outside=allow_outside, progress=progress)
+    guards = guards or Guards()
+    workspace = load_workspace(
+        paths,
+        allow_outside=allow_outside,
+        progress=progress,
+        ignore_references=guards.ignore_references,
+    )
     reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
     reader.use_domain_endpoints(workspace.endpoints)
     state = State.load(state_path)
@@ -285,6 +305,15 @@ async def make_plan(
         guards=guards,
     )
     plan = with_waves(plan, workspace.waves)
+    plan = annotate(plan, workspace.references)
+    broken = breaking(plan, workspace.references, guards.allow_breaking)
+    if broken and strict_protect:
+        raise PlanError(
+            "\n".join(broken) + "\nnothing was sent",
+            hint="change or remove those queries in the same change, or pass --allow-breaking "
+            "ADDRESS if breaking them is meant",
+        )
+    job_warnings += broken
     job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:
         plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})

@@ -13,6 +13,9 @@ Safety rules:
 * One failed lookup never stops the others. Each lookup that succeeds is written to the state file
   (atomically) and the journal at once, so a crash or Ctrl-C loses nothing already done.
 * Ctrl-C stops submitting, reports the jobs in flight by id, and exits non-zero.
+* Order inside a wave: a change starts once the changes in its ``depends_on`` (a query lookup
+  after the lookups it reads; a lookup's delete after its readers' deletes) have ended, and is not
+  attempted when one of them failed. Changes with no such relation run in parallel.
 * Waves (``Domain.spec.wave``): each wave starts once every job of the one before has ended; a
   wave with a failure stops the waves after it, whose lookups are reported as not attempted.
 """
@@ -144,6 +147,16 @@ class Executor:
                 "of the waves before it has ended",
                 hint="drop --no-wait, or apply one wave at a time with --target",
             )
+        ordered_pairs = [(c.address, a) for c in changes for a in c.depends_on if a in outcomes]
+        if ordered_pairs and not self.options.wait:
+            first, then = ordered_pairs[0][1], ordered_pairs[0][0]
+            raise SettingsError(
+                f"--no-wait cannot be used here: {then} may start only after the job of {first} "
+                f"has ended (a query lookup and a lookup it reads; {len(ordered_pairs)} such "
+                "pair(s))",
+                hint="drop --no-wait, or apply the lookups read first with --target",
+            )
+        finished = {c.address: asyncio.Event() for c in changes}
         failed_wave: int | None = None
         try:
             for wave in waves:
@@ -154,7 +167,7 @@ class Executor:
                             change.address
                         ].message = f"wave {wave} not started: wave {failed_wave} had a failure"
                     continue
-                tasks = [asyncio.create_task(self._one(c, outcomes[c.address])) for c in batch]
+                tasks = [asyncio.create_task(self._in_order(c, outcomes, finished)) for c in batch]
                 await asyncio.gather(*tasks)
                 if self.stopping.is_set():
                     break
@@ -228,6 +241,26 @@ class Executor:
     def stop(self) -> None:
         """Stop submitting; in-flight jobs are reported as interrupted (Ctrl-C)."""
         self.stopping.set()
+
+    async def _in_order(
+        self, change: Change, outcomes: Mapping[str, Outcome], finished: Mapping[str, asyncio.Event]
+    ) -> None:
+        """``_one`` once every change it depends on has ended (its job followed to the end);
+        not attempted at all when one of them did not succeed."""
+        outcome = outcomes[change.address]
+        try:
+            for address in change.depends_on:
+                if address not in finished:
+                    continue
+                await finished[address].wait()
+                if not outcomes[address].ok:
+                    outcome.message = (
+                        f"not started: it must follow {address}, whose change did not succeed"
+                    )
+                    return
+            await self._one(change, outcome)
+        finally:
+            finished[change.address].set()
 
     async def _one(self, change: Change, outcome: Outcome) -> None:
         started = self.options.clock.monotonic()

@@ -32,6 +32,7 @@ from reconciler.emulator.derive import BodyError, derive
 from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.ingest import ingest, read_rows
 from reconciler.emulator.store import Conflict, LookupRow, Missing, Store
+from reconciler.emulator.values import lookups_read
 
 # --- routes -----------------------------------------------------------------------------------
 
@@ -207,6 +208,25 @@ def _read_rows(upload: Any, config: dict[str, Any]) -> Iterator[tuple[str, str]]
     return read_rows(upload.file, config)
 
 
+def _missing_reads(emu: Emulator, domain: str, config: dict[str, Any]) -> str | None:
+    """A query lookup's job fails when a lookup its query reads is not there, deployed, in the
+    same domain (a lookup still being built is not there yet): the failure a real service gives
+    a query lookup created before the lookups it reads."""
+    query = ((config.get("recipe") or {}).get("source") or {}).get("query")
+    if not isinstance(query, str):
+        return None
+    for name in lookups_read(query):
+        row = emu.store.get(domain, name)
+        status = emu.store.latest_status(domain, name, row.last_job) if row else None
+        if row is None or (status or {}).get("code") not in READY:
+            return f"Error creating lookup: the query reads lookup {name}, which does not exist"
+    return None
+
+
+#: The statuses after which a lookup can be read by a query.
+READY = ("create.ok", "deploy.ok")
+
+
 def _row_mode(creating: bool, stored: LookupRow | None, config: dict[str, Any]) -> str:
     """Devo's row protocol: ``append`` adds or deletes rows by key (by ``contribution``), unless
     there is no previous lookup or the recipe changed; without it the upload replaces the data."""
@@ -246,6 +266,8 @@ async def deploy(request: Request) -> Response:
         data, failure = await run_in_threadpool(_scan_upload, upload, config)
         if failure is None:
             rows = _read_rows(upload, config)
+    if failure is None:
+        failure = await stored(emu, _missing_reads, emu, domain, config)
     mode = _row_mode(creating, None if creating else emu.store.get(domain, name), config)
     schedule = emu.schedule("create", name, uploaded=upload is not None, failure=failure)
     try:

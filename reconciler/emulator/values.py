@@ -218,3 +218,18 @@ def key_indexes(names: list[str], key: dict[str, Any]) -> list[int]:
     if kind not in ("column", "col-hash") or not all(w in names for w in wanted):
         return []
     return [names.index(w) for w in wanted]
+
+
+# The service's own reading of the lookups a query reads (independent of the tool's, on purpose):
+# ``lu("name", ...)`` and the back-quoted `` `lu/name/column` ``, outside comments.
+_LOOKUP_USE = re.compile(r"""\blu\s*\(\s*"((?:[^"\\]|\\.)*)"|`lu/([^/`]+)/""")
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+
+
+def lookups_read(query: str) -> list[str]:
+    """The names of the lookups a query reads by literal name (a computed name is not read)."""
+    names: dict[str, None] = {}
+    for match in _LOOKUP_USE.finditer(_COMMENT.sub(" ", query)):
+        name = match.group(1) if match.group(1) is not None else match.group(2)
+        names.setdefault(re.sub(r"\\(.)", r"\1", name))
+    return list(names)

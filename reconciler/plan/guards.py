@@ -25,11 +25,14 @@ class Guards:
     """What a plan refuses unless told otherwise: more deletes than ``--max-destroy`` (or a
     Domain's ``maxDestroy``); with no limit set, a mass destroy (``--allow-mass-destroy``); a
     prune in a domain the state records nothing of, since protection lives in the state
-    (``--allow-prune-without-state``)."""
+    (``--allow-prune-without-state``); a change that breaks a query using the lookup
+    (``--allow-breaking``)."""
 
     max_destroy: int | None = None
     allow_mass_destroy: bool = False
     allow_prune_without_state: bool = False
+    allow_breaking: tuple[str, ...] = ()  # lookups (globs) whose users a change may break
+    ignore_references: tuple[str, ...] = ()  # lookups (globs) used but managed elsewhere
 
 
 def _listed(changes: list[Change]) -> str:

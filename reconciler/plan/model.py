@@ -83,6 +83,16 @@ class CsvChange(_Frozen):
     note: str | None = None  # why rows could not be diffed by key (display only)
 
 
+class UsedBy(_Frozen):
+    """One reference to a changed lookup: where it is (``file:line``), the query lookup holding it
+    (None: a file a Domain's ``references`` names), the column it reads, the form as written."""
+
+    where: str
+    user: str | None = None
+    column: str | None = None
+    snippet: str = ""
+
+
 class Change(_Frozen):
     """What apply would do to one lookup, and why."""
 
@@ -103,6 +113,8 @@ class Change(_Frozen):
     overlay: str | None = None  # file:line of the Overlay merged onto it, for this domain
     request: bool = True  # False: apply only records it (a change of ``protect``), sends nothing
     wave: int = 0  # the apply wave of its domain (Domain.spec.wave): waves go in ascending order
+    used_by: list[UsedBy] = Field(default_factory=list)  # references using this lookup
+    depends_on: list[str] = Field(default_factory=list)  # changes whose jobs end before it starts
 
 
 class Plan(_Frozen):

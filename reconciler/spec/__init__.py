@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from reconciler.spec.csvcheck import ScanProgress
@@ -34,16 +34,27 @@ def validate_paths(
     csv: bool = True,
     allow_outside: bool = False,
     progress: ScanProgress | None = None,
+    strict: bool = False,
+    ignore_references: Sequence[str] = (),
 ) -> LoadResult:
     """Load and check every spec under ``paths``; the result holds all diagnostics of the run.
 
     ``allow_outside``: accept ``csv.file`` paths that leave the spec repository. ``progress``:
-    what shows a long CSV scan (the command line's spinner).
+    what shows a long CSV scan (the command line's spinner). ``strict``: a use of a lookup no
+    spec defines is an error, not a warning; ``ignore_references``: globs of lookups used but
+    managed elsewhere (built-in ones), never reported.
     """
     from reconciler.spec.checks import check
+    from reconciler.spec.references import check_references, find_uses
 
     result = load_specs(paths)
     result.diagnostics.extend(
         check(result, csv=csv, allow_outside=allow_outside, progress=progress)
+    )
+    graph, problems = find_uses(result)
+    result.references = graph
+    result.diagnostics.extend(problems)
+    result.diagnostics.extend(
+        check_references(result, graph, strict=strict, ignore=ignore_references)
     )
     return result

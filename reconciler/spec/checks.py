@@ -47,26 +47,27 @@ def _source_path(lookup: LoadedLookup) -> tuple[str, ...]:
     return ("spec", kind) if kind else ("spec",)
 
 
-def _columns(lookup: LoadedLookup) -> list[Column] | None:
+def columns_of(lookup: LoadedLookup) -> list[Column] | None:
     """The declared columns, when the source declares them (CSV sources)."""
-    columns = getattr(_inner_source(lookup), "columns", None)
+    columns = getattr(inner_source(lookup), "columns", None)
     return cast("list[Column] | None", columns)
 
 
-def _inner_source(lookup: LoadedLookup) -> Any:
+def inner_source(lookup: LoadedLookup) -> Any:
     """The block that holds columns, query and fileProvider (``recipe`` nests them in ``source``)."""
     block = lookup.model.spec.source
     return getattr(block, "source", block) if isinstance(block, Recipe) else block
 
 
-def _inner_path(lookup: LoadedLookup) -> tuple[str, ...]:
-    """The location of ``_inner_source`` in the document."""
+def inner_path(lookup: LoadedLookup) -> tuple[str, ...]:
+    """The location of ``inner_source`` in the document."""
     path = _source_path(lookup)
     return (*path, "source") if isinstance(lookup.model.spec.source, Recipe) else path
 
 
-def _query(lookup: LoadedLookup) -> str | None:
-    return cast("str | None", getattr(_inner_source(lookup), "query", None))
+def query_of(lookup: LoadedLookup) -> str | None:
+    """The LINQ query of a query lookup (or a recipe with a query source), else None."""
+    return cast("str | None", getattr(inner_source(lookup), "query", None))
 
 
 def _key(lookup: LoadedLookup) -> tuple[Key | None, tuple[str, ...]]:
@@ -142,9 +143,9 @@ def rule_csv_location(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 
 def rule_unique_columns(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """Column names are unique."""
-    columns = _columns(lookup) or []
+    columns = columns_of(lookup) or []
     seen: set[str] = set()
-    base = (*_inner_path(lookup), "columns")
+    base = (*inner_path(lookup), "columns")
     for i, column in enumerate(columns):
         if column.name in seen:
             yield lookup.diagnostic(
@@ -158,10 +159,10 @@ def rule_key(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     key, at = _key(lookup)
     if key is None:
         return
-    columns = _columns(lookup)
+    columns = columns_of(lookup)
     names = [c.name for c in columns] if columns is not None else None
     if names is None:
-        query = _query(lookup)
+        query = query_of(lookup)
         names = query_columns(query) if query else None
     if key.type == "column":
         if not key.column:
@@ -338,7 +339,7 @@ def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
                 hint="name the STRING column that holds add/delete",
             )
         elif block.type == "col" and block.name:
-            columns = {c.name: c.type for c in _columns(lookup) or []}
+            columns = {c.name: c.type for c in columns_of(lookup) or []}
             if columns and block.name not in columns:
                 yield lookup.diagnostic(
                     (*at, "name"),
@@ -371,9 +372,9 @@ def rule_static_history(lookup: LoadedLookup) -> Iterator[Diagnostic]:
 def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
     """A literal ``accessKey``/``secretKey`` is a warning: it belongs in ``${env:...}``."""
     providers: list[tuple[tuple[str, ...], FileProvider]] = []
-    provider = getattr(_inner_source(lookup), "fileProvider", None)
+    provider = getattr(inner_source(lookup), "fileProvider", None)
     if isinstance(provider, FileProvider):
-        providers.append(((*_inner_path(lookup), "fileProvider"), provider))
+        providers.append(((*inner_path(lookup), "fileProvider"), provider))
     for at, provider in providers:
         for name in sorted(SECRET_FIELDS):
             value = getattr(provider, name)

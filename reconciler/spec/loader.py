@@ -143,6 +143,7 @@ class LoadResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     csv_scans: dict[Path, Any] = field(default_factory=dict)  # CSV path -> CsvScan, from check()
+    references: Any = None  # the ReferenceGraph (reconciler.spec.references), from validate_paths
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -191,6 +191,11 @@ class DomainSpec(Strict):
         ge=0,
         description="Apply order: waves ascending; a wave with a failure stops the waves after it.",
     )
+    references: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Globs of files whose LINQ uses this domain's lookups (alerts, saved "
+        "queries): relative to this file's folder, or else to the repository root.",
+    )
 
 
 class DomainDocument(Strict):

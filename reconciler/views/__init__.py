@@ -1,8 +1,9 @@
 """Views: every format is one module, and this is the one list of formats and what they show.
 
-``text`` (people), ``json`` (tools), ``markdown`` (pull-request comments) and ``html`` (one
-self-contained page with the lookup × domain grid) each define a function per view they offer:
-``plan``, ``apply``, ``jobs``, ``history``, ``validate``, ``state``. ``OFFERS`` says which views each
+``text`` (people), ``json`` (tools), ``markdown`` (pull-request comments), ``html`` (one
+self-contained page with the lookup × domain grid) and ``mermaid`` (the reference graph) each
+define a function per view they offer: ``plan``, ``apply``, ``jobs``, ``history``, ``validate``,
+``state``, ``refs``. ``OFFERS`` says which views each
 format offers (a test checks it against the modules), so building ``--help`` imports no format
 module; ``renderer`` imports the one asked for when something is rendered. A new format is one
 new module here, one entry in ``OFFERS`` and one branch in ``_module``. ``progress`` is apart: it
@@ -18,13 +19,14 @@ from typing import Any
 from reconciler.errors import SettingsError
 
 #: Every view a command shows.
-VIEWS = ("plan", "apply", "jobs", "history", "validate", "state")
+VIEWS = ("plan", "apply", "jobs", "history", "validate", "state", "refs")
 #: Each format and the views it offers, in the order ``--format`` lists them.
 OFFERS: dict[str, frozenset[str]] = {
     "text": frozenset(VIEWS),
     "json": frozenset(VIEWS),
     "markdown": frozenset({"plan"}),
     "html": frozenset({"plan"}),
+    "mermaid": frozenset({"refs"}),
 }
 FORMATS = tuple(OFFERS)
 
@@ -60,6 +62,10 @@ def _module(name: str) -> ModuleType:
         from reconciler.views import html
 
         return html
+    if name == "mermaid":
+        from reconciler.views import mermaid
+
+        return mermaid
     raise SettingsError(f"unknown format {name!r}", hint="one of " + ", ".join(FORMATS))
 
 

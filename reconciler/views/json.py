@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.apply.outcome import INTERRUPTED, Outcome, summarize
 from reconciler.plan.model import Plan
 from reconciler.spec.loader import LoadResult
+from reconciler.spec.references import RefsReport, Use
 from reconciler.state import LockInfo, State
 
 if TYPE_CHECKING:
@@ -93,3 +94,37 @@ def state(
     ]
     document["lock"] = None if holder is None else holder.__dict__
     return json.dumps(document, indent=2)
+
+
+def _use(use: Use) -> dict[str, Any]:
+    return {
+        "lookup": use.address,
+        "column": use.column,
+        "path": use.where.rsplit(":", 1)[0],
+        "line": use.line,
+        "user": use.user,
+        "text": use.snippet,
+    }
+
+
+def refs(report: RefsReport) -> str:
+    """Each lookup with who uses it and what it uses; unresolved references; the edges."""
+    return json.dumps(
+        {
+            "lookups": [
+                {
+                    "address": entry.address,
+                    "defined": entry.defined,
+                    "used_by": [_use(u) for u in entry.used_by],
+                    "uses": [_use(u) for u in entry.uses],
+                }
+                for entry in report.lookups
+            ],
+            "unresolved": [_use(u) for u in report.unresolved],
+            "edges": [
+                {"from": user, "to": used, "column": column}
+                for user, used, column in report.edges()
+            ],
+        },
+        indent=2,
+    )

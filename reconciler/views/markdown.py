@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 from reconciler.errors import printable
-from reconciler.plan.model import Plan
+from reconciler.plan.model import Action, Plan
+from reconciler.views import mermaid
 from reconciler.views.grid import grid
 from reconciler.views.text import attribute_lines, drift_line, summary_line
 
@@ -46,10 +47,23 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
             line if line[0] in "+-" else ("!" + line[1:] if line[0] == "~" else "#" + line[1:])
             for line in (printable(line, one_line=True) for line in attribute_lines(change))
         ]
+        if change.used_by:
+            lines.insert(0, f"# used by {len(change.used_by)} reference(s)")
+        if change.depends_on:
+            lines.insert(0, f"# starts after: {', '.join(change.depends_on)}")
         fence = _fence(lines)
         out.append(fence + "diff")
         out.extend(lines)
         out.append(fence)
+        out.append("</details>")
+        out.append("")
+    affected = _affected_graph(plan)
+    if affected:
+        out.append("<details><summary>Lookups this plan changes and what uses them</summary>")
+        out.append("")
+        out.append("```mermaid")
+        out.append(affected)
+        out.append("```")
         out.append("</details>")
         out.append("")
     if plan.unmanaged:
@@ -58,6 +72,22 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
     for warning in plan.warnings:
         out.append(f"> ⚠️ {_escape(warning)}")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _affected_graph(plan: Plan) -> str | None:
+    """The part of the reference graph a plan touches: the changed lookups, their users and what
+    they read (Mermaid), or None when no changed lookup has any."""
+    edges: dict[tuple[str, str, str | None], None] = {}
+    changed = plan.actionable
+    for change in changed:
+        for use in change.used_by:
+            edges.setdefault((use.user or use.where.rsplit(":", 1)[0], change.address, use.column))
+        for first in change.depends_on:
+            if change.action is not Action.DELETE:
+                edges.setdefault((change.address, first, None))
+    if not edges:
+        return None
+    return mermaid.graph(edges, highlight=[c.address for c in changed])
 
 
 def _escape(text: str) -> str:

@@ -19,6 +19,7 @@ from reconciler.canonical import render_value
 from reconciler.errors import printable
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.spec.loader import LoadResult
+from reconciler.spec.references import RefsReport
 from reconciler.state import LockInfo, State
 from reconciler.views.grid import grid
 
@@ -190,6 +191,12 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
         shaped = f" [overlay {change.overlay}]" if change.overlay else ""
         wave = f" [wave {change.wave}]" if waves else ""
         out.append(f"  # {change.address} {headline}{reason}{shaped}{wave}")
+        if change.used_by and change.action is not Action.NOOP:
+            places = ", ".join(u.where for u in change.used_by[:5])
+            more = f", ... ({len(change.used_by) - 5} more)" if len(change.used_by) > 5 else ""
+            out.append(f"  # used by {len(change.used_by)} reference(s): {places}{more}")
+        if change.depends_on:
+            out.append(f"  # starts after: {', '.join(change.depends_on)}")
         kind = f" ({change.kind} → {change.endpoint})" if change.kind else ""
         out.append(paint(f'  {change.action.symbol} lookup "{change.address}"{kind}', style))
         for line in attribute_lines(change):
@@ -318,3 +325,31 @@ def state(
     if holder is not None:
         out.append(f"Locked: {holder.describe()}.")
     return "\n".join(out)
+
+
+def refs(report: RefsReport) -> str:
+    """Each lookup: where it is used (file:line, and the query lookup holding the use) and what
+    it uses; then the references nobody can resolve (the query computes the lookup's name)."""
+    out: list[str] = []
+    for entry in report.lookups:
+        tag = "" if entry.defined else " (no spec defines it)"
+        out.append(f"{entry.address}{tag}")
+        if entry.used_by:
+            out.append(f"  used by {len(entry.used_by)} reference(s):")
+            for use in entry.used_by:
+                held = f" in {use.user}" if use.user else ""
+                column = f" column {use.column}" if use.column else ""
+                out.append(f"    {use.where}{held}:{column} {use.snippet}")
+        else:
+            out.append("  used by nothing the specs or reference files show")
+        if entry.uses:
+            out.append(f"  uses {len(entry.uses)} reference(s):")
+            for use in entry.uses:
+                column = f" column {use.column}" if use.column else ""
+                out.append(f"    {use.address or '?'}{column} ({use.where})")
+    if report.unresolved:
+        out.append("Unresolved (the query computes the lookup's name):")
+        out.extend(f"  {use.where}: {use.snippet}" for use in report.unresolved)
+    if not out:
+        out.append("No lookup matches.")
+    return printable("\n".join(out))
