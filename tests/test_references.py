@@ -444,3 +444,5 @@ async def test_the_markdown_plan_embeds_the_affected_graph(tmp_path: Path) -> No
     assert "# used by 2 reference(s)" in markdown
     text = views.render("plan", "text", run.plan)
     assert "# starts after: acme/bad_ips, acme/geo" in text
+    html = views.render("plan", "html", run.plan)
+    assert "# used by 2 reference(s)" in html

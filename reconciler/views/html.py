@@ -60,6 +60,8 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
                 details.insert(0, f"# {change.reason}")
             if change is not None and change.overlay:
                 details.insert(0, f"# overlay {change.overlay}")
+            if change is not None and change.used_by and change.action is not Action.NOOP:
+                details.insert(0, f"# used by {len(change.used_by)} reference(s)")
             if details:
                 body = escape("\n".join(details))
                 out.append(
