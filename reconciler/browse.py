@@ -1,8 +1,9 @@
 """The commands that read what exists and write no state: ``import`` (specs for live lookups),
-``jobs`` (a lookup's jobs) and ``history`` (the journal)."""
+``jobs`` (a lookup's jobs), ``history`` (the journal) and ``check`` (the live lookups' checks)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -206,3 +207,37 @@ def run_history(
 
 
 __all__ = ["run_history", "run_import", "run_jobs"]
+
+
+async def run_check(
+    settings: Settings,
+    paths: list[str],
+    *,
+    output_format: str = "text",
+    targets: list[str] | None = None,
+    allow_outside: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """``reconciler check``: every lookup's checks against the live service, nothing else; exit 1
+    when one fails (a lookup with checks that does not exist fails them)."""
+    import fnmatch
+
+    from reconciler.engine import evaluate_checks, fetch_live, load_workspace
+
+    workspace = load_workspace(paths, allow_outside=allow_outside)
+    chosen = {
+        a
+        for a in workspace.checks
+        if not targets or any(fnmatch.fnmatchcase(a, t) for t in targets)
+    }
+    async with LookupReader(settings, transport=transport_for(settings, transport)) as reader:
+        reader.use_domain_credentials(workspace.credentials(os.environ))
+        reader.use_domain_endpoints(workspace.endpoints)
+        domains = sorted({a.split("/", 1)[0] for a in chosen})
+        live = await fetch_live(reader, domains)
+        state = State.load(settings.state_location)
+        results = await evaluate_checks(reader, workspace, live, state, chosen, missing_fails=True)
+    if not workspace.checks:
+        _warn("No lookup has checks (spec.checks of a Lookup or a Domain).")
+    _say(views.render("checks", output_format, results))
+    return 1 if any(not r.passed for r in results) else 0

@@ -22,12 +22,14 @@ from reconciler.cli_options import (
     AllowOutsideOpt,
     AllowPruneWithoutStateOpt,
     ApplyFormatOpt,
+    ChecksFormatOpt,
     Connection,
     ExcludeOpt,
     HistoryFormatOpt,
     IgnoreReferencesOpt,
     JobsFormatOpt,
     MaxDestroyOpt,
+    OverridePolicyOpt,
     PathsArg,
     PlanFormatOpt,
     RefsFormatOpt,
@@ -104,6 +106,14 @@ def validate(
         ),
     ] = False,
     ignore_references: IgnoreReferencesOpt = None,
+    policies: Annotated[
+        bool,
+        typer.Option(
+            "--policies",
+            help="Also judge every spec by the Policies, as the plan creating it (offline).",
+        ),
+    ] = False,
+    override_policy: OverridePolicyOpt = None,
 ) -> None:
     """Check spec documents (schema, semantic rules, local CSVs, lookup references). No network."""
     from reconciler import views
@@ -118,6 +128,10 @@ def validate(
         strict=strict,
         ignore_references=ignore_references or [],
     )
+    if policies and not result.errors:
+        from reconciler.plan.policies import offline_violations
+
+        result.diagnostics.extend(offline_violations(result, override_policy or []))
     if output_format == "text" and result.errors:
         raise SpecError(result.diagnostics)
     if output_format == "text":
@@ -194,6 +208,7 @@ def plan(
     replace: ReplaceOpt = None,
     allow_breaking: AllowBreakingOpt = None,
     ignore_references: IgnoreReferencesOpt = None,
+    override_policy: OverridePolicyOpt = None,
     *,
     connection: Connection,
 ) -> None:
@@ -224,6 +239,7 @@ def plan(
                 allow_prune_without_state,
                 tuple(allow_breaking or ()),
                 tuple(ignore_references or ()),
+                tuple(override_policy or ()),
             ),
             replace=replace or [],
         )
@@ -287,6 +303,35 @@ def drift(
 @app.command()
 @handle_errors
 @connected
+def check(
+    paths: PathsArg = None,
+    output_format: ChecksFormatOpt = "text",
+    target: TargetOpt = None,
+    allow_outside: AllowOutsideOpt = False,
+    *,
+    connection: Connection,
+) -> None:
+    """Run the lookups' checks (spec.checks) against the live service (exit 1 when one fails)."""
+    import asyncio
+
+    from reconciler.browse import run_check
+
+    views.check_format("checks", output_format)
+    code = asyncio.run(
+        run_check(
+            connection.settings(),
+            spec_paths(paths),
+            output_format=output_format,
+            targets=target or [],
+            allow_outside=allow_outside,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@handle_errors
+@connected
 def apply(
     paths: PathsArg = None,
     plan_file: Annotated[
@@ -315,6 +360,7 @@ def apply(
     allow_prune_without_state: AllowPruneWithoutStateOpt = False,
     allow_breaking: AllowBreakingOpt = None,
     ignore_references: IgnoreReferencesOpt = None,
+    override_policy: OverridePolicyOpt = None,
     lock_timeout: Annotated[
         float,
         typer.Option(
@@ -359,6 +405,7 @@ def apply(
                     allow_prune_without_state,
                     tuple(allow_breaking or ()),
                     tuple(ignore_references or ()),
+                    tuple(override_policy or ()),
                 ),
             ),
         )

@@ -63,7 +63,10 @@ def emulator_serve(
         typer.Option(help="Only these domains exist (default: every domain).", metavar="DOMAIN"),
     ] = None,
     deploy_config_null: Annotated[
-        bool, typer.Option(help="Answer deployConfig: null, as Devo's documented examples do.")
+        bool,
+        typer.Option(
+            help="Answer deployConfig: null and lastStatus: null, as Devo's documented examples do."
+        ),
     ] = False,
     create_latency: Annotated[float, typer.Option(help="Seconds of the create phase.")] = 0.1,
     deploy_latency: Annotated[float, typer.Option(help="Seconds of the deploy phase.")] = 0.2,

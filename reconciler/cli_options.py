@@ -179,6 +179,11 @@ ValidateFormatOpt = Annotated[
 ]
 
 
+ChecksFormatOpt = Annotated[
+    str, typer.Option("--format", help=formats_help("checks"), metavar="FORMAT")
+]
+
+
 RefsFormatOpt = Annotated[
     str, typer.Option("--format", help=formats_help("refs"), metavar="FORMAT")
 ]
@@ -244,6 +249,17 @@ AllowBreakingOpt = Annotated[
         help="Allow this change to break the queries using DOMAIN/NAME (a glob; repeatable): a "
         "destroy, a dropped column, a changed key or column type.",
         metavar="ADDRESS",
+    ),
+]
+
+
+OverridePolicyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--override-policy",
+        help="Go ahead despite this soft-mandatory Policy (by name; repeatable); apply records "
+        "who did in the journal.",
+        metavar="NAME",
     ),
 ]
 

@@ -20,12 +20,13 @@ import httpx
 
 from reconciler import gitrepo, views
 from reconciler.apply.executor import ApplyOptions, Executor
-from reconciler.apply.outcome import Outcome
+from reconciler.apply.outcome import Outcome, override_entry
 from reconciler.client import LookupClient, LookupMeta, LookupReader, PollPolicy, RetryPolicy
 from reconciler.clock import SYSTEM_CLOCK, Clock
 from reconciler.connect import transport_for
 from reconciler.engine import (
     PlanRun,
+    judge,
     load_workspace,
     make_plan,
     preflight,
@@ -40,6 +41,7 @@ from reconciler.errors import (
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Plan
+from reconciler.plan.references import annotate
 from reconciler.plan.saved import SavedPlan, stale_reasons
 from reconciler.settings import Settings
 from reconciler.spec.csvcheck import ScanProgress
@@ -120,6 +122,9 @@ async def run_plan(
         _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan):
         return 1
+    if run.plan.blocking:
+        _warn(_policy_refusal(run.plan, "this plan may not be applied"))
+        return 1
     return 2 if detailed_exitcode and run.plan.can_apply() else 0
 
 
@@ -149,6 +154,21 @@ def run_show(plan_file: Path, output_format: str = "text", *, color: bool = Fals
         ) from None
     _say(views.render("plan", output_format, plan, color=color), coloured=color)
     return 0
+
+
+def _policy_refusal(plan: Plan, what: str) -> str:
+    """The error line for a plan that mandatory (or not overridden soft-mandatory) rules refuse."""
+    names = sorted({v.policy for v in plan.blocking})
+    soft = sorted({v.policy for v in plan.blocking if v.enforcement == "soft-mandatory"})
+    hint = (
+        f"\n  hint: a soft-mandatory policy can be overridden: --override-policy {soft[0]}"
+        if soft
+        else ""
+    )
+    return (
+        f"Error: {len(plan.blocking)} policy violation(s) ({', '.join(names)}): {what}; "
+        f"nothing was sent{hint}"
+    )
 
 
 def _strict_refusal(plan: Plan) -> bool:
@@ -196,7 +216,7 @@ async def run_drift(
     _say(render(run, output_format, color=color, drift=True), coloured=color)
     if strict and _strict_refusal(run.plan):
         return 1
-    return 0 if run.plan.in_sync else 2
+    return 0 if run.plan.in_sync else 2  # a failed check is drift too
 
 
 def _approve(run: PlanRun, auto_approve: bool) -> None:
@@ -262,6 +282,8 @@ async def _planned_run(
         replace=tuple(saved.replace),
     )
     plan = with_waves(plan, workspace.waves)
+    plan = annotate(plan, workspace.references)
+    plan = judge(plan, workspace, saved.guards.guards())
     return PlanRun(plan, workspace, live, state)
 
 
@@ -309,6 +331,9 @@ async def run_apply(
             ("--max-destroy", guards.max_destroy is not None),
             ("--allow-mass-destroy", guards.allow_mass_destroy),
             ("--allow-prune-without-state", guards.allow_prune_without_state),
+            ("--allow-breaking", guards.allow_breaking),
+            ("--ignore-references", guards.ignore_references),
+            ("--override-policy", guards.override_policies),
         )
         if given
     ]
@@ -354,6 +379,12 @@ async def run_apply(
             if r.strict and _strict_refusal(run.plan):
                 return 1
             _approve(run, r.auto_approve)
+        if run.plan.blocking:
+            if r.output_format != "text" or r.plan_file is not None:
+                for v in run.plan.blocking:
+                    _warn(f"{v.address}: {v.policy} / {v.rule} [{v.enforcement}]: {v.message}")
+            _warn(_policy_refusal(run.plan, "apply refused"))
+            return 1
         states.append(run.state)
         options = ApplyOptions(
             parallelism=r.parallelism,
@@ -364,6 +395,7 @@ async def run_apply(
             clock=r.clock,
             poll=r.poll or PollPolicy(),
             waves=run.workspace.waves,
+            checks=run.workspace.checks,
         )
         executor = Executor(
             client, run.workspace.by_address(), run.state, journal, None, options, r.env
@@ -393,6 +425,7 @@ async def run_apply(
             console = LineConsole()
         executor.console = console
         await preflight(client, run.plan)
+        _record_overrides(journal, run.plan, actor, options)
         outcomes = await _execute(executor, run, console)
         if all(o.ok for o in outcomes):
             # Under the lock, after a run that did all it meant to: what no record names goes.
@@ -401,6 +434,14 @@ async def run_apply(
             if removed:
                 _warn(f"Removed {len(removed)} snapshot(s) no record names any more.")
     return _report(outcomes, r.output_format, run.plan.warnings)
+
+
+def _record_overrides(journal: Journal, plan: Plan, actor: str, options: ApplyOptions) -> None:
+    """One journal entry per soft-mandatory violation this apply goes ahead with: who overrode
+    which policy, for which lookup, at which commit."""
+    for violation in plan.violations:
+        if violation.overridden:
+            journal.append(override_entry(violation, actor, options.commit, options.clock.now()))
 
 
 @contextlib.asynccontextmanager

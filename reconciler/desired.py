@@ -8,7 +8,7 @@ expected to derive from that body (defaults filled in, ``refreshPeriod`` → ``r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class DesiredLookup:
     spec_hash: str = ""
     source: str = ""  # file:line of the spec
     overlay: str | None = None  # file:line of the Overlay merged onto it (fan-out)
+    labels: dict[str, str] = field(default_factory=dict)  # metadata.labels, for policies
 
     @property
     def uploads_csv(self) -> bool:
@@ -98,6 +99,7 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         spec_hash=loaded.spec_hash,
         source=f"{loaded.path}:{loaded.line}",
         overlay=loaded.overlay,
+        labels=dict(model.metadata.labels),
     )
     if kind is None:  # state: absent with no source block
         return desired

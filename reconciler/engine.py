@@ -12,6 +12,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler import gitrepo
 from reconciler.client import LookupMeta, LookupReader, job_outcome
@@ -26,13 +27,16 @@ from reconciler.errors import (
     SpecError,
 )
 from reconciler.plan.builder import Selector, build_plan
+from reconciler.plan.checks import check_context, last_code, run_checks, wants_status
 from reconciler.plan.guards import DomainPolicy, Guards
-from reconciler.plan.model import Plan
+from reconciler.plan.model import CheckResult, Plan
+from reconciler.plan.policies import Subject, domain_facts, evaluate, unknown_overrides
 from reconciler.plan.references import annotate, breaking
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
 from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.model import DomainAuth
+from reconciler.spec.policies import Expression, Policy
 from reconciler.spec.references import ReferenceGraph
 from reconciler.state import SUBMITTED, State, secrets_rotated
 from reconciler.state.snapshots import Snapshots
@@ -50,6 +54,18 @@ class Workspace:
     endpoints: dict[str, str] = field(default_factory=dict)  # domains with their own endpoint
     folder: Path = field(default_factory=Path.cwd)  # where the specs are: git is asked there
     references: ReferenceGraph = field(default_factory=ReferenceGraph)  # who uses which lookup
+    compiled_policies: list[Policy] = field(default_factory=list)  # kind: Policy, compiled
+    checks: dict[str, list[Expression]] = field(default_factory=dict)  # address → its checks
+    domain_facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # `domain` in rules
+
+    def subjects(self) -> dict[str, Subject]:
+        """What a policy rule may know of each lookup besides its change."""
+        return {
+            d.address: Subject(
+                d.labels, d.csv.rows if d.csv else None, d.csv.size if d.csv else None, d.protect
+            )
+            for d in self.desired
+        }
 
     def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
         """Each Domain's own credential, read from the variables it names (an error if unset)."""
@@ -114,6 +130,86 @@ def load_workspace(
         },
         folder=gitrepo.folder_of(paths),
         references=result.references,
+        compiled_policies=result.compiled_policies,
+        checks=result.checks,
+        domain_facts={
+            d.model.metadata.name: domain_facts(d.model.metadata.name, d.model)
+            for d in result.domains
+        },
+    )
+
+
+async def evaluate_checks(
+    reader: LookupReader,
+    workspace: Workspace,
+    live: Mapping[str, list[LookupMeta]],
+    state: State,
+    addresses: Collection[str] | None = None,
+    *,
+    missing_fails: bool = False,
+) -> list[CheckResult]:
+    """The checks of every live lookup (of ``addresses``): read from the list call the plan
+    already made, plus, when a check reads ``status`` and the service reports no ``lastStatus``,
+    the lookup's last job. A lookup that is not live fails its checks only with
+    ``missing_fails`` (``reconciler check``); a plan shows its create instead."""
+    metas = {f"{domain}/{m.name}": m for domain, found in live.items() for m in found}
+    wanted = workspace.by_address()
+    gate = asyncio.Semaphore(8)
+
+    async def one(address: str, expressions: list[Expression]) -> list[CheckResult]:
+        desired = wanted[address]
+        meta = metas.get(address)
+        if meta is None:
+            if not missing_fails:
+                return []
+            return [
+                CheckResult(
+                    address=address,
+                    expr=e.source,
+                    where=e.where,
+                    passed=False,
+                    error="the lookup does not exist",
+                )
+                for e in expressions
+            ]
+        code = last_code(meta)
+        if code is None and wants_status(expressions):
+            async with gate:
+                code = await _last_job_code(reader, desired.domain, desired.name)
+        variables = check_context(meta, desired, state.lookups.get(address), code)
+        return run_checks(expressions, address, variables)
+
+    chosen = sorted(
+        (a, e) for a, e in workspace.checks.items() if addresses is None or a in addresses
+    )
+    found = await asyncio.gather(*(one(a, e) for a, e in chosen))
+    return [result for results in found for result in results]
+
+
+async def _last_job_code(reader: LookupReader, domain: str, name: str) -> str | None:
+    """The latest status code of a lookup's last job (None when it cannot be read)."""
+    try:
+        ids = await reader.job_ids(domain, name)
+        statuses = await reader.job_statuses(domain, name, ids[-1]) if ids else []
+    except ReconcilerError:
+        return None
+    return statuses[-1].code if statuses else None
+
+
+def judge(plan: Plan, workspace: Workspace, guards: Guards) -> Plan:
+    """The plan with its policy violations (``--override-policy`` must name a Policy)."""
+    unknown = unknown_overrides(workspace.compiled_policies, guards.override_policies)
+    if unknown:
+        raise SettingsError(
+            f"--override-policy names no Policy of the specs: {', '.join(unknown)}",
+            hint="use a Policy's metadata.name",
+        )
+    return evaluate(
+        plan,
+        workspace.compiled_policies,
+        workspace.subjects(),
+        workspace.domain_facts,
+        guards.override_policies,
     )
 
 
@@ -314,6 +410,11 @@ async def make_plan(
             "ADDRESS if breaking them is meant",
         )
     job_warnings += broken
+    plan = judge(plan, workspace, guards)
+    if workspace.checks:
+        shown = {c.address for c in plan.changes}
+        results = await evaluate_checks(reader, workspace, live, state, shown)
+        plan = plan.model_copy(update={"checks": tuple(results)})
     job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
     if job_warnings:
         plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})

@@ -298,7 +298,7 @@ def test_the_lookup_spec_has_one_field_per_source_kind() -> None:
     from reconciler.sources import KINDS
     from reconciler.spec.model import LookupSpec
 
-    flags = {"visibility", "protect", "state", "notifyStatus"}
+    flags = {"visibility", "protect", "state", "notifyStatus", "checks"}
     blocks = {
         name: f.annotation for name, f in LookupSpec.model_fields.items() if name not in flags
     }

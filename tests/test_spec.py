@@ -41,7 +41,7 @@ def write_lookup(folder: Path, file: str, name: str, spec: str, domain: str = "a
 def test_examples_are_valid(runner: CliRunner, no_network: list[object]) -> None:
     result = runner.invoke(app, ["validate", str(ROOT / "specs")])
     assert result.exit_code == 0, result.stderr
-    assert "9 lookup(s) and 4 domain(s) valid in 2 file(s)" in result.stdout  # 3 fanned out
+    assert "9 lookup(s) and 4 domain(s), 2 polic(ies) valid in 3 file(s)" in result.stdout
 
 
 def test_examples_cover_every_source_kind() -> None:

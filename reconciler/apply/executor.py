@@ -26,12 +26,13 @@ import asyncio
 import os
 import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler import gitrepo
+from reconciler.apply.checks import check_secrets, failed_checks
 from reconciler.apply.outcome import (
     DONE,
     FAILED,
@@ -58,6 +59,7 @@ from reconciler.errors import (
 )
 from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
+from reconciler.spec.policies import Expression
 from reconciler.state import DEPLOYED, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal
@@ -76,28 +78,7 @@ class ApplyOptions:
     commit: str | None = None
     clock: Clock = SYSTEM_CLOCK  # durations, record and journal times
     waves: Mapping[str, int] = field(default_factory=dict)  # domain → apply wave (default 0)
-
-
-def check_secrets(
-    changes: list[Change], desired: Mapping[str, DesiredLookup], env: Mapping[str, str]
-) -> None:
-    """Fail before any request when a ``${env:...}`` a change needs is not set."""
-    missing: dict[str, list[str]] = {}
-    for change in changes:
-        want = desired.get(change.address)
-        if want is None or change.action is Action.DELETE:
-            continue
-        for name in placeholders(want.body):
-            if not env.get(name):
-                missing.setdefault(name, []).append(change.address)
-    if missing:
-        detail = "; ".join(
-            f"{name} (for {', '.join(sorted(set(a)))})" for name, a in sorted(missing.items())
-        )
-        raise SettingsError(
-            f"environment variable(s) not set: {detail}; nothing was sent",
-            hint="export them where apply runs (secrets are resolved only at apply time)",
-        )
+    checks: Mapping[str, Sequence[Expression]] = field(default_factory=dict)  # spec.checks
 
 
 class Executor:
@@ -258,9 +239,34 @@ class Executor:
                         f"not started: it must follow {address}, whose change did not succeed"
                     )
                     return
+            previous = self.state.lookups.get(change.address)
             await self._one(change, outcome)
+            if (
+                outcome.status == DONE
+                and change.action is not Action.DELETE
+                and self.options.checks.get(change.address)
+            ):
+                await self._check(change, outcome, previous)
         finally:
             finished[change.address].set()
+
+    async def _check(self, change: Change, outcome: Outcome, previous: LookupState | None) -> None:
+        """The lookup's checks once its job has ended; one that fails makes the change a failed
+        one (nothing is rolled back), with a journal entry of its own."""
+        failed = await failed_checks(
+            self.client,
+            change,
+            self.desired[change.address],
+            self.options.checks[change.address],
+            previous,
+            settled=outcome.settled,
+        )
+        if not failed:
+            return
+        outcome.status = FAILED
+        outcome.message = "; ".join(failed) + " (applied; not rolled back)"
+        await asyncio.to_thread(self._journal, change, outcome, "check")
+        self.console.change_finished(change, outcome)
 
     async def _one(self, change: Change, outcome: Outcome) -> None:
         started = self.options.clock.monotonic()
@@ -568,17 +574,15 @@ class Executor:
         self._journal(change, outcome)
         self.console.change_finished(change, outcome)
 
-    def _journal(self, change: Change, outcome: Outcome) -> None:
+    def _journal(self, change: Change, outcome: Outcome, action: str | None = None) -> None:
+        """The change's journal entry (``action="check"``: its checks failed after it)."""
         if self.journal is not None:
-            self.journal.append(
-                journal_entry(
-                    change,
-                    outcome,
-                    self.options.actor,
-                    self.options.commit,
-                    self.options.clock.now(),
-                )
+            entry = journal_entry(
+                change, outcome, self.options.actor, self.options.commit, self.options.clock.now()
             )
+            if action is not None:
+                entry = entry.model_copy(update={"action": action, "type": action})
+            self.journal.append(entry)
 
     def _safe(self, text: str) -> str:
         secrets = [

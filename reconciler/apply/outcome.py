@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from reconciler.plan.model import Action, Change
+from reconciler.plan.model import Action, Change, Violation
 from reconciler.state.journal import JournalEntry
 from reconciler.timeframe import epoch_millis
 
@@ -125,4 +125,30 @@ def journal_entry(
         jobId=outcome.job_id,
         commit=commit,
         payload={"previous": previous, "additions": additions, "deletions": deletions},
+    )
+
+
+def override_entry(
+    violation: Violation, actor: str, commit: str | None, now: datetime
+) -> JournalEntry:
+    """The entry saying who went ahead despite a soft-mandatory policy, for which lookup."""
+    domain, name = violation.address.split("/", 1)
+    return JournalEntry(
+        id=str(uuid.uuid4()),
+        time=now.isoformat(timespec="milliseconds"),
+        timestamp=epoch_millis(now),
+        actor=actor,
+        domain=domain,
+        lookup=name,
+        action="override-policy",
+        outcome="overridden",
+        message=f"policy {violation.policy} ({violation.rule}) overridden: {violation.message}",
+        commit=commit,
+        payload={
+            "policy": violation.policy,
+            "rule": violation.rule,
+            "enforcement": violation.enforcement,
+            "expr": violation.expr,
+        },
+        type="policy-override",
     )

@@ -312,8 +312,20 @@ async def control_stats(request: Request) -> Response:
 
 
 async def control_rows(request: Request) -> Response:
-    """``GET /_emulator/rows/{domain}/{name}``: the rows a lookup holds (for tests)."""
+    """``GET /_emulator/rows/{domain}/{name}``: the rows a lookup holds (for tests);
+    ``DELETE ...?keep=N``: rows lost out of band (all but the first N by key)."""
     emu = _emulator(request)
+    if request.method == "DELETE":
+        try:
+            keep = int(request.query_params.get("keep", "0"))
+            left = emu.store.drop_rows(
+                request.path_params["domain"], request.path_params["name"], max(0, keep)
+            )
+        except ValueError:
+            return emu.error(400, "keep must be an integer")
+        except Missing:
+            return emu.error(404, "Lookup not found.")
+        return JSONResponse({"rows": left})
     rows = emu.store.rows_of(request.path_params["domain"], request.path_params["name"])
     return JSONResponse({"rows": rows})
 
@@ -354,7 +366,7 @@ def create_app(
         Route(base + "/{name}/{endpoint}", deploy, methods=["POST", "PUT"]),
         Route("/_emulator/stats", control_stats, methods=["GET", "DELETE"]),
         Route("/_emulator/config", control_config, methods=["GET", "PUT"]),
-        Route("/_emulator/rows/{domain}/{name}", control_rows, methods=["GET"]),
+        Route("/_emulator/rows/{domain}/{name}", control_rows, methods=["GET", "DELETE"]),
     ]
     app = Starlette(routes=routes)
     app.state.emulator = emulator

@@ -27,7 +27,7 @@ class EmulatorConfig:
 
     grants: list[Grant] = field(default_factory=list)  # empty: no auth at all
     known_domains: list[str] | None = None  # None: every domain exists
-    deploy_config_null: bool = False  # answer deployConfig: null like the documented examples
+    deploy_config_null: bool = False  # deployConfig and lastStatus null, as documented examples
     owner: str = "reconciler@emulator"
     # Job latency per phase, seconds.
     create_latency: float = 0.1

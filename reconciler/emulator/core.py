@@ -167,7 +167,9 @@ class Emulator:
             "deployConfig": None
             if self.config.deploy_config_null
             else self.echo(row.domain, config),
-            "lastStatus": (latest or {}).get(row.last_job or "")
+            "lastStatus": None
+            if self.config.deploy_config_null
+            else (latest or {}).get(row.last_job or "")
             if latest is not None
             else self.store.latest_status(row.domain, row.name, row.last_job),
             "fields": [

@@ -338,6 +338,37 @@ class Store:
         ).fetchone()
         return int(found[0])
 
+    def drop_rows(self, domain: str, name: str, keep: int = 0) -> int:
+        """Out of band (someone else's hand, for tests): keep only the first ``keep`` rows by key;
+        the lookup's ``numEntries`` follows. Returns the rows left."""
+
+        def run(db: sqlite3.Connection) -> int:
+            found = db.execute(
+                "SELECT data FROM lookups WHERE domain = ? AND name = ?", (domain, name)
+            ).fetchone()
+            if found is None:
+                raise Missing()
+            db.execute(
+                "DELETE FROM rows WHERE domain = ? AND name = ? AND key NOT IN (SELECT key FROM "
+                "rows WHERE domain = ? AND name = ? ORDER BY key LIMIT ?)",
+                (domain, name, domain, name, keep),
+            )
+            left = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM rows WHERE domain = ? AND name = ?", (domain, name)
+                ).fetchone()[0]
+            )
+            data = json.loads(found[0])
+            data["rows"] = left
+            db.execute(
+                "UPDATE lookups SET data = ? WHERE domain = ? AND name = ?",
+                (json.dumps(data), domain, name),
+            )
+            return left
+
+        left: int = self._write(run)
+        return left
+
     def rows_of(self, domain: str, name: str) -> list[str]:
         """A lookup's rows (as CSV lines), in key order."""
         with self._lock:

@@ -33,6 +33,7 @@ class Guards:
     allow_prune_without_state: bool = False
     allow_breaking: tuple[str, ...] = ()  # lookups (globs) whose users a change may break
     ignore_references: tuple[str, ...] = ()  # lookups (globs) used but managed elsewhere
+    override_policies: tuple[str, ...] = ()  # soft-mandatory policies overridden (by name)
 
 
 def _listed(changes: list[Change]) -> str:

@@ -117,6 +117,49 @@ class Change(_Frozen):
     depends_on: list[str] = Field(default_factory=list)  # changes whose jobs end before it starts
 
 
+class Violation(_Frozen):
+    """A policy rule a planned change does not pass: which policy and rule, how hard it holds,
+    which lookup, the rule's message (and the evaluation error, when it could not be evaluated),
+    and whether ``--override-policy`` overrode it (soft-mandatory only)."""
+
+    policy: str
+    rule: str
+    enforcement: Literal["advisory", "soft-mandatory", "mandatory"]
+    address: str
+    message: str
+    expr: str = ""
+    where: str = ""  # file:line of the rule
+    error: str | None = None
+    overridden: bool = False
+
+    @property
+    def blocking(self) -> bool:
+        """True when it makes the plan an error: mandatory, or soft-mandatory not overridden."""
+        return self.enforcement == "mandatory" or (
+            self.enforcement == "soft-mandatory" and not self.overridden
+        )
+
+
+class CheckResult(_Frozen):
+    """One check of one lookup: the expression, where it was written, whether it passed, and
+    what the lookup showed (the values a message needs)."""
+
+    address: str
+    expr: str
+    where: str
+    passed: bool
+    error: str | None = None
+    observed: dict[str, Any] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        """``check 'numEntries >= 1000' failed (numEntries = 3.0)`` for messages."""
+        shown = ", ".join(
+            f"{k} = {v!r}" for k, v in self.observed.items() if not isinstance(v, dict | list)
+        )
+        why = f": {self.error}" if self.error else ""
+        return f"check {self.expr!r} failed{why}" + (f" ({shown})" if shown else "")
+
+
 class Plan(_Frozen):
     """Every change, in address order, plus live lookups no spec manages and warnings."""
 
@@ -126,6 +169,18 @@ class Plan(_Frozen):
     kept: tuple[str, ...] = ()  # the unmanaged lookups a Domain's keep globs cover: not drift
     hints: tuple[str, ...] = ()  # what to do about unmanaged lookups, per domain (display only)
     warnings: tuple[str, ...] = ()
+    violations: tuple[Violation, ...] = ()  # policy rules the changes do not pass
+    checks: tuple[CheckResult, ...] = ()  # the live lookups' checks (spec.checks), evaluated
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        """The checks a live lookup does not pass."""
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def blocking(self) -> list[Violation]:
+        """The violations that make the plan an error (nothing may be applied)."""
+        return [v for v in self.violations if v.blocking]
 
     @property
     def summary(self) -> dict[str, int]:
@@ -159,8 +214,9 @@ class Plan(_Frozen):
 
     @property
     def in_sync(self) -> bool:
-        """Drift's verdict: nothing to do, and no unmanaged lookup outside the ``keep`` globs."""
-        return not self.can_apply() and not self.drifted_unmanaged
+        """Drift's verdict: nothing to do, no unmanaged lookup outside the ``keep`` globs, and
+        every check of the live lookups passes."""
+        return not self.can_apply() and not self.drifted_unmanaged and not self.failed_checks
 
     def can_apply(self) -> bool:
         """True when there is anything to do."""
@@ -172,7 +228,15 @@ class Plan(_Frozen):
         document is not one."""
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
-        fields = ("format_version", "changes", "unmanaged", "kept", "warnings")
+        fields = (
+            "format_version",
+            "changes",
+            "unmanaged",
+            "kept",
+            "warnings",
+            "violations",
+            "checks",
+        )
         try:
             return cls.model_validate({k: document[k] for k in fields if k in document})
         except ValidationError as exc:
@@ -190,4 +254,6 @@ class Plan(_Frozen):
             "unverified": [
                 {"address": c.address, "paths": list(c.unverified)} for c in self.unverified
             ],
+            "violations": [v.model_dump(mode="json") for v in self.violations],
+            "checks": [c.model_dump(mode="json") for c in self.checks],
         }

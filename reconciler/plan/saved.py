@@ -59,9 +59,19 @@ class SavedGuards(BaseModel):
     max_destroy: int | None = None
     allow_mass_destroy: bool = False
     allow_prune_without_state: bool = False
+    allow_breaking: tuple[str, ...] = ()
+    ignore_references: tuple[str, ...] = ()
+    override_policies: tuple[str, ...] = ()
 
     def guards(self) -> Guards:
-        return Guards(self.max_destroy, self.allow_mass_destroy, self.allow_prune_without_state)
+        return Guards(
+            self.max_destroy,
+            self.allow_mass_destroy,
+            self.allow_prune_without_state,
+            self.allow_breaking,
+            self.ignore_references,
+            self.override_policies,
+        )
 
 
 class SavedPlan(BaseModel):

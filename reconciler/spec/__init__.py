@@ -23,6 +23,7 @@ def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None
         result.lookups.extend(one.lookups)
         result.domains.extend(one.domains)
         result.overlays.extend(one.overlays)
+        result.policies.extend(one.policies)
         result.diagnostics.extend(one.diagnostics)
     expand_fan_out(result)
     return result
@@ -57,4 +58,15 @@ def validate_paths(
     result.diagnostics.extend(
         check_references(result, graph, strict=strict, ignore=ignore_references)
     )
+    if (
+        result.policies
+        or any(lookup.model.spec.checks for lookup in result.lookups)
+        or any(d.model.spec.checks for d in result.domains)
+    ):
+        from reconciler.spec.policies import compile_checks, compile_policies
+
+        result.compiled_policies, problems = compile_policies(result)
+        result.diagnostics.extend(problems)
+        result.checks, problems = compile_checks(result)
+        result.diagnostics.extend(problems)
     return result

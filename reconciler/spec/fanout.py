@@ -152,7 +152,10 @@ def _apply(target: LoadedLookup, overlay: LoadedOverlay, result: LoadResult) -> 
             return
     spec = merge(target.data.get("spec") or {}, patch)
     meta = target.model.metadata
-    data = {**target.data, "metadata": {"domain": meta.domain, "name": meta.name}, "spec": spec}
+    metadata: dict[str, object] = {"domain": meta.domain, "name": meta.name}
+    if meta.labels:
+        metadata["labels"] = dict(meta.labels)
+    data = {**target.data, "metadata": metadata, "spec": spec}
     try:
         model = LookupDocument.model_validate(data)
     except ValidationError as exc:

@@ -30,6 +30,7 @@ from reconciler.spec.model import (
     DomainDocument,
     LookupDocument,
     OverlayDocument,
+    PolicyDocument,
 )
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -134,16 +135,26 @@ class LoadedOverlay(LoadedDocument):
 
 
 @dataclass
+class LoadedPolicy(LoadedDocument):
+    """A valid ``Policy`` document (its rules compiled by ``reconciler.spec.policies``)."""
+
+    model: PolicyDocument = None  # type: ignore[assignment]
+
+
+@dataclass
 class LoadResult:
     """Everything a load found: valid documents and every diagnostic (errors and warnings)."""
 
     lookups: list[LoadedLookup] = field(default_factory=list)
     domains: list[LoadedDomain] = field(default_factory=list)
     overlays: list[LoadedOverlay] = field(default_factory=list)
+    policies: list[LoadedPolicy] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     csv_scans: dict[Path, Any] = field(default_factory=dict)  # CSV path -> CsvScan, from check()
     references: Any = None  # the ReferenceGraph (reconciler.spec.references), from validate_paths
+    compiled_policies: list[Any] = field(default_factory=list)  # spec.policies.Policy
+    checks: dict[str, list[Any]] = field(default_factory=dict)  # address → spec.policies.Expression
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -543,7 +554,7 @@ def _load_document(
             doc.diagnostic(
                 ("kind",),
                 "missing 'kind'" if kind is None else f"unknown kind {kind!r}",
-                hint=hint or "kind is Lookup, Domain or Overlay",
+                hint=hint or "kind is Lookup, Domain, Overlay or Policy",
             )
         )
         return
@@ -555,6 +566,10 @@ def _load_document(
     if isinstance(model, LookupDocument):
         result.lookups.append(
             LoadedLookup(path, index, line, data, converter.positions, model=model)
+        )
+    elif isinstance(model, PolicyDocument):
+        result.policies.append(
+            LoadedPolicy(path, index, line, data, converter.positions, model=model)
         )
     elif isinstance(model, OverlayDocument):
         result.overlays.append(

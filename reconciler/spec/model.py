@@ -60,6 +60,11 @@ class LookupSpec(Strict):
     slidingWindowQuery: SlidingWindowQuerySource | None = None
     recipe: Recipe | None = None
     notifyStatus: bool | None = None
+    checks: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="CEL assertions on the live lookup, after apply and in drift "
+        "(e.g. numEntries >= 1000); added to its Domain's checks.",
+    )
 
     def sources(self) -> list[str]:
         """The names of the source blocks that are set (a valid spec has exactly one)."""
@@ -108,6 +113,10 @@ class LookupMetadata(Strict):
     )
     domainSelector: DomainSelector | None = None
     name: str = Field(pattern=NAME_PATTERN)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description='Labels for policies to match (owner, pii, ...); quote values: pii: "true".',
+    )
 
     @model_validator(mode="after")
     def _one_way_to_name_domains(self) -> LookupMetadata:
@@ -191,6 +200,11 @@ class DomainSpec(Strict):
         ge=0,
         description="Apply order: waves ascending; a wave with a failure stops the waves after it.",
     )
+    checks: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="CEL assertions every lookup of this domain must pass on the live service "
+        "(after apply, in drift, in reconciler check).",
+    )
     references: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         description="Globs of files whose LINQ uses this domain's lookups (alerts, saved "
@@ -240,11 +254,58 @@ class OverlayDocument(Strict):
         return f"{self.metadata.domain}/{self.metadata.name}"
 
 
-Document = LookupDocument | DomainDocument | OverlayDocument
+Enforcement = Literal["advisory", "soft-mandatory", "mandatory"]
+
+
+class PolicyMatch(Strict):
+    """Which planned changes a Policy's rules see: every listed condition must hold (globs for
+    domains and names, source kinds, labels the lookup must carry with these values)."""
+
+    domains: list[str] = Field(default_factory=lambda: ["*"])
+    names: list[str] = Field(default_factory=lambda: ["*"])
+    kinds: list[str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PolicyRule(Strict):
+    """One rule: a CEL expression that must be true of the change, what to say when it is not,
+    and how hard it holds (``advisory``: a warning; ``soft-mandatory``: an error unless
+    ``--override-policy``; ``mandatory``: an error)."""
+
+    expr: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    enforcement: Enforcement = "mandatory"
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class PolicySpec(Strict):
+    """A Policy's ``match`` and ``rules``."""
+
+    match: PolicyMatch = Field(default_factory=PolicyMatch)
+    rules: list[PolicyRule] = Field(min_length=1)
+
+
+class PolicyMetadata(Strict):
+    """The Policy's name (what ``--override-policy`` names)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+class PolicyDocument(Strict):
+    """A ``kind: Policy`` document: rules every plan must pass."""
+
+    apiVersion: Literal["reconciler/v1"]
+    kind: Literal["Policy"]
+    metadata: PolicyMetadata
+    spec: PolicySpec
+
+
+Document = LookupDocument | DomainDocument | OverlayDocument | PolicyDocument
 DOCUMENT_MODELS: dict[str, type[Document]] = {
     "Lookup": LookupDocument,
     "Domain": DomainDocument,
     "Overlay": OverlayDocument,
+    "Policy": PolicyDocument,
 }
 
 
@@ -257,6 +318,7 @@ def json_schema() -> dict[str, Any]:
             (LookupDocument, "validation"),
             (DomainDocument, "validation"),
             (OverlayDocument, "validation"),
+            (PolicyDocument, "validation"),
         ],
         ref_template="#/$defs/{model}",
     )
@@ -268,6 +330,7 @@ def json_schema() -> dict[str, Any]:
             {"$ref": "#/$defs/LookupDocument"},
             {"$ref": "#/$defs/DomainDocument"},
             {"$ref": "#/$defs/OverlayDocument"},
+            {"$ref": "#/$defs/PolicyDocument"},
         ],
         "$defs": defs["$defs"],
     }
@@ -278,6 +341,7 @@ __all__ = [
     "DomainAuth",
     "DomainSelector",
     "OverlayDocument",
+    "PolicyDocument",
     "SECRET_FIELDS",
     "SOURCE_KINDS",
     "Column",

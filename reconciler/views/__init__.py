@@ -3,7 +3,7 @@
 ``text`` (people), ``json`` (tools), ``markdown`` (pull-request comments), ``html`` (one
 self-contained page with the lookup × domain grid) and ``mermaid`` (the reference graph) each
 define a function per view they offer: ``plan``, ``apply``, ``jobs``, ``history``, ``validate``,
-``state``, ``refs``. ``OFFERS`` says which views each
+``state``, ``refs``, ``checks``. ``OFFERS`` says which views each
 format offers (a test checks it against the modules), so building ``--help`` imports no format
 module; ``renderer`` imports the one asked for when something is rendered. A new format is one
 new module here, one entry in ``OFFERS`` and one branch in ``_module``. ``progress`` is apart: it
@@ -19,7 +19,7 @@ from typing import Any
 from reconciler.errors import SettingsError
 
 #: Every view a command shows.
-VIEWS = ("plan", "apply", "jobs", "history", "validate", "state", "refs")
+VIEWS = ("plan", "apply", "jobs", "history", "validate", "state", "refs", "checks")
 #: Each format and the views it offers, in the order ``--format`` lists them.
 OFFERS: dict[str, frozenset[str]] = {
     "text": frozenset(VIEWS),

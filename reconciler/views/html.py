@@ -72,6 +72,16 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
                 out.append(f"{opening}{escape(cell.word)}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
+    if plan.violations:
+        out.append('<ul class="violations">')
+        for v in plan.violations:
+            level = v.enforcement + (", overridden" if v.overridden else "")
+            out.append(
+                f'<li class="{"blocking" if v.blocking else "advisory"}">'
+                f"{escape(v.address)}: {escape(v.policy)} / {escape(v.rule)} "
+                f"[{escape(level)}]: {escape(v.message)}</li>"
+            )
+        out.append("</ul>")
     if plan.warnings:
         out.append('<ul class="warnings">')
         out += [f"<li>{escape(w)}</li>" for w in plan.warnings]

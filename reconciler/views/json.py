@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from reconciler.apply.outcome import INTERRUPTED, Outcome, summarize
-from reconciler.plan.model import Plan
+from reconciler.plan.model import CheckResult, Plan
 from reconciler.spec.loader import LoadResult
 from reconciler.spec.references import RefsReport, Use
 from reconciler.state import LockInfo, State
@@ -63,6 +63,7 @@ def validate(result: LoadResult) -> str:
             "files": len(result.files),
             "lookups": len(result.lookups),
             "domains": len(result.domains),
+            "policies": len(result.policies),
             "diagnostics": [
                 {
                     "path": d.path,
@@ -125,6 +126,17 @@ def refs(report: RefsReport) -> str:
                 {"from": user, "to": used, "column": column}
                 for user, used, column in report.edges()
             ],
+        },
+        indent=2,
+    )
+
+
+def checks(results: Sequence[CheckResult]) -> str:
+    """``reconciler check``: every check's result, and whether all passed."""
+    return json.dumps(
+        {
+            "passed": all(r.passed for r in results),
+            "checks": [r.model_dump(mode="json") for r in results],
         },
         indent=2,
     )

@@ -69,6 +69,23 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
     if plan.unmanaged:
         out.append("**Unmanaged:** " + ", ".join(_code(a) for a in plan.unmanaged))
         out.append("")
+    if plan.violations:
+        out.append("**Policy violations**")
+        out.append("")
+        out.append("| | lookup | policy | rule | level | message |")
+        out.append("|---|---|---|---|---|---|")
+        for v in plan.violations:
+            level = v.enforcement + (", overridden" if v.overridden else "")
+            out.append(
+                f"| {'❌' if v.blocking else '⚠️'} | {_code(v.address)} | {_escape(v.policy)} | "
+                f"{_escape(v.rule)} | {level} | {_escape(v.message)} |"
+            )
+        out.append("")
+    if plan.failed_checks:
+        out.append("**Failed checks**")
+        out.append("")
+        out.extend(f"- ❌ {_code(c.address)}: {_escape(c.describe())}" for c in plan.failed_checks)
+        out.append("")
     for warning in plan.warnings:
         out.append(f"> ⚠️ {_escape(warning)}")
     return "\n".join(out).rstrip() + "\n"

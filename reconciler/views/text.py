@@ -17,7 +17,7 @@ from rich.text import Text
 from reconciler.apply.outcome import NOT_ATTEMPTED, Outcome, summarize
 from reconciler.canonical import render_value
 from reconciler.errors import printable
-from reconciler.plan.model import Action, Change, Plan
+from reconciler.plan.model import Action, Change, CheckResult, Plan
 from reconciler.spec.loader import LoadResult
 from reconciler.spec.references import RefsReport
 from reconciler.state import LockInfo, State
@@ -71,9 +71,10 @@ def drift_line(plan: Plan) -> str:
     if plan.in_sync:
         note = f" {len(plan.kept)} unmanaged lookup(s) kept by keep globs (not drift)."
         return "In sync." + (note if plan.kept else "") + _unverified_note(plan)
+    failed = f", {len(plan.failed_checks)} check(s) failed" if plan.failed_checks else ""
     return (
         f"Drift: {len(plan.actionable)} lookup(s) differ, "
-        f"{len(plan.drifted_unmanaged)} unmanaged.{kept}" + _unverified_note(plan)
+        f"{len(plan.drifted_unmanaged)} unmanaged{failed}.{kept}" + _unverified_note(plan)
     )
 
 
@@ -211,12 +212,40 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
         out.extend(f"  hint: {hint}" for hint in plan.hints)
         out.append("")
     out.extend(grid_lines(plan, drift=drift))
+    out.extend(paint(line, style) for line, style in violation_lines(plan))
+    out.extend(paint(line, "red") for line in check_lines(plan))
     for warning in plan.warnings:
         out.append(paint(f"Warning: {warning}", "yellow"))
     if plan.warnings:
         out.append("")
     out.append(drift_line(plan) if drift else summary_line(plan))
     return "\n".join(out)
+
+
+def violation_lines(plan: Plan) -> list[tuple[str, str]]:
+    """The policy violations, one block each (with the style of its level), then a blank line."""
+    if not plan.violations:
+        return []
+    out = [("Policy violations:", "")]
+    for v in plan.violations:
+        level = v.enforcement + (", overridden" if v.overridden else "")
+        mark, style = ("✗", "red") if v.blocking else ("!", "yellow")
+        out.append((f"  {mark} {v.address}: {v.policy} / {v.rule} [{level}]: {v.message}", style))
+        detail = f"      {v.expr}" + (f"  ({v.where})" if v.where else "")
+        out.append((detail, ""))
+        if v.error:
+            out.append((f"      could not be evaluated: {v.error}", ""))
+    out.append(("", ""))
+    return out
+
+
+def check_lines(plan: Plan) -> list[str]:
+    """The checks live lookups fail, one line each, then a blank line."""
+    if not plan.failed_checks:
+        return []
+    out = ["Failed checks:"]
+    out += [f"  ✗ {c.address}: {c.describe()}  ({c.where})" for c in plan.failed_checks]
+    return [*out, ""]
 
 
 def completion_line(outcomes: list[Outcome]) -> str:
@@ -294,8 +323,9 @@ def history(page: dict[str, Any], offset: int) -> str:
 
 def validate(result: LoadResult) -> str:
     """The line that says how much was valid (diagnostics go to stderr, one per line)."""
+    policies = f", {len(result.policies)} polic(ies)" if result.policies else ""
     return (
-        f"✓ {len(result.lookups)} lookup(s) and {len(result.domains)} domain(s) valid "
+        f"✓ {len(result.lookups)} lookup(s) and {len(result.domains)} domain(s){policies} valid "
         f"in {len(result.files)} file(s)."
     )
 
@@ -352,4 +382,17 @@ def refs(report: RefsReport) -> str:
         out.extend(f"  {use.where}: {use.snippet}" for use in report.unresolved)
     if not out:
         out.append("No lookup matches.")
+    return printable("\n".join(out))
+
+
+def checks(results: Sequence[CheckResult]) -> str:
+    """``reconciler check``: each check with ✓ or ✗, then how many failed."""
+    out = []
+    for r in results:
+        if r.passed:
+            out.append(f"  ✓ {r.address}: {r.expr}")
+        else:
+            out.append(f"  ✗ {r.address}: {r.describe()}  ({r.where})")
+    failed = sum(1 for r in results if not r.passed)
+    out.append(f"{len(results)} check(s), {failed} failed." if results else "No checks to run.")
     return printable("\n".join(out))
