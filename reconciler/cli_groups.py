@@ -29,7 +29,7 @@ def secret_source(source: str, what: str) -> str:
         try:
             return Path(ref).read_text().strip()
         except OSError as exc:
-            raise SettingsError(f"{what}: cannot read {ref}: {exc.strerror}") from None
+            raise SettingsError(f"{what}: cannot read {ref}: {exc.strerror}") from exc
     raise SettingsError(
         f"{what} must be env:NAME or file:PATH",
         hint="secrets are never accepted as plain command-line values (they leak into process lists)",

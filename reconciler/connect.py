@@ -42,7 +42,7 @@ def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
     except (ValueError, TypeError) as exc:
         raise SettingsError(
             f"RECONCILER_EMULATOR_CONFIG is not a JSON object of emulator knobs: {exc}"
-        ) from None
+        ) from exc
     db = emulator_db()
     try:
         app = create_app(config, db=db)
@@ -51,5 +51,5 @@ def embedded_transport(settings: Settings) -> httpx.AsyncBaseTransport:
             f"cannot open the embedded emulator's database {db}: {exc}",
             hint=f"{db.parent}/ must be a folder this user can read and write "
             "(or point RECONCILER_EMULATOR_DB elsewhere)",
-        ) from None
+        ) from exc
     return httpx.ASGITransport(app=app)

@@ -228,7 +228,7 @@ async def preflight(reader: LookupReader, plan: Plan) -> None:
                 "nothing was sent to any domain",
                 hint=f"check the credential and endpoint of {domain} (its Domain's auth, or the "
                 "run's DEVO_TOKEN / DEVO_API_KEY)",
-            ) from None
+            ) from exc
 
     await asyncio.gather(*(one(d) for d in domains))
 

@@ -360,7 +360,7 @@ def _credentials(
         try:
             text = token_file.read_text().strip()
         except OSError as exc:
-            raise SettingsError(f"cannot read token file {token_file}: {exc.strerror}") from None
+            raise SettingsError(f"cannot read token file {token_file}: {exc.strerror}") from exc
         if not text:
             raise SettingsError(f"token file {token_file} is empty")
         source = f"--token-file {token_file}"

@@ -198,7 +198,7 @@ class LocalBackend:
         except NotADirectoryError:
             return None
         except OSError as exc:
-            raise _io_error(self._path(key), exc) from None
+            raise _io_error(self._path(key), exc) from exc
         return Stored(data, hashlib.sha256(data).hexdigest())
 
     @contextlib.contextmanager
@@ -236,7 +236,7 @@ class LocalBackend:
         except (AlreadyExists, Precondition):
             raise
         except OSError as exc:
-            raise _io_error(path, exc) from None
+            raise _io_error(path, exc) from exc
         return hashlib.sha256(data).hexdigest()
 
     def append(self, key: str, run: str, seq: int, data: bytes) -> None:
@@ -250,7 +250,7 @@ class LocalBackend:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _io_error(folder / run, exc) from None
+            raise _io_error(folder / run, exc) from exc
 
     def log_runs(self, key: str) -> list[str]:
         folder = self._path(f"{key}.log")
@@ -259,7 +259,7 @@ class LocalBackend:
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            raise _io_error(folder, exc) from None
+            raise _io_error(folder, exc) from exc
 
     def log_entries(self, key: str) -> list[tuple[str, str, bytes]]:
         entries: list[tuple[str, str, bytes]] = []
@@ -270,7 +270,7 @@ class LocalBackend:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise _io_error(path, exc) from None
+                raise _io_error(path, exc) from exc
             entries.extend(
                 (run, f"{run}:{i}", line) for i, line in enumerate(lines) if line.strip()
             )
@@ -293,13 +293,13 @@ class LocalBackend:
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
-            raise _io_error(folder, exc) from None
+            raise _io_error(folder, exc) from exc
 
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
-            raise _io_error(self._path(key), exc) from None
+            raise _io_error(self._path(key), exc) from exc
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -74,7 +74,7 @@ def keyring_from(env: Mapping[str, str] | None = None) -> Keyring | None:
         try:
             text = path.read_text()
         except OSError as exc:
-            raise SettingsError(f"cannot read {source}: {exc.strerror}") from None
+            raise SettingsError(f"cannot read {source}: {exc.strerror}") from exc
     if not text.strip():
         return None
     current = StateKey.parse(text, source)

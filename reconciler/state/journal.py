@@ -125,7 +125,7 @@ class Journal:
             raise StateError(
                 f"cannot write the journal {self.path}: {exc.strerror or exc}",
                 hint=f"{self.path.parent}/ must be a folder this user can write",
-            ) from None
+            ) from exc
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry, oldest first. Lines that are not entries (a torn last line after a crash,
@@ -146,7 +146,7 @@ class Journal:
                     else:
                         yield entry
         except OSError as exc:
-            raise StateError(f"cannot read journal {self.path}: {exc.strerror}") from None
+            raise StateError(f"cannot read journal {self.path}: {exc.strerror}") from exc
 
 
 def _entry(line: str) -> JournalEntry | None:

@@ -273,7 +273,7 @@ def _apply(
         raise StateError(
             f"state {where}: a logged record of {address} is malformed: {exc}",
             hint="remove that log entry; the next plan then compares the lookup with live state",
-        ) from None
+        ) from exc
 
 
 def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
@@ -281,7 +281,7 @@ def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StateError(f"state file {location} is unreadable: {exc}", hint=restore) from None
+        raise StateError(f"state file {location} is unreadable: {exc}", hint=restore) from exc
     except RecursionError:  # nesting no state has: a hostile or broken file
         raise StateError(
             f"state file {location} is unreadable: nested too deeply", hint=restore
@@ -303,7 +303,7 @@ def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
                 f"state file {location}: the record of {address} is malformed: {exc}",
                 hint=f"restore the file from backup, or remove the {address!r} entry: the next "
                 "plan then compares that lookup with live state only",
-            ) from None
+            ) from exc
     return lookups
 
 
