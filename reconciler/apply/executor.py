@@ -364,6 +364,7 @@ class Executor:
                 policy=self.options.poll,
                 on_status=lambda status: self.console.job_status(change, status),
                 deleting=change.action is Action.DELETE,
+                kind="delete" if change.action is Action.DELETE else change.endpoint,
             )
         )
         stopper = asyncio.create_task(self.stopping.wait())

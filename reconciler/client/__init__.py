@@ -8,20 +8,16 @@ them from resolved ``Settings`` (the embedded emulator in-process when no endpoi
 from __future__ import annotations
 
 from reconciler.canonical import visibility_of
-from reconciler.client._client import (
-    DeployResult,
-    LookupClient,
-    LookupReader,
-    RetryPolicy,
-)
+from reconciler.client._client import LookupClient, LookupReader
 from reconciler.client._jobs import JobResult, PollPolicy, job_outcome, job_state, wait_for_job
 from reconciler.client._models import (
     CreationResponse,
+    DeployResult,
     FieldInfo,
     JobStatus,
     LookupMeta,
 )
-from reconciler.client._transport import lookup_path
+from reconciler.client._transport import RetryPolicy, lookup_path
 
 __all__ = [
     "CreationResponse",

@@ -16,7 +16,6 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -33,10 +32,11 @@ from reconciler.client._answers import (
     transport_reason,
 )
 from reconciler.client._auth import RequestAuth
-from reconciler.client._jobs import JobResult, PollPolicy, wait_for_job
+from reconciler.client._jobs import JobLatency, JobResult, PollPolicy, wait_for_job
 from reconciler.client._models import (
     CreationResponse,
     DeletionResponse,
+    DeployResult,
     JobIds,
     JobStatus,
     JobStatuses,
@@ -44,7 +44,13 @@ from reconciler.client._models import (
     LookupMeta,
     LookupOne,
 )
-from reconciler.client._transport import Router, WithoutBom, endpoint_transport, lookup_path
+from reconciler.client._transport import (
+    RetryPolicy,
+    Router,
+    WithoutBom,
+    endpoint_transport,
+    lookup_path,
+)
 from reconciler.errors import (
     ApiError,
     AuthError,
@@ -70,30 +76,6 @@ PAGE_SIZE = 1000
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter inside a total time budget: the whole life of one
-    request, its retries and the waits between them (``--timeout``, default 60 s)."""
-
-    budget: float = 60.0
-    base: float = 0.2
-    cap: float = 10.0
-    max_in_flight: int = 16
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(cap, base × 2^attempt)]."""
-        return rng.uniform(0, min(self.cap, self.base * (2**attempt)))
-
-
-@dataclass
-class DeployResult:
-    """What a deploy or delete call started: the job id (None if the server gave none)."""
-
-    job_id: str | None
-    deploy_config: dict[str, Any] | None = None
-    recovered: bool = False  # the answer was lost; the job id was found by reading the lookup
-
-
 class LookupReader:
     """Read-only access to the Lookups API: list, get, jobs. It has no method that writes."""
 
@@ -116,6 +98,7 @@ class LookupReader:
         self._on_retry = on_retry
         self._sleep = sleep or asyncio.sleep
         self._clock = clock
+        self.latency = JobLatency()  # how long jobs took, per kind and domain, in this client
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(self.retry.max_in_flight)
         # Every secret this client knows: its credential, and S3 keys it has sent in a body. Whatever
@@ -495,19 +478,31 @@ class LookupReader:
         policy: PollPolicy | None = None,
         on_status: Callable[[JobStatus], None] | None = None,
         deleting: bool = False,
+        kind: str | None = None,
     ) -> JobResult:
-        """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule)."""
-        return await wait_for_job(
-            self,
-            domain,
-            name,
-            job_id,
-            timeout=timeout,
-            policy=policy,
-            on_status=on_status,
-            sleep=self._sleep,
-            clock=self._clock,
-            deleting=deleting,
+        """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule).
+
+        ``kind`` (the endpoint, or ``delete``): jobs of one kind and domain are alike, so the
+        time the earlier ones of this client took schedules this one's first poll.
+        """
+        return await self.latency.follow(
+            lambda expected, waited, left: wait_for_job(
+                self,
+                domain,
+                name,
+                job_id,
+                timeout=left,
+                policy=policy,
+                on_status=on_status,
+                sleep=self._sleep,
+                clock=self._clock,
+                deleting=deleting,
+                expected=expected,
+                waited=waited,
+            ),
+            f"{kind}@{domain}" if kind else None,
+            timeout,
+            self._clock,
         )
 
 

@@ -18,11 +18,16 @@ job, a 404 after statuses were seen, with the lookup gone too, means the job fai
 lookup with it (a failed create leaves nothing); a 404 before any status is "not visible yet".
 
 ``wait_for_job`` polls with a growing interval (0.25 s, ×1.6, at most 5 s), so a short job costs a
-few polls and a long one no more than one poll every 5 s.
+few polls and a long one no more than one poll every 5 s. When the run has already seen jobs of the
+same kind end (``JobLatency``: the median time to done per endpoint and domain), the first poll is
+made just after that, then the interval grows from a fifth of it: a run of many alike jobs costs
+about one poll per job. Only the schedule learns; the rule above decides, always.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,6 +79,76 @@ class PollPolicy:
     settle: float = 15.0
 
 
+class JobLatency:
+    """How long jobs of each kind (endpoint and domain) took to be done in this run: the median
+    of the last ``window`` (a job that settled at ``create.ok`` or failed does not count)."""
+
+    def __init__(self, window: int = 64) -> None:
+        self.window = window
+        self.seen: dict[str, list[float]] = {}
+        self.leaders: dict[str, asyncio.Event] = {}
+
+    def leader(self, kind: str) -> asyncio.Event | None:
+        """None when the caller is the first job of ``kind`` followed with nothing learned yet
+        (it polls on the default schedule, and calls ``led`` when it ends); else the event the
+        others wait for before their first poll, so a burst of alike jobs costs the polls of one
+        while nobody knows how long they take."""
+        if kind in self.leaders:
+            return self.leaders[kind]
+        self.leaders[kind] = asyncio.Event()
+        return None
+
+    def led(self, kind: str) -> None:
+        """The leading job of ``kind`` ended (well or not): the others go on."""
+        event = self.leaders.get(kind)
+        if event is not None:
+            event.set()
+
+    async def follow(
+        self,
+        wait: Callable[[float | None, float, float], Awaitable[JobResult]],
+        kind: str | None,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> JobResult:
+        """``wait(expected, waited, timeout left)`` for one job of ``kind``, as this run has
+        learned: after the time alike jobs took; the first of a kind leads while the others wait
+        for it (at most a minute); what it took is recorded (not when it settled at create.ok)."""
+        expected = self.expected(kind) if kind else None
+        waited, leading = 0.0, False
+        if kind and expected is None:
+            gate = self.leader(kind)
+            leading = gate is None
+            if gate is not None:
+                began = clock()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(timeout, 60.0)):
+                        await gate.wait()
+                waited = clock() - began
+                expected = self.expected(kind)
+        try:
+            result = await wait(expected, waited, max(0.0, timeout - waited))
+        finally:
+            if leading and kind:
+                self.led(kind)
+        if kind and not result.settled:
+            self.record(kind, result.elapsed + waited)
+        return result
+
+    def record(self, kind: str, seconds: float) -> None:
+        """One job of ``kind`` was done after ``seconds``."""
+        times = self.seen.setdefault(kind, [])
+        times.append(seconds)
+        del times[: -self.window]
+
+    def expected(self, kind: str) -> float | None:
+        """The median time to done of ``kind``, or None before any was seen."""
+        import statistics
+
+        times = self.seen.get(kind)
+        return statistics.median(times) if times else None
+
+
 @dataclass
 class JobResult:
     """How a job ended: its statuses, how many polls it took, and a note when it settled."""
@@ -109,17 +184,23 @@ async def wait_for_job(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     deleting: bool = False,
+    expected: float | None = None,
+    waited: float = 0.0,
 ) -> JobResult:
     """Poll a job until it is over; raise ``JobFailed`` or ``JobTimeout`` when it does not end well.
 
     ``deleting`` says the job is a delete: a 404 for it then means done once the lookup is gone.
+    ``expected``: how long alike jobs took in this run; the first poll waits for about that
+    (less ``waited``, the time already spent waiting since the job was submitted).
     """
-    import asyncio
-
     policy = policy or PollPolicy()
     sleep = sleep or asyncio.sleep
     start = clock()
     delay = policy.initial
+    if expected is not None and expected > policy.initial:
+        # Just after the usual end (a tenth more), then from a fifth of it, growing as usual.
+        await sleep(max(0.0, min(expected * 1.1, timeout, policy.maximum * 4) - waited))
+        delay = max(policy.initial, expected / 5)
     seen: set[tuple[str | None, str, str | None]] = set()
     statuses: list[JobStatus] = []
     settling_since: float | None = None

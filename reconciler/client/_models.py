@@ -7,6 +7,7 @@ string or ``{"type": ...}``, and numbers may arrive as strings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -153,3 +154,12 @@ __all__ = [
     "LookupMeta",
     "LookupOne",
 ]
+
+
+@dataclass
+class DeployResult:
+    """What a deploy or delete call started: the job id (None if the server gave none)."""
+
+    job_id: str | None
+    deploy_config: dict[str, Any] | None = None
+    recovered: bool = False  # the answer was lost; the job id was found by reading the lookup

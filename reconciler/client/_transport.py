@@ -5,7 +5,9 @@ domain's requests to its own endpoint, and the CSV file as it is uploaded."""
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
@@ -136,3 +138,18 @@ class WithoutBom:
 
 
 __all__ = ["Router", "WithoutBom", "domain_of", "endpoint_transport", "lookup_path"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter inside a total time budget: the whole life of one
+    request, its retries and the waits between them (``--timeout``, default 60 s)."""
+
+    budget: float = 60.0
+    base: float = 0.2
+    cap: float = 10.0
+    max_in_flight: int = 16
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base × 2^attempt)]."""
+        return rng.uniform(0, min(self.cap, self.base * (2**attempt)))

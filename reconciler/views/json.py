@@ -30,15 +30,26 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
 
 
 def apply(outcomes: list[Outcome], warnings: Sequence[str] = ()) -> str:
-    """The closing ``summary`` event: counts, every lookup's outcome, and the plan's warnings."""
+    """The closing ``summary`` event: counts, every lookup's outcome (with the job polls it took),
+    polls per followed job, and the plan's warnings."""
+    followed = [o for o in outcomes if o.polls]
     return json.dumps(
         {
             "event": "summary",
             **summarize(outcomes),
             "warnings": list(warnings),
             "interrupted": any(o.status == INTERRUPTED for o in outcomes),
+            "polls_per_job": round(sum(o.polls for o in followed) / len(followed), 2)
+            if followed
+            else None,
             "outcomes": [
-                {"address": o.address, "status": o.status, "job_id": o.job_id, "message": o.message}
+                {
+                    "address": o.address,
+                    "status": o.status,
+                    "job_id": o.job_id,
+                    "message": o.message,
+                    "polls": o.polls,
+                }
                 for o in outcomes
             ],
         }
