@@ -3,6 +3,11 @@
 Its own pass over the bytes (it shares no code with the tool's ``validate``): header, field count,
 cell types, duplicate keys, ``skipPreface`` and ``skipEmptyLines``, a UTF-8 byte-order mark. The
 first problem fails the job with a line number, as Devo's job messages do.
+
+Two ways through: ``_bulk`` reads the upload whole and checks it column by column, chunk by chunk
+(C-level loops: ``map`` over compiled patterns, ``set`` for keys), which is how a 100 MB upload is
+taken in seconds; it gives up at the first doubt (a bad cell, a blank line, a preface, a duplicate),
+and the exact line-by-line pass then runs from the start and names the line.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from reconciler.emulator.values import EXPECTED, cell_ok, key_indexes
+from reconciler.emulator.values import BULK_CHECKS, EXPECTED, cell_ok, key_indexes
 
 
 @dataclass
@@ -65,8 +71,88 @@ def _blank(fields: list[str], width: int) -> bool:
     return not fields or (fields == [""] and width > 1)
 
 
+#: Rows checked at a time by the bulk pass (bounded memory: a chunk's rows and their columns).
+CHUNK = 100_000
+
+
+def _text_rows(data: bytes, source: dict[str, Any], width: int) -> Iterator[list[list[str]]]:
+    """The upload's data rows (header included), in chunks, split on ``\\n`` as the exact pass
+    splits them; raises ``_Doubt`` where only the exact pass can tell."""
+    if b"\x00" in data or source.get("skipPreface"):
+        raise _Doubt
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _Doubt from None
+    parts = text.split("\n")
+    lines = (part + "\n" for part in parts[:-1])
+    reader = csv.reader(itertools.chain(lines, [parts[-1]] if parts[-1] else []))
+    skip_blank = bool(source.get("skipEmptyLines"))
+    while chunk := list(itertools.islice(reader, CHUNK)):
+        if width > 1 and set(map(len, chunk)) == {width}:
+            yield chunk  # no blank line (one has no field, or one empty field)
+            continue
+        rows = [r for r in chunk if not _blank(r, width)]
+        if len(rows) != len(chunk) and not skip_blank:
+            raise _Doubt
+        yield rows
+
+
+class _Doubt(Exception):
+    """The bulk pass cannot vouch for the upload: the exact pass decides."""
+
+
+def _bulk(data: bytes, config: dict[str, Any]) -> Ingested:
+    """The whole upload checked column by column; raises ``_Doubt`` at the first problem."""
+    source = config["recipe"]["source"]
+    columns = [(c["name"], str(c["type"]).upper()) for c in source["columns"]]
+    names = [name for name, _ in columns]
+    keys = key_indexes(names, config["recipe"].get("key") or {"type": "first-column"})
+    header = bool(source.get("hasHeader"))
+    seen: set[Any] = set()
+    rows = 0
+    for chunk in _text_rows(data, source, len(columns)):
+        if header and chunk:
+            if [f.strip() for f in chunk[0]] != names:
+                raise _Doubt
+            chunk, header = chunk[1:], False
+        if any(len(r) != len(columns) for r in chunk):
+            raise _Doubt
+        cells = list(zip(*chunk, strict=True)) if chunk else [() for _ in columns]
+        for (_, kind), column in zip(columns, cells, strict=True):
+            check = BULK_CHECKS.get(kind)
+            if check is not None and not check(column):
+                raise _Doubt
+            if check is None and not all(cell_ok(kind, cell) for cell in column):
+                raise _Doubt
+        if keys:
+            found = (
+                cells[keys[0]]
+                if len(keys) == 1
+                else list(zip(*(cells[i] for i in keys), strict=True))
+            )
+            before = len(seen)
+            seen.update(found)
+            if len(seen) != before + len(found):
+                raise _Doubt
+        rows += len(chunk)
+    if header:
+        raise _Doubt  # empty, with a header expected: the exact pass says so
+    return Ingested(rows=rows, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
 def ingest(stream: BinaryIO, config: dict[str, Any]) -> Ingested:
-    """Check an upload against its recipe, reading it once from the start."""
+    """Check an upload against its recipe: in bulk, or (at the first doubt) line by line."""
+    start = stream.tell()
+    try:
+        return _bulk(stream.read(), config)
+    except _Doubt:
+        stream.seek(start)
+        return _exact(stream, config)
+
+
+def _exact(stream: BinaryIO, config: dict[str, Any]) -> Ingested:
+    """Check an upload against its recipe line by line, reading it once from the start."""
     recipe = config["recipe"]
     source = recipe["source"]
     columns = [(c["name"], c["type"]) for c in source["columns"]]
@@ -117,11 +203,19 @@ def ingest(stream: BinaryIO, config: dict[str, Any]) -> Ingested:
 
 
 def read_rows(stream: BinaryIO, config: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """An upload's data rows as (key, row) pairs, streamed (after ``ingest`` found no problem)."""
+    """An upload's data rows as (key, row) pairs, streamed (after ``ingest`` found no problem).
+
+    Line by line: measured, the bulk parse is no faster here (the rows are built either way)."""
     recipe = config["recipe"]
     source = recipe["source"]
     names = [c["name"] for c in source["columns"]]
     keys = key_indexes(names, recipe.get("key") or {"type": "first-column"})
+    return _exact_rows(stream, source, names, keys)
+
+
+def _exact_rows(
+    stream: BinaryIO, source: dict[str, Any], names: list[str], keys: list[int]
+) -> Iterator[tuple[str, str]]:
     header = bool(source.get("hasHeader"))
     for _, fields in _records(source, stream, hashlib.sha256(), [0]):
         if _blank(fields, len(names)):

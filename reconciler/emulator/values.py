@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,6 +115,37 @@ _CHECKS = {
     "IP6": _ip6,
     "TIMESTAMP": _timestamp,
     "DURATION": _duration,
+}
+
+
+def _all_match(pattern: re.Pattern[str]) -> Callable[[Sequence[str]], bool]:
+    """True when every cell, stripped, matches ``pattern`` (an empty cell is a null, but this
+    fast check leaves it to the exact one: ``False``)."""
+    return lambda cells: all(map(pattern.fullmatch, map(str.strip, cells)))
+
+
+def _all_integers(bits: int) -> Callable[[Sequence[str]], bool]:
+    def check(cells: Sequence[str]) -> bool:
+        stripped = list(map(str.strip, cells))
+        if not all(map(_INTEGER.fullmatch, stripped)):
+            return False
+        values = list(map(int, stripped))
+        return not values or (-(2 ** (bits - 1)) <= min(values) and max(values) < 2 ** (bits - 1))
+
+    return check
+
+
+#: Whole-column checks for the upload's bulk pass: True only when every cell passes ``cell_ok``
+#: (a False sends the upload to the exact pass, which names the line). Types not here are checked
+#: cell by cell.
+BULK_CHECKS: dict[str, Callable[[Sequence[str]], bool]] = {
+    "STRING": lambda cells: True,
+    "INT4": _all_integers(32),
+    "INT8": _all_integers(64),
+    "FLOAT4": _all_match(_NUMBER),
+    "FLOAT8": _all_match(_NUMBER),
+    "IP4": _all_match(_IP4),
+    "BOOLEAN": lambda cells: {c.strip().lower() for c in cells} <= {"true", "false", "1", "0"},
 }
 
 
