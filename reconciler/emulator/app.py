@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from reconciler.emulator.core import DEPLOY_ENDPOINTS, PREFIX, Emulator, Stats, 
 from reconciler.emulator.derive import BodyError, derive
 from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.ingest import ingest, read_rows
-from reconciler.emulator.store import Conflict, LookupRow, Missing, Store
-from reconciler.emulator.values import lookups_read
+from reconciler.emulator.store import Conflict, LookupRow, Missing, Rows, Store, Upload
+from reconciler.emulator.values import key_indexes, lookups_read
 
 # --- routes -----------------------------------------------------------------------------------
 
@@ -201,10 +200,16 @@ def _scan_upload(upload: Any, config: dict[str, Any]) -> tuple[dict[str, Any], s
     return data, f"Error creating lookup: {result.problem}"
 
 
-def _read_rows(upload: Any, config: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """An upload's data rows as (key, row) pairs, streamed: the store inserts them as they are
-    read, so a big upload is never whole in memory."""
+def _read_rows(upload: Any, config: dict[str, Any], count: int) -> Rows:
+    """An upload's data rows for the store: the whole upload (its rows are parsed only if a row
+    protocol upload or the rows call needs them), or, when its rows have no key (so the store's
+    count may differ from the file's) or it is huge, the (key, row) pairs streamed."""
     upload.file.seek(0)
+    recipe = config["recipe"]
+    names = [c["name"] for c in recipe["source"].get("columns") or []]
+    keyed = bool(key_indexes(names, recipe.get("key") or {"type": "first-column"}))
+    if keyed and upload.size is not None and upload.size < 256 * 1024 * 1024:
+        return Upload(upload.file.read(), config, count)
     return read_rows(upload.file, config)
 
 
@@ -265,7 +270,7 @@ async def deploy(request: Request) -> Response:
     if upload is not None:
         data, failure = await run_in_threadpool(_scan_upload, upload, config)
         if failure is None:
-            rows = _read_rows(upload, config)
+            rows = _read_rows(upload, config, data["rows"])
     if failure is None:
         failure = await stored(emu, _missing_reads, emu, domain, config)
     mode = _row_mode(creating, None if creating else emu.store.get(domain, name), config)

@@ -16,6 +16,7 @@ import codecs
 import csv
 import hashlib
 import itertools
+import operator
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,9 +76,9 @@ def _blank(fields: list[str], width: int) -> bool:
 CHUNK = 100_000
 
 
-def _text_rows(data: bytes, source: dict[str, Any], width: int) -> Iterator[list[list[str]]]:
-    """The upload's data rows (header included), in chunks, split on ``\\n`` as the exact pass
-    splits them; raises ``_Doubt`` where only the exact pass can tell."""
+def _column_chunks(data: bytes, source: dict[str, Any], width: int) -> Iterator[list[list[str]]]:
+    """The upload's records (header included) as columns, chunk by chunk: split on ``\\n`` as the
+    exact pass splits them. Raises ``_Doubt`` where only the exact pass can tell."""
     if b"\x00" in data or source.get("skipPreface"):
         raise _Doubt
     try:
@@ -85,17 +86,38 @@ def _text_rows(data: bytes, source: dict[str, Any], width: int) -> Iterator[list
     except UnicodeDecodeError:
         raise _Doubt from None
     parts = text.split("\n")
-    lines = (part + "\n" for part in parts[:-1])
-    reader = csv.reader(itertools.chain(lines, [parts[-1]] if parts[-1] else []))
+    if parts[-1] == "":
+        parts.pop()
     skip_blank = bool(source.get("skipEmptyLines"))
-    while chunk := list(itertools.islice(reader, CHUNK)):
-        if width > 1 and set(map(len, chunk)) == {width}:
-            yield chunk  # no blank line (one has no field, or one empty field)
-            continue
-        rows = [r for r in chunk if not _blank(r, width)]
-        if len(rows) != len(chunk) and not skip_blank:
-            raise _Doubt
-        yield rows
+    if '"' in text or "\r" in text:  # quoting (a record may span lines): the csv module reads
+        reader = csv.reader(part + "\n" for part in parts)
+        while chunk := list(itertools.islice(reader, CHUNK)):
+            yield _as_columns(chunk, width, skip_blank)
+        return
+    # No quoting and no CR: a record is a line and a field what lies between commas. A chunk of
+    # lines that all have width - 1 commas (and, for one column, no empty line) is split at once.
+    for start in range(0, len(parts), CHUNK):
+        lines = parts[start : start + CHUNK]
+        if set(map(_commas, lines)) == {width - 1} and (width > 1 or "" not in lines):
+            flat = ",".join(lines).split(",")
+            yield [flat[i::width] for i in range(width)]
+        else:
+            yield _as_columns(
+                [line.split(",") if line else [] for line in lines], width, skip_blank
+            )
+
+
+def _commas(line: str) -> int:
+    return line.count(",")
+
+
+def _as_columns(rows: list[list[str]], width: int, skip_blank: bool) -> list[list[str]]:
+    """Records as columns: a blank one is dropped with ``skipEmptyLines``, else (as one of
+    another width) a doubt."""
+    kept = [r for r in rows if not _blank(r, width)]
+    if len(kept) != len(rows) and not skip_blank or set(map(len, kept)) - {width}:
+        raise _Doubt
+    return [list(map(operator.itemgetter(i), kept)) for i in range(width)]
 
 
 class _Doubt(Exception):
@@ -111,14 +133,11 @@ def _bulk(data: bytes, config: dict[str, Any]) -> Ingested:
     header = bool(source.get("hasHeader"))
     seen: set[Any] = set()
     rows = 0
-    for chunk in _text_rows(data, source, len(columns)):
-        if header and chunk:
-            if [f.strip() for f in chunk[0]] != names:
+    for cells in _column_chunks(data, source, len(columns)):
+        if header and cells[0]:
+            if [column[0].strip() for column in cells] != names:
                 raise _Doubt
-            chunk, header = chunk[1:], False
-        if any(len(r) != len(columns) for r in chunk):
-            raise _Doubt
-        cells = list(zip(*chunk, strict=True)) if chunk else [() for _ in columns]
+            cells, header = [column[1:] for column in cells], False
         for (_, kind), column in zip(columns, cells, strict=True):
             check = BULK_CHECKS.get(kind)
             if check is not None and not check(column):
@@ -135,7 +154,7 @@ def _bulk(data: bytes, config: dict[str, Any]) -> Ingested:
             seen.update(found)
             if len(seen) != before + len(found):
                 raise _Doubt
-        rows += len(chunk)
+        rows += len(cells[0])
     if header:
         raise _Doubt  # empty, with a header expected: the exact pass says so
     return Ingested(rows=rows, size=len(data), sha256=hashlib.sha256(data).hexdigest())

@@ -11,12 +11,13 @@ several processes (an apply and a plan, or uvicorn workers) never corrupt the fi
 from __future__ import annotations
 
 import functools
+import io
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,13 +43,36 @@ CREATE TABLE IF NOT EXISTS rows (
     domain TEXT NOT NULL, name TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (domain, name, key)
 );
+CREATE TABLE IF NOT EXISTS pending (
+    domain TEXT NOT NULL, name TEXT NOT NULL, csv BLOB NOT NULL, config TEXT NOT NULL,
+    PRIMARY KEY (domain, name)
+);
 """
 
 #: How an uploaded CSV's rows meet the stored ones (Devo's row protocol on ``deploy-csv``):
 #: ``replace`` (no ``append``), ``add`` (``append`` with ``contribution: add``: upsert by key),
 #: ``del`` (``append`` with ``contribution: del``: the uploaded keys are removed).
 RowMode = str
-Rows = Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A checked upload kept whole: its rows go into the ``rows`` table only when something
+    needs them one by one (a row-protocol upload after it, the rows control call), so a full
+    upload of 100 MB costs one blob write, not millions of row inserts."""
+
+    data: bytes
+    config: dict[str, Any]
+    rows: int  # data rows, keys distinct (ingest refuses duplicates)
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """(key, row) of each data row."""
+        from reconciler.emulator.ingest import read_rows
+
+        return read_rows(io.BytesIO(self.data), self.config)
+
+
+Rows = Iterable[tuple[str, str]] | Upload
 
 Schedule = list[tuple[float, str, str]]
 
@@ -317,10 +341,20 @@ class Store:
 
     # --- rows -------------------------------------------------------------------------------
 
-    @staticmethod
+    @classmethod
     def _apply_rows(
-        db: sqlite3.Connection, domain: str, name: str, rows: Rows, mode: RowMode
+        cls, db: sqlite3.Connection, domain: str, name: str, rows: Rows, mode: RowMode
     ) -> int:
+        if isinstance(rows, Upload) and mode == "replace":
+            db.execute("DELETE FROM rows WHERE domain = ? AND name = ?", (domain, name))
+            db.execute(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+                (domain, name, rows.data, json.dumps(rows.config)),
+            )
+            return rows.rows
+        cls._materialize(db, domain, name)
+        if isinstance(rows, Upload):
+            rows = rows.pairs()
         if mode == "replace":
             db.execute("DELETE FROM rows WHERE domain = ? AND name = ?", (domain, name))
         if mode == "del":
@@ -338,6 +372,21 @@ class Store:
         ).fetchone()
         return int(found[0])
 
+    @staticmethod
+    def _materialize(db: sqlite3.Connection, domain: str, name: str) -> None:
+        """The rows of a lookup's whole upload, if one is pending, into the ``rows`` table."""
+        found = db.execute(
+            "SELECT csv, config FROM pending WHERE domain = ? AND name = ?", (domain, name)
+        ).fetchone()
+        if found is None:
+            return
+        db.execute("DELETE FROM pending WHERE domain = ? AND name = ?", (domain, name))
+        upload = Upload(found[0], json.loads(found[1]), 0)
+        db.executemany(
+            "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+            ((domain, name, key, row) for key, row in upload.pairs()),
+        )
+
     def drop_rows(self, domain: str, name: str, keep: int = 0) -> int:
         """Out of band (someone else's hand, for tests): keep only the first ``keep`` rows by key;
         the lookup's ``numEntries`` follows. Returns the rows left."""
@@ -348,6 +397,7 @@ class Store:
             ).fetchone()
             if found is None:
                 raise Missing()
+            self._materialize(db, domain, name)
             db.execute(
                 "DELETE FROM rows WHERE domain = ? AND name = ? AND key NOT IN (SELECT key FROM "
                 "rows WHERE domain = ? AND name = ? ORDER BY key LIMIT ?)",
@@ -371,6 +421,7 @@ class Store:
 
     def rows_of(self, domain: str, name: str) -> list[str]:
         """A lookup's rows (as CSV lines), in key order."""
+        self._write(lambda db: self._materialize(db, domain, name))
         with self._lock:
             found = self._db.execute(
                 "SELECT row FROM rows WHERE domain = ? AND name = ? ORDER BY key", (domain, name)
