@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from reconciler.browse import run_import, run_jobs
 from reconciler.desired import expand
@@ -16,8 +14,6 @@ from reconciler.emulator import EmulatorConfig
 from reconciler.errors import JobFailed, SettingsError
 from reconciler.spec import validate_paths
 from reconciler.spec.model import SOURCE_KINDS, LookupDocument
-from reconciler.state.journal import HistoryQuery, Journal, JournalEntry, query
-from reconciler.timeframe import parse_time
 from tests.planning import KINDS, Project, lookup_doc
 
 pytestmark = pytest.mark.anyio
@@ -179,136 +175,6 @@ async def test_jobs_rejects_a_bad_address(tmp_path: Path) -> None:
         await run_jobs(project.settings, "no-slash", transport=project.transport())
 
 
-# --- time frames -------------------------------------------------------------------------------
-
-NOW = datetime(2026, 11, 24, 15, 37, 42, 123000, tzinfo=UTC)  # a Tuesday
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1767225600000", 1767225600000),
-        ("2026-01-01T00:00:00Z", 1767225600000),
-        ("2026-01-01T00:00:00", 1767225600000),
-        ("2026-01-01 00:00:00", 1767225600000),
-        ("2026-01-01T01:00:00+01:00", 1767225600000),
-        ("2026-01-01", 1767225600000),
-        ("now", ms(NOW)),
-        ("now-30m", ms(NOW - timedelta(minutes=30))),
-        ("now-2h", ms(NOW - timedelta(hours=2))),
-        ("now-1d", ms(NOW - timedelta(days=1))),
-        ("now-1w", ms(NOW - timedelta(weeks=1))),
-        ("now-1M", ms(NOW.replace(month=10))),
-        ("now-1y", ms(NOW.replace(year=2025))),
-        ("now-2h/h", ms(datetime(2026, 11, 24, 13, 0, tzinfo=UTC))),
-        ("now-1d/d", ms(datetime(2026, 11, 23, tzinfo=UTC))),
-        ("now/w", ms(datetime(2026, 11, 23, tzinfo=UTC))),  # Monday
-        ("now-1M/M", ms(datetime(2026, 10, 1, tzinfo=UTC))),
-        ("now/y", ms(datetime(2026, 1, 1, tzinfo=UTC))),
-        ("now-5m/m", ms(datetime(2026, 11, 24, 15, 32, tzinfo=UTC))),
-        ("now+1d", ms(NOW + timedelta(days=1))),
-    ],
-)
-def test_time_formats(text: str, expected: int) -> None:
-    assert parse_time(text, now=NOW) == expected
-
-
-@pytest.mark.parametrize("text", ["yesterday", "now-1", "now-1q", "now--1d", "2026-13-01", ""])
-def test_bad_times(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a time"):
-        parse_time(text, now=NOW)
-
-
-def test_month_arithmetic_clamps_the_day() -> None:
-    march_31 = datetime(2026, 3, 31, tzinfo=UTC)
-    assert parse_time("now-1M", now=march_31) == ms(datetime(2026, 2, 28, tzinfo=UTC))
-
-
-@given(n=st.integers(1, 500), unit=st.sampled_from("smhdwMy"))
-def test_relative_frames_are_in_the_past_and_ordered(n: int, unit: str) -> None:
-    assert parse_time(f"now-{n}{unit}", now=NOW) < parse_time("now", now=NOW)
-    assert parse_time(f"now-{n + 1}{unit}", now=NOW) < parse_time(f"now-{n}{unit}", now=NOW)
-    assert parse_time(f"now-{n}{unit}/{unit}", now=NOW) <= parse_time(f"now-{n}{unit}", now=NOW)
-
-
-# --- history -----------------------------------------------------------------------------------
-
-
-def _entries(journal: Journal, n: int) -> list[str]:
-    ids = []
-    for i in range(n):
-        entry = JournalEntry(
-            id=f"e{i}",
-            time="",
-            timestamp=1_000_000 + i * 1000,
-            actor="ci",
-            domain="acme" if i % 2 else "beta",
-            lookup=f"l{i % 5}",
-            action=["create", "update", "delete"][i % 3],
-            outcome="done",
-            message="",
-            jobId=None,
-            commit=None,
-            payload={"previous": {}, "additions": {}, "deletions": {}},
-        )
-        journal.append(entry)
-        ids.append(entry.id)
-    return ids
-
-
-@given(n=st.integers(0, 40), page=st.integers(1, 9))
-def test_history_pages_return_each_entry_once(n: int, page: int) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        journal = Journal(Path(folder) / "journal.jsonl")
-        ids = _entries(journal, n)
-        seen: list[str] = []
-        offset = 0
-        while True:
-            result = query(journal, HistoryQuery(offset=offset, page_size=page))
-            assert result["totalResults"] == n and result["offset"] == offset
-            if not result["results"]:
-                break
-            seen += [r["id"] for r in result["results"]]
-            offset += page
-        assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
-        assert seen == list(reversed(ids))  # newest first
-
-
-def test_history_filters(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.jsonl")
-    _entries(journal, 30)
-    assert query(journal, HistoryQuery(domain="acme"))["totalResults"] == 15
-    assert query(journal, HistoryQuery(action="delete"))["totalResults"] == 10
-    assert query(journal, HistoryQuery(name="l1"))["totalResults"] == 6
-    assert query(journal, HistoryQuery(name="acme/l1"))["totalResults"] == 3
-    window = query(journal, HistoryQuery(since=1_005_000, until=1_010_000))
-    assert [r["id"] for r in window["results"]] == [f"e{i}" for i in range(9, 4, -1)]
-    with (tmp_path / "journal.jsonl").open("a") as handle:
-        handle.write('{"torn": ')  # a crash mid-append loses only that line
-    assert query(journal, HistoryQuery())["totalResults"] == 30
-
-
-async def test_apply_writes_the_journal(tmp_path: Path) -> None:
-    project = Project(tmp_path)
-    project.write(lookup_doc("a", KINDS["static"]))
-    assert await project.apply() == 0
-    project.write(lookup_doc("a", KINDS["static"].replace("from a", "from b")))
-    assert await project.apply() == 0
-    journal = Journal(tmp_path / ".reconciler" / "journal.jsonl")
-    entries = list(journal.entries())
-    assert [(e.action, e.outcome) for e in entries] == [("create", "done"), ("update", "done")]
-    update = entries[1].payload
-    assert update["previous"] == {"recipe.source.query": "from a select user, role"}
-    assert update["additions"] == {"recipe.source.query": "from b select user, role"}
-    assert entries[1].jobId
-
-
 async def test_jobs_watch_follows_a_job_to_its_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -420,46 +286,3 @@ async def test_import_writes_only_specs_that_validate(
     assert not result.errors, [d.render() for d in result.errors]
     warnings = [d.message for d in result.diagnostics if d.severity == "warning"]
     assert any("'with-dash' has characters other than" in w for w in warnings)
-
-
-def test_history_skips_lines_that_are_not_entries_with_one_warning(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from reconciler.browse import run_history
-
-    state = tmp_path / ".reconciler" / "state.json"
-    state.parent.mkdir()
-    good = {
-        "id": "1",
-        "time": "2026-01-02T00:00:00+00:00",
-        "timestamp": 1767312000000,
-        "actor": "ci",
-        "domain": "acme",
-        "lookup": "x",
-        "action": "delete",
-        "outcome": "done",
-        "message": "",
-        "jobId": None,
-        "commit": None,
-        "payload": {},
-    }
-    lines = [
-        json.dumps(good),
-        json.dumps({"time": "2026-01-02"}),  # valid JSON, not an entry
-        "[1, 2]",
-        json.dumps({**good, "timestamp": "soon"}),
-        '{"torn": ',
-    ]
-    (state.parent / "journal.jsonl").write_text("\n".join(lines) + "\n")
-    assert run_history(state, action="destroy", output_format="json") == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["totalResults"] == 1  # the plan's word finds the delete
-    assert "skipped 4 line(s) that are not journal entries (line 2, 3, 4, 5)" in captured.err
-    with pytest.raises(SettingsError, match="--action 'remove' is not an action"):
-        run_history(state, action="remove")
-
-
-def test_an_eight_digit_time_is_an_iso_basic_date() -> None:
-    assert parse_time("20260101") == parse_time("2026-01-01T00:00:00Z") == 1_767_225_600_000
-    assert parse_time("1767225600000") == 1_767_225_600_000
-    assert parse_time("20261399") == 20261399  # not a date: epoch milliseconds after all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ async def test_after_the_first_jobs_each_job_costs_one_poll(
     learned, summary = await _polls(tmp_path / "learned", capsys)
     assert len(learned) == 24 and all(p >= 1 for p in learned)
     assert max(learned) > 1  # the first ones ran before any job had ended
-    assert learned.count(1) >= 8, learned  # the others: about once, just after the usual end
+    assert statistics.median(learned) == 1, learned  # most: once, just after the usual end
     assert summary["polls_per_job"] == round(sum(learned) / 24, 2)
 
     async def unlearned_follow(self: Any, wait: Any, kind: Any, timeout: float, clock: Any) -> Any:
@@ -60,7 +61,7 @@ async def test_after_the_first_jobs_each_job_costs_one_poll(
 
     monkeypatch.setattr(JobLatency, "follow", unlearned_follow)
     unlearned, _ = await _polls(tmp_path / "unlearned", capsys)
-    assert min(unlearned) > 1 and sum(unlearned) > 2 * sum(learned), (unlearned, learned)
+    assert min(unlearned) > 1 and sum(unlearned) > 1.5 * sum(learned), (unlearned, learned)
 
 
 @pytest.mark.anyio
