@@ -41,6 +41,7 @@ from reconciler.cli_options import (
     connected,
     csv_progress,
     err,
+    guards_of,
     handle_errors,
     spec_paths,
     use_color,
@@ -216,7 +217,6 @@ def plan(
     import asyncio
 
     from reconciler.commands import run_plan
-    from reconciler.plan.guards import Guards
 
     views.check_format("plan", output_format)
     code = asyncio.run(
@@ -233,13 +233,13 @@ def plan(
             detailed_exitcode=detailed_exitcode,
             strict=strict,
             allow_outside=allow_outside,
-            guards=Guards(
+            guards=guards_of(
                 max_destroy,
                 allow_mass_destroy,
                 allow_prune_without_state,
-                tuple(allow_breaking or ()),
-                tuple(ignore_references or ()),
-                tuple(override_policy or ()),
+                allow_breaking,
+                ignore_references,
+                override_policy,
             ),
             replace=replace or [],
         )
@@ -376,7 +376,6 @@ def apply(
     import asyncio
 
     from reconciler.commands import ApplyRequest, run_apply
-    from reconciler.plan.guards import Guards
 
     views.check_format("apply", output_format)
     code = asyncio.run(
@@ -399,13 +398,13 @@ def apply(
                 allow_outside=allow_outside,
                 replace=replace or [],
                 lock_timeout=lock_timeout,
-                guards=Guards(
+                guards=guards_of(
                     max_destroy,
                     allow_mass_destroy,
                     allow_prune_without_state,
-                    tuple(allow_breaking or ()),
-                    tuple(ignore_references or ()),
-                    tuple(override_policy or ()),
+                    allow_breaking,
+                    ignore_references,
+                    override_policy,
                 ),
             ),
         )

@@ -77,6 +77,27 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def guards_of(
+    max_destroy: int | None,
+    allow_mass_destroy: bool,
+    allow_prune_without_state: bool,
+    allow_breaking: list[str] | None,
+    ignore_references: list[str] | None,
+    override_policy: list[str] | None,
+) -> Any:
+    """The plan's guards (``reconciler.plan.guards.Guards``) from plan's and apply's options."""
+    from reconciler.plan.guards import Guards
+
+    return Guards(
+        max_destroy,
+        allow_mass_destroy,
+        allow_prune_without_state,
+        tuple(allow_breaking or ()),
+        tuple(ignore_references or ()),
+        tuple(override_policy or ()),
+    )
+
+
 def spec_paths(paths: list[Path] | None) -> list[str]:
     return [str(p) for p in paths] if paths else ["specs"]
 

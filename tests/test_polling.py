@@ -25,24 +25,25 @@ def test_the_latency_is_the_median_of_the_recent_jobs_of_a_kind() -> None:
     assert latency.expected("deploy-csv@other") is None
 
 
-async def _polls(tmp_path: Path, capsys: Any) -> tuple[list[int], dict[str, Any]]:
-    # Real time (jobs of 0.15 s): a clock that jumps at every sleep would end jobs early for
-    # whichever task sleeps next, and hide what the schedule does.
-    config = EmulatorConfig(create_latency=0.05, deploy_latency=0.1, delete_latency=0.1)
+async def _apply(
+    tmp_path: Path, capsys: Any, count: int, **knobs: Any
+) -> tuple[int, dict[str, Any]]:
+    """Apply ``count`` alike static-query lookups; the exit code and the json summary.
+
+    Real time (jobs of 0.15 s): a clock that jumps at every sleep would end jobs early for
+    whichever task sleeps next, and hide what the schedule does."""
+    config = EmulatorConfig(create_latency=0.05, deploy_latency=0.1, delete_latency=0.1, **knobs)
     project = Project(tmp_path, config)
-    project.write(
-        *(
-            lookup_doc(
-                f"q{i:02d}",
-                "staticQuery: {query: 'from a select k', key: {type: column, column: k}}",
-            )
-            for i in range(24)
-        )
-    )
+    query = "staticQuery: {query: 'from a select k', key: {type: column, column: k}}"
+    project.write(*(lookup_doc(f"q{i:02d}", query) for i in range(count)))
     policy = PollPolicy(initial=0.02, factor=1.6, maximum=5.0, settle=15.0)
     code = await project.apply(parallelism=4, output_format="json", poll=policy, clock=SYSTEM_CLOCK)
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+async def _polls(tmp_path: Path, capsys: Any) -> tuple[list[int], dict[str, Any]]:
+    code, summary = await _apply(tmp_path, capsys, 24)
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     return [o["polls"] for o in summary["outcomes"]], summary
 
 
@@ -66,22 +67,7 @@ async def test_after_the_first_jobs_each_job_costs_one_poll(
 
 @pytest.mark.anyio
 async def test_a_leader_that_fails_does_not_hold_the_others(tmp_path: Path, capsys: Any) -> None:
-    config = EmulatorConfig(
-        create_latency=0.05, deploy_latency=0.1, delete_latency=0.1, job_failure_pattern="q0*"
-    )
-    project = Project(tmp_path, config)
-    project.write(
-        *(
-            lookup_doc(
-                f"q{i:02d}",
-                "staticQuery: {query: 'from a select k', key: {type: column, column: k}}",
-            )
-            for i in range(12)
-        )
-    )
-    policy = PollPolicy(initial=0.02, factor=1.6, maximum=5.0, settle=15.0)
-    code = await project.apply(parallelism=4, output_format="json", poll=policy, clock=SYSTEM_CLOCK)
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = await _apply(tmp_path, capsys, 12, job_failure_pattern="q0*")
     status = {o["address"]: o["status"] for o in summary["outcomes"]}
     assert code == 1
     assert {a for a, s in status.items() if s == "failed"} == {f"acme/q0{i}" for i in range(10)}
