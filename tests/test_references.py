@@ -446,3 +446,22 @@ async def test_the_markdown_plan_embeds_the_affected_graph(tmp_path: Path) -> No
     assert "# starts after: acme/bad_ips, acme/geo" in text
     html = views.render("plan", "html", run.plan)
     assert "# used by 2 reference(s)" in html
+
+
+@pytest.mark.anyio
+async def test_a_query_lookup_its_spec_deletes_uses_nothing(tmp_path: Path) -> None:
+    project = repository(tmp_path)
+    assert await project.apply() == 0
+    absent = QUERIES.replace("spec:\n  staticQuery", "spec:\n  state: absent\n  staticQuery")
+    (project.specs / "queries.yaml").write_text(absent)
+    assert await project.apply() == 0  # risky_sources is gone
+    (project.specs / "alerts" / "network" / "sanctioned.json").unlink()
+    project.write(
+        csv_lookup("geo", state="absent"),
+        csv_lookup("bad_ips"),
+        csv_lookup("users"),
+        file="csv.yaml",
+    )
+    run = await project.plan()  # its old query read geo: no break, no warning
+    assert [c.action for c in run.plan.changes if c.address == "acme/geo"] == [Action.DELETE]
+    assert not any("risky_sources" in w for w in run.plan.warnings)

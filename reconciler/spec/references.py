@@ -69,14 +69,31 @@ class ReferenceGraph:
 
     uses: list[Use] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)  # domain → reference files read
+    _by: tuple[dict[str, list[Use]], dict[str, list[Use]], int] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def users_of(self, address: str) -> list[Use]:
         """The uses of the lookup at ``address``."""
-        return [u for u in self.uses if u.address == address]
+        return self._index()[0].get(address, [])
 
     def reads(self, address: str) -> list[Use]:
         """The uses held by the query lookup at ``address`` (what it reads)."""
-        return [u for u in self.uses if u.user == address]
+        return self._index()[1].get(address, [])
+
+    def _index(self) -> tuple[dict[str, list[Use]], dict[str, list[Use]]]:
+        """The uses by lookup used and by query lookup holding them (built once the uses are
+        all found: a plan of 10,000 lookups asks for each)."""
+        if self._by is None or self._by[2] != len(self.uses):
+            used: dict[str, list[Use]] = {}
+            held: dict[str, list[Use]] = {}
+            for use in self.uses:
+                if use.address is not None:
+                    used.setdefault(use.address, []).append(use)
+                if use.user is not None:
+                    held.setdefault(use.user, []).append(use)
+            self._by = (used, held, len(self.uses))
+        return self._by[0], self._by[1]
 
     def edges(self) -> set[tuple[str, str]]:
         """(query lookup, lookup it reads) pairs."""
@@ -90,8 +107,10 @@ def _where_query(lookup: LoadedLookup, query: str) -> tuple[int, int]:
 
 
 def _uses_in_query(lookup: LoadedLookup) -> list[Use]:
+    """The uses a query lookup's query holds (none for a lookup its spec deletes: it uses
+    nothing any more; the order of its delete comes from what Devo shows of it)."""
     query = query_of(lookup)
-    if not query:
+    if not query or lookup.model.spec.state == "absent":
         return []
     first, _ = _where_query(lookup, query)
     return [
