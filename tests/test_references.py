@@ -465,3 +465,18 @@ async def test_a_query_lookup_its_spec_deletes_uses_nothing(tmp_path: Path) -> N
     run = await project.plan()  # its old query read geo: no break, no warning
     assert [c.action for c in run.plan.changes if c.address == "acme/geo"] == [Action.DELETE]
     assert not any("risky_sources" in w for w in run.plan.warnings)
+
+
+def test_alerts_beside_the_specs_folder_are_found_from_anywhere(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """No git, run from another folder: alerts/ beside specs/ is still where the glob looks."""
+    project = repository(tmp_path)
+    (project.specs / "alerts").rename(tmp_path / "alerts")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = validate_paths([str(project.specs)])
+    files = [u for u in result.references.uses if u.user is None]
+    assert [(Path(u.path).name, u.line) for u in files] == [("sanctioned.json", 3)]
+    assert not [d for d in result.diagnostics if "references glob" in d.message]

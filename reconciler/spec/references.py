@@ -174,14 +174,20 @@ def _scalars(nodes: Iterable[yaml.Node | None]) -> Iterator[yaml.ScalarNode]:
 
 
 def _reference_files(domain: LoadedDomain) -> tuple[list[Path], list[Diagnostic]]:
-    """The files a Domain's ``references`` globs match, inside the repository only."""
+    """The files a Domain's ``references`` globs match, inside the repository only.
+
+    The repository is the git work tree, else the working folder when the specs are under it;
+    with neither, the folder above the specs' (``specs/`` beside ``alerts/``)."""
+    folder = domain.path.resolve().parent
     root = repository_root(domain.path)
+    if root == folder and not (folder / ".git").exists():
+        root = folder.parent
     found: dict[Path, None] = {}
     problems = []
     for i, pattern in enumerate(domain.model.spec.references):
         where = ("spec", "references", i)
         matched: list[Path] = []
-        for base in dict.fromkeys((domain.path.resolve().parent, root, Path.cwd().resolve())):
+        for base in dict.fromkeys((folder, root, Path.cwd().resolve())):
             names = glob.glob(pattern, root_dir=base, recursive=True)
             matched = [(base / n) for n in sorted(names) if (base / n).is_file()]
             if matched:
