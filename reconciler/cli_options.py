@@ -77,6 +77,20 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def ask_approval() -> bool:
+    """apply's question on the terminal: True only for ``yes``; an error when stdin is not a
+    terminal (a CI job must say --auto-approve or apply a saved plan)."""
+    from reconciler.errors import SettingsError
+
+    if not sys.stdin.isatty():
+        raise SettingsError(
+            "refusing to apply without approval: stdin is not a terminal",
+            hint="pass --auto-approve, or apply a reviewed plan with --plan FILE",
+        )
+    answer = input("\nDo you want to perform these actions? Only 'yes' will be accepted: ")
+    return answer.strip() == "yes"
+
+
 def guards_of(
     max_destroy: int | None,
     allow_mass_destroy: bool,

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,16 +219,17 @@ async def run_drift(
     return 0 if run.plan.in_sync else 2  # a failed check is drift too
 
 
-def _approve(run: PlanRun, auto_approve: bool) -> None:
-    if auto_approve or not run.plan.can_apply():
+def _approve(run: PlanRun, r: ApplyRequest) -> None:
+    """Go on only with approval: ``--auto-approve``, or ``r.approve`` (the command line asks on
+    the terminal) saying yes. Commands never prompt themselves."""
+    if r.auto_approve or not run.plan.can_apply():
         return
-    if not sys.stdin.isatty():
+    if r.approve is None:
         raise SettingsError(
-            "refusing to apply without approval: stdin is not a terminal",
+            "refusing to apply without approval: nobody to ask",
             hint="pass --auto-approve, or apply a reviewed plan with --plan FILE",
         )
-    answer = input("\nDo you want to perform these actions? Only 'yes' will be accepted: ")
-    if answer.strip() != "yes":
+    if not r.approve():
         raise SettingsError("apply cancelled")
 
 
@@ -293,6 +294,7 @@ class ApplyRequest:
 
     plan_file: Path | None = None
     auto_approve: bool = False
+    approve: Callable[[], bool] | None = None  # asks a person (the command line's prompt)
     parallelism: int = 8
     wait: bool = True
     job_timeout: float = 600.0
@@ -378,7 +380,7 @@ async def run_apply(
                 _say(render(run, "text", color=r.color), coloured=r.color)
             if r.strict and _strict_refusal(run.plan):
                 return 1
-            _approve(run, r.auto_approve)
+            _approve(run, r)
         if run.plan.blocking:
             if r.output_format != "text" or r.plan_file is not None:
                 for v in run.plan.blocking:

@@ -479,11 +479,13 @@ class LookupReader:
         on_status: Callable[[JobStatus], None] | None = None,
         deleting: bool = False,
         kind: str | None = None,
+        sent: float | None = None,
     ) -> JobResult:
         """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule).
 
         ``kind`` (the endpoint, or ``delete``): jobs of one kind and domain are alike, so the
-        time the earlier ones of this client took schedules this one's first poll.
+        time the earlier ones of this client took (from ``sent``, when the request that started
+        the job went out) schedules this one's first poll.
         """
         return await self.latency.follow(
             lambda expected, waited, left: wait_for_job(
@@ -503,6 +505,7 @@ class LookupReader:
             f"{kind}@{domain}" if kind else None,
             timeout,
             self._clock,
+            sent,
         )
 
 

@@ -110,12 +110,16 @@ class JobLatency:
         kind: str | None,
         timeout: float,
         clock: Callable[[], float],
+        sent: float | None = None,
     ) -> JobResult:
         """``wait(expected, waited, timeout left)`` for one job of ``kind``, as this run has
         learned: after the time alike jobs took; the first of a kind leads while the others wait
-        for it (at most a minute); what it took is recorded (not when it settled at create.ok)."""
+        for it (at most a minute); what it took is recorded (not when it settled at create.ok).
+
+        ``sent``: when the request that started the job was sent (by ``clock``): times run from
+        there, so a slow answer to one POST does not teach the others to poll too early."""
         expected = self.expected(kind) if kind else None
-        waited, leading = 0.0, False
+        waited, leading = (0.0 if sent is None else max(0.0, clock() - sent)), False
         if kind and expected is None:
             gate = self.leader(kind)
             leading = gate is None
@@ -124,7 +128,7 @@ class JobLatency:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(timeout, 60.0)):
                         await gate.wait()
-                waited = clock() - began
+                waited += clock() - began
                 expected = self.expected(kind)
         try:
             result = await wait(expected, waited, max(0.0, timeout - waited))
