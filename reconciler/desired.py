@@ -8,6 +8,7 @@ expected to derive from that body (defaults filled in, ``refreshPeriod`` → ``r
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from reconciler.linq import query_columns
 from reconciler.sources import ENDPOINTS, key_positions
 from reconciler.sources import expand as expand_source
 from reconciler.spec.csvcheck import CsvScan
-from reconciler.spec.loader import ENV_RE, LoadedLookup
+from reconciler.spec.loader import ENV_RE, LoadedLookup, spec_hash_of
 from reconciler.spec.model import CsvSource, LookupSpec
 
 
@@ -50,10 +51,16 @@ class DesiredLookup:
     fields: list[tuple[str, str, bool]] | None = None  # observable columns (name, type, key)
     query_columns: list[str] | None = None  # a query source's column names, when readable
     csv: CsvContent | None = None
-    spec_hash: str = ""
+    document: Any = field(default=None, repr=False)  # the spec document's data, for spec_hash
     source: str = ""  # file:line of the spec
     overlay: str | None = None  # file:line of the Overlay merged onto it (fan-out)
     labels: dict[str, str] = field(default_factory=dict)  # metadata.labels, for policies
+
+    @functools.cached_property
+    def spec_hash(self) -> str:
+        """sha256 of its spec document (detects edits to a saved plan's specs); worked out when
+        asked, which a plan of 10,000 lookups that is not saved never does."""
+        return spec_hash_of(self.document) if self.document is not None else ""
 
     @property
     def uploads_csv(self) -> bool:
@@ -96,7 +103,7 @@ def desired_lookup(loaded: LoadedLookup, scans: dict[Path, CsvScan] | None = Non
         endpoint=ENDPOINTS[kind] if kind else None,
         body={},
         canonical={},
-        spec_hash=loaded.spec_hash,
+        document=loaded.data,
         source=f"{loaded.path}:{loaded.line}",
         overlay=loaded.overlay,
         labels=dict(model.metadata.labels),

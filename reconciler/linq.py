@@ -96,6 +96,16 @@ FORMS: tuple[CallForm | QuotedForm, ...] = (
 )
 
 
+#: Where any form of ``FORMS`` could start (a call's name and its parenthesis, a back-quote): text
+#: without one holds no use, and is not tokenized (most queries).
+_MAYBE_USE = re.compile(
+    "|".join(
+        rf"\b{re.escape(form.function)}\s*\(" if isinstance(form, CallForm) else "`"
+        for form in FORMS
+    )
+)
+
+
 @dataclass(frozen=True)
 class LookupRef:
     """One use of a lookup in a query: its table and column (None when the query computes them:
@@ -175,6 +185,8 @@ def _place(text: str, offset: int) -> tuple[int, int]:
 
 def lookup_refs(text: str) -> list[LookupRef]:
     """Every use of a lookup in ``text`` (a query, or any text holding queries), in order."""
+    if not _MAYBE_USE.search(text):
+        return []
     tokens = _tokens(text)
     found: list[LookupRef] = []
     for i, token in enumerate(tokens):

@@ -47,6 +47,12 @@ Loc = tuple[str | int, ...]
 _FAST_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def spec_hash_of(data: Any) -> str:
+    """sha256 of a spec document's data, keys sorted (what a saved plan compares)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class LoadedDocument:
     """One spec document with where it came from: file, document index, and each field's line."""
@@ -90,8 +96,7 @@ class LoadedDocument:
     @property
     def spec_hash(self) -> str:
         """sha256 of the document's data (secrets as written, i.e. placeholders): detects edits."""
-        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return spec_hash_of(self.data)
 
 
 @dataclass

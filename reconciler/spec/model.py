@@ -7,6 +7,7 @@ The JSON Schema printed by ``reconciler schema`` is generated from these models.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
@@ -70,9 +71,10 @@ class LookupSpec(Strict):
         """The names of the source blocks that are set (a valid spec has exactly one)."""
         return [kind for kind in KINDS if getattr(self, kind, None) is not None]
 
-    @property
+    @functools.cached_property
     def source_kind(self) -> str | None:
-        """The one source block's name, or None when there is not exactly one."""
+        """The one source block's name, or None when there is not exactly one (asked by every
+        check of every lookup: worked out once; a spec is not changed after validation)."""
         kinds = self.sources()
         return kinds[0] if len(kinds) == 1 else None
 
