@@ -593,3 +593,22 @@ async def test_the_journal_names_the_specs_repository_commit_and_git_user(
     edit("d")
     assert await project.apply() == 0
     assert last() == ("release-bot", "0" * 40)
+
+
+def test_a_lock_written_by_someone_else_is_read_as_far_as_it_can_be(tmp_path: Path) -> None:
+    """The lock object is read into a model: extra fields ignored, a number given as text read,
+    a damaged one shown as unknown rather than an error."""
+    from reconciler.state.backends import open_backend
+    from reconciler.state.records import read_lock
+
+    backend, _ = open_backend(str(tmp_path / "state.json"))
+    lock = (
+        b'{"id": "ab12", "actor": "ci", "host": "h", "pid": "42", '
+        b'"created": "2026-12-05T09:00:00+00:00", "tool": "other"}'
+    )
+    backend.write("state.json.lock", lock)
+    info = read_lock(backend, "state.json.lock")
+    assert info is not None and info.id == "ab12" and info.pid == 42
+    backend.write("state.json.lock", b'{"id": 1')
+    damaged = read_lock(backend, "state.json.lock")
+    assert damaged is not None and damaged.id == "?"

@@ -24,7 +24,7 @@ import secrets as secrets_module
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -310,9 +310,11 @@ def _parse(raw: bytes, location: str) -> dict[str, LookupState]:
 # --- the lock -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LockInfo:
-    """Who holds the state's lock: written into the lock object itself."""
+class LockInfo(BaseModel):
+    """Who holds the state's lock: written into the lock object itself, and read back as a model
+    (a lock another tool wrote, or a damaged one, is read as far as it can be)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
     actor: str
@@ -417,7 +419,7 @@ class StateLock:
 
         sleep = sleep or asyncio.sleep
         deadline = clock() + max(0.0, timeout)
-        data = json.dumps(asdict(self.info), sort_keys=True).encode()
+        data = json.dumps(self.info.model_dump(), sort_keys=True).encode()
         delay = 0.5
         next_notice = clock()
         while True:
@@ -461,9 +463,8 @@ def read_lock(backend: Backend, key: str) -> LockInfo | None:
     if stored is None:
         return None
     try:
-        data = json.loads(stored.data)
-        return LockInfo(**{k: data[k] for k in LockInfo.__dataclass_fields__ if k in data})
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, RecursionError):
+        return LockInfo.model_validate_json(stored.data)
+    except (ValidationError, UnicodeDecodeError, RecursionError):
         return LockInfo(id="?", actor="?", host="?", pid=0, created="")
 
 

@@ -104,7 +104,7 @@ def state(
     document["snapshots"] = [
         {"sha256": sha, "bytes": size} for sha, size in sorted((snapshots or {}).items())
     ]
-    document["lock"] = None if holder is None else holder.__dict__
+    document["lock"] = None if holder is None else holder.model_dump()
     return json.dumps(document, indent=2)
 
 
