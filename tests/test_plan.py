@@ -300,7 +300,7 @@ async def test_csv_records_ask_git_once_per_folder_per_run(
     head = head_commit(tmp_path)  # the real one, uncounted
     assert head and await project.apply() == 0
     records = State.load(str(project.settings.state_path)).lookups
-    assert {a: r.csv["commit"] for a, r in records.items() if r.csv} == {
+    assert {a: r.csv.commit for a, r in records.items() if r.csv} == {
         f"acme/geo{i}": head for i in range(4)
     }
     data = project.specs / "data"

@@ -120,7 +120,7 @@ async def test_snapshots_no_record_names_are_collected_and_listed(
     location = str(project.settings.state_path)
     first = set(Snapshots(location).sizes())
     [sha] = first
-    assert State.load(location).lookups["acme/feed"].csv["sha256"] == sha  # type: ignore[index]
+    assert State.load(location).lookups["acme/feed"].csv.sha256 == sha  # type: ignore[union-attr]
     data.write_text(feed(300, changed=range(3)))
     assert await project.apply() == 0
     kept = Snapshots(location).sizes()

@@ -60,7 +60,7 @@ from reconciler.errors import (
 from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.spec.policies import Expression
-from reconciler.state import DEPLOYED, LookupState, State, secret_digest
+from reconciler.state import DEPLOYED, CsvRecord, LookupState, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal
 from reconciler.state.snapshots import Snapshots
@@ -462,7 +462,7 @@ class Executor:
 
         if not (want.csv is not None):
             raise RuntimeError("invariant broken: want.csv is not None")
-        record = (self.state.lookups.get(change.address) or LookupState()).csv or {}
+        record = (self.state.lookups.get(change.address) or LookupState()).csv or CsvRecord()
         folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
         self._scratch.append(folder)
         old, _ = row_diff.applied_content(record, want.csv.path, folder, self.snapshots)
@@ -533,12 +533,12 @@ class Executor:
         if want.csv is not None:
             # The content first, the record that points at it after (see state.snapshots).
             self.snapshots.put(want.csv.path, want.csv.sha256)
-            csv = {
-                "sha256": want.csv.sha256,
-                "rows": want.csv.rows,
-                "path": str(want.csv.path),
-                "commit": self._commit_of(want.csv.path.parent),
-            }
+            csv = CsvRecord(
+                sha256=want.csv.sha256,
+                rows=want.csv.rows,
+                path=str(want.csv.path),
+                commit=self._commit_of(want.csv.path.parent),
+            )
         echoed: dict[str, Any] = {}
         observed: dict[str, Any] = {}
         if meta is not None:

@@ -237,19 +237,19 @@ def _csv_change(
 ) -> CsvChange | None:
     if not (desired.csv is not None):
         raise RuntimeError("invariant broken: desired.csv is not None")
-    known = (record.csv or {}) if record is not None else {}
-    if known.get("sha256"):
-        if known["sha256"] != desired.csv.sha256:
+    known = record.csv if record is not None else None
+    if known is not None and known.sha256:
+        if known.sha256 != desired.csv.sha256:
             return CsvChange(
-                before_sha256=known["sha256"],
+                before_sha256=known.sha256,
                 after_sha256=desired.csv.sha256,
-                before_rows=known.get("rows"),
+                before_rows=known.rows,
                 after_rows=desired.csv.rows,
             )
         # The file is what was uploaded; the data in Devo must still be what it gave.
         if meta.numEntries is not None and meta.numEntries != desired.csv.rows:
             return CsvChange(
-                before_sha256=known["sha256"],
+                before_sha256=known.sha256,
                 after_sha256=desired.csv.sha256,
                 before_rows=meta.numEntries,
                 after_rows=desired.csv.rows,

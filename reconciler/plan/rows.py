@@ -24,6 +24,7 @@ from reconciler.sources.csv import key_columns
 from reconciler.spec.csvcheck import csv_rows
 from reconciler.spec.csvengine import RowDelta
 from reconciler.spec.model import CsvSource
+from reconciler.state import CsvRecord
 from reconciler.state.snapshots import Snapshots
 
 SAMPLES = 3
@@ -42,20 +43,20 @@ def _why_missing(commit: str, path: Path) -> str:
 
 
 def applied_content(
-    known: Mapping[str, object], path: Path, folder: Path, snapshots: Snapshots | None
+    known: CsvRecord, path: Path, folder: Path, snapshots: Snapshots | None
 ) -> tuple[Path | None, str | None]:
     """The content last applied for a CSV whose record is ``known``: (a copy, None), or (None,
     why not). The snapshot the state keeps comes first; git at the recorded commit is the
     fallback (a state written before snapshots, or one whose snapshots were lost)."""
-    sha = known.get("sha256")
-    if not isinstance(sha, str):
+    sha = known.sha256
+    if sha is None:
         return None, "rows not diffed by key: no recorded content to compare with"
     if snapshots is not None:
         kept = snapshots.fetch(sha, folder / f"snapshot-{path.name}")
         if kept is not None:
             return kept, None
-    commit = known.get("commit")
-    if not isinstance(commit, str):
+    commit = known.commit
+    if commit is None:
         return None, (
             "rows not diffed by key: the content last applied is neither in the state's "
             "snapshots nor in git"
@@ -143,7 +144,7 @@ AUTO_DELTA_SHARE = 0.25
 def enrich(
     plan: Plan,
     sources: Mapping[str, CsvContent],
-    recorded: dict[str, dict[str, object]],
+    recorded: Mapping[str, CsvRecord],
     live_rows: Mapping[str, int | None] | None = None,
     snapshots: Snapshots | None = None,
 ) -> Plan:
@@ -160,7 +161,7 @@ def enrich(
 def _enrich(
     plan: Plan,
     sources: Mapping[str, CsvContent],
-    recorded: dict[str, dict[str, object]],
+    recorded: Mapping[str, CsvRecord],
     live_rows: Mapping[str, int | None],
     scratch: Path,
     snapshots: Snapshots | None,
@@ -175,7 +176,7 @@ def _enrich(
         path, source = local.path, local.spec
         folder = scratch / str(len(changes))
         folder.mkdir()
-        known = recorded.get(change.address) or {}
+        known = recorded.get(change.address) or CsvRecord()
         delta: RowDelta | None = None
         note = None
         if detail.source in ("live", "unproven"):
@@ -195,7 +196,7 @@ def _enrich(
                 samples=delta.samples,
             )
         strategy, rows, size, why = _strategy(
-            source, local, delta, live_rows.get(change.address), known.get("rows")
+            source, local, delta, live_rows.get(change.address), known.rows
         )
         update.update(strategy=strategy, send_rows=rows, send_bytes=size)
         if why is not None and detail.source == "spec":
@@ -211,7 +212,7 @@ def _strategy(
     local: CsvContent,
     delta: RowDelta | None,
     live_rows: int | None,
-    recorded_rows: object,
+    recorded_rows: int | None,
 ) -> tuple[str, int, int, str | None]:
     """(strategy, rows to send, bytes to send, why not a delta when one was asked for)."""
     size, full_rows = local.size, local.rows

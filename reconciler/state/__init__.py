@@ -9,10 +9,12 @@
 """
 
 from reconciler.state.backends import new_run_id
+from reconciler.state.crypto import secret_digest, secrets_rotated
 from reconciler.state.records import (
     DEPLOYED,
     SUBMITTED,
     VERSION,
+    CsvRecord,
     LockedError,
     LockInfo,
     LookupState,
@@ -20,8 +22,6 @@ from reconciler.state.records import (
     StateLock,
     migrate,
     read_lock,
-    secret_digest,
-    secrets_rotated,
     unlock,
 )
 
@@ -29,6 +29,7 @@ __all__ = [
     "DEPLOYED",
     "SUBMITTED",
     "VERSION",
+    "CsvRecord",
     "LockInfo",
     "LockedError",
     "LookupState",

@@ -10,6 +10,9 @@ readable. The key comes from ``RECONCILER_STATE_KEY`` (64 hex characters, or 32 
 or the file ``RECONCILER_STATE_KEY_FILE`` names (``--state-key-file``); older keys a rekey is
 moving away from, from ``RECONCILER_STATE_OLD_KEYS`` (comma-separated). No key value is ever
 printed: errors name the variable and the key id.
+
+Also here, the keyed digest a record keeps of the S3 secrets it sent (``secret_digest``): enough to
+see a rotation, useless to recover them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
+import secrets as secrets_module
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +142,23 @@ def seal_line(keyring: Keyring, name: str, data: bytes) -> bytes:
 
 
 __all__ = ["Keyring", "StateKey", "keyring_from", "seal", "seal_line", "unseal"]
+
+
+def secret_digest(values: list[str], salt: str | None = None) -> dict[str, str]:
+    """A salted HMAC-SHA256 of secret values: enough to see a rotation, useless to recover them."""
+    salt = salt or secrets_module.token_hex(16)
+    mac = hmac.new(bytes.fromhex(salt), digestmod=hashlib.sha256)
+    for value in values:
+        mac.update(len(value).to_bytes(4, "big") + value.encode())
+    return {"salt": salt, "digest": mac.hexdigest()}
+
+
+def secrets_rotated(recorded: dict[str, str] | None, values: list[str]) -> bool:
+    """True when ``values`` are not the ones whose digest was recorded (False without a record)."""
+    if not recorded or not recorded.get("salt") or not recorded.get("digest"):
+        return False
+    try:
+        current = secret_digest(values, recorded["salt"])
+    except ValueError:
+        return False
+    return not hmac.compare_digest(current["digest"], recorded["digest"])

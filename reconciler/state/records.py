@@ -17,8 +17,6 @@ holds no secrets: configs are stored in their canonical form, which drops ``acce
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets as secrets_module
 import threading
@@ -46,24 +44,16 @@ DEPLOYED: RecordStatus = "deployed"  # its job was followed to success
 SUBMITTED: RecordStatus = "submitted"  # sent with --no-wait: the next plan reads its job
 
 
-def secret_digest(values: list[str], salt: str | None = None) -> dict[str, str]:
-    """A salted HMAC-SHA256 of secret values: enough to see a rotation, useless to recover them."""
-    salt = salt or secrets_module.token_hex(16)
-    mac = hmac.new(bytes.fromhex(salt), digestmod=hashlib.sha256)
-    for value in values:
-        mac.update(len(value).to_bytes(4, "big") + value.encode())
-    return {"salt": salt, "digest": mac.hexdigest()}
+class CsvRecord(BaseModel):
+    """What a ``csv.file`` lookup's last apply sent: the content's sha256 and data rows, the file
+    it came from, and the commit checked out there (the fallback when no snapshot is kept)."""
 
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
-def secrets_rotated(recorded: dict[str, str] | None, values: list[str]) -> bool:
-    """True when ``values`` are not the ones whose digest was recorded (False without a record)."""
-    if not recorded or not recorded.get("salt") or not recorded.get("digest"):
-        return False
-    try:
-        current = secret_digest(values, recorded["salt"])
-    except ValueError:
-        return False
-    return not hmac.compare_digest(current["digest"], recorded["digest"])
+    sha256: str | None = None
+    rows: int | None = None
+    path: str | None = None
+    commit: str | None = None
 
 
 class LookupState(BaseModel):
@@ -78,7 +68,7 @@ class LookupState(BaseModel):
     protect: bool = False
     job_id: str | None = None
     applied_at: str | None = None
-    csv: dict[str, Any] | None = None  # {sha256, rows, path, commit}
+    csv: CsvRecord | None = None
     echoed: dict[str, Any] = Field(default_factory=dict)
     observed: dict[str, Any] = Field(default_factory=dict)  # {fields, numEntries, shared}
     secrets: dict[str, str] | None = None  # {salt, digest}: a keyed hash, never a secret

@@ -110,8 +110,7 @@ def referenced(records: Mapping[str, object]) -> set[str]:
     """The sha256s the records of a state point at."""
     found = set()
     for record in records.values():
-        csv = getattr(record, "csv", None) or {}
-        sha = csv.get("sha256") if isinstance(csv, dict) else None
+        sha = getattr(getattr(record, "csv", None), "sha256", None)
         if isinstance(sha, str):
             found.add(sha)
     return found

@@ -339,8 +339,8 @@ def state(
     """The recorded lookups, one line each, the content snapshots kept, and who holds the lock."""
     out = [] if loaded.lookups else [f"{location}: no lookups recorded."]
     for address, record in sorted(loaded.lookups.items()):
-        csv = record.csv or {}
-        data = f"  csv {str(csv.get('sha256'))[:12]} {csv.get('rows')} rows" if csv else ""
+        csv = record.csv
+        data = f"  csv {str(csv.sha256)[:12]} {csv.rows} rows" if csv else ""
         flags = " protect" if record.protect else ""
         flags += " (submitted; job not followed)" if record.status == "submitted" else ""
         out.append(
