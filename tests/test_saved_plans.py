@@ -206,7 +206,7 @@ async def test_each_change_shows_its_domains_wave(tmp_path: Path) -> None:
 
 async def test_a_run_waiting_for_the_lock_says_so_every_30_seconds(tmp_path: Path) -> None:
     from reconciler.state import StateLock
-    from reconciler.state.records import LockedError
+    from reconciler.state.lock import LockedError
     from tests.support import FakeClock
 
     location = str(tmp_path / "state.json")

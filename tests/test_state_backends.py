@@ -599,7 +599,7 @@ def test_a_lock_written_by_someone_else_is_read_as_far_as_it_can_be(tmp_path: Pa
     """The lock object is read into a model: extra fields ignored, a number given as text read,
     a damaged one shown as unknown rather than an error."""
     from reconciler.state.backends import open_backend
-    from reconciler.state.records import read_lock
+    from reconciler.state.lock import read_lock
 
     backend, _ = open_backend(str(tmp_path / "state.json"))
     lock = (

@@ -60,7 +60,7 @@ from reconciler.errors import (
 from reconciler.plan.builder import compare, observed_facts
 from reconciler.plan.model import Action, Change, Plan
 from reconciler.spec.policies import Expression
-from reconciler.state import DEPLOYED, CsvRecord, LookupState, State, secret_digest
+from reconciler.state import DEPLOYED, CsvRecord, LookupState, Observed, State, secret_digest
 from reconciler.state import SUBMITTED as RECORDED_SUBMITTED
 from reconciler.state.journal import Journal
 from reconciler.state.snapshots import Snapshots
@@ -349,7 +349,7 @@ class Executor:
                     echoed = flatten(meta.deployConfig) or record.echoed
                     observed = observed_facts(meta)
                     if address in settled:
-                        observed["numEntries"] = None
+                        observed = observed.model_copy(update={"numEntries": None})
                     seen[address] = record.model_copy(
                         update={"echoed": echoed, "observed": observed}
                     )
@@ -540,7 +540,7 @@ class Executor:
                 commit=self._commit_of(want.csv.path.parent),
             )
         echoed: dict[str, Any] = {}
-        observed: dict[str, Any] = {}
+        observed = Observed()
         if meta is not None:
             echoed = flatten(meta.deployConfig)
             observed = observed_facts(meta)

@@ -36,7 +36,7 @@ from reconciler.plan.guards import (
     suspicious_deletes,
 )
 from reconciler.plan.model import Action, AttributeChange, Change, ChangeSource, CsvChange, Plan
-from reconciler.state import LookupState
+from reconciler.state import LookupState, Observed
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,13 @@ def live_fields(meta: LookupMeta) -> list[tuple[str, str, bool]]:
     return [(f.column, field_type_name(f.type), f.key) for f in meta.fields]
 
 
-def observed_facts(meta: LookupMeta) -> dict[str, Any]:
+def observed_facts(meta: LookupMeta) -> Observed:
     """What a plan can always see of a lookup, config or not: fields, numEntries, shared."""
-    return {
-        "fields": [list(f) for f in live_fields(meta)] if meta.fields else None,
-        "numEntries": meta.numEntries,
-        "shared": meta.shared,
-    }
+    return Observed(
+        fields=[list(f) for f in live_fields(meta)] if meta.fields else None,
+        numEntries=meta.numEntries,
+        shared=meta.shared,
+    )
 
 
 def _differing(a: Mapping[str, Any], b: Mapping[str, Any], skip: Set[str]) -> list[str]:
@@ -203,7 +203,7 @@ def _compare_observed(
 ) -> None:
     """The facts a service shows even without ``deployConfig``: columns and the row count."""
     observed = live_fields(meta)
-    recorded = record.observed.get("fields") if record is not None else None
+    recorded = record.observed.fields if record is not None else None
     if recorded is not None and meta.fields:
         now = [list(f) for f in observed]
         if now != recorded and "fields" not in result.paths:
@@ -227,7 +227,7 @@ def _compare_observed(
             result.add("fields", names, wanted_names, "live")
     # The rows of an S3 CSV are the bucket's; a count that moved since apply was redeployed.
     if record is not None and desired.csv is None and desired.kind == "csv":
-        rows = record.observed.get("numEntries")
+        rows = record.observed.numEntries
         if rows is not None and meta.numEntries is not None and rows != meta.numEntries:
             result.add("numEntries", meta.numEntries, rows, "live")
 

@@ -59,7 +59,7 @@ def check_context(
         if isinstance(columns, list)
         else [f[0] for f in desired.fields or []] or desired.query_columns or []
     )
-    previous = record.observed.get("numEntries") if record is not None else None
+    previous = record.observed.numEntries if record is not None else None
     return {
         "numEntries": numbers(meta.numEntries),
         "status": job_state(status_code),

@@ -10,19 +10,16 @@
 
 from reconciler.state.backends import new_run_id
 from reconciler.state.crypto import secret_digest, secrets_rotated
+from reconciler.state.lock import LockedError, LockInfo, StateLock, read_lock, unlock
 from reconciler.state.records import (
     DEPLOYED,
     SUBMITTED,
     VERSION,
     CsvRecord,
-    LockedError,
-    LockInfo,
     LookupState,
+    Observed,
     State,
-    StateLock,
     migrate,
-    read_lock,
-    unlock,
 )
 
 __all__ = [
@@ -33,6 +30,7 @@ __all__ = [
     "LockInfo",
     "LockedError",
     "LookupState",
+    "Observed",
     "State",
     "StateLock",
     "migrate",
