@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from reconciler.errors import SettingsError, StateError
 
 MAGIC = b"RCE1"
@@ -144,21 +146,30 @@ def seal_line(keyring: Keyring, name: str, data: bytes) -> bytes:
 __all__ = ["Keyring", "StateKey", "keyring_from", "seal", "seal_line", "unseal"]
 
 
-def secret_digest(values: list[str], salt: str | None = None) -> dict[str, str]:
+class SecretDigest(BaseModel):
+    """A record's keyed digest of the S3 secrets it sent: a random salt and the HMAC-SHA256."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    salt: str = ""
+    digest: str = ""
+
+
+def secret_digest(values: list[str], salt: str | None = None) -> SecretDigest:
     """A salted HMAC-SHA256 of secret values: enough to see a rotation, useless to recover them."""
     salt = salt or secrets_module.token_hex(16)
     mac = hmac.new(bytes.fromhex(salt), digestmod=hashlib.sha256)
     for value in values:
         mac.update(len(value).to_bytes(4, "big") + value.encode())
-    return {"salt": salt, "digest": mac.hexdigest()}
+    return SecretDigest(salt=salt, digest=mac.hexdigest())
 
 
-def secrets_rotated(recorded: dict[str, str] | None, values: list[str]) -> bool:
+def secrets_rotated(recorded: SecretDigest | None, values: list[str]) -> bool:
     """True when ``values`` are not the ones whose digest was recorded (False without a record)."""
-    if not recorded or not recorded.get("salt") or not recorded.get("digest"):
+    if recorded is None or not recorded.salt or not recorded.digest:
         return False
     try:
-        current = secret_digest(values, recorded["salt"])
+        current = secret_digest(values, recorded.salt)
     except ValueError:
         return False
-    return not hmac.compare_digest(current["digest"], recorded["digest"])
+    return not hmac.compare_digest(current.digest, recorded.digest)

@@ -33,6 +33,7 @@ from reconciler.state.backends import (
     new_run_id,
     open_backend,
 )
+from reconciler.state.crypto import SecretDigest
 
 VERSION = 1
 RecordStatus = Literal["deployed", "submitted"]
@@ -79,7 +80,7 @@ class LookupState(BaseModel):
     csv: CsvRecord | None = None
     echoed: dict[str, Any] = Field(default_factory=dict)
     observed: Observed = Field(default_factory=Observed)
-    secrets: dict[str, str] | None = None  # {salt, digest}: a keyed hash, never a secret
+    secrets: SecretDigest | None = None  # a keyed hash, never a secret
     status: RecordStatus = DEPLOYED
 
     @field_validator("canonical", "echoed", "observed", "status", mode="before")
