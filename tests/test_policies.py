@@ -381,3 +381,26 @@ async def test_a_status_check_reads_the_last_job_when_the_service_shows_no_last_
     run = await project.plan(strict_protect=False)
     [result] = run.plan.checks
     assert result.passed and result.observed["status"] == "deployed"
+
+
+@pytest.mark.anyio
+async def test_a_saved_plan_keeps_its_overrides_and_is_judged_again(tmp_path: Path) -> None:
+    from reconciler.commands import ApplyRequest, run_apply
+
+    project = project_with(tmp_path, csv_lookup("geo"), OWNER)
+    refused, allowed = tmp_path / "refused.json", tmp_path / "allowed.json"
+    assert await plan_code(project, out=refused) == 1  # saved, but it may not be applied
+    assert await plan_code(project, out=allowed, guards=Guards(override_policies=("owner",))) == 0
+
+    async def apply_saved(path: Path) -> int:
+        request = ApplyRequest(plan_file=path, transport=project.transport(), env={})
+        return await run_apply(project.settings, [str(project.specs)], request)
+
+    assert await apply_saved(refused) == 1
+    assert project.emulator.store.get("acme", "geo") is None
+    assert await apply_saved(allowed) == 0
+    assert project.emulator.store.get("acme", "geo") is not None
+    journal = Journal.for_state(str(project.settings.state_path))
+    assert [e.payload["policy"] for e in journal.entries() if e.type == "policy-override"] == [
+        "owner"
+    ]
