@@ -31,6 +31,7 @@ from reconciler.sources._shared import (
     SourceKind,
     Strict,
     key_positions,
+    suggest,
 )
 
 # The table. Order matters: ``import``
@@ -65,6 +66,7 @@ def expand(
 
 
 __all__ = [
+    "suggest",
     "ENDPOINTS",
     "KINDS",
     "Column",

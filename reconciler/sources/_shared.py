@@ -7,9 +7,10 @@ and back (for ``import``), the same way for every kind.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.canonical import SECRET_KEYS
 from reconciler.coltypes import ColumnType, parse_duration_ms
+from reconciler.timeframe import parse_start_date
 
 KeyType = Literal["first-column", "column", "row-hash", "col-hash", "seq"]
 DEFAULT_REFRESH_MS = 300_000
@@ -92,7 +94,8 @@ class Expansion:
 
 @dataclass(frozen=True)
 class SourceKind:
-    """One source block: its name in the spec, its endpoint, its model, expansion and import."""
+    """One source block: its name in the spec, its endpoint, its model, expansion and import, and
+    the rules its block must keep that its model cannot state."""
 
     name: str  # the spec block: csv, staticQuery, ...
     endpoint: str  # deploy-csv, deploy-static-query, ...
@@ -100,6 +103,58 @@ class SourceKind:
     expand: Callable[[Any, str, bool | None], Expansion]  # (block, visibility, notifyStatus)
     # The block ``import`` writes for a live recipe, or None when this kind cannot hold it.
     candidate: Callable[[str, str, dict[str, Any]], dict[str, Any] | None]
+    check: Callable[[Any], Iterator[Finding]] = field(default=lambda block: iter(()))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a source kind's check says of its block: where (relative to the block), what is wrong,
+    and how to fix it. The spec layer places it in its file and line."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    hint: str | None = None
+
+
+#: Devo refuses a refresh period below one minute.
+MIN_REFRESH_MS = 60_000
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    """A did-you-mean for ``word`` among ``choices``, or the choices."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"columns: {', '.join(choices)}"
+
+
+def check_duration(loc: tuple[str, ...], value: str | None, minimum: int) -> Iterator[Finding]:
+    """A Devo duration (``30s``, ``1h30m``) of at least ``minimum`` milliseconds."""
+    if value is None:
+        return
+    try:
+        millis = parse_duration_ms(value)
+    except ValueError:
+        yield Finding(loc, f"{value!r} is not a Devo duration", "use e.g. 30s, 5m, 1h, 1d or 1h30m")
+        return
+    if millis < minimum:
+        yield Finding(
+            loc,
+            f"{value!r} is shorter than the minimum of {minimum // 1000}s",
+            "Devo refuses refreshPeriod below 1 minute",
+        )
+
+
+def check_start_date(value: str | int | None) -> Iterator[Finding]:
+    """``startDate``: ISO-8601 or epoch milliseconds."""
+    if value is None:
+        return
+    try:
+        parse_start_date(value)
+    except ValueError:
+        yield Finding(
+            ("startDate",),
+            f"{value!r} is not a date",
+            "use ISO-8601 (2024-01-31T00:00:00Z) or epoch milliseconds",
+        )
 
 
 # --- spec → request body and expected recipe ---------------------------------------------------

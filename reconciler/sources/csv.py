@@ -6,6 +6,7 @@ Endpoint ``deploy-csv``. A ``file`` is sent as a multipart upload (whole, or as 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import Field
@@ -15,6 +16,7 @@ from reconciler.sources._shared import (
     Contribution,
     Expansion,
     FileProvider,
+    Finding,
     Key,
     SourceKind,
     Strict,
@@ -119,4 +121,17 @@ def candidate(domain: str, name: str, live: dict[str, Any]) -> dict[str, Any] | 
     return block
 
 
-KIND = SourceKind("csv", "deploy-csv", CsvSource, expand, candidate)
+def check(block: CsvSource) -> Iterator[Finding]:
+    """Exactly one of ``file`` and ``fileProvider``."""
+    has_file, has_s3 = block.file is not None, block.fileProvider is not None
+    if has_file == has_s3:
+        yield Finding(
+            (),
+            "set exactly one of 'file' and 'fileProvider'"
+            if has_file
+            else "no CSV location: neither 'file' nor 'fileProvider'",
+            "file: a CSV in git, relative to this spec; fileProvider: a CSV in S3",
+        )
+
+
+KIND = SourceKind("csv", "deploy-csv", CsvSource, expand, candidate, check)

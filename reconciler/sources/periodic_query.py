@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
 
 from reconciler.coltypes import parse_duration_ms
 from reconciler.sources._shared import (
+    MIN_REFRESH_MS,
     Expansion,
+    Finding,
     Key,
     SourceKind,
     Strict,
+    check_duration,
+    check_start_date,
     default_refresh_ms,
     drop_none,
     duration_text,
@@ -102,4 +107,12 @@ def candidate(domain: str, name: str, live: dict[str, Any]) -> dict[str, Any] | 
     return block
 
 
-KIND = SourceKind("periodicQuery", "deploy-periodic-query", PeriodicQuerySource, expand, candidate)
+def check(block: PeriodicQuerySource) -> Iterator[Finding]:
+    """``refreshPeriod`` at least a minute, ``startDate`` a date."""
+    yield from check_duration(("refreshPeriod",), block.refreshPeriod, MIN_REFRESH_MS)
+    yield from check_start_date(block.startDate)
+
+
+KIND = SourceKind(
+    "periodicQuery", "deploy-periodic-query", PeriodicQuerySource, expand, candidate, check
+)

@@ -6,15 +6,19 @@ live config.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import Field
 
+from reconciler.linq import query_columns
 from reconciler.sources._shared import (
+    MIN_REFRESH_MS,
     Column,
     Contribution,
     Expansion,
     FileProvider,
+    Finding,
     Key,
     LookupType,
     SecondaryIndexes,
@@ -27,6 +31,7 @@ from reconciler.sources._shared import (
     lookup_type_body,
     provider_body,
     recipe,
+    suggest,
 )
 
 
@@ -129,4 +134,106 @@ def candidate(domain: str, name: str, live: dict[str, Any]) -> dict[str, Any] | 
     return block
 
 
-KIND = SourceKind("recipe", "deploy-config", Recipe, expand, candidate)
+def check(block: Recipe) -> Iterator[Finding]:
+    """A recipe's rules: its source is a query or a CSV in S3; periodic timing; columnFilter,
+    secondary indexes and the historic lookup type against the source's columns."""
+    source = block.source
+    is_query = source.query is not None
+    is_csv = source.columns is not None or source.fileProvider is not None
+    if is_query == is_csv:
+        yield Finding(
+            ("source",),
+            "source must be either a query or a CSV in S3 (columns + fileProvider)",
+            "set 'query', or 'columns' and 'fileProvider'",
+        )
+    elif is_csv and (source.columns is None or source.fileProvider is None):
+        missing = "columns" if source.columns is None else "fileProvider"
+        yield Finding(
+            ("source",),
+            f"a CSV source needs '{missing}'",
+            "a recipe CSV source has both columns and fileProvider",
+        )
+    if block.recipeType == "periodic":
+        for name in ("refreshMillis", "startMillis"):
+            if getattr(block, name) is None:
+                yield Finding(
+                    ("recipeType",),
+                    f"a periodic recipe needs '{name}'",
+                    f"add {name}: <milliseconds>",
+                )
+        if block.refreshMillis is not None and block.refreshMillis < MIN_REFRESH_MS:
+            yield Finding(
+                ("refreshMillis",),
+                f"{block.refreshMillis} ms is shorter than 1 minute",
+                "use at least 60000",
+            )
+    else:
+        for name in ("refreshMillis", "startMillis"):
+            if getattr(block, name) is not None:
+                yield Finding(
+                    (name,),
+                    f"'{name}' only applies to periodic recipes",
+                    "remove it, or set recipeType: periodic",
+                )
+    names = [c.name for c in source.columns] if source.columns else None
+    if names is None and source.query:
+        names = query_columns(source.query)
+    if block.columnFilter is not None and names is not None:
+        for i, name in enumerate(block.columnFilter):
+            if name not in names:
+                yield Finding(
+                    ("columnFilter", i),
+                    f"{name!r} is not a column of the source",
+                    suggest(name, names),
+                )
+    indexes = block.secondaryIndexes
+    if indexes is not None and indexes.type == "by-name" and not indexes.map:
+        yield Finding(
+            ("secondaryIndexes", "type"),
+            "secondary indexes 'by-name' need 'map'",
+            "add map: {index_name: [columns]}",
+        )
+    if block.lookupType is not None:
+        yield from _lookup_type(block.lookupType, names)
+
+
+def _lookup_type(lookup_type: LookupType, names: list[str] | None) -> Iterator[Finding]:
+    at = ("lookupType",)
+    if lookup_type.type == "normal":
+        for name in ("instantPolicy", "instant", "columnName"):
+            if getattr(lookup_type, name) is not None:
+                yield Finding(
+                    (*at, name),
+                    f"'{name}' only applies to historic lookups",
+                    "remove it, or set type: historic",
+                )
+        return
+    policy = lookup_type.instantPolicy
+    if policy is None:
+        yield Finding(
+            (*at, "type"),
+            "a historic lookup needs 'instantPolicy'",
+            "natural, const (with instant) or column (with columnName)",
+        )
+    elif policy == "const" and lookup_type.instant is None:
+        yield Finding(
+            (*at, "instantPolicy"),
+            "instantPolicy 'const' needs 'instant'",
+            "add instant: <epoch ms>",
+        )
+    elif policy == "column":
+        if not lookup_type.columnName:
+            yield Finding(
+                (*at, "instantPolicy"),
+                "instantPolicy 'column' needs 'columnName'",
+                "add columnName: <a timestamp column>",
+            )
+        elif names is not None and lookup_type.columnName not in names:
+            yield Finding(
+                (*at, "columnName"),
+                f"{lookup_type.columnName!r} is not a column",
+                suggest(lookup_type.columnName, names),
+            )
+
+
+KIND = SourceKind("recipe", "deploy-config", Recipe, expand, candidate, check)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
 
 from reconciler.coltypes import parse_duration_ms
 from reconciler.sources._shared import (
+    MIN_REFRESH_MS,
     Expansion,
+    Finding,
     Key,
     SourceKind,
     Strict,
+    check_duration,
+    check_start_date,
     drop_none,
     duration_text,
     imported_key,
@@ -72,10 +77,18 @@ def candidate(domain: str, name: str, live: dict[str, Any]) -> dict[str, Any] | 
     }
 
 
+def check(block: SlidingWindowQuerySource) -> Iterator[Finding]:
+    """``refreshPeriod`` at least a minute, ``windowSize`` a duration, ``startDate`` a date."""
+    yield from check_duration(("refreshPeriod",), block.refreshPeriod, MIN_REFRESH_MS)
+    yield from check_duration(("windowSize",), block.windowSize, 1)
+    yield from check_start_date(block.startDate)
+
+
 KIND = SourceKind(
     "slidingWindowQuery",
     "deploy-sliding-window-query",
     SlidingWindowQuerySource,
     expand,
     candidate,
+    check,
 )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
 
 from reconciler.sources._shared import (
     Expansion,
+    Finding,
     Key,
     SourceKind,
     Strict,
@@ -70,4 +72,14 @@ def candidate(domain: str, name: str, live: dict[str, Any]) -> dict[str, Any] | 
     return block
 
 
-KIND = SourceKind("staticQuery", "deploy-static-query", StaticQuerySource, expand, candidate)
+def check(block: StaticQuerySource) -> Iterator[Finding]:
+    """``columnTimeReference`` only makes sense with ``keepHistory: true``."""
+    if block.columnTimeReference and not block.keepHistory:
+        yield Finding(
+            ("columnTimeReference",),
+            "columnTimeReference needs keepHistory: true",
+            "set keepHistory: true, or remove columnTimeReference",
+        )
+
+
+KIND = SourceKind("staticQuery", "deploy-static-query", StaticQuerySource, expand, candidate, check)

@@ -6,16 +6,15 @@ them all (and the local CSV checks) and never touches the network.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from reconciler.coltypes import parse_duration_ms
 from reconciler.errors import Diagnostic
 from reconciler.linq import query_columns
 from reconciler.settings import endpoint_problem
+from reconciler.sources import KINDS, suggest
 from reconciler.spec.csvcheck import ScanProgress, check_csv_file
 from reconciler.spec.loader import ENV_RE, LoadedDomain, LoadedLookup, LoadResult
 from reconciler.spec.model import (
@@ -23,23 +22,12 @@ from reconciler.spec.model import (
     SOURCE_KINDS,
     Column,
     Contribution,
-    CsvSource,
     FileProvider,
     Key,
-    LookupType,
     Recipe,
-    StaticQuerySource,
 )
-from reconciler.timeframe import parse_start_date
-
-MIN_REFRESH_MS = 60_000
 
 Rule = Callable[[LoadedLookup], Iterator[Diagnostic]]
-
-
-def _suggest(word: str, choices: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-    return f"did you mean {close[0]!r}?" if close else f"columns: {', '.join(choices)}"
 
 
 def _source_path(lookup: LoadedLookup) -> tuple[str, ...]:
@@ -108,37 +96,14 @@ def rule_protect_absent(lookup: LoadedLookup) -> Iterator[Diagnostic]:
         )
 
 
-def rule_csv_location(lookup: LoadedLookup) -> Iterator[Diagnostic]:
-    """``csv`` needs exactly one of ``file`` and ``fileProvider``; ``recipe.source`` one kind."""
-    spec = lookup.model.spec
-    csv, recipe = spec.block(CsvSource), spec.block(Recipe)
-    if csv is not None:
-        has_file, has_s3 = csv.file is not None, csv.fileProvider is not None
-        if has_file == has_s3:
-            yield lookup.diagnostic(
-                ("spec", "csv"),
-                "set exactly one of 'file' and 'fileProvider'"
-                if has_file
-                else "no CSV location: neither 'file' nor 'fileProvider'",
-                hint="file: a CSV in git, relative to this spec; fileProvider: a CSV in S3",
-            )
-    if recipe is not None:
-        source = recipe.source
-        is_query = source.query is not None
-        is_csv = source.columns is not None or source.fileProvider is not None
-        if is_query == is_csv:
-            yield lookup.diagnostic(
-                ("spec", "recipe", "source"),
-                "source must be either a query or a CSV in S3 (columns + fileProvider)",
-                hint="set 'query', or 'columns' and 'fileProvider'",
-            )
-        elif is_csv and (source.columns is None or source.fileProvider is None):
-            missing = "columns" if source.columns is None else "fileProvider"
-            yield lookup.diagnostic(
-                ("spec", "recipe", "source"),
-                f"a CSV source needs '{missing}'",
-                hint="a recipe CSV source has both columns and fileProvider",
-            )
+def rule_source_block(lookup: LoadedLookup) -> Iterator[Diagnostic]:
+    """The rules of the lookup's source kind (each kind's ``check``, in ``reconciler.sources``),
+    placed at their field of this document."""
+    kind = lookup.model.spec.source_kind
+    if kind is None:
+        return
+    for finding in KINDS[kind].check(getattr(lookup.model.spec, kind)):
+        yield lookup.diagnostic(("spec", kind, *finding.loc), finding.message, hint=finding.hint)
 
 
 def rule_unique_columns(lookup: LoadedLookup) -> Iterator[Diagnostic]:
@@ -171,7 +136,7 @@ def rule_key(lookup: LoadedLookup) -> Iterator[Diagnostic]:
             )
         elif names is not None and key.column not in names:
             yield lookup.diagnostic(
-                (*at, "column"), f"{key.column!r} is not a column", hint=_suggest(key.column, names)
+                (*at, "column"), f"{key.column!r} is not a column", hint=suggest(key.column, names)
             )
     if key.type == "col-hash":
         if not key.columns:
@@ -184,7 +149,7 @@ def rule_key(lookup: LoadedLookup) -> Iterator[Diagnostic]:
             for i, name in enumerate(key.columns):
                 if name not in names:
                     yield lookup.diagnostic(
-                        (*at, "columns", i), f"{name!r} is not a column", hint=_suggest(name, names)
+                        (*at, "columns", i), f"{name!r} is not a column", hint=suggest(name, names)
                     )
     if key.type not in ("column",) and key.column is not None:
         yield lookup.diagnostic(
@@ -192,139 +157,6 @@ def rule_key(lookup: LoadedLookup) -> Iterator[Diagnostic]:
             f"'column' is only used with key type 'column' (type is {key.type!r})",
             hint="remove it, or set type: column",
         )
-
-
-def _check_duration(
-    lookup: LoadedLookup, loc: tuple[str, ...], value: str | None, minimum: int
-) -> Iterator[Diagnostic]:
-    if value is None:
-        return
-    try:
-        millis = parse_duration_ms(value)
-    except ValueError:
-        yield lookup.diagnostic(
-            loc, f"{value!r} is not a Devo duration", hint="use e.g. 30s, 5m, 1h, 1d or 1h30m"
-        )
-        return
-    if millis < minimum:
-        yield lookup.diagnostic(
-            loc,
-            f"{value!r} is shorter than the minimum of {minimum // 1000}s",
-            hint="Devo refuses refreshPeriod below 1 minute",
-        )
-
-
-def rule_periods(lookup: LoadedLookup) -> Iterator[Diagnostic]:
-    """``refreshPeriod`` ≥ 1 minute, ``windowSize`` a duration, ``startDate`` a date."""
-    spec = lookup.model.spec
-    for kind in ("periodicQuery", "slidingWindowQuery"):
-        block = getattr(spec, kind)
-        if block is None:
-            continue
-        yield from _check_duration(
-            lookup, ("spec", kind, "refreshPeriod"), block.refreshPeriod, MIN_REFRESH_MS
-        )
-        if kind == "slidingWindowQuery":
-            yield from _check_duration(lookup, ("spec", kind, "windowSize"), block.windowSize, 1)
-        if block.startDate is not None:
-            try:
-                parse_start_date(block.startDate)
-            except ValueError:
-                yield lookup.diagnostic(
-                    ("spec", kind, "startDate"),
-                    f"{block.startDate!r} is not a date",
-                    hint="use ISO-8601 (2024-01-31T00:00:00Z) or epoch milliseconds",
-                )
-
-
-def rule_recipe(lookup: LoadedLookup) -> Iterator[Diagnostic]:
-    """Recipe rules: periodic timing, columnFilter, contribution, secondary indexes."""
-    recipe = lookup.model.spec.block(Recipe)
-    if recipe is None:
-        return
-    at = ("spec", "recipe")
-    if recipe.recipeType == "periodic":
-        for name in ("refreshMillis", "startMillis"):
-            if getattr(recipe, name) is None:
-                yield lookup.diagnostic(
-                    (*at, "recipeType"),
-                    f"a periodic recipe needs '{name}'",
-                    hint=f"add {name}: <milliseconds>",
-                )
-        if recipe.refreshMillis is not None and recipe.refreshMillis < MIN_REFRESH_MS:
-            yield lookup.diagnostic(
-                (*at, "refreshMillis"),
-                f"{recipe.refreshMillis} ms is shorter than 1 minute",
-                hint="use at least 60000",
-            )
-    else:
-        for name in ("refreshMillis", "startMillis"):
-            if getattr(recipe, name) is not None:
-                yield lookup.diagnostic(
-                    (*at, name),
-                    f"'{name}' only applies to periodic recipes",
-                    hint="remove it, or set recipeType: periodic",
-                )
-    names = [c.name for c in recipe.source.columns] if recipe.source.columns else None
-    if names is None and recipe.source.query:
-        names = query_columns(recipe.source.query)
-    if recipe.columnFilter is not None and names is not None:
-        for i, name in enumerate(recipe.columnFilter):
-            if name not in names:
-                yield lookup.diagnostic(
-                    (*at, "columnFilter", i),
-                    f"{name!r} is not a column of the source",
-                    hint=_suggest(name, names),
-                )
-    indexes = recipe.secondaryIndexes
-    if indexes is not None and indexes.type == "by-name" and not indexes.map:
-        yield lookup.diagnostic(
-            (*at, "secondaryIndexes", "type"),
-            "secondary indexes 'by-name' need 'map'",
-            hint="add map: {index_name: [columns]}",
-        )
-    if recipe.lookupType is not None:
-        yield from _lookup_type_rules(lookup, recipe.lookupType, (*at, "lookupType"), names)
-
-
-def _lookup_type_rules(
-    lookup: LoadedLookup, lookup_type: LookupType, at: tuple[str, ...], names: list[str] | None
-) -> Iterator[Diagnostic]:
-    if lookup_type.type == "normal":
-        for name in ("instantPolicy", "instant", "columnName"):
-            if getattr(lookup_type, name) is not None:
-                yield lookup.diagnostic(
-                    (*at, name),
-                    f"'{name}' only applies to historic lookups",
-                    hint="remove it, or set type: historic",
-                )
-        return
-    policy = lookup_type.instantPolicy
-    if policy is None:
-        yield lookup.diagnostic(
-            (*at, "type"),
-            "a historic lookup needs 'instantPolicy'",
-            hint="natural, const (with instant) or column (with columnName)",
-        )
-    elif policy == "const" and lookup_type.instant is None:
-        yield lookup.diagnostic(
-            (*at, "instantPolicy"),
-            "instantPolicy 'const' needs 'instant'",
-            hint="add instant: <epoch ms>",
-        )
-    elif policy == "column":
-        if not lookup_type.columnName:
-            yield lookup.diagnostic(
-                (*at, "instantPolicy"),
-                "instantPolicy 'column' needs 'columnName'",
-                hint="add columnName: <a timestamp column>",
-            )
-        elif names is not None and lookup_type.columnName not in names:
-            yield lookup.diagnostic(
-                (*at, "columnName"),
-                f"{lookup_type.columnName!r} is not a column",
-                hint=_suggest(lookup_type.columnName, names),
-            )
 
 
 def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
@@ -344,7 +176,7 @@ def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
                 yield lookup.diagnostic(
                     (*at, "name"),
                     f"{block.name!r} is not a column",
-                    hint=_suggest(block.name, list(columns)),
+                    hint=suggest(block.name, list(columns)),
                 )
             elif columns and columns[block.name] != "STRING":
                 yield lookup.diagnostic(
@@ -356,17 +188,6 @@ def rule_contribution(lookup: LoadedLookup) -> Iterator[Diagnostic]:
             yield lookup.diagnostic(
                 (*at, "name"), "'name' only applies to contribution type 'col'", hint="remove it"
             )
-
-
-def rule_static_history(lookup: LoadedLookup) -> Iterator[Diagnostic]:
-    """``columnTimeReference`` only makes sense with ``keepHistory: true``."""
-    block = lookup.model.spec.block(StaticQuerySource)
-    if block is not None and block.columnTimeReference and not block.keepHistory:
-        yield lookup.diagnostic(
-            ("spec", "staticQuery", "columnTimeReference"),
-            "columnTimeReference needs keepHistory: true",
-            hint="set keepHistory: true, or remove columnTimeReference",
-        )
 
 
 def rule_secrets(lookup: LoadedLookup) -> Iterator[Diagnostic]:
@@ -407,13 +228,10 @@ RULES: tuple[Rule, ...] = (
     rule_devo_name,
     rule_one_source,
     rule_protect_absent,
-    rule_csv_location,
+    rule_source_block,
     rule_unique_columns,
     rule_key,
-    rule_periods,
-    rule_recipe,
     rule_contribution,
-    rule_static_history,
     rule_secrets,
 )
 
