@@ -153,7 +153,7 @@ async def run_jobs(
             _say(f"{address}: job {ids[-1]} done.")
             return 0
         found = await job_views(reader, domain, name, job_id)
-    _say(views.render("jobs", output_format, address, found))
+    _say(views.jobs_view(output_format)(address, found))
     return 0
 
 
@@ -202,7 +202,7 @@ def run_history(
             f"Warning: {journal.where}: skipped {len(journal.skipped)} line(s) that are not "
             f"journal entries (line {lines})"
         )
-    _say(views.render("history", output_format, page, offset))
+    _say(views.history_view(output_format)(page, offset))
     return 0
 
 
@@ -239,5 +239,5 @@ async def run_check(
         results = await evaluate_checks(reader, workspace, live, state, chosen, missing_fails=True)
     if not workspace.checks:
         _warn("No lookup has checks (spec.checks of a Lookup or a Domain).")
-    _say(views.render("checks", output_format, results))
+    _say(views.checks_view(output_format)(results))
     return 1 if any(not r.passed for r in results) else 0

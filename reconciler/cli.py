@@ -139,7 +139,7 @@ def validate(
     if output_format == "text":
         for diagnostic in result.diagnostics:
             err(diagnostic.render())
-    print(printable(views.render("validate", output_format, result)))
+    print(printable(views.validate_view(output_format)(result)))
     raise typer.Exit(1 if result.errors else 0)
 
 
@@ -172,7 +172,7 @@ def refs(
     for diagnostic in result.diagnostics:
         err(diagnostic.render())
     report = refs_report(result, result.references, address)
-    print(printable(views.render("refs", output_format, report)))
+    print(printable(views.refs_view(output_format)(report)))
     raise typer.Exit(1 if result.errors else 0)
 
 

@@ -170,8 +170,8 @@ def state_show(
     kept = Snapshots(location, loaded.backend).sizes()
     print(
         printable(
-            views.render(
-                "state", output_format, loaded, location, StateLock(location, "").holder(), kept
+            views.state_view(output_format)(
+                loaded, location, StateLock(location, "").holder(), kept
             )
         )
     )

@@ -65,7 +65,7 @@ def render(
     run: PlanRun, output_format: str, *, color: bool, drift: bool = False, verbose: bool = False
 ) -> str:
     """The plan in the requested format."""
-    return views.render("plan", output_format, run.plan, color=color, drift=drift, verbose=verbose)
+    return views.plan_view(output_format)(run.plan, color=color, drift=drift, verbose=verbose)
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
@@ -152,7 +152,7 @@ def run_show(plan_file: Path, output_format: str = "text", *, color: bool = Fals
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
-    _say(views.render("plan", output_format, plan, color=color), coloured=color)
+    _say(views.plan_view(output_format)(plan, color=color), coloured=color)
     return 0
 
 
@@ -408,7 +408,7 @@ async def run_apply(
             _warn(f"{address}: no spec names it any more; its record is forgotten")
         if not run.plan.can_apply():
             if r.output_format == "json":  # the same summary event as a run with changes
-                _say(views.render("apply", "json", [], warnings=run.plan.warnings))
+                _say(views.apply_view("json")([], warnings=run.plan.warnings))
             elif r.plan_file is not None:
                 _say("No changes.")
             return 0
@@ -507,7 +507,7 @@ async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outco
 def _report(outcomes: list[Outcome], output_format: str, warnings: Sequence[str] = ()) -> int:
     from reconciler.apply.outcome import INTERRUPTED, summarize
 
-    _say(views.render("apply", output_format, outcomes, warnings=warnings))
+    _say(views.apply_view(output_format)(outcomes, warnings=warnings))
     if output_format != "text":
         # A CI log shows why without anyone opening the JSON artifact.
         for outcome in outcomes:

@@ -80,7 +80,7 @@ async def test_the_html_plan_renders_the_grid_in_a_browser(tmp_path: Path) -> No
     )
     run = await project.plan()
     page = tmp_path / "plan.html"
-    page.write_text(views.render("plan", "html", run.plan))
+    page.write_text(views.plan_view("html")(run.plan))
     assert not re.search(r'(src|href)="(https?:)?//', page.read_text())  # self-contained
 
     dom = _chromium("--dump-dom", page.as_uri()).stdout

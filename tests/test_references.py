@@ -439,12 +439,12 @@ async def test_the_markdown_plan_embeds_the_affected_graph(tmp_path: Path) -> No
 
     project = repository(tmp_path)
     run = await project.plan()
-    markdown = views.render("plan", "markdown", run.plan)
+    markdown = views.plan_view("markdown")(run.plan)
     assert "```mermaid" in markdown and "graph LR" in markdown
     assert "# used by 2 reference(s)" in markdown
-    text = views.render("plan", "text", run.plan)
+    text = views.plan_view("text")(run.plan)
     assert "# starts after: acme/bad_ips, acme/geo" in text
-    html = views.render("plan", "html", run.plan)
+    html = views.plan_view("html")(run.plan)
     assert "# used by 2 reference(s)" in html
 
 

@@ -5,18 +5,29 @@ self-contained page with the lookup × domain grid) and ``mermaid`` (the referen
 define a function per view they offer: ``plan``, ``apply``, ``jobs``, ``history``, ``validate``,
 ``state``, ``refs``, ``checks``. ``OFFERS`` says which views each
 format offers (a test checks it against the modules), so building ``--help`` imports no format
-module; ``renderer`` imports the one asked for when something is rendered. A new format is one
-new module here, one entry in ``OFFERS`` and one branch in ``_module``. ``progress`` is apart: it
-shows apply's events while they happen.
+module. Each view has a typed Protocol (``views.kinds``) that every format's function for it
+meets (mypy checks it at the end of each format module), and a typed factory here
+(``plan_view(name)``...) imports the format asked for when something is shown. A new format is
+one new module here, one entry in ``OFFERS`` and one branch in ``_module``. ``progress`` is apart:
+it shows apply's events while they happen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from reconciler.errors import SettingsError
+from reconciler.views.kinds import (
+    ApplyView,
+    ChecksView,
+    HistoryView,
+    JobsView,
+    PlanView,
+    RefsView,
+    StateView,
+    ValidateView,
+)
 
 #: Every view a command shows.
 VIEWS = ("plan", "apply", "jobs", "history", "validate", "state", "refs", "checks")
@@ -69,16 +80,75 @@ def _module(name: str) -> ModuleType:
     raise SettingsError(f"unknown format {name!r}", hint="one of " + ", ".join(FORMATS))
 
 
-def renderer(view: str, name: str) -> Callable[..., str]:
-    """The function of format ``name`` that renders ``view``."""
+def _function(view: str, name: str) -> Any:
+    """The function of format ``name`` for ``view`` (a usage error when it offers none)."""
     check_format(view, name)
-    function: Callable[..., str] = getattr(_module(name), view)
-    return function
+    return getattr(_module(name), view)
 
 
-def render(view: str, name: str, *args: Any, **kwargs: Any) -> str:
-    """Render ``view`` in format ``name``."""
-    return renderer(view, name)(*args, **kwargs)
+# One typed factory per view: callers get a function whose signature mypy knows.
 
 
-__all__ = ["FORMATS", "OFFERS", "VIEWS", "check_format", "formats_for", "render", "renderer"]
+def plan_view(name: str) -> PlanView:
+    """``--format name``'s plan view."""
+    view: PlanView = _function("plan", name)
+    return view
+
+
+def apply_view(name: str) -> ApplyView:
+    """``--format name``'s apply view."""
+    view: ApplyView = _function("apply", name)
+    return view
+
+
+def jobs_view(name: str) -> JobsView:
+    """``--format name``'s jobs view."""
+    view: JobsView = _function("jobs", name)
+    return view
+
+
+def history_view(name: str) -> HistoryView:
+    """``--format name``'s history view."""
+    view: HistoryView = _function("history", name)
+    return view
+
+
+def validate_view(name: str) -> ValidateView:
+    """``--format name``'s validate view."""
+    view: ValidateView = _function("validate", name)
+    return view
+
+
+def state_view(name: str) -> StateView:
+    """``--format name``'s state view."""
+    view: StateView = _function("state", name)
+    return view
+
+
+def refs_view(name: str) -> RefsView:
+    """``--format name``'s refs view."""
+    view: RefsView = _function("refs", name)
+    return view
+
+
+def checks_view(name: str) -> ChecksView:
+    """``--format name``'s checks view."""
+    view: ChecksView = _function("checks", name)
+    return view
+
+
+__all__ = [
+    "FORMATS",
+    "OFFERS",
+    "VIEWS",
+    "apply_view",
+    "check_format",
+    "checks_view",
+    "formats_for",
+    "history_view",
+    "jobs_view",
+    "plan_view",
+    "refs_view",
+    "state_view",
+    "validate_view",
+]

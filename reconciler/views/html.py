@@ -7,6 +7,7 @@ under it (``<details>``), then the summary. Everything is escaped; the page embe
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING
 
 from reconciler.plan.model import Action, Plan
 from reconciler.views.grid import grid
@@ -28,7 +29,7 @@ ul.warnings { color: #9a6700; }
 """
 
 
-def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
+def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool = False) -> str:
     """The page: title, summary line, the grid with details in its cells, warnings."""
     table = grid(plan, drift=drift)
     title = "reconciler drift" if drift else "reconciler plan"
@@ -88,3 +89,9 @@ def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
         out.append("</ul>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+if TYPE_CHECKING:  # each view has the signature its Protocol states
+    from reconciler.views import kinds
+
+    _plan: kinds.PlanView = plan

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from reconciler.client.job_views import JobView
 
 
-def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
+def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool = False) -> str:
     """The contract's plan JSON (drift adds ``in_sync``)."""
     document: dict[str, Any] = plan.to_json()
     if drift:
@@ -151,3 +151,16 @@ def checks(results: Sequence[CheckResult]) -> str:
         },
         indent=2,
     )
+
+
+if TYPE_CHECKING:  # each view has the signature its Protocol states
+    from reconciler.views import kinds
+
+    _plan: kinds.PlanView = plan
+    _apply: kinds.ApplyView = apply
+    _jobs: kinds.JobsView = jobs
+    _history: kinds.HistoryView = history
+    _validate: kinds.ValidateView = validate
+    _state: kinds.StateView = state
+    _refs: kinds.RefsView = refs
+    _checks: kinds.ChecksView = checks

@@ -6,6 +6,7 @@ A summary table, then one collapsible diff per change.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from reconciler.errors import printable
 from reconciler.plan.model import Action, Plan
@@ -14,7 +15,7 @@ from reconciler.views.grid import grid
 from reconciler.views.text import attribute_lines, drift_line, summary_line
 
 
-def plan(plan: Plan, *, drift: bool = False, **_: object) -> str:
+def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool = False) -> str:
     """A pull-request comment: a summary table, then one collapsible diff per change."""
     title = "### reconciler drift" if drift else "### reconciler plan"
     s = plan.summary
@@ -132,3 +133,9 @@ def _fence(lines: list[str]) -> str:
     backticks cannot close it and go on as markdown."""
     longest = max((len(run) for line in lines for run in re.findall("`+", line)), default=0)
     return "`" * max(3, longest + 1)
+
+
+if TYPE_CHECKING:  # each view has the signature its Protocol states
+    from reconciler.views import kinds
+
+    _plan: kinds.PlanView = plan

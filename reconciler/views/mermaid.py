@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from reconciler.spec.references import RefsReport
 
@@ -48,3 +49,9 @@ def graph(edges: Iterable[tuple[str, str, str | None]], highlight: Iterable[str]
 def refs(report: RefsReport) -> str:
     """``reconciler refs --format mermaid``: the whole graph (or the part around ADDRESS)."""
     return graph(report.edges())
+
+
+if TYPE_CHECKING:  # each view has the signature its Protocol states
+    from reconciler.views import kinds
+
+    _refs: kinds.RefsView = refs

@@ -396,3 +396,16 @@ def checks(results: Sequence[CheckResult]) -> str:
     failed = sum(1 for r in results if not r.passed)
     out.append(f"{len(results)} check(s), {failed} failed." if results else "No checks to run.")
     return printable("\n".join(out))
+
+
+if TYPE_CHECKING:  # each view has the signature its Protocol states
+    from reconciler.views import kinds
+
+    _plan: kinds.PlanView = plan
+    _apply: kinds.ApplyView = apply
+    _jobs: kinds.JobsView = jobs
+    _history: kinds.HistoryView = history
+    _validate: kinds.ValidateView = validate
+    _state: kinds.StateView = state
+    _refs: kinds.RefsView = refs
+    _checks: kinds.ChecksView = checks
