@@ -480,3 +480,17 @@ def test_alerts_beside_the_specs_folder_are_found_from_anywhere(
     files = [u for u in result.references.uses if u.user is None]
     assert [(Path(u.path).name, u.line) for u in files] == [("sanctioned.json", 3)]
     assert not [d for d in result.diagnostics if "references glob" in d.message]
+
+
+@pytest.mark.anyio
+async def test_changing_the_kind_of_a_used_key_is_refused(tmp_path: Path) -> None:
+    project = repository(tmp_path)
+    assert await project.apply() == 0
+    first_column = csv_lookup("geo").replace(
+        "key: {type: column, column: ip}", "key: {type: first-column}"
+    )
+    project.write(first_column, csv_lookup("bad_ips"), csv_lookup("users"), file="csv.yaml")
+    with pytest.raises(PlanError) as refused:
+        await project.plan()
+    assert ALERT_FILE in refused.value.message
+    assert "changes its key (key.type: column → first-column)" in refused.value.message

@@ -36,18 +36,18 @@ def _columns(config: dict[str, Any] | None) -> dict[str, str] | None:
 
 
 def _key_change(change: Change) -> str | None:
-    """How the change alters the lookup's key (its column or that column's type), or None."""
+    """How the change alters the lookup's key (its kind, its columns, or its column's type)."""
     before, after = change.before or {}, change.after or {}
-    old, new = before.get("recipe.key.column"), after.get("recipe.key.column")
-    if old is None or new is None:
-        return None
-    if old != new:
-        return f"changes its key column ({old} → {new})"
+    for path in ("recipe.key.type", "recipe.key.column", "recipe.key.columns"):
+        old, new = before.get(path), after.get(path)
+        if path in before and path in after and old != new:
+            return f"changes its key ({path.removeprefix('recipe.')}: {old} → {new})"
+    key = before.get("recipe.key.column")
     cols_before, cols_after = _columns(before), _columns(after)
-    if cols_before is None or cols_after is None:
+    if key is None or cols_before is None or cols_after is None:
         return None
-    if old in cols_before and old in cols_after and cols_before[old] != cols_after[old]:
-        return f"changes its key {old}'s type ({cols_before[old]} → {cols_after[old]})"
+    if key in cols_before and key in cols_after and cols_before[key] != cols_after[key]:
+        return f"changes its key {key}'s type ({cols_before[key]} → {cols_after[key]})"
     return None
 
 
