@@ -412,19 +412,9 @@ async def run_apply(
             elif r.plan_file is not None:
                 _say("No changes.")
             return 0
-        console: Any
-        if r.output_format == "json":
-            from reconciler.views.progress import JsonConsole
-
-            console = JsonConsole()
-        elif r.interactive:
-            from reconciler.views.progress import RichConsole
-
-            console = RichConsole(len(run.plan.actionable))
-        else:
-            from reconciler.views.progress import LineConsole
-
-            console = LineConsole()
+        console = views.apply_console(
+            r.output_format, interactive=r.interactive, total=len(run.plan.actionable)
+        )
         executor.console = console
         await preflight(client, run.plan)
         _record_overrides(journal, run.plan, actor, options)

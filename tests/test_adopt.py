@@ -210,7 +210,7 @@ def test_rich_console_shows_progress_and_outcomes() -> None:
     from reconciler.apply.outcome import Outcome
     from reconciler.client import JobStatus
     from reconciler.plan.model import Action, Change
-    from reconciler.views.progress import RichConsole
+    from reconciler.views.text import RichConsole
 
     stream = io.StringIO()
     console = RichConsole(2, console=Console(file=stream, force_terminal=True, width=100))

@@ -8,19 +8,20 @@ format offers (a test checks it against the modules), so building ``--help`` imp
 module. Each view has a typed Protocol (``views.kinds``) that every format's function for it
 meets (mypy checks it at the end of each format module), and a typed factory here
 (``plan_view(name)``...) imports the format asked for when something is shown. A new format is
-one new module here, one entry in ``OFFERS`` and one branch in ``_module``. ``progress`` is apart:
-it shows apply's events while they happen.
+one new module here, one entry in ``OFFERS`` and one branch in ``_module``. A format that shows
+apply also shows its events while they happen: its ``console`` (``apply_console(name)``).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import SettingsError
 from reconciler.views.kinds import (
     ApplyView,
     ChecksView,
+    ConsoleFactory,
     HistoryView,
     JobsView,
     PlanView,
@@ -28,6 +29,9 @@ from reconciler.views.kinds import (
     StateView,
     ValidateView,
 )
+
+if TYPE_CHECKING:
+    from reconciler.apply.outcome import ApplyConsole
 
 #: Every view a command shows.
 VIEWS = ("plan", "apply", "jobs", "history", "validate", "state", "refs", "checks")
@@ -131,6 +135,12 @@ def refs_view(name: str) -> RefsView:
     return view
 
 
+def apply_console(name: str, *, interactive: bool, total: int) -> ApplyConsole:
+    """``--format name``'s live progress of apply (text: a bar on a terminal, else lines)."""
+    factory: ConsoleFactory = _function("apply", name) and _module(name).console
+    return factory(interactive=interactive, total=total)
+
+
 def checks_view(name: str) -> ChecksView:
     """``--format name``'s checks view."""
     view: ChecksView = _function("checks", name)
@@ -141,6 +151,7 @@ __all__ = [
     "FORMATS",
     "OFFERS",
     "VIEWS",
+    "apply_console",
     "apply_view",
     "check_format",
     "checks_view",

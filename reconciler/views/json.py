@@ -1,23 +1,26 @@
 """The JSON view: the contract's plan JSON, and JSON for apply, jobs, history and validate.
 
-Everything a tool reads: stable keys, one document per command (apply's live events are one JSON
-object per line, from ``reconciler.views.progress``).
+Everything a tool reads: stable keys, one document per command; apply's live events are one JSON
+object per line (``JsonConsole``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from reconciler.apply.outcome import INTERRUPTED, Outcome, summarize
-from reconciler.plan.model import CheckResult, Plan
+from reconciler.apply.outcome import INTERRUPTED, ApplyConsole, Outcome, summarize
+from reconciler.plan.model import Change, CheckResult, Plan
 from reconciler.spec.loader import LoadResult
 from reconciler.spec.references import RefsReport, Use
 from reconciler.state import LockInfo, State
 
 if TYPE_CHECKING:
+    from reconciler.client import JobStatus
     from reconciler.client.job_views import JobView
 
 
@@ -153,6 +156,54 @@ def checks(results: Sequence[CheckResult]) -> str:
     )
 
 
+class JsonConsole:
+    """One JSON event per line: change_started, job_status, change_finished, summary."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def emit(self, event: str, **data: Any) -> None:
+        """Write one event."""
+        record = {"event": event, "time": round(time.time(), 3), **data}
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+    def change_started(self, change: Change, method: str) -> None:
+        self.emit(
+            "change_started",
+            address=change.address,
+            action=change.action.value,
+            method=method,
+            endpoint=change.endpoint,
+        )
+
+    def job_status(self, change: Change, status: JobStatus) -> None:
+        self.emit(
+            "job_status",
+            address=change.address,
+            code=status.code,
+            msg=status.msg,
+            eventdata=status.eventdata,
+        )
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None:
+        self.emit(
+            "change_finished",
+            address=change.address,
+            action=(outcome.effective or outcome.action).value,
+            status=outcome.status,
+            job_id=outcome.job_id,
+            message=outcome.message,
+            polls=outcome.polls,
+            seconds=round(outcome.seconds, 3),
+        )
+
+
+def console(*, interactive: bool, total: int) -> ApplyConsole:
+    """apply's progress for tools: one JSON event per line."""
+    return JsonConsole()
+
+
 if TYPE_CHECKING:  # each view has the signature its Protocol states
     from reconciler.views import kinds
 
@@ -164,3 +215,4 @@ if TYPE_CHECKING:  # each view has the signature its Protocol states
     _state: kinds.StateView = state
     _refs: kinds.RefsView = refs
     _checks: kinds.ChecksView = checks
+    _console: kinds.ConsoleFactory = console

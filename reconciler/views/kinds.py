@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from reconciler.apply.outcome import Outcome
+    from reconciler.apply.outcome import ApplyConsole, Outcome
     from reconciler.client.job_views import JobView
     from reconciler.plan.model import CheckResult, Plan
     from reconciler.spec.loader import LoadResult
@@ -70,3 +70,9 @@ class ChecksView(Protocol):
     """The checks of the live lookups."""
 
     def __call__(self, results: Sequence[CheckResult]) -> str: ...
+
+
+class ConsoleFactory(Protocol):
+    """apply's live progress in a format: a console for ``total`` changes, interactive or not."""
+
+    def __call__(self, *, interactive: bool, total: int) -> ApplyConsole: ...

@@ -1,20 +1,24 @@
 """The text view: what a person reads in a terminal or a CI log.
 
-One function per thing the commands show (``plan``, ``apply``, ``jobs``, ``history``, ``validate``),
-each a pure function of its data returning the text; ``reconciler.views`` picks the format.
+One function per thing the commands show (``plan``, ``apply``, ``jobs``, ``history``, ``validate``,
+``state``, ``refs``, ``checks``), each a pure function of its data returning the text;
+``reconciler.views`` picks the format. apply's live progress is here too: ``LineConsole`` for logs,
+``RichConsole`` on a terminal.
 Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR``).
 """
 
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
-from reconciler.apply.outcome import NOT_ATTEMPTED, Outcome, summarize
+from reconciler.apply.outcome import NOT_ATTEMPTED, ApplyConsole, Outcome, summarize
 from reconciler.canonical import render_value
 from reconciler.errors import printable
 from reconciler.plan.model import Action, Change, CheckResult, Plan
@@ -24,6 +28,7 @@ from reconciler.state import LockInfo, State
 from reconciler.views.grid import grid
 
 if TYPE_CHECKING:
+    from reconciler.client import JobStatus
     from reconciler.client.job_views import JobView
 
 _STYLES = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: ""}
@@ -398,6 +403,95 @@ def checks(results: Sequence[CheckResult]) -> str:
     return printable("\n".join(out))
 
 
+class LineConsole:
+    """Plain lines on a stream."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def _say(self, text: str) -> None:
+        self.stream.write(printable(text) + "\n")
+        self.stream.flush()
+
+    def change_started(self, change: Change, method: str) -> None:
+        self._say(
+            f"{change.address}: {change.action.value} started ({method} {change.endpoint or ''})".rstrip()
+        )
+
+    def job_status(self, change: Change, status: JobStatus) -> None:
+        self._say(f"{change.address}: {status.code} {status.msg or ''}".rstrip())
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None:
+        job = f" (job {outcome.job_id})" if outcome.job_id else ""
+        self._say(
+            f"{change.address}: {outcome.status}{job}: {outcome.message} [{outcome.seconds:.1f}s]"
+        )
+
+
+class RichConsole:
+    """A progress bar for the run and a line per lookup in flight (terminals only)."""
+
+    def __init__(self, total: int, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = console or Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.overall = self.progress.add_task("apply", total=total)
+        self.lines: dict[str, Any] = {}
+
+    def __enter__(self) -> RichConsole:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def change_started(self, change: Change, method: str) -> None:
+        if change.address not in self.lines:
+            self.lines[change.address] = self.progress.add_task(
+                escape(printable(f"  {change.address}: {method}", one_line=True)), total=None
+            )
+
+    def job_status(self, change: Change, status: JobStatus) -> None:
+        task = self.lines.get(change.address)
+        if task is not None:
+            text = f"  {change.address}: {status.code} {status.msg or ''}"
+            self.progress.update(task, description=escape(printable(text, one_line=True)))
+
+    def change_finished(self, change: Change, outcome: Outcome) -> None:
+        task = self.lines.pop(change.address, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        color = "green" if outcome.ok else "red"
+        job = f" (job {outcome.job_id})" if outcome.job_id else ""
+        self.progress.console.print(
+            f"[{color}]{escape(printable(change.address))}: {outcome.status}[/{color}]"
+            f"{escape(printable(job))}: {escape(printable(outcome.message))}",
+            markup=True,
+            highlight=False,
+        )
+        self.progress.advance(self.overall)
+
+
+def console(*, interactive: bool, total: int) -> ApplyConsole:
+    """apply's progress for people: a live bar on a terminal, plain lines elsewhere (CI logs)."""
+    return RichConsole(total) if interactive else LineConsole()
+
+
 if TYPE_CHECKING:  # each view has the signature its Protocol states
     from reconciler.views import kinds
 
@@ -409,3 +503,4 @@ if TYPE_CHECKING:  # each view has the signature its Protocol states
     _state: kinds.StateView = state
     _refs: kinds.RefsView = refs
     _checks: kinds.ChecksView = checks
+    _console: kinds.ConsoleFactory = console
