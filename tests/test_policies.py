@@ -404,3 +404,15 @@ async def test_a_saved_plan_keeps_its_overrides_and_is_judged_again(tmp_path: Pa
     assert [e.payload["policy"] for e in journal.entries() if e.type == "policy-override"] == [
         "owner"
     ]
+
+
+@pytest.mark.anyio
+async def test_an_unquoted_label_matches_as_its_text(tmp_path: Path) -> None:
+    """``pii: true`` written without quotes is the label "true" a policy's match names."""
+    project = project_with(
+        tmp_path,
+        csv_lookup("users", labels="{pii: true, tier: 1}", visibility="all-subdomains"),
+        PII,
+    )
+    run = await project.plan()
+    assert [(v.address, v.policy) for v in run.plan.violations] == [("acme/users", "pii-private")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from reconciler.canonical import SECRET_KEYS
 from reconciler.settings import Region
@@ -39,6 +39,20 @@ DOMAIN_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$"
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 Visibility = Literal["creator-only", "all-subdomains"]
+
+
+def _label_text(value: Any) -> Any:
+    """A label written unquoted (``pii: true``, ``tier: 1``) reads as its text (``"true"``,
+    ``"1"``), so a policy matching ``pii: "true"`` sees it; anything else is left to the type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+#: A label's value: text (YAML's unquoted booleans and numbers read as the text they were written as).
+LabelValue = Annotated[str, BeforeValidator(_label_text)]
 
 #: Fields whose values are secrets: masked in every output, resolved from ``${env:...}`` at apply.
 SECRET_FIELDS = SECRET_KEYS
@@ -98,7 +112,7 @@ class LookupSpec(Strict):
 class DomainSelector(Strict):
     """Every Domain whose ``metadata.labels`` include all of these."""
 
-    labels: dict[str, str] = Field(min_length=1)
+    labels: dict[str, LabelValue] = Field(min_length=1)
 
 
 class LookupMetadata(Strict):
@@ -115,7 +129,7 @@ class LookupMetadata(Strict):
     )
     domainSelector: DomainSelector | None = None
     name: str = Field(pattern=NAME_PATTERN)
-    labels: dict[str, str] = Field(
+    labels: dict[str, LabelValue] = Field(
         default_factory=dict,
         description='Labels for policies to match (owner, pii, ...); quote values: pii: "true".',
     )
@@ -156,7 +170,7 @@ class DomainMetadata(Strict):
     """Which domain, and the labels ``domainSelector`` matches."""
 
     name: str = Field(pattern=DOMAIN_PATTERN)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
 
 
 class DomainAuth(Strict):
@@ -266,7 +280,7 @@ class PolicyMatch(Strict):
     domains: list[str] = Field(default_factory=lambda: ["*"])
     names: list[str] = Field(default_factory=lambda: ["*"])
     kinds: list[str] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
 
 
 class PolicyRule(Strict):
