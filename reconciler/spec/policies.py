@@ -15,7 +15,6 @@ only when a Policy or a check exists (it brings prompt_toolkit, ~0.1 s).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 from reconciler.errors import Diagnostic
 from reconciler.spec.loader import LoadedDocument, LoadedDomain, LoadedLookup, LoadResult
+from reconciler.spec.messages import did_you_mean
 from reconciler.spec.model import Enforcement, PolicyMatch
 
 #: What a policy rule sees.
@@ -89,13 +89,11 @@ def compile_expression(
     names = frozenset(program.variables())
     unknown = sorted(names - set(allowed))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        close = did_you_mean(unknown[0], allowed)
         return None, document.diagnostic(
             loc,
             f"{what} uses {', '.join(repr(u) for u in unknown)}, which it cannot see",
-            hint=(f"did you mean {close[0]!r}? " if close else "")
-            + "it sees: "
-            + ", ".join(allowed),
+            hint=(f"{close} " if close else "") + "it sees: " + ", ".join(allowed),
         )
     line, _ = document.position(loc)
     return Expression(source, f"{document.path}:{line}", program, names), None
@@ -120,7 +118,6 @@ class Policy:
     match: PolicyMatch
     rules: tuple[Rule, ...]
     where: str
-    combined: Any = field(default=None, repr=False, compare=False)  # [rule 1, rule 2, ...]
     variables: frozenset[str] = field(init=False)  # every variable its rules read
     fields: dict[str, frozenset[str] | None] = field(init=False)  # their fields read (None: all)
 
@@ -130,20 +127,6 @@ class Policy:
         self.fields = {v: field_uses(sources, v) for v in self.variables}
         m = self.match
         self._everything = m.domains == ["*"] and m.names == ["*"] and not m.kinds and not m.labels
-
-    def judge(self, context: Any) -> list[tuple[Rule, str | None]]:
-        """The rules ``context`` (a dict, or a cel.Context) does not pass, each with its
-        evaluation error: all rules in one evaluation, and one by one only when that errs."""
-        if self.combined is not None:
-            values = run_combined(self.combined, context, len(self.rules))
-            if values is not None:
-                return [(rule, None) for rule, ok in zip(self.rules, values, strict=True) if not ok]
-        failed = []
-        for rule in self.rules:
-            passed, error = rule.expression.evaluate(context)
-            if not passed:
-                failed.append((rule, error))
-        return failed
 
     def matches(self, domain: str, name: str, kind: str | None, labels: Mapping[str, str]) -> bool:
         """True when a lookup falls under this policy's ``match``."""
@@ -254,8 +237,7 @@ def compile_policies(result: LoadResult) -> tuple[list[Policy], list[Diagnostic]
                     )
                 )
         if len(rules) == len(doc.spec.rules):
-            combined = combine(r.expr for r in doc.spec.rules)
-            policies.append(Policy(name, doc.spec.match, tuple(rules), seen[name], combined))
+            policies.append(Policy(name, doc.spec.match, tuple(rules), seen[name]))
     return policies, problems
 
 
