@@ -30,7 +30,7 @@ from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.checks import check_context, last_code, run_checks, wants_status
 from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import CheckResult, Plan
-from reconciler.plan.policies import Subject, domain_facts, evaluate, unknown_overrides
+from reconciler.plan.policies import Subject, domains_facts, evaluate, unknown_overrides
 from reconciler.plan.references import annotate, breaking
 from reconciler.settings import Credentials, named_credentials, region_url
 from reconciler.spec import validate_paths
@@ -60,12 +60,7 @@ class Workspace:
 
     def subjects(self) -> dict[str, Subject]:
         """What a policy rule may know of each lookup besides its change."""
-        return {
-            d.address: Subject(
-                d.labels, d.csv.rows if d.csv else None, d.csv.size if d.csv else None, d.protect
-            )
-            for d in self.desired
-        }
+        return {d.address: Subject.of(d) for d in self.desired}
 
     def credentials(self, env: Mapping[str, str]) -> dict[str, Credentials]:
         """Each Domain's own credential, read from the variables it names (an error if unset)."""
@@ -132,10 +127,7 @@ def load_workspace(
         references=result.references,
         compiled_policies=result.compiled_policies,
         checks=result.checks,
-        domain_facts={
-            d.model.metadata.name: domain_facts(d.model.metadata.name, d.model)
-            for d in result.domains
-        },
+        domain_facts=domains_facts(result.domains),
     )
 
 

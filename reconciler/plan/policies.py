@@ -13,14 +13,14 @@ Pure: the expressions come compiled from ``reconciler.spec.policies``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.desired import desired_lookup
+from reconciler.desired import DesiredLookup, desired_lookup
 from reconciler.errors import Diagnostic
 from reconciler.plan.model import Action, Change, Plan, Violation
-from reconciler.spec.loader import LoadResult
+from reconciler.spec.loader import LoadedDomain, LoadResult
 from reconciler.spec.model import DomainDocument, DomainSpec
 from reconciler.spec.policies import (
     RULE_VARIABLES,
@@ -43,6 +43,12 @@ class Subject:
     rows: int | None = None
     size: int | None = None
     protect: bool = False
+
+    @classmethod
+    def of(cls, want: DesiredLookup) -> Subject:
+        """What the specs say of a desired lookup: its labels, its local CSV, its protect."""
+        csv = want.csv
+        return cls(want.labels, csv.rows if csv else None, csv.size if csv else None, want.protect)
 
 
 def csv_facts(change: Change, subject: Subject) -> dict[str, Any] | None:
@@ -112,6 +118,11 @@ class NestedCache:
         if self.flat != flat:
             self.flat, self.shaped = flat, nested(flat)
         return self.shaped
+
+
+def domains_facts(domains: Iterable[LoadedDomain]) -> dict[str, dict[str, Any]]:
+    """``domain`` of a rule for each Domain document, by domain name."""
+    return {d.model.metadata.name: domain_facts(d.model.metadata.name, d.model) for d in domains}
 
 
 def domain_facts(name: str, document: DomainDocument | None = None) -> dict[str, Any]:
@@ -295,9 +306,7 @@ def offline_violations(result: LoadResult, overrides: Sequence[str] = ()) -> lis
     if not result.compiled_policies:
         return []
     loaded = {lookup.address: lookup for lookup in result.lookups}
-    domains = {
-        d.model.metadata.name: domain_facts(d.model.metadata.name, d.model) for d in result.domains
-    }
+    domains = domains_facts(result.domains)
     changes, subjects = [], {}
     for lookup in result.lookups:
         want = desired_lookup(lookup, result.csv_scans)
@@ -314,9 +323,7 @@ def offline_violations(result: LoadResult, overrides: Sequence[str] = ()) -> lis
                 reason="validate --policies: judged as created" if present else "state: absent",
             )
         )
-        subjects[want.address] = Subject(
-            want.labels, want.csv.rows if want.csv else None, want.csv.size if want.csv else None
-        )
+        subjects[want.address] = Subject.of(want)
     judged = evaluate(
         Plan(changes=tuple(changes)), result.compiled_policies, subjects, domains, overrides
     )
