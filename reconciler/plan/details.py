@@ -14,7 +14,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 
-def _columns_by_name(value: Any) -> dict[str, dict[str, Any]] | None:
+def columns_by_name(value: Any) -> dict[str, dict[str, Any]] | None:
     """``[{name, type, from?}]`` or ``[[name, type, key]]`` as ``{name: {position, type, ...}}``."""
     if not isinstance(value, list):
         return None
@@ -42,7 +42,7 @@ def _name(path: str) -> str:
 def describe(path: str, before: Any, after: Any) -> list[str]:
     """Lines describing which elements of a nested value changed (empty for plain scalars)."""
     if path.endswith(("columns", "fields")):
-        old, new = _columns_by_name(before or []), _columns_by_name(after or [])
+        old, new = columns_by_name(before or []), columns_by_name(after or [])
         if old is not None and new is not None:
             return _describe_columns(old, new)
     if isinstance(before, list | dict) or isinstance(after, list | dict):

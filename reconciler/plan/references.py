@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler.linq import lookup_refs
+from reconciler.plan.details import columns_by_name
 from reconciler.plan.model import Action, Change, Plan, UsedBy
 from reconciler.spec.references import ReferenceGraph, Use
 
@@ -27,12 +28,8 @@ _WRITES = (Action.CREATE, Action.UPDATE)
 
 def _columns(config: dict[str, Any] | None) -> dict[str, str] | None:
     """Column name → type of a flattened config, when it declares its columns."""
-    if not config:
-        return None
-    columns = config.get("recipe.source.columns")
-    if not isinstance(columns, list):
-        return None
-    return {str(c.get("name")): str(c.get("type")) for c in columns if isinstance(c, dict)}
+    by_name = columns_by_name((config or {}).get("recipe.source.columns"))
+    return None if by_name is None else {n: str(c.get("type")) for n, c in by_name.items()}
 
 
 def _key_change(change: Change) -> str | None:
