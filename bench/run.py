@@ -312,7 +312,7 @@ def bench_apply(
                             [str(specs)],
                             ApplyRequest(auto_approve=True, parallelism=8),
                         )
-                    )
+                    ).code
                 seconds = time.perf_counter() - start
                 assert code == 0, code
                 counted = stats(control)

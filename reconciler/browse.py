@@ -1,5 +1,6 @@
 """The commands that read what exists and write no state: ``import`` (specs for live lookups),
-``jobs`` (a lookup's jobs), ``history`` (the journal) and ``check`` (the live lookups' checks)."""
+``jobs`` (a lookup's jobs), ``history`` (the journal) and ``check`` (the live lookups' checks).
+Like ``commands``, each returns a ``Result`` the command line writes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import httpx
 
 from reconciler import views
 from reconciler.client import LookupReader
-from reconciler.commands import _say, _warn
 from reconciler.connect import transport_for
 from reconciler.errors import NotFoundError, SettingsError, SpecError
+from reconciler.result import Listener, Result
 from reconciler.settings import Settings
 from reconciler.state import State
 from reconciler.state.journal import Journal
@@ -27,7 +28,7 @@ async def run_import(
     force: bool = False,
     everything: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> int:
+) -> Result:
     """``reconciler import``: one spec file per live lookup the specs under ``out_dir`` (and the
     state) do not manage yet (every one with ``everything``), plus the Domain document unless
     those specs have one."""
@@ -66,26 +67,27 @@ async def run_import(
         else:
             imported.append(item)
     paths = write_import(out_dir, domain, imported, force=force, domain_file=not has_domain)
+    said = Result()
     for name, problems in skipped:
-        _warn(f"{domain}/{name}: skipped, the spec it would need is not valid: {problems}")
+        said.err(f"{domain}/{name}: skipped, the spec it would need is not valid: {problems}")
     for item, path in zip(imported, paths, strict=False):
-        _say(f"{domain}/{item.name}: wrote {path} ({item.kind})")
+        said.out(f"{domain}/{item.name}: wrote {path} ({item.kind})")
         for note in item.notes:
-            _say(f"  note: {note}")
+            said.out(f"  note: {note}")
     inexact = [i.name for i in imported if not i.exact]
-    _say(f"\nImported {len(imported)} lookup(s) of {domain} into {out_dir / domain}.")
+    said.out(f"\nImported {len(imported)} lookup(s) of {domain} into {out_dir / domain}.")
     if already and not everything:
-        _say(
+        said.out(
             f"{already} lookup(s) of {domain} are managed already (specs or state): not written; --all writes them too."
         )
     if skipped:
-        _warn(f"Skipped {len(skipped)} lookup(s) that no valid spec can describe (see above).")
+        said.err(f"Skipped {len(skipped)} lookup(s) that no valid spec can describe (see above).")
     if inexact:
-        _warn(
+        said.err(
             f"Warning: {len(inexact)} lookup(s) imported from metadata only (deployConfig was not "
             f"readable): {', '.join(inexact)}. Check the lines marked UNKNOWN."
         )
-    return 0
+    return said
 
 
 def _managed_by_specs(out_dir: Path, domain: str) -> tuple[set[str], bool]:
@@ -113,8 +115,10 @@ async def run_jobs(
     watch: bool = False,
     watch_timeout: float = 600.0,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> int:
-    """``reconciler jobs DOMAIN/NAME``."""
+    listener: Listener | None = None,
+) -> Result:
+    """``reconciler jobs DOMAIN/NAME`` (``--watch`` tells ``listener`` each status as it comes)."""
+    said = Result(live=listener)
     from reconciler.client.job_views import job_views
     from reconciler.errors import JobFailed, JobTimeout
 
@@ -127,8 +131,8 @@ async def run_jobs(
         if watch:
             ids = [job_id] if job_id else await reader.job_ids(domain, name)
             if not ids:
-                _say(f"{address}: no jobs.")
-                return 0
+                said.out(f"{address}: no jobs.")
+                return said
             try:  # a typo'd --job is an error now, not a 24-hour wait
                 await reader.job_statuses(domain, name, ids[-1])
             except NotFoundError as exc:
@@ -136,25 +140,25 @@ async def run_jobs(
                     f"no job {ids[-1]} for {address}: list its jobs with reconciler jobs {address}"
                 )
                 raise
-            _say(f"Watching job {ids[-1]} of {address}...")
+            said.out(f"Watching job {ids[-1]} of {address}...", now=True)
             try:
                 await reader.wait_for_job(
                     domain,
                     name,
                     ids[-1],
                     timeout=watch_timeout,
-                    on_status=lambda s: _say(
-                        f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}"
+                    on_status=lambda s: said.out(
+                        f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}", now=True
                     ),
                 )
             except (JobFailed, JobTimeout) as exc:
-                _say(f"{address}: {exc}")
-                return 1
-            _say(f"{address}: job {ids[-1]} done.")
-            return 0
+                said.out(f"{address}: {exc}")
+                return said.ends(1)
+            said.out(f"{address}: job {ids[-1]} done.")
+            return said
         found = await job_views(reader, domain, name, job_id)
-    _say(views.jobs_view(output_format)(address, found))
-    return 0
+    said.out(views.jobs_view(output_format)(address, found))
+    return said
 
 
 def run_history(
@@ -168,7 +172,7 @@ def run_history(
     offset: int = 0,
     page_size: int = 50,
     output_format: str = "text",
-) -> int:
+) -> Result:
     """``reconciler history``: query the journal of what apply changed."""
     from reconciler.state.journal import HistoryQuery, query
     from reconciler.timeframe import parse_time
@@ -194,16 +198,17 @@ def run_history(
     )
     journal = Journal.for_state(str(state_location))
     page = query(journal, q)
+    said = Result()
     if journal.skipped:
         lines = ", ".join(map(str, journal.skipped[:10])) + (
             " ..." if len(journal.skipped) > 10 else ""
         )
-        _warn(
+        said.err(
             f"Warning: {journal.where}: skipped {len(journal.skipped)} line(s) that are not "
             f"journal entries (line {lines})"
         )
-    _say(views.history_view(output_format)(page, offset))
-    return 0
+    said.out(views.history_view(output_format)(page, offset))
+    return said
 
 
 __all__ = ["run_history", "run_import", "run_jobs"]
@@ -217,7 +222,7 @@ async def run_check(
     targets: list[str] | None = None,
     allow_outside: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> int:
+) -> Result:
     """``reconciler check``: every lookup's checks against the live service, nothing else; exit 1
     when one fails (a lookup with checks that does not exist fails them)."""
     import fnmatch
@@ -237,7 +242,8 @@ async def run_check(
         live = await fetch_live(reader, domains)
         state = State.load(settings.state_location)
         results = await evaluate_checks(reader, workspace, live, state, chosen, missing_fails=True)
+    said = Result()
     if not workspace.checks:
-        _warn("No lookup has checks (spec.checks of a Lookup or a Domain).")
-    _say(views.checks_view(output_format)(results))
-    return 1 if any(not r.passed for r in results) else 0
+        said.err("No lookup has checks (spec.checks of a Lookup or a Domain).")
+    said.out(views.checks_view(output_format)(results))
+    return said.ends(1 if any(not r.passed for r in results) else 0)

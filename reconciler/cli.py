@@ -41,11 +41,13 @@ from reconciler.cli_options import (
     ask_approval,
     connected,
     csv_progress,
+    emit,
     err,
     guards_of,
     handle_errors,
     spec_paths,
     use_color,
+    write_line,
 )
 from reconciler.errors import SpecError, printable
 
@@ -220,7 +222,7 @@ def plan(
     from reconciler.commands import run_plan
 
     views.check_format("plan", output_format)
-    code = asyncio.run(
+    result = asyncio.run(
         run_plan(
             connection.settings(),
             spec_paths(paths),
@@ -245,7 +247,7 @@ def plan(
             replace=replace or [],
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command()
@@ -260,7 +262,7 @@ def show(
     from reconciler.commands import run_show
 
     views.check_format("plan", output_format)
-    raise typer.Exit(run_show(plan_file, output_format, color=use_color()))
+    raise typer.Exit(emit(run_show(plan_file, output_format, color=use_color())))
 
 
 @app.command()
@@ -284,7 +286,7 @@ def drift(
     from reconciler.plan.guards import Guards
 
     views.check_format("plan", output_format)
-    code = asyncio.run(
+    result = asyncio.run(
         run_drift(
             connection.settings(),
             spec_paths(paths),
@@ -298,7 +300,7 @@ def drift(
             guards=Guards(ignore_references=tuple(ignore_references or ())),
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command()
@@ -318,7 +320,7 @@ def check(
     from reconciler.browse import run_check
 
     views.check_format("checks", output_format)
-    code = asyncio.run(
+    result = asyncio.run(
         run_check(
             connection.settings(),
             spec_paths(paths),
@@ -327,7 +329,7 @@ def check(
             allow_outside=allow_outside,
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command()
@@ -379,7 +381,7 @@ def apply(
     from reconciler.commands import ApplyRequest, run_apply
 
     views.check_format("apply", output_format)
-    code = asyncio.run(
+    result = asyncio.run(
         run_apply(
             connection.settings(),
             spec_paths(paths),
@@ -388,6 +390,7 @@ def apply(
                 plan_file=plan_file,
                 auto_approve=auto_approve,
                 approve=ask_approval,
+                listener=write_line,
                 parallelism=parallelism,
                 wait=not no_wait,
                 job_timeout=job_timeout,
@@ -411,7 +414,7 @@ def apply(
             ),
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command("import")
@@ -439,7 +442,7 @@ def import_(
 
     from reconciler.browse import run_import
 
-    code = asyncio.run(
+    result = asyncio.run(
         run_import(
             connection.settings(),
             domain,
@@ -449,7 +452,7 @@ def import_(
             everything=everything,
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command()
@@ -482,7 +485,7 @@ def jobs(
     from reconciler.browse import run_jobs
 
     views.check_format("jobs", output_format)
-    code = asyncio.run(
+    result = asyncio.run(
         run_jobs(
             connection.settings(),
             address,
@@ -490,9 +493,10 @@ def jobs(
             output_format=output_format,
             watch=watch,
             watch_timeout=watch_timeout,
+            listener=write_line,
         )
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 @app.command()
@@ -525,7 +529,7 @@ def history(
     from reconciler.browse import run_history
 
     views.check_format("history", output_format)
-    code = run_history(
+    result = run_history(
         state_location(state),
         name=name,
         domain=domain,
@@ -536,7 +540,7 @@ def history(
         page_size=page_size,
         output_format=output_format,
     )
-    raise typer.Exit(code)
+    raise typer.Exit(emit(result))
 
 
 app.add_typer(emulator_app, name="emulator")

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from reconciler import views
-from reconciler.cli_options import StateFormatOpt, StateOpt, err, handle_errors
+from reconciler.cli_options import (
+    StateFormatOpt,
+    StateOpt,
+    emit,
+    err,
+    handle_errors,
+    write_line,
+)
 from reconciler.errors import SettingsError, printable
 
 emulator_app = typer.Typer(help="The embedded Lookups API emulator.", no_args_is_help=True)
@@ -212,9 +219,10 @@ def state_rm(
 
     from reconciler.commands import run_state_rm
 
-    raise typer.Exit(
-        asyncio.run(run_state_rm(state_location(state), addresses, lock_timeout=lock_timeout))
+    result = run_state_rm(
+        state_location(state), addresses, lock_timeout=lock_timeout, listener=write_line
     )
+    raise typer.Exit(emit(asyncio.run(result)))
 
 
 @state_app.command("rekey")

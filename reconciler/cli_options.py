@@ -17,6 +17,7 @@ import typer
 
 from reconciler import views
 from reconciler.errors import ReconcilerError, SpecError, printable
+from reconciler.result import Line, Result
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,6 +44,21 @@ def scan_status(path: Path, size: int) -> Any:
 
 def err(text: str) -> None:
     sys.stderr.write(printable(text) + "\n")
+
+
+def write_line(line: Line) -> None:
+    """One line of a command's output on its stream, control characters escaped (our own colour
+    kept); a ``Listener`` for what a command says while it runs."""
+    stream = sys.stdout if line.stream == "out" else sys.stderr
+    stream.write(printable(line.text, keep_colour=line.coloured) + "\n")
+    stream.flush()
+
+
+def emit(result: Result) -> int:
+    """Write what a command kept to say, in order; its exit code."""
+    for line in result.lines:
+        write_line(line)
+    return result.code
 
 
 def handle_errors(fn: F) -> F:

@@ -1,6 +1,7 @@
 """The bodies of the networked commands: glue between resolved options and the engine.
 
-Each returns the exit code; ``reconciler.cli`` only parses options and calls these.
+Each returns a ``Result`` (the exit code and what to print); ``reconciler.cli`` parses options,
+calls one of these and writes the result. Nothing here writes to a stream or prompts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,33 +32,19 @@ from reconciler.engine import (
     preflight,
     with_waves,
 )
-from reconciler.errors import (
-    PlanError,
-    SettingsError,
-    StalePlanError,
-    printable,
-)
+from reconciler.errors import PlanError, SettingsError, StalePlanError
 from reconciler.plan.builder import Selector, build_plan
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Plan
 from reconciler.plan.references import annotate
 from reconciler.plan.saved import SavedPlan, stale_reasons
+from reconciler.result import Listener, Result
 from reconciler.settings import Settings
 from reconciler.spec.csvcheck import ScanProgress
 from reconciler.state import State, StateLock
 from reconciler.state.backends import write_atomically
 from reconciler.state.journal import Journal, current_actor, current_commit
 from reconciler.state.snapshots import referenced
-
-
-def _say(text: str = "", *, coloured: bool = False) -> None:
-    """A line (or block) on stdout, its control characters escaped (colour kept when ours)."""
-    sys.stdout.write(printable(text, keep_colour=coloured) + "\n")
-    sys.stdout.flush()
-
-
-def _warn(text: str) -> None:
-    sys.stderr.write(printable(text) + "\n")
 
 
 def render(
@@ -91,8 +77,9 @@ async def run_plan(
     replace: list[str] | None = None,
     progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> int:
+) -> Result:
     """``reconciler plan``."""
+    said = Result()
     run = await _read_plan(
         settings,
         paths,
@@ -105,8 +92,8 @@ async def run_plan(
         progress=progress,
     )
     for warning in run.workspace.warnings:
-        _warn(warning.render())
-    _say(render(run, output_format, color=color, verbose=verbose), coloured=color)
+        said.err(warning.render())
+    said.out(render(run, output_format, color=color, verbose=verbose), coloured=color)
     if out is not None:
         saved = SavedPlan.of(
             run.plan,
@@ -119,13 +106,13 @@ async def run_plan(
         )
         write_json_atomic(out, saved.document(run.plan))
         # On stderr: the plan's text must end with its summary line (the contract).
-        _warn(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
-    if strict and _strict_refusal(run.plan):
-        return 1
+        said.err(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
+    if strict and _strict_refusal(run.plan, said):
+        return said.ends(1)
     if run.plan.blocking:
-        _warn(_policy_refusal(run.plan, "this plan may not be applied"))
-        return 1
-    return 2 if detailed_exitcode and run.plan.can_apply() else 0
+        said.err(_policy_refusal(run.plan, "this plan may not be applied"))
+        return said.ends(1)
+    return said.ends(2 if detailed_exitcode and run.plan.can_apply() else 0)
 
 
 async def _read_plan(
@@ -142,7 +129,7 @@ async def _read_plan(
         return await make_plan(reader, paths, settings.state_location, selector, **options)
 
 
-def run_show(plan_file: Path, output_format: str = "text", *, color: bool = False) -> int:
+def run_show(plan_file: Path, output_format: str = "text", *, color: bool = False) -> Result:
     """``reconciler show PLANFILE``: a saved plan rendered offline (no request, no state)."""
     try:
         document = json.loads(plan_file.read_text())
@@ -152,8 +139,9 @@ def run_show(plan_file: Path, output_format: str = "text", *, color: bool = Fals
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
-    _say(views.plan_view(output_format)(plan, color=color), coloured=color)
-    return 0
+    said = Result()
+    said.out(views.plan_view(output_format)(plan, color=color), coloured=color)
+    return said
 
 
 def _policy_refusal(plan: Plan, what: str) -> str:
@@ -171,15 +159,15 @@ def _policy_refusal(plan: Plan, what: str) -> str:
     )
 
 
-def _strict_refusal(plan: Plan) -> bool:
+def _strict_refusal(plan: Plan, said: Result) -> bool:
     """Under ``--strict``: say on stderr what could not be verified; True when anything could not."""
     if not plan.unverified:
         return False
-    _warn(
+    said.err(
         f"Error: --strict: {len(plan.unverified)} lookup(s) could not be verified: "
         + "; ".join(f"{c.address} ({', '.join(c.unverified)})" for c in plan.unverified)
     )
-    _warn(
+    said.err(
         "  hint: the service shows no deployConfig for them and the state has no record: point "
         "--state at the state that has their records, or re-send them once with "
         "reconciler apply --replace ADDR"
@@ -200,8 +188,9 @@ async def run_drift(
     progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     guards: Guards | None = None,
-) -> int:
+) -> Result:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
+    said = Result()
     run = await _read_plan(
         settings,
         paths,
@@ -213,10 +202,10 @@ async def run_drift(
         progress=progress,
         guards=guards,
     )
-    _say(render(run, output_format, color=color, drift=True), coloured=color)
-    if strict and _strict_refusal(run.plan):
-        return 1
-    return 0 if run.plan.in_sync else 2  # a failed check is drift too
+    said.out(render(run, output_format, color=color, drift=True), coloured=color)
+    if strict and _strict_refusal(run.plan, said):
+        return said.ends(1)
+    return said.ends(0 if run.plan.in_sync else 2)  # a failed check is drift too
 
 
 def _approve(run: PlanRun, r: ApplyRequest) -> None:
@@ -314,13 +303,15 @@ class ApplyRequest:
     transport: httpx.AsyncBaseTransport | None = None
     env: dict[str, str] | None = None
     progress: ScanProgress | None = None
+    listener: Listener | None = None  # sees the plan, the lock's wait, the notes as they happen
 
 
 async def run_apply(
     settings: Settings, paths: list[str], request: ApplyRequest | None = None
-) -> int:
+) -> Result:
     """``reconciler apply``: under the state's lock for the whole run (see ``StateLock``)."""
     r = request or ApplyRequest()
+    said = Result(live=r.listener)
     if r.parallelism < 1:
         raise SettingsError("--parallelism must be at least 1")
     guards = r.guards or Guards()
@@ -350,7 +341,7 @@ async def run_apply(
     actor = current_actor(gitrepo.folder_of(paths))
     retry = RetryPolicy(budget=settings.timeout, max_in_flight=max(16, r.parallelism * 2))
     async with (
-        _state_locked(settings.state_location, actor, r.lock_timeout) as (journal, states),
+        _state_locked(settings.state_location, actor, r.lock_timeout, said) as (journal, states),
         LookupClient(
             settings,
             retry=retry,
@@ -377,16 +368,16 @@ async def run_apply(
                 progress=r.progress,
             )
             if r.output_format == "text":
-                _say(render(run, "text", color=r.color), coloured=r.color)
-            if r.strict and _strict_refusal(run.plan):
-                return 1
+                said.out(render(run, "text", color=r.color), coloured=r.color, now=True)
+            if r.strict and _strict_refusal(run.plan, said):
+                return said.ends(1)
             _approve(run, r)
         if run.plan.blocking:
             if r.output_format != "text" or r.plan_file is not None:
                 for v in run.plan.blocking:
-                    _warn(f"{v.address}: {v.policy} / {v.rule} [{v.enforcement}]: {v.message}")
-            _warn(_policy_refusal(run.plan, "apply refused"))
-            return 1
+                    said.err(f"{v.address}: {v.policy} / {v.rule} [{v.enforcement}]: {v.message}")
+            said.err(_policy_refusal(run.plan, "apply refused"))
+            return said.ends(1)
         states.append(run.state)
         options = ApplyOptions(
             parallelism=r.parallelism,
@@ -403,15 +394,15 @@ async def run_apply(
             client, run.workspace.by_address(), run.state, journal, None, options, r.env
         )
         for address in executor.adopt(run.plan, run.live_by_address()):
-            _warn(f"{address}: already matched its spec; recorded in the state")
+            said.err(f"{address}: already matched its spec; recorded in the state", now=True)
         for address in executor.forget_gone(run.plan, run.live):
-            _warn(f"{address}: no spec names it any more; its record is forgotten")
+            said.err(f"{address}: no spec names it any more; its record is forgotten", now=True)
         if not run.plan.can_apply():
             if r.output_format == "json":  # the same summary event as a run with changes
-                _say(views.apply_view("json")([], warnings=run.plan.warnings))
+                said.out(views.apply_view("json")([], warnings=run.plan.warnings))
             elif r.plan_file is not None:
-                _say("No changes.")
-            return 0
+                said.out("No changes.")
+            return said
         console = views.apply_console(
             r.output_format, interactive=r.interactive, total=len(run.plan.actionable)
         )
@@ -424,8 +415,8 @@ async def run_apply(
             kept = executor.snapshots
             removed = await asyncio.to_thread(kept.collect, referenced(run.state.lookups))
             if removed:
-                _warn(f"Removed {len(removed)} snapshot(s) no record names any more.")
-    return _report(outcomes, r.output_format, run.plan.warnings)
+                said.err(f"Removed {len(removed)} snapshot(s) no record names any more.")
+    return _report(said, outcomes, r.output_format, run.plan.warnings)
 
 
 def _record_overrides(journal: Journal, plan: Plan, actor: str, options: ApplyOptions) -> None:
@@ -438,12 +429,12 @@ def _record_overrides(journal: Journal, plan: Plan, actor: str, options: ApplyOp
 
 @contextlib.asynccontextmanager
 async def _state_locked(
-    location: str, actor: str, lock_timeout: float
+    location: str, actor: str, lock_timeout: float, said: Result
 ) -> AsyncIterator[tuple[Journal, list[State]]]:
     """Hold the state's lock; on the way out, whatever happened, compact every state the run
     loaded (its record log already holds what was done), close the journal, release the lock."""
     lock = StateLock(location, actor)
-    await lock.acquire(lock_timeout, waiting=_warn)
+    await lock.acquire(lock_timeout, waiting=lambda text: said.err(text, now=True))
     journal = Journal.for_state(location)
     states: list[State] = []
     try:
@@ -457,12 +448,19 @@ async def _state_locked(
             lock.release()
 
 
-async def run_state_rm(location: str, addresses: list[str], *, lock_timeout: float = 0.0) -> int:
+async def run_state_rm(
+    location: str,
+    addresses: list[str],
+    *,
+    lock_timeout: float = 0.0,
+    listener: Listener | None = None,
+) -> Result:
     """``reconciler state rm ADDRESS...``: forget records without deleting the lookups (Terraform's
     ``state rm``), under the state's lock. The next plan sees each as unmanaged (or, if a spec
     still names it, compares it with live state only)."""
     actor = current_actor(Path.cwd())
-    async with _state_locked(location, actor, lock_timeout) as (_, states):
+    said = Result(live=listener)
+    async with _state_locked(location, actor, lock_timeout, said) as (_, states):
         state = State.load(location)
         states.append(state)
         unknown = [a for a in addresses if a not in state.lookups]
@@ -473,8 +471,8 @@ async def run_state_rm(location: str, addresses: list[str], *, lock_timeout: flo
             )
         for address in addresses:
             state.forget(address)
-            _warn(f"{address}: forgotten (the lookup itself is left as it is in Devo)")
-    return 0
+            said.err(f"{address}: forgotten (the lookup itself is left as it is in Devo)")
+    return said
 
 
 async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outcome]:
@@ -494,23 +492,26 @@ async def _execute(executor: Executor, run: PlanRun, console: Any) -> list[Outco
             loop.remove_signal_handler(signal.SIGINT)
 
 
-def _report(outcomes: list[Outcome], output_format: str, warnings: Sequence[str] = ()) -> int:
+def _report(
+    said: Result, outcomes: list[Outcome], output_format: str, warnings: Sequence[str] = ()
+) -> Result:
     from reconciler.apply.outcome import INTERRUPTED, summarize
 
-    _say(views.apply_view(output_format)(outcomes, warnings=warnings))
+    said.out(views.apply_view(output_format)(outcomes, warnings=warnings))
     if output_format != "text":
         # A CI log shows why without anyone opening the JSON artifact.
         for outcome in outcomes:
             if not outcome.ok:
                 job = f" (job {outcome.job_id})" if outcome.job_id else ""
-                _warn(f"{outcome.address}: {outcome.status}{job}: {outcome.message}")
+                said.err(f"{outcome.address}: {outcome.status}{job}: {outcome.message}")
     if any(o.status == INTERRUPTED for o in outcomes):
-        return 130
-    return 1 if summarize(outcomes)["failed"] else 0
+        return said.ends(130)
+    return said.ends(1 if summarize(outcomes)["failed"] else 0)
 
 
 __all__ = [
     "ApplyRequest",
+    "Result",
     "PlanError",
     "render",
     "run_apply",

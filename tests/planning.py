@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.cli_options import emit, write_line
 from reconciler.client import LookupClient, LookupReader, PollPolicy
 from reconciler.commands import ApplyRequest, run_apply
 from reconciler.emulator import EmulatorConfig
@@ -121,12 +122,15 @@ class Project:
             )
 
     async def apply(self, **options: Any) -> int:
+        """``reconciler apply`` as the command line runs it: its output written to stdout and
+        stderr (the plan and notes as they happen), its exit code returned."""
         options.setdefault("auto_approve", True)
+        options.setdefault("listener", write_line)
         options.setdefault("env", dict(SECRETS))
         options.setdefault("poll", FAST_POLL)
         options.setdefault("clock", self.clock.clock())
         request = ApplyRequest(transport=self.transport(), **options)
-        return await run_apply(self.settings, [str(self.specs)], request)
+        return emit(await run_apply(self.settings, [str(self.specs)], request))
 
     def client(self) -> LookupClient:
         """A client whose job polls jump the project's clock, like ``apply``'s."""

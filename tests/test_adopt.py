@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.browse import run_import, run_jobs
+from reconciler.cli_options import emit
 from reconciler.desired import expand
 from reconciler.emulator import EmulatorConfig
 from reconciler.errors import JobFailed, SettingsError
@@ -39,19 +40,16 @@ async def _create_directly(project: Project, name: str, kind_body: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-async def test_import_round_trip_is_an_empty_plan(
-    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_import_round_trip_is_an_empty_plan(tmp_path: Path, kind: str) -> None:
     project = Project(tmp_path)
     await _create_directly(project, "adopted", KINDS[kind])
     out = tmp_path / "imported"
-    assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
-    )
+    said = await run_import(project.settings, "acme", out_dir=out, transport=project.transport())
+    assert said.code == 0
     spec_file = out / "acme" / "adopted.yaml"
     assert spec_file.exists() and (out / "acme" / "_domain.yaml").exists()
     if kind == "csv_file":  # an uploaded CSV cannot be read back: the user supplies it
-        assert "put it at data/adopted.csv" in capsys.readouterr().out
+        assert "put it at data/adopted.csv" in said.stdout
         (out / "acme" / "data").mkdir()
         (out / "acme" / "data" / "adopted.csv").write_text(
             (project.specs / "data" / "geo.csv").read_text()
@@ -81,19 +79,15 @@ async def test_import_round_trip_is_an_empty_plan(
     )
 
 
-async def test_import_with_null_deploy_config_is_honest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_import_with_null_deploy_config_is_honest(tmp_path: Path) -> None:
     project = Project(
         tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01, deploy_config_null=True)
     )
     await _create_directly(project, "opaque", KINDS["csv_s3"])
     out = tmp_path / "imported"
-    assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
-    )
-    captured = capsys.readouterr()
-    assert "imported from metadata only" in captured.err and "opaque" in captured.err
+    said = await run_import(project.settings, "acme", out_dir=out, transport=project.transport())
+    assert said.code == 0
+    assert "imported from metadata only" in said.stderr and "opaque" in said.stderr
     text = (out / "acme" / "opaque.yaml").read_text()
     assert "UNKNOWN" in text and "did not report this lookup's deployConfig" in text
     result = validate_paths([str(out)], csv=False)
@@ -108,13 +102,15 @@ async def test_import_does_not_overwrite_without_force(tmp_path: Path) -> None:
     await _create_directly(project, "x", KINDS["static"])
     out = tmp_path / "imported"
     assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+        emit(await run_import(project.settings, "acme", out_dir=out, transport=project.transport()))
+        == 0
     )
     edited = "# my edits\n" + (out / "acme" / "x.yaml").read_text()
     (out / "acme" / "x.yaml").write_text(edited)
     # x is managed now: a plain import leaves it (and the Domain document) alone.
     assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+        emit(await run_import(project.settings, "acme", out_dir=out, transport=project.transport()))
+        == 0
     )
     assert (out / "acme" / "x.yaml").read_text() == edited
     everything = {"everything": True, "transport": project.transport()}
@@ -122,22 +118,22 @@ async def test_import_does_not_overwrite_without_force(tmp_path: Path) -> None:
         await run_import(project.settings, "acme", out_dir=out, **everything)
     assert (out / "acme" / "x.yaml").read_text() == edited
     assert (
-        await run_import(
-            project.settings,
-            "acme",
-            out_dir=out,
-            force=True,
-            everything=True,
-            transport=project.transport(),
+        emit(
+            await run_import(
+                project.settings,
+                "acme",
+                out_dir=out,
+                force=True,
+                everything=True,
+                transport=project.transport(),
+            )
         )
         == 0
     )
     assert "staticQuery" in (out / "acme" / "x.yaml").read_text()
 
 
-async def test_jobs_show_failure_message_and_running_status(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_jobs_show_failure_message_and_running_status(tmp_path: Path) -> None:
     project = Project(
         tmp_path, EmulatorConfig(create_latency=0, deploy_latency=0.01, job_failure_pattern="bad")
     )
@@ -148,8 +144,9 @@ async def test_jobs_show_failure_message_and_running_status(
         assert bad.job_id
         with pytest.raises(JobFailed):
             await client.wait_for_job("acme", "bad", bad.job_id)
-    assert await run_jobs(project.settings, "acme/bad", transport=project.transport()) == 0
-    out = capsys.readouterr().out
+    said = await run_jobs(project.settings, "acme/bad", transport=project.transport())
+    assert said.code == 0
+    out = said.stdout
     assert f"job {bad.job_id}: FAILED" in out
     assert "deploy.err Lookup deployment failed: injected failure" in " ".join(out.split())
     project.emulator.config.create_latency = 60
@@ -157,13 +154,11 @@ async def test_jobs_show_failure_message_and_running_status(
         slow = await client.deploy(
             "POST", "deploy-static-query", "acme", "slow", {"query": "from a select b"}
         )
-    assert (
-        await run_jobs(
-            project.settings, "acme/slow", output_format="json", transport=project.transport()
-        )
-        == 0
+    said = await run_jobs(
+        project.settings, "acme/slow", output_format="json", transport=project.transport()
     )
-    document = json.loads(capsys.readouterr().out)
+    assert said.code == 0
+    document = json.loads(said.stdout)
     [job] = document["jobs"]
     assert job["id"] == slow.job_id and job["stage"] == "running" and job["stopped"] is None
     assert job["statuses"][-1]["code"] == "create.start"
@@ -175,9 +170,7 @@ async def test_jobs_rejects_a_bad_address(tmp_path: Path) -> None:
         await run_jobs(project.settings, "no-slash", transport=project.transport())
 
 
-async def test_jobs_watch_follows_a_job_to_its_end(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_jobs_watch_follows_a_job_to_its_end(tmp_path: Path) -> None:
     project = Project(
         tmp_path, EmulatorConfig(create_latency=0.2, deploy_latency=0.3, job_failure_pattern="bad")
     )
@@ -188,18 +181,22 @@ async def test_jobs_watch_follows_a_job_to_its_end(
         await client.deploy(
             "POST", "deploy-static-query", "acme", "bad", {"query": "from a select b"}
         )
-    assert (
-        await run_jobs(project.settings, "acme/good", watch=True, transport=project.transport())
-        == 0
+    heard: list[str] = []  # what --watch prints as it happens
+    said = await run_jobs(
+        project.settings,
+        "acme/good",
+        watch=True,
+        transport=project.transport(),
+        listener=lambda line: heard.append(line.text),
     )
-    out = capsys.readouterr().out
+    assert said.code == 0
+    out = "\n".join(heard) + "\n" + said.stdout
     codes = [line.split()[1] for line in out.splitlines() if line.startswith("  ")]
     assert codes == ["create.start", "create.ok", "deploy.start", "deploy.ok"]
     assert f"acme/good: job {good.job_id} done." in out
-    assert (
-        await run_jobs(project.settings, "acme/bad", watch=True, transport=project.transport()) == 1
-    )
-    assert "deploy.err: Lookup deployment failed: injected failure" in capsys.readouterr().out
+    said = await run_jobs(project.settings, "acme/bad", watch=True, transport=project.transport())
+    assert said.code == 1
+    assert "deploy.err: Lookup deployment failed: injected failure" in said.stdout
 
 
 def test_rich_console_shows_progress_and_outcomes() -> None:
@@ -263,9 +260,7 @@ async def test_jobs_watch_of_an_unknown_job_fails_at_once(tmp_path: Path) -> Non
     assert caught.value.hint and "reconciler jobs acme/x" in caught.value.hint
 
 
-async def test_import_writes_only_specs_that_validate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_import_writes_only_specs_that_validate(tmp_path: Path) -> None:
     project = Project(tmp_path)
     async with project.client() as client:
         for name, query in [
@@ -275,11 +270,9 @@ async def test_import_writes_only_specs_that_validate(
         ]:
             await client.deploy("POST", "deploy-static-query", "acme", name, {"query": query})
     out = tmp_path / "imported"
-    assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
-    )
-    captured = capsys.readouterr()
-    assert "acme/a b: skipped, the spec it would need is not valid: metadata.name" in captured.err
+    said = await run_import(project.settings, "acme", out_dir=out, transport=project.transport())
+    assert said.code == 0
+    assert "acme/a b: skipped, the spec it would need is not valid: metadata.name" in said.stderr
     written = sorted(p.name for p in (out / "acme").glob("*.yaml"))
     assert "a b.yaml" not in written and "with-dash.yaml" in written
     result = validate_paths([str(out)], csv=False)

@@ -292,6 +292,47 @@ def test_the_purity_rule_catches_a_planted_import() -> None:
     assert not _impure("import subprocess\n", "reconciler.gitrepo")
 
 
+SILENT = {"commands", "browse"}  # the commands' bodies: they return a Result
+
+
+def _speaks(source: str, dotted: str) -> list[str]:
+    """Where a command's body writes to a stream or prompts itself (print, input, sys.stdout,
+    sys.stderr, typer): the command line does that with the Result it returns."""
+    if _part(dotted) not in SILENT:
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in {"print", "input"}:
+                found.append(f"{dotted}:{node.lineno} calls {node.func.id}()")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+            and node.attr in {"stdout", "stderr", "stdin"}
+        ):
+            found.append(f"{dotted}:{node.lineno} uses sys.{node.attr}")
+    found += [
+        f"{dotted}:{line} imports {module}"
+        for line, module in _imports(source, dotted)
+        if module.split(".")[0] in {"typer", "rich"}
+    ]
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_commands_bodies_never_print_nor_prompt(path: Path) -> None:
+    assert not _speaks(path.read_text(), _dotted(path))
+
+
+def test_the_silence_rule_catches_a_planted_print() -> None:
+    assert _speaks("def f():\n    print('x')\n", "reconciler.commands")
+    assert _speaks("import sys\nsys.stdout.write('x')\n", "reconciler.browse")
+    assert _speaks("def f():\n    return input('ok? ')\n", "reconciler.commands")
+    assert _speaks("import typer\n", "reconciler.commands")
+    assert not _speaks("print('x')\n", "reconciler.cli")
+
+
 def test_the_lookup_spec_has_one_field_per_source_kind() -> None:
     """LookupSpec is written out (mypy sees ``spec.csv``); it must still name every kind, and only
     kinds, with the model that kind's module declares."""

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.cli_options import emit
 from reconciler.client import LookupReader
 from reconciler.commands import ApplyRequest, run_apply
 from reconciler.engine import make_plan
@@ -150,7 +151,7 @@ async def test_full_loop_against_an_odd_service(tmp_path: Path) -> None:
     )
     transport = httpx.MockTransport(service)
     request = ApplyRequest(auto_approve=True, transport=transport, env=dict(SECRETS))
-    code = await run_apply(settings(tmp_path), [str(specs)], request)
+    code = emit(await run_apply(settings(tmp_path), [str(specs)], request))
     assert code == 0
     plan = await plan_for(service, tmp_path, specs)
     assert not plan.can_apply(), [(c.address, c.reason) for c in plan.changes]
@@ -169,15 +170,17 @@ async def test_full_loop_against_an_odd_service(tmp_path: Path) -> None:
     (specs / "all.yaml").write_text(
         "---\n".join(lookup_doc(names[k], "", extra="state: absent") for k in sorted(KINDS))
     )
-    code = await run_apply(
-        settings(tmp_path),
-        [str(specs)],
-        ApplyRequest(
-            auto_approve=True,
-            transport=transport,
-            env=dict(SECRETS),
-            guards=Guards(allow_mass_destroy=True),  # every lookup at once, on purpose
-        ),
+    code = emit(
+        await run_apply(
+            settings(tmp_path),
+            [str(specs)],
+            ApplyRequest(
+                auto_approve=True,
+                transport=transport,
+                env=dict(SECRETS),
+                guards=Guards(allow_mass_destroy=True),  # every lookup at once, on purpose
+            ),
+        )
     )
     assert code == 0 and service.lookups == {}
     assert max(service.posts.values()) == 1

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.cli_options import emit
 from reconciler.errors import SettingsError
 from reconciler.state.journal import HistoryQuery, Journal, JournalEntry, query
 from tests.planning import KINDS, Project, lookup_doc
@@ -116,7 +117,7 @@ def test_history_skips_lines_that_are_not_entries_with_one_warning(
         '{"torn": ',
     ]
     (state.parent / "journal.jsonl").write_text("\n".join(lines) + "\n")
-    assert run_history(state, action="destroy", output_format="json") == 0
+    assert emit(run_history(state, action="destroy", output_format="json")) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["totalResults"] == 1  # the plan's word finds the delete
     assert "skipped 4 line(s) that are not journal entries (line 2, 3, 4, 5)" in captured.err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli_options import emit
 from reconciler.emulator import EmulatorConfig
 from reconciler.emulator.derive import derive
 from reconciler.errors import PlanError
@@ -207,7 +208,9 @@ async def test_protect_turns_a_delete_into_an_error(tmp_path: Path) -> None:
         await project.plan()
     from reconciler.commands import run_drift
 
-    code = await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    code = emit(
+        await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    )
     assert code == 2  # drift reports it instead of failing
 
 

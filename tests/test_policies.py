@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.browse import run_check
 from reconciler.cli import app
+from reconciler.cli_options import emit
 from reconciler.commands import run_drift, run_plan
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action, Change
@@ -98,8 +99,11 @@ def project_with(tmp_path: Path, *documents: str) -> Project:
 
 
 async def plan_code(project: Project, **options: Any) -> int:
-    return await run_plan(
-        project.settings, [str(project.specs)], transport=project.transport(), **options
+    """``reconciler plan``'s exit code, its output written as the command line writes it."""
+    return emit(
+        await run_plan(
+            project.settings, [str(project.specs)], transport=project.transport(), **options
+        )
     )
 
 
@@ -329,27 +333,38 @@ async def test_drift_turns_red_when_rows_vanish_out_of_band(tmp_path: Path) -> N
         csv_lookup("geo", checks='["numEntries >= 0.7 * previous.numEntries"]'),
     )
     assert await project.apply() == 0
-    drift = await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    drift = emit(
+        await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    )
     assert drift == 0
     assert (
-        await run_check(project.settings, [str(project.specs)], transport=project.transport()) == 0
+        emit(await run_check(project.settings, [str(project.specs)], transport=project.transport()))
+        == 0
     )
     project.emulator.store.drop_rows("acme", "geo", keep=1)
     run = await project.plan(strict_protect=False)
     failed = sorted(c.expr for c in run.plan.failed_checks)
     assert failed == ["numEntries >= 0.7 * previous.numEntries", "numEntries >= 3"]
-    drift = await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    drift = emit(
+        await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+    )
     assert drift == 2
     assert (
-        await run_check(project.settings, [str(project.specs)], transport=project.transport()) == 1
+        emit(await run_check(project.settings, [str(project.specs)], transport=project.transport()))
+        == 1
     )
 
 
 @pytest.mark.anyio
 async def test_check_fails_a_lookup_that_does_not_exist(tmp_path: Path, capsys: Any) -> None:
     project = project_with(tmp_path, csv_lookup("geo", checks='["numEntries >= 1"]'))
-    code = await run_check(
-        project.settings, [str(project.specs)], output_format="json", transport=project.transport()
+    code = emit(
+        await run_check(
+            project.settings,
+            [str(project.specs)],
+            output_format="json",
+            transport=project.transport(),
+        )
     )
     assert code == 1
     data = json.loads(capsys.readouterr().out)
@@ -394,7 +409,7 @@ async def test_a_saved_plan_keeps_its_overrides_and_is_judged_again(tmp_path: Pa
 
     async def apply_saved(path: Path) -> int:
         request = ApplyRequest(plan_file=path, transport=project.transport(), env={})
-        return await run_apply(project.settings, [str(project.specs)], request)
+        return emit(await run_apply(project.settings, [str(project.specs)], request))
 
     assert await apply_saved(refused) == 1
     assert project.emulator.store.get("acme", "geo") is None

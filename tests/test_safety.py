@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
+from reconciler.cli_options import emit
 from reconciler.errors import PlanError, SettingsError, SpecError
 from reconciler.plan.guards import Guards
 from reconciler.spec import load_specs
@@ -449,12 +450,14 @@ async def test_hostile_names_cells_and_messages_are_escaped(
         ),
     )
     capsys.readouterr()
-    code = await run_plan(
-        project.settings,
-        [str(project.specs)],
-        output_format=output_format,
-        color=color,
-        transport=project.transport(),
+    code = emit(
+        await run_plan(
+            project.settings,
+            [str(project.specs)],
+            output_format=output_format,
+            color=color,
+            transport=project.transport(),
+        )
     )
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -702,7 +705,8 @@ async def test_import_writes_only_what_is_unmanaged_and_the_result_plans_empty(
     assert any("reconciler import acme" in h for h in hints), hints
     out = project.specs
     assert (
-        await run_import(project.settings, "acme", out_dir=out, transport=project.transport()) == 0
+        emit(await run_import(project.settings, "acme", out_dir=out, transport=project.transport()))
+        == 0
     )
     written = sorted(p.name for p in (out / "acme").iterdir())
     assert written == ["_domain-2.yaml", "manual_x.yaml"]  # no second Domain, no managed lookup

@@ -26,6 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
+from reconciler.cli_options import emit
 from reconciler.emulator import EmulatorConfig
 from reconciler.errors import StateError
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
@@ -222,16 +223,18 @@ async def test_plan_from_another_folder_is_clean_and_history_lists_every_change(
     clone.mkdir()
     subprocess.run(["cp", "-r", str(project.specs), str(clone / "specs")], check=True)
     capsys.readouterr()
-    code = await run_plan(
-        project.settings,
-        [str(clone / "specs")],
-        detailed_exitcode=True,
-        strict=True,
-        transport=project.transport(),
+    code = emit(
+        await run_plan(
+            project.settings,
+            [str(clone / "specs")],
+            detailed_exitcode=True,
+            strict=True,
+            transport=project.transport(),
+        )
     )
     out = capsys.readouterr().out
     assert code == 0 and out.rstrip().endswith("No changes."), out
-    assert run_history(s3_url, output_format="json") == 0
+    assert emit(run_history(s3_url, output_format="json")) == 0
     page = json.loads(capsys.readouterr().out)
     assert page["totalResults"] == 5
     assert {r["lookup"] for r in page["results"]} == {"q0", "q1", "q2", "s3", "geo"}
@@ -534,7 +537,11 @@ async def test_plan_and_drift_take_no_lock_and_work_while_one_is_held(tmp_path: 
     try:
         assert not (await project.plan()).plan.can_apply()
         assert (
-            await run_drift(project.settings, [str(project.specs)], transport=project.transport())
+            emit(
+                await run_drift(
+                    project.settings, [str(project.specs)], transport=project.transport()
+                )
+            )
             == 0
         )
         with pytest.raises(LockedError, match="held by someone-else"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.cli_options import emit
 from reconciler.commands import run_drift
 from reconciler.desired import resolve_secrets
 from reconciler.emulator import EmulatorConfig
@@ -271,7 +272,8 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
     project.write(every_kind(KINDS.__getitem__, kinds))
     assert await project.apply() == 0
     assert (
-        await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 0
+        emit(await run_drift(project.settings, [str(project.specs)], transport=project.transport()))
+        == 0
     )
 
     extra = "visibility: all-subdomains" if change == "visibility" else ""
@@ -285,11 +287,13 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
         if not with_state:
             project.settings.state_path.unlink()
         capsys.readouterr()
-        code = await run_drift(
-            project.settings,
-            [str(project.specs)],
-            output_format="json",
-            transport=project.transport(),
+        code = emit(
+            await run_drift(
+                project.settings,
+                [str(project.specs)],
+                output_format="json",
+                transport=project.transport(),
+            )
         )
         assert code == 2, f"no drift seen (state kept: {with_state})"
         # What drift itself reports (its plan JSON, read back into the plan's model).
@@ -308,7 +312,8 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
                     assert "changed in Devo" in found.reason, kind
     assert await project.apply() == 0
     assert (
-        await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 0
+        emit(await run_drift(project.settings, [str(project.specs)], transport=project.transport()))
+        == 0
     )
 
 
@@ -326,23 +331,29 @@ async def test_strict_plan_without_config_or_state_exits_1_naming_what(
     project.settings.state_path.unlink()
     capsys.readouterr()
     specs = [str(project.specs)]
-    assert await run_plan(project.settings, specs, transport=project.transport()) == 0
+    assert emit(await run_plan(project.settings, specs, transport=project.transport())) == 0
     out = capsys.readouterr().out
     assert out.rstrip().endswith(
         "1 lookup(s) could not be verified (no deployConfig from the service, no state)."
     )
     assert out.rstrip().splitlines()[-1].startswith("No changes.")
-    code = await run_plan(project.settings, specs, strict=True, transport=project.transport())
+    code = emit(await run_plan(project.settings, specs, strict=True, transport=project.transport()))
     assert code == 1
     err = capsys.readouterr().err
     assert "--strict: 1 lookup(s) could not be verified: acme/q (" in err
     assert "recipe.source.query" in err
     # A plain apply has nothing to do and must not vouch for what it could not verify ...
     assert await project.apply() == 0
-    assert await run_plan(project.settings, specs, strict=True, transport=project.transport()) == 1
+    assert (
+        emit(await run_plan(project.settings, specs, strict=True, transport=project.transport()))
+        == 1
+    )
     # ... re-sending it records it, and the same strict plan passes.
     assert await project.apply(replace=["acme/q"]) == 0
-    assert await run_plan(project.settings, specs, strict=True, transport=project.transport()) == 0
+    assert (
+        emit(await run_plan(project.settings, specs, strict=True, transport=project.transport()))
+        == 0
+    )
 
 
 def test_strict_comes_from_the_environment_too(tmp_path: Path) -> None:
@@ -508,8 +519,8 @@ async def test_unmanaged_lookups_covered_by_keep_are_reported_but_not_drift(
         project.write(lookup_doc("kept", KINDS["static"]), domain.format(p=prune))
         assert await project.apply() == 0
         capsys.readouterr()
-        code = await run_drift(
-            project.settings, [str(project.specs)], transport=project.transport()
+        code = emit(
+            await run_drift(project.settings, [str(project.specs)], transport=project.transport())
         )
         out = capsys.readouterr().out
         assert code == 0, out
@@ -521,7 +532,8 @@ async def test_unmanaged_lookups_covered_by_keep_are_reported_but_not_drift(
     project.write(lookup_doc("kept", KINDS["static"]))  # no Domain document: manual_x is drift
     capsys.readouterr()
     assert (
-        await run_drift(project.settings, [str(project.specs)], transport=project.transport()) == 2
+        emit(await run_drift(project.settings, [str(project.specs)], transport=project.transport()))
+        == 2
     )
     assert "no Domain document" in capsys.readouterr().out
 
