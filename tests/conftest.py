@@ -1,65 +1,37 @@
-"""The suite's set-up: bytecode and rewritten test modules compiled once, two xdist workers more
-than cores, Typer's command tree built once; and shared fixtures (a socket guard, a CLI
-runner)."""
+"""The suite's set-up: bytecode compiled once and cached, two xdist workers more than cores; and
+shared fixtures (a socket guard, a CLI runner)."""
 
 from __future__ import annotations
 
 import compileall
-import functools
 import gc
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer.main
-import typer.testing
-from typer.testing import CliRunner
 
-# Typer's test runner builds the whole click command tree again on every invoke (13 ms for this
-# CLI, some 300 invocations in the suite); the tree depends on the app alone, so build it once.
-typer.testing._get_command = functools.cache(typer.main.get_command)
+from tests.support import CliRunner
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Before any worker starts: compile the package's bytecode once.
+    """Bytecode is cached, as after a regular ``pip install``, even where
+    ``PYTHONDONTWRITEBYTECODE`` is set (CI images often set it).
 
-    Where ``PYTHONDONTWRITEBYTECODE`` is set (CI images often set it), every process the suite
-    starts (xdist workers, the CLI and emulator processes, the benchmark's) would otherwise
-    compile every module again: ~0.25 s each. Writing ``__pycache__`` here is what a regular
-    ``pip install`` does; reading it is still allowed under that variable.
+    Under that variable every process the suite starts (xdist workers, the CLI and emulator
+    processes, the benchmark's) compiles every module it imports again (~0.25 s each), and
+    pytest rewrites every test module's asserts again in each worker. So the variable goes for
+    this run and the processes it starts, and before any worker starts the package is compiled
+    once (both optimisation levels: one test runs ``python -O``).
     """
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
-        compileall.compile_dir(Path(__file__).resolve().parent.parent / "reconciler", quiet=1)
-        _rewrite_test_modules_once(config)
-
-
-def _rewrite_test_modules_once(config: pytest.Config) -> None:
-    """Cache pytest's assertion-rewritten test modules before the workers start.
-
-    pytest rewrites each test module's asserts when it imports it and caches the result, but not
-    under ``PYTHONDONTWRITEBYTECODE``: then each of the three workers rewrites all of them again,
-    at once, on two cores. Done once here, serially (~0.7 s), a one-test run used 7.5-8.7 s of
-    CPU against 9.5-11.0 s, measured alternating with the old way. This uses pytest's private
-    rewrite functions: should they change, the cache is simply not made (the workers rewrite, as
-    before); a stale cache is never read (its pycs carry their source's hash, checked on read).
-    """
-    if config.getoption("assertmode") != "rewrite":
-        return
-    try:
-        from _pytest.assertion import rewrite
-
-        state = config.stash[rewrite.assertstate_key]
-        tests = Path(__file__).resolve().parent
-        for source in [tests / "conftest.py", *sorted(tests.glob("test_*.py"))]:
-            cache = rewrite.get_cache_dir(source)
-            pyc = cache / (source.name[:-3] + rewrite.PYC_TAIL)
-            if rewrite._read_pyc(source, pyc) is None and rewrite.try_makedirs(cache):
-                source_hash, code = rewrite._rewrite_test(source, config)
-                rewrite._write_pyc(state, code, source_hash, pyc)
-    except (ImportError, AttributeError, KeyError, TypeError, OSError):
-        return
+        root = Path(__file__).resolve().parent.parent / "reconciler"
+        for level in (0, 1):
+            compileall.compile_dir(root, quiet=1, optimize=level)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

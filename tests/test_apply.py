@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig
@@ -22,7 +21,7 @@ from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
-from tests.support import git, served
+from tests.support import CliRunner, git, served
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio

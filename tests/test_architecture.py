@@ -4,6 +4,7 @@ and under TYPE_CHECKING included): data flows one way, and the emulator stays in
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -65,9 +66,16 @@ def _part(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+@functools.cache
+def _tree(source: str) -> ast.Module:
+    """A module's syntax tree, parsed once for all the rules that read it."""
+    return ast.parse(source)
+
+
+@functools.cache
 def _imports(source: str, dotted: str) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in ``source`` (module ``dotted``)."""
-    tree = ast.parse(source)
+    tree = _tree(source)
     package = dotted.split(".")[:-1]
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -228,7 +236,7 @@ def _refused(source: str, dotted: str) -> list[str]:
     which no import check can see."""
     own = dotted.split(".")[:2]
     wrong = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_tree(source)):
         if isinstance(node, ast.Name) and node.id == "__import__":
             wrong.append(f"{dotted}:{node.lineno} imports by string (__import__)")
         if isinstance(node, ast.Import) and any(
@@ -301,7 +309,7 @@ def _speaks(source: str, dotted: str) -> list[str]:
     if _part(dotted) not in SILENT:
         return []
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_tree(source)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in {"print", "input"}:
                 found.append(f"{dotted}:{node.lineno} calls {node.func.id}()")

@@ -9,11 +9,10 @@ import secrets
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from tests.planning import SECRETS, Project, lookup_doc
-from tests.support import moto_s3, s3_client
+from tests.support import CliRunner, moto_s3, s3_client
 
 PLANTED_CELL = "canary-cell-7d1e"
 PLANTED_NAME = "canary_lookup_55"

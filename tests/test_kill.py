@@ -11,9 +11,11 @@ emulator holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -21,12 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig
 from tests.planning import Project, lookup_doc
-from tests.support import served
+from tests.support import CliRunner, served
 
 TRIALS = 20
 NAMES = ["c0", "c1", "c2", "c3"]
@@ -76,22 +77,57 @@ def devo_matches_files(project: Project, present: dict[str, bool]) -> bool:
     return True
 
 
-# A real `reconciler apply` process whose imports are done before it is told to start: the kill
-# timing is measured from its first request anyway, and a trial then costs no interpreter start.
-_LAUNCHER = (
-    "import sys, reconciler.cli, reconciler.commands, reconciler.apply.executor; "
-    "sys.stdin.readline(); sys.argv = ['reconciler', *sys.argv[1:]]; reconciler.cli.main()"
-)
+# Real `reconciler apply` processes, forked from one that has done the imports (a zygote, as
+# Android starts apps): the kill timing is measured from the first request anyway, and a trial
+# then costs no interpreter start. The zygote reaps each child and says how it ended.
+_ZYGOTE = """
+import os, sys
+import reconciler.cli, reconciler.commands, reconciler.apply.executor
+sys.argv = ["reconciler", *sys.argv[1:]]
+for _ in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stdout is the zygote's line to the test
+        try:
+            reconciler.cli.main()
+        except SystemExit as exc:
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        os._exit(0)
+    print(pid, flush=True)
+    print("ended", os.waitpid(pid, 0)[1], flush=True)
+"""
 
 
-def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", _LAUNCHER, *arguments],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+class Zygote:
+    """Starts ``reconciler ARGUMENTS`` processes by forking; ``start`` gives the new pid."""
+
+    def __init__(self, arguments: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE, *arguments],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def ended(self, timeout: float = 0.0) -> bool:
+        """True once the zygote has reaped the last child (waiting up to ``timeout``)."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if ready:
+            line = self.process.stdout.readline()
+            assert line.startswith(b"ended"), line
+        return bool(ready)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 @pytest.mark.reliability
@@ -120,9 +156,8 @@ def test_after_any_kill_the_plan_is_clean_only_when_devo_holds_the_files(
         # Lookups come and go on purpose here: the default blast-radius guard would stop them.
         arguments = ["apply", "--auto-approve", "--allow-mass-destroy", "--parallelism", "2"]
         arguments.append(str(project.specs))
-        ready: subprocess.Popen[bytes] | None = _spawn(arguments, env)
-        spawned = [ready]
-        request.addfinalizer(lambda: [p.kill() for p in spawned if p.poll() is None])
+        zygote = Zygote(arguments, env)
+        request.addfinalizer(zygote.close)
         for trial in range(TRIALS):
             for name in rng.sample(NAMES, rng.randint(1, len(NAMES))):
                 write_rows(project, name, rng)
@@ -131,24 +166,18 @@ def test_after_any_kill_the_plan_is_clean_only_when_devo_holds_the_files(
                 present[flipped] = not present[flipped]
                 write_specs(project, present)
             posts = sum(project.emulator.stats.routes.values())
-            process, ready = ready, None
-            assert process is not None and process.stdin is not None
-            process.stdin.write(b"go\n")
-            process.stdin.flush()
-            if trial + 1 < TRIALS:
-                ready = _spawn(arguments, env)  # imports while this trial runs
-                spawned.append(ready)
+            pid = zygote.start()
             deadline = time.monotonic() + 20
-            while (
-                sum(project.emulator.stats.routes.values()) == posts
-                and process.poll() is None
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.01)  # the run has started talking to Devo
+            ended = False
+            while sum(project.emulator.stats.routes.values()) == posts and not ended:
+                assert time.monotonic() < deadline, f"seed {seed}, trial {trial}: no request"
+                ended = zygote.ended(0.01)  # the run has started talking to Devo
             # Before its submits (they all go within ~0.1 s), or while its jobs run or after.
             time.sleep(rng.uniform(0.0, 0.12) if rng.random() < 0.5 else rng.uniform(0.1, 0.9))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+            if not ended:
+                with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+                assert zygote.ended(10)
             # Jobs it started may still run: the plan must be right about them too.
             lock = project.settings.state_path.with_name("state.json.lock")
             if lock.exists():  # the killed run's: released as its user would

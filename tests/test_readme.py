@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from reconciler.cli import app
+from tests.support import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

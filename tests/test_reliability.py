@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.emulator import EmulatorConfig, Grant
 from tests.planning import KINDS, Project, lookup_doc
-from tests.support import served
+from tests.support import CliRunner, served
 
 pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,6 @@ import httpx
 import pytest
 from markdown_it import MarkdownIt
 from pydantic import SecretStr
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.cli_options import emit
@@ -35,7 +34,7 @@ from reconciler.plan.guards import Guards
 from reconciler.spec import load_specs
 from reconciler.views.text import plan as render_text
 from tests.planning import KINDS, Project, lookup_doc
-from tests.support import git
+from tests.support import CliRunner, git
 
 pytestmark = pytest.mark.anyio
 

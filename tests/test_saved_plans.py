@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
+from tests.support import CliRunner
 
 pytestmark = pytest.mark.anyio
 

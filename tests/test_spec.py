@@ -14,13 +14,13 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.coltypes import parse_cell, parse_duration_ms
 from reconciler.linq import query_columns
 from reconciler.spec import load_specs, validate_paths
 from reconciler.spec.csvcheck import scan_csv
+from tests.support import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOKUP = """apiVersion: reconciler/v1

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app
+from tests.support import CliRunner
 
 CORPUS = Path(__file__).parent / "corpus" / "bad"
 CASES = sorted(CORPUS.glob("*.yaml"))

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.cli_options import emit
@@ -38,7 +37,7 @@ from reconciler.state.backends import (
     open_backend,
 )
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
-from tests.support import git, served
+from tests.support import CliRunner, git, served
 
 # All in one worker (``--dist loadgroup``): one moto server per run, not one per worker.
 pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("moto")]

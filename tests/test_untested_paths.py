@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.cli import app as cli
 from reconciler.errors import ReconcilerError, StateError
 from reconciler.state import LookupState, State
 from reconciler.state.backends import Precondition
 from tests.planning import KINDS, Project, lookup_doc
+from tests.support import CliRunner
 
 pytestmark = pytest.mark.anyio
 
