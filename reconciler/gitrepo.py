@@ -9,13 +9,19 @@ fails: the answer is None, and the caller says what that means.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 
-def git(folder: Path, *args: str, timeout: float = 10) -> bytes | None:
-    """The output of ``git -C folder ARGS``, or None when git is missing or fails."""
+def git(folder: Path, *args: str, timeout: float = 10, repository: bool = True) -> bytes | None:
+    """The output of ``git -C folder ARGS``, or None when git is missing or fails.
+
+    A question about the repository (``repository``) outside any repository is answered None
+    without starting git: a plan outside git asked it several times per run, a process each."""
+    if repository and not _may_be_in_repository(folder):
+        return None
     try:
         out = subprocess.run(
             ["git", "-C", str(folder), *args], capture_output=True, timeout=timeout, check=False
@@ -25,8 +31,20 @@ def git(folder: Path, *args: str, timeout: float = 10) -> bytes | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def _text(folder: Path, *args: str) -> str | None:
-    out = git(folder, *args)
+def _may_be_in_repository(folder: Path) -> bool:
+    """False only when git would find no repository for ``folder``: no ``.git`` (a folder, or
+    the file of a worktree or submodule) in it or above it, and no ``GIT_DIR`` naming one."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    try:
+        here = folder.resolve()
+    except OSError:
+        return True  # git decides
+    return any((d / ".git").exists() for d in (here, *here.parents))
+
+
+def _text(folder: Path, *args: str, repository: bool = True) -> str | None:
+    out = git(folder, *args, repository=repository)
     return (out.decode(errors="replace").strip() or None) if out is not None else None
 
 
@@ -57,7 +75,7 @@ def is_shallow(folder: Path) -> bool:
 
 def user_email(folder: Path) -> str | None:
     """git's ``user.email`` as the repository holding ``folder`` sees it (its own, else global)."""
-    return _text(folder, "config", "user.email")
+    return _text(folder, "config", "user.email", repository=False)  # global config too
 
 
 def file_at(commit: str, path: Path, folder: Path) -> tuple[Path, str] | None:
