@@ -214,6 +214,32 @@ def test_the_fast_path_leaves_every_doubt_to_the_exact_scanner(
     ), why
 
 
+@pytest.mark.parametrize(
+    ("key_columns", "last", "duplicate"),
+    [
+        ([0], "10.0.0.0,x,9", True),  # the first row's key again, 20,000 rows later
+        ([0, 1], "10.0.0.0,y,9", False),  # the same ip, another name: a new two-column key
+        ([0, 1], "10.0.0.0,a0,9", True),
+    ],
+)
+def test_the_fast_path_finds_a_duplicate_key_anywhere_in_the_file(
+    tmp_path: Path, key_columns: list[int], last: str, duplicate: bool
+) -> None:
+    path = tmp_path / "keys.csv"
+    rows = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256},a{i}, {i} " for i in range(20_000)]
+    path.write_text("\n".join([*rows, last]) + "\n")
+    found = csvengine.check_file(
+        path,
+        [("ip", "IP4"), ("name", "STRING"), ("n", "INT4")],
+        has_header=False,
+        skip_empty_lines=False,
+        skip_preface=None,
+        key_columns=key_columns,
+    )
+    # Numbers with spaces around them are valid (the exact scanner strips them too).
+    assert (found is None) == duplicate and (duplicate or found and found[0] == 20_001)
+
+
 # --- row diffs: DuckDB's join against the Python comparison -------------------------------------
 
 
