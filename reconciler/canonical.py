@@ -115,14 +115,20 @@ def _column(position: int, column: Any) -> Any:
 
 def _scalar(key: str, value: Any) -> Any:
     """One leaf in canonical form: empty is null; documented numbers and booleans are typed."""
-    if value in ("", [], {}):
-        return None
     if isinstance(value, str):
-        text = value.strip()
-        if key in _NUMBERS and text.lstrip("-").isdigit():
-            return int(text)
-        if key in _BOOLEANS and text.lower() in ("true", "false"):
-            return text.lower() == "true"
+        if not value:
+            return None
+        if key in _NUMBERS:
+            text = value.strip()
+            if text.lstrip("-").isdigit():
+                return int(text)
+        elif key in _BOOLEANS:
+            text = value.strip().lower()
+            if text in ("true", "false"):
+                return text == "true"
+        return value
+    if isinstance(value, (list, dict)) and not value:
+        return None
     return value
 
 

@@ -569,7 +569,7 @@ def test_libyaml_and_the_python_parser_load_the_same(
     from reconciler.spec import loader
 
     env = {"TEST_S3_ACCESS": "a", "TEST_S3_SECRET": "b"}
-    assert loader._FAST_LOADER is yaml.CSafeLoader
+    assert issubclass(loader._FAST_LOADER, yaml.CSafeLoader)  # libyaml, tags remembered
     fast = _loaded(loader.load_file(case, env))
     monkeypatch.setattr(loader, "_FAST_LOADER", yaml.SafeLoader)
     assert _loaded(loader.load_file(case, env)) == fast
@@ -719,3 +719,25 @@ def test_plain_text_that_resolves_to_a_tag_is_read_as_written(tmp_path: Path) ->
     [lookup] = result.lookups
     block = lookup.model.spec.periodicQuery
     assert block is not None and block.query == "=" and block.startDate == "2026-01-01T00:00:00Z"
+
+
+def test_remembered_tags_keep_quoting_apart() -> None:
+    """The fast loader remembers each scalar's tag by its text and quoting: a quoted "true" or
+    "1" stays text after a plain one was read as a bool or an int, and the other way round."""
+    from reconciler.spec import loader
+
+    text = 'a: true\nb: "true"\nc: true\nd: 1\ne: "1"\nf: 1\ng: ~\nh: "~"\n'
+    for _ in range(2):  # the second round reads every tag from memory
+        [node] = loader._compose_all(text)
+        assert node is not None
+        tags = {k.value: v.tag.rsplit(":", 1)[-1] for k, v in node.value}
+        assert tags == {
+            "a": "bool",
+            "b": "str",
+            "c": "bool",
+            "d": "int",
+            "e": "str",
+            "f": "int",
+            "g": "null",
+            "h": "str",
+        }

@@ -70,6 +70,7 @@ class Comparison:
     diff: list[AttributeChange] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
     csv: CsvChange | None = None
+    live: dict[str, Any] = field(default_factory=dict)  # the live config's canonical form
 
     def add(self, path: str, before: Any, after: Any, source: ChangeSource) -> None:
         """One differing attribute, with element-level details for nested values."""
@@ -138,7 +139,7 @@ def compare(
     result = Comparison()
     shown = flatten(meta.deployConfig)
     reports = bool(shown)  # the service shows a deployConfig (not null, not empty)
-    live = live_flat(meta, shown)
+    live = result.live = live_flat(meta, shown)
     skip = desired.ignore | SERVER_OWNED
     wanted = desired.canonical
     record = previous if previous is not None and previous.canonical else None
@@ -453,7 +454,7 @@ def _change_for(
         return Change(action=Action.CREATE, after=after, reason="not found", **common)
     trusted = previous if failed_job is None else None
     comparison = compare(want, meta, trusted, rotated=rotated)
-    before = live_flat(meta)
+    before = comparison.live
     reasons = []
     if failed_job is not None:
         reasons.append(f"the last apply's job failed: {failed_job}")

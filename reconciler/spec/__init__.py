@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from reconciler.heap import collector_paused
 from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.discovery import discover
 from reconciler.spec.fanout import expand_fan_out
@@ -48,7 +49,8 @@ def validate_paths(
     from reconciler.spec.checks import check
     from reconciler.spec.references import check_references, find_uses
 
-    result = load_specs(paths)
+    with collector_paused():  # see reconciler.heap
+        result = load_specs(paths)
     result.diagnostics.extend(
         check(result, csv=csv, allow_outside=allow_outside, progress=progress)
     )
