@@ -8,6 +8,7 @@ read for certain is returned; anything else is None.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ def query_columns(query: str) -> list[str] | None:
 
     Returns None when any expression has no readable name (the caller then skips the check).
     """
+    names = _query_columns(query)
+    return None if names is None else list(names)
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_columns(query: str) -> tuple[str, ...] | None:
+    # Remembered: validation, the references and the desired lookup each read the same query.
     parts = _CLAUSE_RE.split(query)
     names: list[str] = []
     saw_select = False
@@ -42,7 +50,7 @@ def query_columns(query: str) -> list[str] | None:
                 return None
             else:
                 return None
-    return names if saw_select else None
+    return tuple(names) if saw_select else None
 
 
 def _split_top_level(text: str) -> list[str]:
