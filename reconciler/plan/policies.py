@@ -168,6 +168,11 @@ def evaluate(
 _ABSENT = object()
 
 
+def _nothing(key: str, default: Any) -> Any:
+    """``dict.get`` of a value that is not a map: every field is absent."""
+    return default
+
+
 @dataclass
 class _Group:
     """Rules that read the same inputs, run as one program; their last result is reused while
@@ -176,7 +181,7 @@ class _Group:
     rules: list[Rule]
     reads: tuple[tuple[str, str], ...]  # (variable, field; "" for all of it, "*" for its type)
     program: Any
-    key: tuple[int, ...] | None = None
+    seen: int = -1  # the judge's counter when it last ran: it runs again once an input is newer
     failed: list[tuple[Rule, str | None]] = field(default_factory=list)
 
 
@@ -200,6 +205,7 @@ class _Judge:
         self.versions: dict[tuple[str, str], int] = {}  # bumped whenever an input changes
         self.counter = 0
         self.shape = NestedCache()
+        self.domains: dict[str, Any] = {}
         self.sets: dict[tuple[int, ...], tuple[dict[str, frozenset[str] | None], list[_Group]]] = {}
 
     def _set_for(
@@ -227,6 +233,12 @@ class _Judge:
         self.sets[chosen] = (fields, groups)
         return fields, groups
 
+    def _domain(self, name: str, facts: Mapping[str, Any] | None) -> Any:
+        """``domain`` of a rule for the lookups of ``name`` (as ``context`` makes it), once."""
+        if name not in self.domains:
+            self.domains[name] = numbers(dict(facts or domain_facts(name)))
+        return self.domains[name]
+
     def _show(self, slot: tuple[str, str], value: Any) -> bool:
         """Record ``value`` for one input; True when it differs from what was there."""
         if self.slots.get(slot, _ABSENT) == value and slot in self.slots:
@@ -248,21 +260,26 @@ class _Judge:
         if not chosen:
             return []
         fields, groups = self._set_for(chosen)
-        for name, value in context(change, subject, domain, fields, self.shape).items():
+        variables = context(
+            change, subject, domain, [n for n in fields if n != "domain"], self.shape
+        )
+        if "domain" in fields:  # the same for every lookup of a domain: shaped once
+            variables["domain"] = self._domain(change.domain, domain)
+        for name, value in variables.items():
             value = prune(value, fields[name])
             changed = self._show((name, "*"), type(value).__name__)
             wanted = fields[name]
-            if wanted is None or not isinstance(value, dict):
+            if wanted is None:
                 changed = self._show((name, ""), value) or changed
-            else:
+            else:  # not a map (a delete's after, null): each field read is absent
+                get = value.get if isinstance(value, dict) else _nothing
                 for f in wanted:
-                    changed = self._show((name, f), value.get(f, _ABSENT)) or changed
+                    changed = self._show((name, f), get(f, _ABSENT)) or changed
             if changed:
                 self.context.add_variable(name, value)
         failed: list[tuple[Rule, str | None]] = []
         for group in groups:
-            key = tuple(self.versions.get(slot, 0) for slot in group.reads)
-            if key != group.key:
+            if max(map(self.versions.__getitem__, group.reads), default=0) > group.seen:
                 values = run_combined(group.program, self.context, len(group.rules))
                 if values is not None:
                     group.failed = [
@@ -274,7 +291,7 @@ class _Judge:
                         passed, error = rule.expression.evaluate(self.context)
                         if not passed:
                             group.failed.append((rule, error))
-                group.key = key
+                group.seen = self.counter
             failed.extend(group.failed)
         return sorted(failed, key=lambda f: self.order[id(f[0])])
 
