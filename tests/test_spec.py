@@ -569,9 +569,11 @@ def test_libyaml_and_the_python_parser_load_the_same(
     from reconciler.spec import loader
 
     env = {"TEST_S3_ACCESS": "a", "TEST_S3_SECRET": "b"}
-    assert issubclass(loader._FAST_LOADER, yaml.CSafeLoader)  # libyaml, tags remembered
+    from reconciler.spec import yamlnodes
+
+    assert issubclass(yamlnodes.FAST_LOADER, yaml.CSafeLoader)  # libyaml, tags remembered
     fast = _loaded(loader.load_file(case, env))
-    monkeypatch.setattr(loader, "_FAST_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(yamlnodes, "FAST_LOADER", yaml.SafeLoader)
     assert _loaded(loader.load_file(case, env)) == fast
 
 
@@ -596,13 +598,13 @@ def test_libyaml_reads_text_as_the_python_parser_does(text: str) -> None:
     is stricter (a comment right after a block header, "|#" or "|-#"; "?" inside a flow
     scalar, "{0?}"; tabs): libyaml's reading is the loader's, which is all that is asserted.
     """
-    from reconciler.spec import loader
+    from reconciler.spec import yamlnodes
 
     try:
         fast = _converted(list(yaml.compose_all(text, Loader=yaml.CSafeLoader)))
     except yaml.YAMLError:
         return
-    assert _converted(loader._compose_all(text)) == fast
+    assert _converted(yamlnodes.compose_all(text)) == fast
     try:
         slow = _converted(list(yaml.compose_all(text, Loader=yaml.SafeLoader)))
     except (yaml.YAMLError, RecursionError):
@@ -629,21 +631,23 @@ def test_alias_bombs_are_refused_where_the_converter_would_stop(
     tree: Any, max_nodes: int, max_depth: int
 ) -> None:
     """The graph measure names the same node and reason as expanding the document would."""
-    from reconciler.spec import loader
+    from reconciler.spec import loader, yamlnodes
 
     # Emitted by libyaml, with the same anchors and aliases as safe_dump (faster; not under test).
     text = yaml.dump({"spec": tree}, Dumper=yaml.CSafeDumper)
     [node] = yaml.compose_all(text, Loader=yaml.CSafeLoader)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loader, "MAX_NODES", max_nodes)
-        patch.setattr(loader, "MAX_DEPTH", max_depth)
-        patch.setattr(loader, "_TOO_DEEP", f"document is nested more than {max_depth} levels deep")
+        deep = f"document is nested more than {max_depth} levels deep"
+        for module in (loader, yamlnodes):  # the converter's limits and the measure's
+            patch.setattr(module, "MAX_NODES", max_nodes)
+            patch.setattr(module, "MAX_DEPTH", max_depth)
+            patch.setattr(module, "TOO_DEEP", deep)
         try:
             loader._Converter(Path("x.yaml"), {}).convert(node)
             expanded = None
-        except loader._TooLarge as exc:
+        except yamlnodes.TooLarge as exc:
             expanded = (exc.node, str(exc))
-        found = loader._too_large(node)
+        found = yamlnodes.too_large(node)
     assert (None if found is None else (found.node, str(found))) == expanded
 
 
@@ -653,10 +657,11 @@ def test_without_anchors_the_converter_refuses_as_the_measure_would(
 ) -> None:
     """A file with no anchor skips the graph measure: the converter's own refusal is the same
     diagnostic (message, line) as the measure gives when an anchor elsewhere makes it run."""
-    from reconciler.spec import loader
+    from reconciler.spec import loader, yamlnodes
 
     if limit == "values":
         monkeypatch.setattr(loader, "MAX_NODES", 50)
+        monkeypatch.setattr(yamlnodes, "MAX_NODES", 50)
         body = "spec:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(30))
     else:
         body = "spec:\n  x: " + "{a: " * 70 + "1" + "}" * 70 + "\n"
@@ -724,11 +729,11 @@ def test_plain_text_that_resolves_to_a_tag_is_read_as_written(tmp_path: Path) ->
 def test_remembered_tags_keep_quoting_apart() -> None:
     """The fast loader remembers each scalar's tag by its text and quoting: a quoted "true" or
     "1" stays text after a plain one was read as a bool or an int, and the other way round."""
-    from reconciler.spec import loader
+    from reconciler.spec import yamlnodes
 
     text = 'a: true\nb: "true"\nc: true\nd: 1\ne: "1"\nf: 1\ng: ~\nh: "~"\n'
     for _ in range(2):  # the second round reads every tag from memory
-        [node] = loader._compose_all(text)
+        [node] = yamlnodes.compose_all(text)
         assert node is not None
         tags = {k.value: v.tag.rsplit(":", 1)[-1] for k, v in node.value}
         assert tags == {

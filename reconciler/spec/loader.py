@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -32,45 +32,23 @@ from reconciler.spec.model import (
     OverlayDocument,
     PolicyDocument,
 )
+from reconciler.spec.yamlnodes import (
+    MAX_DEPTH,
+    MAX_NODES,
+    TOO_DEEP,
+    TOO_MANY,
+    TooLarge,
+    compose_all,
+    decode,
+    too_large,
+)
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
-MAX_NODES = 200_000
-MAX_DEPTH = 64
 # ``${env:NAME}``, or ``${env:NAME:-default}`` (the default when NAME is unset or empty; an empty
 # default, ``${env:NAME:-}``, is allowed because it is written).
 ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 Loc = tuple[str | int, ...]
-
-# libyaml composes ten times faster than the pure-Python parser (a 10,000-lookup repository is
-# mostly YAML); both build the same nodes with the same marks. PyYAML without libyaml falls back.
-_BASE_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _FastLoader(_BASE_LOADER):  # type: ignore[misc]
-    """libyaml, with the tag of each plain scalar remembered.
-
-    Resolving a scalar's implicit tag (null, bool, int, float, timestamp, str) is PyYAML's
-    Python code matching regular expressions, once per scalar: a third of composing a big
-    repository, where the same keys and values come back thousands of times. The safe loader has
-    no path resolvers, so a tag depends only on the text and how it was quoted.
-    """
-
-    _tags: ClassVar[dict[tuple[str, Any], str]] = {}
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)
-        key = (value, implicit)
-        tag = self._tags.get(key)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(value) <= 256 and len(self._tags) < 100_000:  # bounded
-                self._tags[key] = tag
-        return tag
-
-
-_FAST_LOADER: type[Any] = _FastLoader
 
 
 def spec_hash_of(data: Any) -> str:
@@ -230,9 +208,9 @@ class _Converter:
     def convert(self, node: yaml.Node, loc: Loc = (), depth: int = 0) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooLarge(node, _TOO_MANY)
+            raise TooLarge(node, TOO_MANY)
         if depth > MAX_DEPTH:
-            raise _TooLarge(node, _TOO_DEEP)
+            raise TooLarge(node, TOO_DEEP)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN:
             self._refuse_tag(node, loc)  # then read as the plain mapping or list it is
         if isinstance(node, yaml.MappingNode):
@@ -351,106 +329,6 @@ def _shown(tag: str) -> str:
     return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
-class _TooLarge(Exception):
-    def __init__(self, node: yaml.Node, message: str) -> None:
-        super().__init__(message)
-        self.node = node
-
-
-_TOO_MANY = "document expands to too many values (YAML alias bomb?)"
-_TOO_DEEP = f"document is nested more than {MAX_DEPTH} levels deep"
-
-
-def _values_of(node: yaml.Node) -> list[yaml.Node]:
-    """The nodes ``_Converter.convert`` descends into from ``node``, in its order (keys aside)."""
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [value for _, value in node.value]
-    return []
-
-
-def _too_large(root: yaml.Node) -> _TooLarge | None:
-    """What ``_Converter.convert`` would raise on ``root``, found without expanding aliases.
-
-    An alias bomb is a small graph of nodes that expands to billions of values; converting it up
-    to ``MAX_NODES`` costs a second per document. Sizes and heights are summed once per distinct
-    node instead (a cycle, ``&a [*a]``, counts as endless), and only when a limit is crossed is the
-    walk repeated, skipping every subtree that fits, to name the node the converter would stop at.
-    """
-    endless = float("inf")
-    measured: dict[int, tuple[float, float]] = {}  # id -> (values, levels)
-    entered: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, leaving = stack.pop()
-        key = id(node)
-        if not leaving:
-            if key in measured or key in entered:
-                continue
-            entered.add(key)
-            stack.append((node, True))
-            stack.extend((child, False) for child in reversed(_values_of(node)))
-            continue
-        size, height = 1.0, 1.0
-        for child in _values_of(node):
-            child_size, child_height = measured.get(id(child), (endless, endless))  # a cycle
-            size += child_size
-            height = max(height, child_height + 1)
-        measured[key] = (size, height)
-        entered.discard(key)
-    if measured[id(root)][0] <= MAX_NODES and measured[id(root)][1] - 1 <= MAX_DEPTH:
-        return None
-
-    count = 0
-
-    def locate(node: yaml.Node, depth: int) -> _TooLarge | None:
-        nonlocal count
-        count += 1
-        if count > MAX_NODES:
-            return _TooLarge(node, _TOO_MANY)
-        if depth > MAX_DEPTH:
-            return _TooLarge(node, _TOO_DEEP)
-        for child in _values_of(node):
-            size, height = measured[id(child)]
-            if count + size <= MAX_NODES and depth + height <= MAX_DEPTH:
-                count += int(size)
-                continue
-            return locate(child, depth + 1)
-        return None  # pragma: no cover - a crossed limit is always found below
-
-    return locate(root, 0)
-
-
-def _decode(path: Path, raw: bytes) -> tuple[str | None, Diagnostic | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        return None, Diagnostic(
-            str(path),
-            line,
-            column,
-            "",
-            f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
-            hint="save the file as UTF-8",
-        )
-
-
-def _compose_all(text: str) -> list[yaml.Node | None]:
-    """Every document's node tree: libyaml's when it parses, else the pure-Python parser's.
-
-    A document libyaml refuses is composed again by the Python parser, whose error marks and
-    wording (and whose RecursionError on deep nesting) the messages below are written for; it
-    raises the error the user sees. libyaml's limit of 1000 nesting levels lands here too.
-    """
-    try:
-        return list(yaml.compose_all(text, Loader=_FAST_LOADER))
-    except yaml.YAMLError:
-        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-
-
 def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
     """Load every document of one YAML file."""
     result = LoadResult(files=[path])
@@ -479,12 +357,12 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
             )
         )
         return result
-    text, problem = _decode(path, raw)
+    text, problem = decode(path, raw)
     if problem is not None or text is None:
         result.diagnostics.append(problem)  # type: ignore[arg-type]
         return result
     try:
-        nodes = _compose_all(text)
+        nodes = compose_all(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at_end = mark is not None and mark.index >= len(text.rstrip())
@@ -514,7 +392,7 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         )
         return result
     # Without an anchor (``&``) no node is shared: the tree is no bigger than the text, and the
-    # converter stops at the same node ``_too_large`` would name, so the measure is skipped.
+    # converter stops at the same node ``too_large`` would name, so the measure is skipped.
     shared = "&" in text
     if all(node is None or _null(node) for node in nodes):
         # A truncated file or a failed checkout reads as zero documents: skipped, its lookups
@@ -551,11 +429,11 @@ def _load_document(
     converter = _Converter(path, env)
     line = node.start_mark.line + 1
     try:
-        refused = _too_large(node) if shared else None
+        refused = too_large(node) if shared else None
         if refused is not None:
             raise refused
         data = converter.convert(node)
-    except _TooLarge as exc:
+    except TooLarge as exc:
         result.diagnostics.append(
             Diagnostic(
                 str(path),
