@@ -431,3 +431,137 @@ async def test_an_unquoted_label_matches_as_its_text(tmp_path: Path) -> None:
     )
     run = await project.plan()
     assert [(v.address, v.policy) for v in run.plan.violations] == [("acme/users", "pii-private")]
+
+
+# --- the fast judge against rule-by-rule evaluation ---------------------------------------------
+
+_PROPERTY_RULES = (
+    "lookup.labels.tier == 'gold' || lookup.name.startsWith('x')",
+    "change.action != 'delete' || lookup.protect",
+    "after == null || after.visibility == 'creator-only'",
+    "has(lookup.labels.owner)",
+    "domain.wave >= 0 && size(lookup.name) < 3",
+    "after == null || after.recipe.key.type != 'column'",
+)
+
+
+def _property_policies(by_name: bool) -> list[Any]:
+    import cel
+
+    from reconciler.spec.model import PolicyMatch
+    from reconciler.spec.policies import Expression, Policy, Rule
+
+    def rule(policy: str, i: int) -> Rule:
+        source = _PROPERTY_RULES[i]
+        variables = frozenset(v for v in ("lookup", "change", "after", "domain") if v in source)
+        expression = Expression(source, "p.yaml:1", cel.compile(source), variables)
+        return Rule(policy, f"rule {i}", expression, f"rule {i}", "advisory")
+
+    matches = [
+        PolicyMatch(),
+        PolicyMatch(labels={"tier": "gold"}),
+        PolicyMatch(domains=["a"]),
+        PolicyMatch(names=["x*"] if by_name else ["*"], labels={"owner": "soc"}),
+    ]
+    return [
+        Policy(f"p{n}", match, tuple(rule(f"p{n}", (n + k) % 6) for k in range(3)), "p.yaml:1")
+        for n, match in enumerate(matches)
+    ]
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_the_judge_finds_what_rule_by_rule_evaluation_finds(by_name: bool) -> None:
+    """Consecutive changes matching other policies, reading other fields, with fields that come
+    and go: the judge (which skips what did not change) finds exactly the failures of evaluating
+    every matching rule on its own context."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from reconciler.plan.model import Plan
+    from reconciler.plan.policies import domain_facts, evaluate
+
+    policies = _property_policies(by_name)
+    labels = st.dictionaries(
+        st.sampled_from(["tier", "owner"]), st.sampled_from(["gold", "soc", "x"]), max_size=2
+    )
+    after = st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {"visibility": st.sampled_from(["creator-only", "all-subdomains"])},
+            optional={"recipe.key.type": st.sampled_from(["column", "first-column"])},
+        ),
+    )
+    one = st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["x1", "y", "xyz"]),
+        st.sampled_from([Action.CREATE, Action.UPDATE, Action.DELETE, Action.NOOP]),
+        after,
+        labels,
+        st.booleans(),
+    )
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(one, min_size=1, max_size=12))
+    def check(steps: list[tuple[Any, ...]]) -> None:
+        changes, subjects = [], {}
+        for n, (domain, name, action, config, tags, protect) in enumerate(steps):
+            address = f"{domain}/{name}{n}"
+            changes.append(
+                Change(
+                    address=address,
+                    domain=domain,
+                    name=name,
+                    action=action,
+                    before={"visibility": "creator-only"},
+                    after=config,
+                )
+            )
+            subjects[address] = Subject(labels=tags, protect=protect)
+        judged = evaluate(Plan(changes=tuple(changes)), policies, subjects, {})
+        found = {(v.address, v.policy, v.rule) for v in judged.violations}
+        expected = set()
+        for change in changes:
+            subject = subjects[change.address]
+            variables = context(change, subject, domain_facts(change.domain))
+            for policy in policies:
+                if policy.matches(change.domain, change.name, change.kind, subject.labels):
+                    for rule in policy.rules:
+                        if not rule.expression.evaluate(variables)[0]:
+                            expected.add((change.address, policy.name, rule.name))
+        assert found == expected
+
+    check()
+
+
+def test_a_field_gone_while_other_policies_matched_is_seen_gone() -> None:
+    """A field one policy reads vanishes from the config while the changes in between matched
+    only a policy that does not read it: the judge must see it gone, not reuse the old result."""
+    import cel
+
+    from reconciler.plan.model import Plan
+    from reconciler.plan.policies import evaluate
+    from reconciler.spec.model import PolicyMatch
+    from reconciler.spec.policies import Expression, Policy, Rule
+
+    def one(name: str, source: str, match: PolicyMatch) -> Policy:
+        expression = Expression(source, "p.yaml:1", cel.compile(source), frozenset({"after"}))
+        return Policy(name, match, (Rule(name, "r", expression, "m", "advisory"),), "p.yaml:1")
+
+    policies = [
+        one("all", "after.visibility == 'creator-only'", PolicyMatch()),
+        one("gold", "has(after.recipe)", PolicyMatch(labels={"tier": "gold"})),
+    ]
+    configs = [
+        ("g1", {"visibility": "creator-only", "recipe.key.type": "first-column"}, True),
+        ("p1", {"visibility": "creator-only", "recipe.key.type": "column"}, False),
+        ("g2", {"visibility": "creator-only"}, True),  # no recipe now
+    ]
+    changes = [
+        Change(address=f"a/{n}", domain="a", name=n, action=Action.UPDATE, after=after)
+        for n, after, _ in configs
+    ]
+    subjects = {
+        f"a/{n}": Subject(labels={"tier": "gold"} if gold else {}) for n, _, gold in configs
+    }
+    judged = evaluate(Plan(changes=tuple(changes)), policies, subjects, {})
+    assert [(v.address, v.policy) for v in judged.violations] == [("a/g2", "gold")]

@@ -181,6 +181,8 @@ class _Group:
     rules: list[Rule]
     reads: tuple[tuple[str, str], ...]  # (variable, field; "" for all of it, "*" for its type)
     program: Any
+    context: Any  # its own: only what its rules read is converted into CEL, when it changed
+    fields: dict[str, frozenset[str] | None] = field(default_factory=dict)  # None: all of it
     seen: int = -1  # the judge's counter when it last ran: it runs again once an input is newer
     failed: list[tuple[Rule, str | None]] = field(default_factory=list)
 
@@ -188,24 +190,28 @@ class _Group:
 class _Judge:
     """Evaluates the rules of the policies matching each change of a plan, in plan order.
 
-    Fast because a big plan is mostly alike: each change converts into CEL only the variables
-    (and of them the fields) its matching policies read, and only those that differ from what
-    the (one, reused) context holds; rules reading the same inputs run as one program, and not
-    at all when none of those inputs changed since the change before. Only when a program errs
-    are its rules run one by one, to say which and why.
+    Fast because a big plan is mostly alike: rules reading the same inputs run as one program,
+    with a context of its own, and not at all while none of those inputs changed since its last
+    run; when one did, only the fields that program reads are converted into CEL (a lookup's
+    name for a rule on names, not its labels too). Only when a program errs are its rules run
+    one by one, to say which and why.
     """
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         import cel
 
         self.policies = policies
-        self.context = cel.Context()
+        self.new_context = cel.Context
         self.order = {id(r): n for n, r in enumerate(r for p in policies for r in p.rules)}
-        self.slots: dict[tuple[str, str], Any] = {}  # what the context holds, by input
+        self.slots: dict[tuple[str, str], Any] = {}  # the inputs of the last change
+        self.values: dict[str, Any] = {}  # the variables of the last change
+        self.read: dict[str, Any] = {}  # and the fields they were cut to
         self.versions: dict[tuple[str, str], int] = {}  # bumped whenever an input changes
         self.counter = 0
         self.shape = NestedCache()
         self.domains: dict[str, Any] = {}
+        self.by_name = any(p.match.names != ["*"] for p in policies)
+        self.chosen: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self.sets: dict[tuple[int, ...], tuple[dict[str, frozenset[str] | None], list[_Group]]] = {}
 
     def _set_for(
@@ -227,11 +233,34 @@ class _Judge:
                     reads.extend((name, f) for f in sorted(own))
             grouped.setdefault(tuple(reads), []).append(rule)
         groups = [
-            _Group(rules, reads, combine(r.expression.source for r in rules))
+            _Group(
+                rules,
+                reads,
+                combine(r.expression.source for r in rules),
+                self.new_context(),
+                _group_fields(reads),
+            )
             for reads, rules in grouped.items()
         ]
         self.sets[chosen] = (fields, groups)
         return fields, groups
+
+    def _chosen(self, change: Change, subject: Subject) -> tuple[int, ...]:
+        """The policies matching ``change``; remembered by domain, kind and labels when no
+        policy matches by name (then nothing else decides)."""
+        if not self.by_name:
+            key = (change.domain, change.kind, tuple(subject.labels.items()))
+            found = self.chosen.get(key)
+            if found is not None:
+                return found
+        found = tuple(
+            i
+            for i, p in enumerate(self.policies)
+            if p.matches(change.domain, change.name, change.kind, subject.labels)
+        )
+        if not self.by_name:
+            self.chosen[key] = found
+        return found
 
     def _domain(self, name: str, facts: Mapping[str, Any] | None) -> Any:
         """``domain`` of a rule for the lookups of ``name`` (as ``context`` makes it), once."""
@@ -239,24 +268,19 @@ class _Judge:
             self.domains[name] = numbers(dict(facts or domain_facts(name)))
         return self.domains[name]
 
-    def _show(self, slot: tuple[str, str], value: Any) -> bool:
-        """Record ``value`` for one input; True when it differs from what was there."""
+    def _show(self, slot: tuple[str, str], value: Any) -> None:
+        """Record ``value`` for one input; a newer version of it when it differs."""
         if self.slots.get(slot, _ABSENT) == value and slot in self.slots:
-            return False
+            return
         self.slots[slot] = value
         self.counter += 1
         self.versions[slot] = self.counter
-        return True
 
     def failed(
         self, change: Change, subject: Subject, domain: Mapping[str, Any] | None
     ) -> list[tuple[Rule, str | None]]:
         """The rules ``change`` does not pass (with the evaluation error), in policy order."""
-        chosen = tuple(
-            i
-            for i, p in enumerate(self.policies)
-            if p.matches(change.domain, change.name, change.kind, subject.labels)
-        )
+        chosen = self._chosen(change, subject)
         if not chosen:
             return []
         fields, groups = self._set_for(chosen)
@@ -267,20 +291,23 @@ class _Judge:
             variables["domain"] = self._domain(change.domain, domain)
         for name, value in variables.items():
             value = prune(value, fields[name])
-            changed = self._show((name, "*"), type(value).__name__)
             wanted = fields[name]
+            if self.read.get(name, _ABSENT) == wanted and self.values[name] == value:
+                continue  # as for the change before (one comparison, not one per field)
+            self.read[name], self.values[name] = wanted, value
+            self._show((name, "*"), type(value).__name__)
             if wanted is None:
-                changed = self._show((name, ""), value) or changed
+                self._show((name, ""), value)
             else:  # not a map (a delete's after, null): each field read is absent
                 get = value.get if isinstance(value, dict) else _nothing
                 for f in wanted:
-                    changed = self._show((name, f), get(f, _ABSENT)) or changed
-            if changed:
-                self.context.add_variable(name, value)
+                    self._show((name, f), get(f, _ABSENT))
         failed: list[tuple[Rule, str | None]] = []
         for group in groups:
             if max(map(self.versions.__getitem__, group.reads), default=0) > group.seen:
-                values = run_combined(group.program, self.context, len(group.rules))
+                for name, wanted in group.fields.items():
+                    group.context.add_variable(name, prune(self.values[name], wanted))
+                values = run_combined(group.program, group.context, len(group.rules))
                 if values is not None:
                     group.failed = [
                         (rule, None) for rule, ok in zip(group.rules, values, strict=True) if not ok
@@ -288,12 +315,24 @@ class _Judge:
                 else:
                     group.failed = []
                     for rule in group.rules:
-                        passed, error = rule.expression.evaluate(self.context)
+                        passed, error = rule.expression.evaluate(group.context)
                         if not passed:
                             group.failed.append((rule, error))
                 group.seen = self.counter
             failed.extend(group.failed)
         return sorted(failed, key=lambda f: self.order[id(f[0])])
+
+
+def _group_fields(reads: Sequence[tuple[str, str]]) -> dict[str, frozenset[str] | None]:
+    """What a group's program reads of each variable: some fields, or all of it (None)."""
+    out: dict[str, frozenset[str] | None] = {}
+    for name, what in reads:
+        known = out.get(name, frozenset())
+        if what == "":
+            out[name] = None
+        elif known is not None:
+            out[name] = known | ({what} if what != "*" else set())
+    return out
 
 
 def _fields(matching: Sequence[Policy]) -> dict[str, frozenset[str] | None]:
