@@ -356,18 +356,14 @@ async def test_drift_turns_red_when_rows_vanish_out_of_band(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
-async def test_check_fails_a_lookup_that_does_not_exist(tmp_path: Path, capsys: Any) -> None:
+async def test_check_fails_a_lookup_that_does_not_exist(tmp_path: Path) -> None:
     project = project_with(tmp_path, csv_lookup("geo", checks='["numEntries >= 1"]'))
-    code = emit(
-        await run_check(
-            project.settings,
-            [str(project.specs)],
-            output_format="json",
-            transport=project.transport(),
-        )
+    paths = [str(project.specs)]
+    said = await run_check(
+        project.settings, paths, output_format="json", transport=project.transport()
     )
-    assert code == 1
-    data = json.loads(capsys.readouterr().out)
+    assert said.code == 1
+    data = json.loads(said.stdout)
     assert data["passed"] is False
     assert data["checks"][0]["error"] == "the lookup does not exist"
 

@@ -265,7 +265,7 @@ def _out_of_band(kind: str, change: str) -> str:
 
 @pytest.mark.parametrize(("change", "null_config", "habit"), _out_of_band_cases())
 async def test_a_change_made_in_devo_is_drift_with_and_without_state(
-    tmp_path: Path, change: str, null_config: bool, habit: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, change: str, null_config: bool, habit: str
 ) -> None:
     kinds = CHANGED_KINDS[change]
     project = project_for(tmp_path, habit, null_config)
@@ -286,18 +286,13 @@ async def test_a_change_made_in_devo_is_drift_with_and_without_state(
     for with_state in (True, False):
         if not with_state:
             project.settings.state_path.unlink()
-        capsys.readouterr()
-        code = emit(
-            await run_drift(
-                project.settings,
-                [str(project.specs)],
-                output_format="json",
-                transport=project.transport(),
-            )
+        paths = [str(project.specs)]
+        said = await run_drift(
+            project.settings, paths, output_format="json", transport=project.transport()
         )
-        assert code == 2, f"no drift seen (state kept: {with_state})"
+        assert said.code == 2, f"no drift seen (state kept: {with_state})"
         # What drift itself reports (its plan JSON, read back into the plan's model).
-        report = json.loads(capsys.readouterr().out)
+        report = json.loads(said.stdout)
         assert report["in_sync"] is False
         drift = Plan(changes=tuple(Change.model_validate(c) for c in report["changes"]))
         for kind, found in changes_of(drift, kinds).items():
