@@ -28,6 +28,7 @@ async def run_import(
     force: bool = False,
     everything: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    listener: Listener | None = None,
 ) -> Result:
     """``reconciler import``: one spec file per live lookup the specs under ``out_dir`` (and the
     state) do not manage yet (every one with ``everything``), plus the Domain document unless
@@ -67,7 +68,7 @@ async def run_import(
         else:
             imported.append(item)
     paths = write_import(out_dir, domain, imported, force=force, domain_file=not has_domain)
-    said = Result()
+    said = Result(live=listener)
     for name, problems in skipped:
         said.err(f"{domain}/{name}: skipped, the spec it would need is not valid: {problems}")
     for item, path in zip(imported, paths, strict=False):
@@ -140,7 +141,7 @@ async def run_jobs(
                     f"no job {ids[-1]} for {address}: list its jobs with reconciler jobs {address}"
                 )
                 raise
-            said.out(f"Watching job {ids[-1]} of {address}...", now=True)
+            said.out(f"Watching job {ids[-1]} of {address}...")
             try:
                 await reader.wait_for_job(
                     domain,
@@ -148,7 +149,7 @@ async def run_jobs(
                     ids[-1],
                     timeout=watch_timeout,
                     on_status=lambda s: said.out(
-                        f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}", now=True
+                        f"  {s.eventdata or '-':<24} {s.code:<14} {s.msg or ''}"
                     ),
                 )
             except (JobFailed, JobTimeout) as exc:
@@ -172,6 +173,7 @@ def run_history(
     offset: int = 0,
     page_size: int = 50,
     output_format: str = "text",
+    listener: Listener | None = None,
 ) -> Result:
     """``reconciler history``: query the journal of what apply changed."""
     from reconciler.state.journal import HistoryQuery, query
@@ -198,7 +200,7 @@ def run_history(
     )
     journal = Journal.for_state(str(state_location))
     page = query(journal, q)
-    said = Result()
+    said = Result(live=listener)
     if journal.skipped:
         lines = ", ".join(map(str, journal.skipped[:10])) + (
             " ..." if len(journal.skipped) > 10 else ""
@@ -222,6 +224,7 @@ async def run_check(
     targets: list[str] | None = None,
     allow_outside: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    listener: Listener | None = None,
 ) -> Result:
     """``reconciler check``: every lookup's checks against the live service, nothing else; exit 1
     when one fails (a lookup with checks that does not exist fails them)."""
@@ -242,7 +245,7 @@ async def run_check(
         live = await fetch_live(reader, domains)
         state = State.load(settings.state_location)
         results = await evaluate_checks(reader, workspace, live, state, chosen, missing_fails=True)
-    said = Result()
+    said = Result(live=listener)
     if not workspace.checks:
         said.err("No lookup has checks (spec.checks of a Lookup or a Domain).")
     said.out(views.checks_view(output_format)(results))

@@ -245,6 +245,7 @@ def plan(
                 override_policy,
             ),
             replace=replace or [],
+            listener=write_line,
         )
     )
     raise typer.Exit(emit(result))
@@ -262,7 +263,8 @@ def show(
     from reconciler.commands import run_show
 
     views.check_format("plan", output_format)
-    raise typer.Exit(emit(run_show(plan_file, output_format, color=use_color())))
+    shown = run_show(plan_file, output_format, color=use_color(), listener=write_line)
+    raise typer.Exit(emit(shown))
 
 
 @app.command()
@@ -298,6 +300,7 @@ def drift(
             strict=strict,
             allow_outside=allow_outside,
             guards=Guards(ignore_references=tuple(ignore_references or ())),
+            listener=write_line,
         )
     )
     raise typer.Exit(emit(result))
@@ -327,6 +330,7 @@ def check(
             output_format=output_format,
             targets=target or [],
             allow_outside=allow_outside,
+            listener=write_line,
         )
     )
     raise typer.Exit(emit(result))
@@ -450,6 +454,7 @@ def import_(
             out_dir=out,
             force=force,
             everything=everything,
+            listener=write_line,
         )
     )
     raise typer.Exit(emit(result))
@@ -539,6 +544,7 @@ def history(
         offset=offset,
         page_size=page_size,
         output_format=output_format,
+        listener=write_line,
     )
     raise typer.Exit(emit(result))
 

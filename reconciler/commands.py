@@ -77,9 +77,10 @@ async def run_plan(
     replace: list[str] | None = None,
     progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    listener: Listener | None = None,
 ) -> Result:
     """``reconciler plan``."""
-    said = Result()
+    said = Result(live=listener)
     run = await _read_plan(
         settings,
         paths,
@@ -104,7 +105,13 @@ async def run_plan(
             guards=guards,
             replace=replace,
         )
-        write_json_atomic(out, saved.document(run.plan))
+        try:
+            write_json_atomic(out, saved.document(run.plan))
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot write the plan to {out}: {exc.strerror or exc}",
+                hint="pass --out a file in a folder you can write to",
+            ) from exc
         # On stderr: the plan's text must end with its summary line (the contract).
         said.err(f"Saved the plan to {out}. Apply it with: reconciler apply --plan {out}")
     if strict and _strict_refusal(run.plan, said):
@@ -129,7 +136,13 @@ async def _read_plan(
         return await make_plan(reader, paths, settings.state_location, selector, **options)
 
 
-def run_show(plan_file: Path, output_format: str = "text", *, color: bool = False) -> Result:
+def run_show(
+    plan_file: Path,
+    output_format: str = "text",
+    *,
+    color: bool = False,
+    listener: Listener | None = None,
+) -> Result:
     """``reconciler show PLANFILE``: a saved plan rendered offline (no request, no state)."""
     try:
         document = json.loads(plan_file.read_text())
@@ -139,7 +152,7 @@ def run_show(plan_file: Path, output_format: str = "text", *, color: bool = Fals
         raise SettingsError(
             f"{plan_file} is not a saved plan", hint="create one with: reconciler plan --out FILE"
         ) from None
-    said = Result()
+    said = Result(live=listener)
     said.out(views.plan_view(output_format)(plan, color=color), coloured=color)
     return said
 
@@ -188,9 +201,10 @@ async def run_drift(
     progress: ScanProgress | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     guards: Guards | None = None,
+    listener: Listener | None = None,
 ) -> Result:
     """``reconciler drift``: read-only (a LookupReader has no write calls)."""
-    said = Result()
+    said = Result(live=listener)
     run = await _read_plan(
         settings,
         paths,
@@ -368,7 +382,7 @@ async def run_apply(
                 progress=r.progress,
             )
             if r.output_format == "text":
-                said.out(render(run, "text", color=r.color), coloured=r.color, now=True)
+                said.out(render(run, "text", color=r.color), coloured=r.color)
             if r.strict and _strict_refusal(run.plan, said):
                 return said.ends(1)
             _approve(run, r)
@@ -394,9 +408,9 @@ async def run_apply(
             client, run.workspace.by_address(), run.state, journal, None, options, r.env
         )
         for address in executor.adopt(run.plan, run.live_by_address()):
-            said.err(f"{address}: already matched its spec; recorded in the state", now=True)
+            said.err(f"{address}: already matched its spec; recorded in the state")
         for address in executor.forget_gone(run.plan, run.live):
-            said.err(f"{address}: no spec names it any more; its record is forgotten", now=True)
+            said.err(f"{address}: no spec names it any more; its record is forgotten")
         if not run.plan.can_apply():
             if r.output_format == "json":  # the same summary event as a run with changes
                 said.out(views.apply_view("json")([], warnings=run.plan.warnings))
@@ -434,7 +448,7 @@ async def _state_locked(
     """Hold the state's lock; on the way out, whatever happened, compact every state the run
     loaded (its record log already holds what was done), close the journal, release the lock."""
     lock = StateLock(location, actor)
-    await lock.acquire(lock_timeout, waiting=lambda text: said.err(text, now=True))
+    await lock.acquire(lock_timeout, waiting=lambda text: said.err(text))
     journal = Journal.for_state(location)
     states: list[State] = []
     try:

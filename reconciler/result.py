@@ -1,11 +1,12 @@
 """What a command said and how it ended, as data.
 
 The commands' bodies (``commands``, ``browse``) never write to a stream nor prompt: they return a
-``Result`` (the exit code and the lines for stdout and stderr, in order), and the command line
-writes it, escaping control characters on the way (``cli_options.emit``). What must be seen while
-a command still runs (the plan before its approval, a wait for the state's lock, a watched job's
-statuses) goes to a ``Listener`` the caller gives; without one it is kept in the result like the
-rest, so a test or a library caller reads everything from the returned value.
+``Result`` (the exit code and the lines for stdout and stderr, in order), and whoever called them
+decides where the lines go. Given a ``Listener``, a command hands it each line as it is said (the
+command line passes one that writes it, escaping control characters: ``cli_options.write_line``,
+so a long apply shows its plan, its lock wait and its notes as they happen, and what was said
+before an error is not lost); without one, the result keeps every line, so a test or a library
+caller reads them from the returned value.
 """
 
 from __future__ import annotations
@@ -31,28 +32,27 @@ Listener = Callable[[Line], None]
 
 @dataclass
 class Result:
-    """A command's exit code and its lines. ``live`` (when given) receives the lines said with
-    ``now=True`` at once instead of keeping them."""
+    """A command's exit code and its lines; with ``live``, each line goes there instead."""
 
     code: int = 0
     lines: list[Line] = field(default_factory=list)
     live: Listener | None = field(default=None, repr=False, compare=False)
 
-    def out(self, text: str = "", *, coloured: bool = False, now: bool = False) -> None:
+    def out(self, text: str = "", *, coloured: bool = False) -> None:
         """A line of the command's document (stdout)."""
-        self._say(Line(text, "out", coloured), now)
+        self._say(Line(text, "out", coloured))
 
-    def err(self, text: str, *, now: bool = False) -> None:
+    def err(self, text: str) -> None:
         """A note on stderr: a warning, where something was saved, why it refused."""
-        self._say(Line(text, "err"), now)
+        self._say(Line(text, "err"))
 
     def ends(self, code: int) -> Result:
         """This result with its exit code set (for ``return result.ends(1)``)."""
         self.code = code
         return self
 
-    def _say(self, line: Line, now: bool) -> None:
-        if now and self.live is not None:
+    def _say(self, line: Line) -> None:
+        if self.live is not None:
             self.live(line)
         else:
             self.lines.append(line)

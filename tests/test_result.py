@@ -1,4 +1,5 @@
-"""A command's Result: kept lines, lines said while it runs, and how the command line writes it."""
+"""A command's Result: lines kept in order, or handed to a listener as they are said; and how the
+command line writes them."""
 
 from __future__ import annotations
 
@@ -8,23 +9,28 @@ from reconciler.cli_options import emit, write_line
 from reconciler.result import Line, Result
 
 
-def test_lines_are_kept_in_order_per_stream_without_a_listener() -> None:
+def test_without_a_listener_every_line_is_kept_in_order_per_stream() -> None:
     said = Result()
     said.out("plan")
-    said.err("warning", now=True)  # nobody listens: kept like the rest
+    said.err("warning")
     said.out("summary")
     assert said.ends(2) is said and said.code == 2
     assert said.stdout == "plan\nsummary\n" and said.stderr == "warning\n"
+    assert [line.stream for line in said.lines] == ["out", "err", "out"]
 
 
-def test_a_listener_hears_the_lines_said_now_and_only_those() -> None:
+def test_a_listener_hears_every_line_as_it_is_said_and_nothing_is_kept() -> None:
     heard: list[Line] = []
     said = Result(live=heard.append)
-    said.out("the plan", coloured=True, now=True)
-    said.err("waiting for the lock", now=True)
+    said.out("the plan", coloured=True)
+    said.err("waiting for the lock")
     said.out("summary")
-    assert heard == [Line("the plan", "out", True), Line("waiting for the lock", "err")]
-    assert said.stdout == "summary\n" and said.stderr == ""
+    assert heard == [
+        Line("the plan", "out", True),
+        Line("waiting for the lock", "err"),
+        Line("summary", "out"),
+    ]
+    assert said.lines == [] and said.stdout == said.stderr == ""
 
 
 def test_emit_escapes_what_a_spec_could_plant_and_keeps_our_colour(

@@ -266,3 +266,19 @@ def test_a_saved_plan_is_a_typed_document() -> None:
         "acme/b: its spec changed since the plan was made",
         "acme/c: its spec was removed since the plan was made",
     ]
+
+
+def test_a_plan_that_cannot_be_saved_is_a_clear_error_after_the_plan(
+    project: Project, tmp_path: Path
+) -> None:
+    """--out into a folder that does not exist (under a file): the plan is shown, then a clear
+    error naming the file, exit 1; no internal error."""
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "plan.json"
+    made = CliRunner().invoke(
+        cli, ["plan", str(project.specs), "--out", str(target)], env=_env(tmp_path)
+    )
+    assert made.exit_code == 1, made.output
+    assert "Plan: 2 to add" in made.stdout
+    assert f"cannot write the plan to {target}" in made.stderr and "hint:" in made.stderr
+    assert "Internal error" not in made.stderr
