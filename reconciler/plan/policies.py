@@ -81,27 +81,35 @@ def context(
 ) -> dict[str, Any]:
     """The variables a rule may read about ``change`` (only those ``needed``: each costs its
     conversion into CEL); ``shape`` nests the canonical configs."""
-    made: dict[str, Callable[[], Any]] = {
-        "change": lambda: {
-            "action": change.action.value,
-            "address": change.address,
-            "reason": change.reason,
-            "kind": change.kind,
-        },
-        "before": lambda: shape(change.before if change.action is not Action.CREATE else None),
-        "after": lambda: shape(change.after if change.action is not Action.DELETE else None),
-        "lookup": lambda: {
-            "domain": change.domain,
-            "name": change.name,
-            "address": change.address,
-            "labels": dict(subject.labels),
-            "kind": change.kind,
-            "protect": change.protect or subject.protect,
-        },
-        "csv": lambda: csv_facts(change, subject),
-        "domain": lambda: numbers(dict(domain or domain_facts(change.domain))),
-    }
-    return {name: made[name]() for name in needed}
+    made: dict[str, Any] = {}
+    for name in needed:  # (a plain branch each: this runs for every change of a big plan)
+        if name == "change":
+            made[name] = {
+                "action": change.action.value,
+                "address": change.address,
+                "reason": change.reason,
+                "kind": change.kind,
+            }
+        elif name == "before":
+            made[name] = shape(change.before if change.action is not Action.CREATE else None)
+        elif name == "after":
+            made[name] = shape(change.after if change.action is not Action.DELETE else None)
+        elif name == "lookup":
+            made[name] = {
+                "domain": change.domain,
+                "name": change.name,
+                "address": change.address,
+                "labels": dict(subject.labels),
+                "kind": change.kind,
+                "protect": change.protect or subject.protect,
+            }
+        elif name == "csv":
+            made[name] = csv_facts(change, subject)
+        elif name == "domain":
+            made[name] = numbers(dict(domain or domain_facts(change.domain)))
+        else:
+            raise KeyError(name)
+    return made
 
 
 class NestedCache:
@@ -184,6 +192,8 @@ class _Group:
     context: Any  # its own: only what its rules read is converted into CEL, when it changed
     fields: dict[str, frozenset[str] | None] = field(default_factory=dict)  # None: all of it
     seen: int = -1  # the judge's counter when it last ran: it runs again once an input is newer
+    checked: int = -1  # the change (turn) it was last looked at
+    slots: frozenset[tuple[str, str]] = frozenset()
     failed: list[tuple[Rule, str | None]] = field(default_factory=list)
 
 
@@ -210,6 +220,8 @@ class _Judge:
         self.counter = 0
         self.shape = NestedCache()
         self.domains: dict[str, Any] = {}
+        self.turn = 0  # changes judged so far
+        self.dirty: set[tuple[str, str]] = set()  # the inputs that changed at this turn
         self.by_name = any(p.match.names != ["*"] for p in policies)
         self.chosen: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self.sets: dict[tuple[int, ...], tuple[dict[str, frozenset[str] | None], list[_Group]]] = {}
@@ -239,6 +251,7 @@ class _Judge:
                 combine(r.expression.source for r in rules),
                 self.new_context(),
                 _group_fields(reads),
+                slots=frozenset(reads),
             )
             for reads, rules in grouped.items()
         ]
@@ -275,6 +288,7 @@ class _Judge:
         self.slots[slot] = value
         self.counter += 1
         self.versions[slot] = self.counter
+        self.dirty.add(slot)
 
     def failed(
         self, change: Change, subject: Subject, domain: Mapping[str, Any] | None
@@ -283,6 +297,8 @@ class _Judge:
         chosen = self._chosen(change, subject)
         if not chosen:
             return []
+        self.turn += 1
+        self.dirty.clear()
         fields, groups = self._set_for(chosen)
         variables = context(
             change, subject, domain, [n for n in fields if n != "domain"], self.shape
@@ -304,6 +320,12 @@ class _Judge:
                     self._show((name, f), get(f, _ABSENT))
         failed: list[tuple[Rule, str | None]] = []
         for group in groups:
+            # Looked at the change before: only an input that changed now can make it run.
+            quiet = group.checked == self.turn - 1 and group.slots.isdisjoint(self.dirty)
+            group.checked = self.turn
+            if quiet:
+                failed.extend(group.failed)
+                continue
             if max(map(self.versions.__getitem__, group.reads), default=0) > group.seen:
                 for name, wanted in group.fields.items():
                     group.context.add_variable(name, prune(self.values[name], wanted))

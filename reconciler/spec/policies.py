@@ -153,7 +153,7 @@ def run_combined(program: Any, context: Any, count: int) -> list[bool] | None:
         values = program.execute(context)
     except Exception:  # the binding raises TypeError, KeyError, ValueError, RuntimeError
         return None
-    if isinstance(values, list) and len(values) == count and all(type(v) is bool for v in values):
+    if isinstance(values, list) and len(values) == count and set(map(type, values)) <= {bool}:
         return values
     return None
 
