@@ -139,6 +139,11 @@ class Violation(_Frozen):
             self.enforcement == "soft-mandatory" and not self.overridden
         )
 
+    @property
+    def level(self) -> str:
+        """How hard it holds, as the views show it: ``soft-mandatory, overridden``."""
+        return self.enforcement + (", overridden" if self.overridden else "")
+
 
 class CheckResult(_Frozen):
     """One check of one lookup: the expression, where it was written, whether it passed, and

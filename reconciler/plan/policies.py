@@ -408,11 +408,10 @@ def offline_violations(result: LoadResult, overrides: Sequence[str] = ()) -> lis
     found = []
     for v in judged.violations:
         error = f" (could not be evaluated: {v.error})" if v.error else ""
-        level = v.enforcement + (", overridden" if v.overridden else "")
         found.append(
             loaded[v.address].diagnostic(
                 ("metadata", "name"),
-                f"policy {v.policy} / {v.rule} [{level}]: {v.message}{error}",
+                f"policy {v.policy} / {v.rule} [{v.level}]: {v.message}{error}",
                 hint=f"{v.expr} ({v.where})",
                 severity="error" if v.blocking else "warning",
             )

@@ -76,11 +76,10 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
     if plan.violations:
         out.append('<ul class="violations">')
         for v in plan.violations:
-            level = v.enforcement + (", overridden" if v.overridden else "")
             out.append(
                 f'<li class="{"blocking" if v.blocking else "advisory"}">'
                 f"{escape(v.address)}: {escape(v.policy)} / {escape(v.rule)} "
-                f"[{escape(level)}]: {escape(v.message)}</li>"
+                f"[{escape(v.level)}]: {escape(v.message)}</li>"
             )
         out.append("</ul>")
     if plan.warnings:

@@ -76,10 +76,9 @@ def plan(plan: Plan, *, color: bool = False, drift: bool = False, verbose: bool 
         out.append("| | lookup | policy | rule | level | message |")
         out.append("|---|---|---|---|---|---|")
         for v in plan.violations:
-            level = v.enforcement + (", overridden" if v.overridden else "")
             out.append(
                 f"| {'❌' if v.blocking else '⚠️'} | {_code(v.address)} | {_escape(v.policy)} | "
-                f"{_escape(v.rule)} | {level} | {_escape(v.message)} |"
+                f"{_escape(v.rule)} | {v.level} | {_escape(v.message)} |"
             )
         out.append("")
     if plan.failed_checks:

@@ -233,9 +233,8 @@ def violation_lines(plan: Plan) -> list[tuple[str, str]]:
         return []
     out = [("Policy violations:", "")]
     for v in plan.violations:
-        level = v.enforcement + (", overridden" if v.overridden else "")
         mark, style = ("✗", "red") if v.blocking else ("!", "yellow")
-        out.append((f"  {mark} {v.address}: {v.policy} / {v.rule} [{level}]: {v.message}", style))
+        out.append((f"  {mark} {v.address}: {v.policy} / {v.rule} [{v.level}]: {v.message}", style))
         detail = f"      {v.expr}" + (f"  ({v.where})" if v.where else "")
         out.append((detail, ""))
         if v.error:
