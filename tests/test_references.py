@@ -375,11 +375,13 @@ def test_validate_reports_unknown_lookups_cycles_and_dynamic_names(
 
 
 def test_references_globs_stay_in_the_repository(tmp_path: Path) -> None:
-    project = repository(tmp_path)
+    project = repository(tmp_path / "repo")
     (project.specs / "domain.yaml").write_text(
         DOMAIN.replace('["alerts/**/*.json"]', '["nothing/*.json", "../../**/*.json"]')
     )
-    (tmp_path / ".git").mkdir()  # the repository is tmp_path: ../../ leaves it
+    (tmp_path / "repo" / ".git").mkdir()  # the repository is repo/: ../../ leaves it
+    # A file the glob reaches outside it (not whatever other tests left beside tmp_path).
+    (tmp_path / "elsewhere.json").write_text("{}\n")
     result = validate_paths([str(project.specs)])
     assert any("matches no file" in w for w in warnings(result))
     assert any("reaches outside the repository" in e for e in errors(result))
