@@ -137,7 +137,8 @@ def refs_view(name: str) -> RefsView:
 
 def apply_console(name: str, *, interactive: bool, total: int) -> ApplyConsole:
     """``--format name``'s live progress of apply (text: a bar on a terminal, else lines)."""
-    factory: ConsoleFactory = _function("apply", name) and _module(name).console
+    check_format("apply", name)
+    factory: ConsoleFactory = _module(name).console
     return factory(interactive=interactive, total=total)
 
 
