@@ -637,11 +637,11 @@ def test_alias_bombs_are_refused_where_the_converter_would_stop(
     text = yaml.dump({"spec": tree}, Dumper=yaml.CSafeDumper)
     [node] = yaml.compose_all(text, Loader=yaml.CSafeLoader)
     with pytest.MonkeyPatch.context() as patch:
-        deep = f"document is nested more than {max_depth} levels deep"
-        for module in (loader, yamlnodes):  # the converter's limits and the measure's
-            patch.setattr(module, "MAX_NODES", max_nodes)
-            patch.setattr(module, "MAX_DEPTH", max_depth)
-            patch.setattr(module, "TOO_DEEP", deep)
+        patch.setattr(yamlnodes, "MAX_NODES", max_nodes)  # the converter's limits and the measure's
+        patch.setattr(yamlnodes, "MAX_DEPTH", max_depth)
+        patch.setattr(
+            yamlnodes, "TOO_DEEP", f"document is nested more than {max_depth} levels deep"
+        )
         try:
             loader._Converter(Path("x.yaml"), {}).convert(node)
             expanded = None
@@ -660,7 +660,6 @@ def test_without_anchors_the_converter_refuses_as_the_measure_would(
     from reconciler.spec import loader, yamlnodes
 
     if limit == "values":
-        monkeypatch.setattr(loader, "MAX_NODES", 50)
         monkeypatch.setattr(yamlnodes, "MAX_NODES", 50)
         body = "spec:\n" + "".join(f"  k{i}: [1, 2]\n" for i in range(30))
     else:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from reconciler.errors import Diagnostic
+from reconciler.spec import yamlnodes
 from reconciler.spec.messages import did_you_mean, translate_validation_error
 from reconciler.spec.model import (
     DOCUMENT_MODELS,
@@ -32,16 +33,7 @@ from reconciler.spec.model import (
     OverlayDocument,
     PolicyDocument,
 )
-from reconciler.spec.yamlnodes import (
-    MAX_DEPTH,
-    MAX_NODES,
-    TOO_DEEP,
-    TOO_MANY,
-    TooLarge,
-    compose_all,
-    decode,
-    too_large,
-)
+from reconciler.spec.yamlnodes import TooLarge, compose_all, decode, too_large
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 # ``${env:NAME}``, or ``${env:NAME:-default}`` (the default when NAME is unset or empty; an empty
@@ -207,10 +199,11 @@ class _Converter:
 
     def convert(self, node: yaml.Node, loc: Loc = (), depth: int = 0) -> Any:
         self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise TooLarge(node, TOO_MANY)
-        if depth > MAX_DEPTH:
-            raise TooLarge(node, TOO_DEEP)
+        # The limits are yamlnodes' (one place): too_large measures the node graph against them.
+        if self.nodes > yamlnodes.MAX_NODES:
+            raise TooLarge(node, yamlnodes.TOO_MANY)
+        if depth > yamlnodes.MAX_DEPTH:
+            raise TooLarge(node, yamlnodes.TOO_DEEP)
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN:
             self._refuse_tag(node, loc)  # then read as the plain mapping or list it is
         if isinstance(node, yaml.MappingNode):
@@ -386,7 +379,7 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         result.diagnostics.append(
             Diagnostic.for_file(
                 path,
-                f"document is nested more than {MAX_DEPTH} levels deep",
+                yamlnodes.TOO_DEEP,
                 hint="spec documents are small mappings",
             )
         )
