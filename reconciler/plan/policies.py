@@ -174,11 +174,7 @@ def evaluate(
 
 
 _ABSENT = object()
-
-
-def _nothing(key: str, default: Any) -> Any:
-    """``dict.get`` of a value that is not a map: every field is absent."""
-    return default
+_NO_FIELDS: dict[str, Any] = {}  # what a value that is not a map has of each field: nothing
 
 
 @dataclass
@@ -190,11 +186,15 @@ class _Group:
     reads: tuple[tuple[str, str], ...]  # (variable, field; "" for all of it, "*" for its type)
     program: Any
     context: Any  # its own: only what its rules read is converted into CEL, when it changed
-    fields: dict[str, frozenset[str] | None] = field(default_factory=dict)  # None: all of it
     seen: int = -1  # the judge's counter when it last ran: it runs again once an input is newer
     checked: int = -1  # the change (turn) it was last looked at
-    slots: frozenset[tuple[str, str]] = frozenset()
     failed: list[tuple[Rule, str | None]] = field(default_factory=list)
+    fields: dict[str, frozenset[str] | None] = field(init=False)  # of ``reads``; None: all of it
+    slots: frozenset[tuple[str, str]] = field(init=False)  # ``reads``, as a set
+
+    def __post_init__(self) -> None:
+        self.fields = _group_fields(self.reads)
+        self.slots = frozenset(self.reads)
 
 
 class _Judge:
@@ -245,14 +245,7 @@ class _Judge:
                     reads.extend((name, f) for f in sorted(own))
             grouped.setdefault(tuple(reads), []).append(rule)
         groups = [
-            _Group(
-                rules,
-                reads,
-                combine(r.expression.source for r in rules),
-                self.new_context(),
-                _group_fields(reads),
-                slots=frozenset(reads),
-            )
+            _Group(rules, reads, combine(r.expression.source for r in rules), self.new_context())
             for reads, rules in grouped.items()
         ]
         self.sets[chosen] = (fields, groups)
@@ -306,8 +299,8 @@ class _Judge:
         if "domain" in fields:  # the same for every lookup of a domain: shaped once
             variables["domain"] = self._domain(change.domain, domain)
         for name, value in variables.items():
-            value = prune(value, fields[name])
             wanted = fields[name]
+            value = prune(value, wanted)
             if self.read.get(name, _ABSENT) == wanted and self.values[name] == value:
                 continue  # as for the change before (one comparison, not one per field)
             self.read[name], self.values[name] = wanted, value
@@ -315,7 +308,7 @@ class _Judge:
             if wanted is None:
                 self._show((name, ""), value)
             else:  # not a map (a delete's after, null): each field read is absent
-                get = value.get if isinstance(value, dict) else _nothing
+                get = value.get if isinstance(value, dict) else _NO_FIELDS.get
                 for f in wanted:
                     self._show((name, f), get(f, _ABSENT))
         failed: list[tuple[Rule, str | None]] = []
