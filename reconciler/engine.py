@@ -363,89 +363,62 @@ async def make_plan(
     ``env``: where ``${env:...}`` secrets are read to see a rotation (default: the process's).
     """
     with collector_paused():  # see reconciler.heap: a big plan spent 40% of its time there
-        return await _make_plan(
-            reader,
+        guards = guards or Guards()
+        workspace = load_workspace(
             paths,
-            state_path,
+            allow_outside=allow_outside,
+            progress=progress,
+            ignore_references=guards.ignore_references,
+        )
+        reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
+        reader.use_domain_endpoints(workspace.endpoints)
+        state = State.load(state_path)
+        known = {d.address for d in workspace.desired}
+        unknown = sorted(set(replace) - known)
+        if unknown:
+            raise SettingsError(
+                f"--replace names no lookup of the specs: {', '.join(unknown)}",
+                hint="use the DOMAIN/NAME address a plan shows",
+            )
+        live = await fetch_live(reader, workspace.domains)
+        failed_jobs, job_warnings = await check_submitted(reader, state, known)
+        plan = build_plan(
+            workspace.desired,
+            live,
+            state.lookups,
+            workspace.policies,
             selector,
             strict_protect=strict_protect,
+            rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
             replace=replace,
-            env=env,
-            allow_outside=allow_outside,
+            failed_jobs=failed_jobs,
             guards=guards,
-            progress=progress,
         )
+        plan = with_waves(plan, workspace.waves)
+        plan = annotate(plan, workspace.references)
+        broken = breaking(plan, workspace.references, guards.allow_breaking)
+        if broken and strict_protect:
+            raise PlanError(
+                "\n".join(broken) + "\nnothing was sent",
+                hint="change or remove those queries in the same change, or pass --allow-breaking "
+                "ADDRESS if breaking them is meant",
+            )
+        job_warnings += broken
+        plan = judge(plan, workspace, guards)
+        if workspace.checks:
+            shown = {c.address for c in plan.changes}
+            results = await evaluate_checks(reader, workspace, live, state, shown)
+            plan = plan.model_copy(update={"checks": tuple(results)})
+        job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
+        if job_warnings:
+            plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
+        if any(change.csv is not None for change in plan.changes):
+            from reconciler.plan import rows as row_diff
 
-
-async def _make_plan(
-    reader: LookupReader,
-    paths: list[str],
-    state_path: str | Path,
-    selector: Selector | None,
-    *,
-    strict_protect: bool,
-    replace: Collection[str],
-    env: Mapping[str, str] | None,
-    allow_outside: bool,
-    guards: Guards | None,
-    progress: ScanProgress | None,
-) -> PlanRun:
-    guards = guards or Guards()
-    workspace = load_workspace(
-        paths,
-        allow_outside=allow_outside,
-        progress=progress,
-        ignore_references=guards.ignore_references,
-    )
-    reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
-    reader.use_domain_endpoints(workspace.endpoints)
-    state = State.load(state_path)
-    known = {d.address for d in workspace.desired}
-    unknown = sorted(set(replace) - known)
-    if unknown:
-        raise SettingsError(
-            f"--replace names no lookup of the specs: {', '.join(unknown)}",
-            hint="use the DOMAIN/NAME address a plan shows",
-        )
-    live = await fetch_live(reader, workspace.domains)
-    failed_jobs, job_warnings = await check_submitted(reader, state, known)
-    plan = build_plan(
-        workspace.desired,
-        live,
-        state.lookups,
-        workspace.policies,
-        selector,
-        strict_protect=strict_protect,
-        rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
-        replace=replace,
-        failed_jobs=failed_jobs,
-        guards=guards,
-    )
-    plan = with_waves(plan, workspace.waves)
-    plan = annotate(plan, workspace.references)
-    broken = breaking(plan, workspace.references, guards.allow_breaking)
-    if broken and strict_protect:
-        raise PlanError(
-            "\n".join(broken) + "\nnothing was sent",
-            hint="change or remove those queries in the same change, or pass --allow-breaking "
-            "ADDRESS if breaking them is meant",
-        )
-    job_warnings += broken
-    plan = judge(plan, workspace, guards)
-    if workspace.checks:
-        shown = {c.address for c in plan.changes}
-        results = await evaluate_checks(reader, workspace, live, state, shown)
-        plan = plan.model_copy(update={"checks": tuple(results)})
-    job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
-    if job_warnings:
-        plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
-    if any(change.csv is not None for change in plan.changes):
-        from reconciler.plan import rows as row_diff
-
-        sources = {d.address: d.csv for d in workspace.desired if d.csv}
-        recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
-        live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
-        plan = row_diff.enrich(
-            plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
-        )
-    return PlanRun(plan, workspace, live, state)
+            sources = {d.address: d.csv for d in workspace.desired if d.csv}
+            recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
+            live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
+            plan = row_diff.enrich(
+                plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
+            )
+        return PlanRun(plan, workspace, live, state)
