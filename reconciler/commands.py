@@ -317,7 +317,7 @@ class ApplyRequest:
     transport: httpx.AsyncBaseTransport | None = None
     env: dict[str, str] | None = None
     progress: ScanProgress | None = None
-    listener: Listener | None = None  # sees the plan, the lock's wait, the notes as they happen
+    listener: Listener | None = None  # hears every line as it is said (else the Result keeps them)
 
 
 async def run_apply(
