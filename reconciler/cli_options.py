@@ -43,7 +43,8 @@ def scan_status(path: Path, size: int) -> Any:
 
 
 def err(text: str) -> None:
-    sys.stderr.write(printable(text) + "\n")
+    """A note on stderr, as a command's notes are written."""
+    write_line(Line(text, "err"))
 
 
 def write_line(line: Line) -> None:
