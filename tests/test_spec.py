@@ -588,6 +588,41 @@ def _known_leniency(text: str) -> bool:
     return "\t" in text or "!" in text
 
 
+def _apart_only_at_empty_scalars(
+    fast: list[yaml.Node | None], slow: list[yaml.Node | None]
+) -> bool:
+    """Whether two readings are one but for where an empty scalar starts: also in the catalogue.
+
+    An empty node after "?" in a flow mapping ("{? }", "{? : }") is marked after the spaces that
+    follow by libyaml and before them by PyYAML, one column apart; nothing else may differ (found
+    by the test below, which it now compares node by node).
+    """
+    seen: set[tuple[int, int]] = set()
+
+    def same(a: yaml.Node | None, b: yaml.Node | None) -> bool:
+        if a is None or b is None:
+            return a is b
+        if (id(a), id(b)) in seen:  # an alias met again (or a recursive anchor)
+            return True
+        seen.add((id(a), id(b)))
+        if type(a) is not type(b) or a.tag != b.tag:
+            return False
+        mark = (a.start_mark.line, a.start_mark.column) == (b.start_mark.line, b.start_mark.column)
+        if isinstance(a, yaml.ScalarNode):
+            # libyaml says '' for the plain style where PyYAML says None
+            plain = (a.style or "") == (b.style or "")
+            return a.value == b.value and plain and (mark or a.value == "")
+        if not mark or len(a.value) != len(b.value):
+            return False
+        if isinstance(a, yaml.MappingNode):
+            return all(
+                same(k, j) and same(v, w) for (k, v), (j, w) in zip(a.value, b.value, strict=True)
+            )
+        return all(same(x, y) for x, y in zip(a.value, b.value, strict=True))
+
+    return len(fast) == len(slow) and all(same(a, b) for a, b in zip(fast, slow, strict=True))
+
+
 @settings(max_examples=1000)
 @given(st.text(alphabet=st.sampled_from(list("ab:-[]{}'\"#&*!|>,? \n\t0.~%@`")), max_size=40))
 def test_libyaml_reads_text_as_the_python_parser_does(text: str) -> None:
@@ -601,15 +636,35 @@ def test_libyaml_reads_text_as_the_python_parser_does(text: str) -> None:
     from reconciler.spec import yamlnodes
 
     try:
-        fast = _converted(list(yaml.compose_all(text, Loader=yaml.CSafeLoader)))
+        fast_nodes = list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
     except yaml.YAMLError:
         return
+    fast = _converted(fast_nodes)
     assert _converted(yamlnodes.compose_all(text)) == fast
     try:
-        slow = _converted(list(yaml.compose_all(text, Loader=yaml.SafeLoader)))
+        slow_nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        slow = _converted(slow_nodes)
     except (yaml.YAMLError, RecursionError):
         return
-    assert fast == slow or _known_leniency(text), text
+    assert (
+        fast == slow
+        or _known_leniency(text)
+        or _apart_only_at_empty_scalars(fast_nodes, slow_nodes)
+    ), text
+
+
+def test_an_empty_key_in_a_flow_mapping_is_the_one_difference_outside_the_text_catalogue() -> None:
+    """The node comparison forgives the empty scalar's column, and nothing else."""
+    for text, apart in [("{? }", True), ("{? : }", True), ("{? a}", False), ("{a: b}", False)]:
+        fast = list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
+        slow = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        assert _apart_only_at_empty_scalars(fast, slow), text
+        assert (_converted(fast) != _converted(slow)) is apart, text
+    fast = list(yaml.compose_all("{? : }", Loader=yaml.CSafeLoader))
+    other = list(yaml.compose_all("{? : x}", Loader=yaml.SafeLoader))
+    assert not _apart_only_at_empty_scalars(fast, other)  # a value that differs is not forgiven
+    moved = list(yaml.compose_all("{ a: b}", Loader=yaml.SafeLoader))
+    assert not _apart_only_at_empty_scalars(list(yaml.compose_all("{a: b}")), moved)
 
 
 @st.composite
