@@ -126,3 +126,29 @@ def test_the_programs_own_options_exist(runner: CliRunner) -> None:
     from reconciler import __version__
 
     assert f"reconciler {__version__}" in README  # the install section shows what it prints
+
+
+def test_the_console_scripts_version_is_the_cli_s_without_building_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], runner: CliRunner
+) -> None:
+    """The entry point answers a bare ``--version`` itself: the same line, typer not imported;
+    anything else goes to the command line."""
+    import subprocess
+    import sys
+
+    from reconciler.__main__ import main
+
+    probe = (
+        "import sys; sys.argv = ['reconciler', '--version']\n"
+        "from reconciler.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, 'typer' in sys.modules, 'reconciler.cli' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    printed, verdict = done.stdout.splitlines()
+    assert printed == runner.invoke(app, ["--version"]).stdout.strip()
+    assert verdict == "0 False False", done.stdout + done.stderr
+    monkeypatch.setattr("sys.argv", ["reconciler", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0 and "Usage: reconciler" in capsys.readouterr().out
