@@ -323,3 +323,21 @@ def test_duckdb_row_diffs_agree_with_python(tmp_path: Path, case: tuple[str, str
     assert results[0][3] == results[1][3]
     if sum(results[0][0]) <= 3:  # every change is a sample: the same ones
         assert results[0][1] == results[1][1]
+
+
+@pytest.mark.parametrize("cell", [b"a\rb", b"\rb"])
+def test_a_carriage_return_inside_an_unquoted_cell_is_refused_by_both_paths(
+    tmp_path: Path, cell: bytes
+) -> None:
+    """The csv module refuses it; validate names the line and says what to do, and the fast path
+    does not call the file valid (the emulator's ingest refuses it too: tests/test_emulator)."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"ip,name\n10.0.0.1,ok\n10.0.0.2," + cell + b"\n10.0.0.3,ok\n")
+    columns = [("ip", "IP4"), ("name", "STRING")]
+    options = {"has_header": True, "skip_empty_lines": False, "skip_preface": None}
+    assert csvengine.check_file(path, columns, **options, key_columns=[0]) is None
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, columns, **options, key_columns=[0])  # type: ignore[arg-type]
+    [(line, message)] = exact.errors
+    assert line == 3 and "carriage return inside an unquoted cell" in message, exact.errors
+    assert "do you need" not in message  # the csv module's hint to programmers is not shown

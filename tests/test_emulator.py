@@ -744,6 +744,7 @@ UPLOADS = {
     "nul": b"ip,n,name\n10.0.0.1,1,a\x00\n",
     "quoted newline": b'ip,n,name\n10.0.0.1,1,"a\nb"\n10.0.0.2,2,c\n',
     "form feed inside a cell": b"ip,n,name\n10.0.0.1,1,a\x0cb\n",
+    "a lone carriage return": b"ip,n,name\n10.0.0.1,1,a\rb\n10.0.0.2,2,c\n",
 }
 
 

@@ -64,8 +64,11 @@ def _records(source: dict[str, Any], stream: BinaryIO, digest: Any, counter: lis
             where[0] = number
             yield line
 
-    for fields in csv.reader(text()):
-        yield where[0], fields
+    try:
+        for fields in csv.reader(text()):
+            yield where[0], fields
+    except csv.Error as exc:  # its words without its hint to programmers ("- do you need ...")
+        raise ValueError(f"line {where[0]}: {str(exc).split(' - ')[0]}") from exc
 
 
 def _blank(fields: list[str], width: int) -> bool:
@@ -91,8 +94,11 @@ def _column_chunks(data: bytes, source: dict[str, Any], width: int) -> Iterator[
     skip_blank = bool(source.get("skipEmptyLines"))
     if '"' in text or "\r" in text:  # quoting (a record may span lines): the csv module reads
         reader = csv.reader(part + "\n" for part in parts)
-        while chunk := list(itertools.islice(reader, CHUNK)):
-            yield _as_columns(chunk, width, skip_blank)
+        try:
+            while chunk := list(itertools.islice(reader, CHUNK)):
+                yield _as_columns(chunk, width, skip_blank)
+        except csv.Error:  # csv's own refusal (a lone CR in a cell): the exact pass says where
+            raise _Doubt from None
         return
     # No quoting and no CR: a record is a line and a field what lies between commas. A chunk of
     # lines that all have width - 1 commas (and, for one column, no empty line) is split at once.

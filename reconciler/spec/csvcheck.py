@@ -196,6 +196,12 @@ def scan_csv(
                 f"a cell is larger than {MAX_CELL_BYTES // (1024 * 1024)} MiB, the most Devo "
                 "accepts in one field",
             )
+        elif "new-line character seen in unquoted field" in str(exc):
+            scan.error(
+                lines.physical,
+                "unreadable CSV: a carriage return inside an unquoted cell (quote the cell, or "
+                "end the line with CRLF or LF)",
+            )
         else:
             scan.error(lines.physical, f"unreadable CSV: {exc}")
     finally:
