@@ -775,3 +775,40 @@ def test_the_bulk_pass_agrees_with_the_exact_one(name: str, skip_empty: bool) ->
         assert name not in ("plain", "crlf and a quoted comma", "no final newline", "bom"), name
         return
     assert bulk == exact, name
+
+
+@pytest.mark.parametrize("block", [3, 7, 1 << 20])
+@pytest.mark.parametrize("name", sorted([*UPLOADS, "multi-byte", "bom and crlf"]))
+def test_rows_read_by_blocks_are_the_rows_read_line_by_line(
+    name: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_rows`` without a preface (lines a block at a time) gives what the numbered lines
+    give (the path a preface takes; one that never matches skips nothing), blocks of any size
+    cutting through a quoted newline, a multi-byte character or the byte-order mark."""
+    import io
+
+    from reconciler.emulator import ingest
+    from reconciler.emulator.derive import derive
+
+    data = {
+        "multi-byte": b"ip,n,name\n10.0.0.1,1,\xc3\xa9\xc3\xa9\n10.0.0.2,2,\xe2\x82\xac\n",
+        "bom and crlf": "\ufeffip,n,name\r\n10.0.0.1,1,\u00e9\r\n".encode(),
+    }.get(name) or UPLOADS[name]
+    body = {
+        "columns": [
+            {"name": "ip", "type": "IP4"},
+            {"name": "n", "type": "INT8"},
+            {"name": "name", "type": "STRING"},
+        ],
+        "hasHeader": True,
+        "skipEmptyLines": True,
+    }
+    config = derive("deploy-csv", "acme", "x", body, uploaded=True)
+    if ingest.ingest(io.BytesIO(data), config).problem is not None:
+        return  # read_rows is only asked about an upload ingest took
+    monkeypatch.setattr(ingest, "BLOCK", block)
+    by_blocks = list(ingest.read_rows(io.BytesIO(data), config))
+    prefaced = {**config, "recipe": {**config["recipe"]}}
+    prefaced["recipe"]["source"] = {**config["recipe"]["source"], "skipPreface": "(?!)"}
+    assert by_blocks == list(ingest.read_rows(io.BytesIO(data), prefaced))
+    assert by_blocks or name in ("header only", "empty")

@@ -230,23 +230,47 @@ def _exact(stream: BinaryIO, config: dict[str, Any]) -> Ingested:
 def read_rows(stream: BinaryIO, config: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """An upload's data rows as (key, row) pairs, streamed (after ``ingest`` found no problem).
 
-    Line by line: measured, the bulk parse is no faster here (the rows are built either way)."""
+    Record by record (measured, the column-wise bulk parse is no faster here: the rows are built
+    either way); without a preface to skip, the lines come a block at a time (``_block_lines``),
+    twice as fast as the numbered, hashed lines ``ingest`` reads."""
     recipe = config["recipe"]
     source = recipe["source"]
     names = [c["name"] for c in source["columns"]]
     keys = key_indexes(names, recipe.get("key") or {"type": "first-column"})
-    return _exact_rows(stream, source, names, keys)
+    records: Iterator[list[str]]
+    if source.get("skipPreface"):
+        records = (fields for _, fields in _records(source, stream, hashlib.sha256(), [0]))
+    else:
+        records = csv.reader(itertools.chain.from_iterable(_block_lines(stream)))
+    return _exact_rows(records, source, names, keys)
+
+
+#: Bytes decoded at a time by ``_block_lines``.
+BLOCK = 1 << 20
+
+
+def _block_lines(stream: BinaryIO) -> Iterator[list[str]]:
+    """The stream's lines, a block's worth at a time, split on ``\n`` only as ``_lines`` splits
+    them (a lone ``\r`` stays inside its line), each with its ``\n``."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    rest = ""
+    while block := stream.read(BLOCK):
+        *lines, rest = (rest + decoder.decode(block)).split("\n")
+        yield [line + "\n" for line in lines]
+    rest += decoder.decode(b"", final=True)
+    if rest:
+        yield [rest]
 
 
 def _exact_rows(
-    stream: BinaryIO, source: dict[str, Any], names: list[str], keys: list[int]
+    records: Iterator[list[str]], source: dict[str, Any], names: list[str], keys: list[int]
 ) -> Iterator[tuple[str, str]]:
     header = bool(source.get("hasHeader"))
-    for _, fields in _records(source, stream, hashlib.sha256(), [0]):
+    for fields in records:
         if _blank(fields, len(names)):
             continue
         if header:
             header = False
             continue
         row = ",".join(fields)
-        yield ("\x1f".join(fields[i] for i in keys) if keys else row, row)
+        yield ("\x1f".join([fields[i] for i in keys]) if keys else row, row)
