@@ -618,3 +618,38 @@ def test_a_lock_written_by_someone_else_is_read_as_far_as_it_can_be(tmp_path: Pa
     backend.write("state.json.lock", b'{"id": 1')
     damaged = read_lock(backend, "state.json.lock")
     assert damaged is not None and damaged.id == "?"
+
+
+class _Deletes:
+    """obstore, counting the paths of each delete call (optionally refusing a list as a store
+    does that reports an object already gone)."""
+
+    def __init__(self, real: Any, refuse_lists: bool = False) -> None:
+        self.real, self.refuse_lists, self.calls = real, refuse_lists, []  # type: list[Any]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def delete(self, store: Any, paths: Any) -> None:
+        self.calls.append(paths)
+        if self.refuse_lists and not isinstance(paths, str):
+            raise FileNotFoundError(paths[0])
+        self.real.delete(store, paths)
+
+
+@pytest.mark.parametrize("refuse_lists", [False, True])
+def test_a_commit_drops_its_log_in_one_bulk_delete(s3_url: str, refuse_lists: bool) -> None:
+    """Twenty entries, one delete call (S3's DeleteObjects takes 1,000 keys); a store that says
+    one of them is gone already gets them one by one, and the log is gone either way."""
+    state = State.load(s3_url)
+    for i in range(20):
+        state.record(f"acme/l{i}", _record(i))
+    store = state.backend.inner  # type: ignore[attr-defined]  # under the sealing layer
+    deletes = _Deletes(store._obstore, refuse_lists)
+    store._obstore = deletes
+    state.commit()
+    lists = [c for c in deletes.calls if not isinstance(c, str)]
+    assert len(lists) == 1 and len(lists[0]) == 20, deletes.calls
+    assert len(deletes.calls) == (21 if refuse_lists else 1)
+    assert state.backend.log_runs(state._key) == []  # type: ignore[attr-defined]
+    assert len(State.load(s3_url).lookups) == 20

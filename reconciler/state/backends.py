@@ -452,8 +452,16 @@ class ObjectBackend:
         return entries
 
     def drop_log(self, key: str, run: str) -> None:
-        for path in self._list(f"{_log_prefix(key)}/{run}/"):
-            self.delete(path)
+        paths = self._list(f"{_log_prefix(key)}/{run}/")
+        if not paths:
+            return
+        try:  # S3: one DeleteObjects request per 1,000 entries, not one per entry
+            self._obstore.delete(self._store, paths)
+        except FileNotFoundError:  # a store that says so of an entry dropped by another commit
+            for path in paths:
+                self.delete(path)
+        except Exception as exc:
+            raise self._fail("deleting", paths[0], exc) from None
 
     def lock_key(self, key: str) -> str:
         return "state.lock"  # PREFIX/state.lock
