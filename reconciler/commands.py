@@ -30,6 +30,7 @@ from reconciler.engine import (
     load_workspace,
     make_plan,
     preflight,
+    with_row_detail,
     with_waves,
 )
 from reconciler.errors import PlanError, SettingsError, StalePlanError
@@ -288,6 +289,8 @@ async def _planned_run(
     plan = with_waves(plan, workspace.waves)
     plan = annotate(plan, workspace.references)
     plan = judge(plan, workspace, saved.guards.guards())
+    # The rows again, as the saved plan's were: the delta a reviewer read is the one sent.
+    plan = with_row_detail(plan, workspace, live, state)
     return PlanRun(plan, workspace, live, state)
 
 

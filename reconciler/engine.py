@@ -412,13 +412,22 @@ async def make_plan(
         job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
         if job_warnings:
             plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
-        if any(change.csv is not None for change in plan.changes):
-            from reconciler.plan import rows as row_diff
-
-            sources = {d.address: d.csv for d in workspace.desired if d.csv}
-            recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
-            live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
-            plan = row_diff.enrich(
-                plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
-            )
+        plan = with_row_detail(plan, workspace, live, state)
         return PlanRun(plan, workspace, live, state)
+
+
+def with_row_detail(
+    plan: Plan, workspace: Workspace, live: Mapping[str, Sequence[LookupMeta]], state: State
+) -> Plan:
+    """The plan with each CSV change's rows diffed by key and its upload strategy (a delta or
+    the whole file): what a fresh plan shows and what applying a saved plan sends."""
+    if not any(change.csv is not None for change in plan.changes):
+        return plan
+    from reconciler.plan import rows as row_diff
+
+    sources = {d.address: d.csv for d in workspace.desired if d.csv}
+    recorded = {a: s.csv for a, s in state.lookups.items() if s.csv}
+    live_rows = {f"{d}/{m.name}": m.numEntries for d, metas in live.items() for m in metas}
+    return row_diff.enrich(
+        plan, sources, recorded, live_rows, Snapshots(state.location, state.backend)
+    )

@@ -152,3 +152,35 @@ async def test_state_migrate_takes_the_snapshots_along(tmp_path: Path) -> None:
     data.write_text(feed(300, changed=range(3)))
     [change] = (await project.plan()).plan.actionable
     assert change.csv is not None and change.csv.changed == 3
+
+
+async def test_a_saved_plans_csv_change_is_applied_as_the_delta_it_shows(tmp_path: Path) -> None:
+    """``apply --plan`` sends what the reviewed plan said (a delta of 20 rows), not the file."""
+    from reconciler.commands import ApplyRequest, run_apply, run_plan
+    from tests.planning import FAST_POLL, SECRETS
+
+    project = Project(tmp_path)
+    data, size = await applied_then_edited(project, 20_000)
+    plan_file = tmp_path / "plan.json"
+    made = await run_plan(
+        project.settings, [str(project.specs)], out=plan_file, transport=project.transport()
+    )
+    assert made.code == 0, made.stderr
+    [change] = json.loads(plan_file.read_text())["changes"]
+    assert change["csv"]["strategy"] == "delta", change["csv"]
+    before = csv_bytes(project)
+    request = ApplyRequest(
+        plan_file=plan_file,
+        auto_approve=True,
+        transport=project.transport(),
+        env=dict(SECRETS),
+        poll=FAST_POLL,
+        clock=project.clock.clock(),
+    )
+    applied = await run_apply(project.settings, [], request)
+    assert applied.code == 0, applied.stderr
+    sent = csv_bytes(project) - before
+    assert sent < 0.05 * size, (sent, size)
+    held = sorted(project.emulator.store.rows_of("acme", "feed"))
+    assert held == sorted(data.read_text().splitlines()[1:])
+    assert not (await project.plan()).plan.can_apply()
