@@ -748,13 +748,9 @@ UPLOADS = {
 }
 
 
-@pytest.mark.parametrize("skip_empty", [False, True])
-@pytest.mark.parametrize("name", sorted(UPLOADS))
-def test_the_bulk_pass_agrees_with_the_exact_one(name: str, skip_empty: bool) -> None:
-    import io
-
+def _upload_config(skip_empty: bool) -> dict[str, Any]:
+    """The derived config of a deploy-csv upload of ``ip,n,name`` (IP4, INT8, STRING)."""
     from reconciler.emulator.derive import derive
-    from reconciler.emulator.ingest import _bulk, _Doubt, _exact, ingest
 
     body = {
         "columns": [
@@ -765,7 +761,17 @@ def test_the_bulk_pass_agrees_with_the_exact_one(name: str, skip_empty: bool) ->
         "hasHeader": True,
         "skipEmptyLines": skip_empty,
     }
-    config = derive("deploy-csv", "acme", "x", body, uploaded=True)
+    return derive("deploy-csv", "acme", "x", body, uploaded=True)
+
+
+@pytest.mark.parametrize("skip_empty", [False, True])
+@pytest.mark.parametrize("name", sorted(UPLOADS))
+def test_the_bulk_pass_agrees_with_the_exact_one(name: str, skip_empty: bool) -> None:
+    import io
+
+    from reconciler.emulator.ingest import _bulk, _Doubt, _exact, ingest
+
+    config = _upload_config(skip_empty)
     data = UPLOADS[name]
     exact = _exact(io.BytesIO(data), config)
     assert ingest(io.BytesIO(data), config) == exact
@@ -788,22 +794,12 @@ def test_rows_read_by_blocks_are_the_rows_read_line_by_line(
     import io
 
     from reconciler.emulator import ingest
-    from reconciler.emulator.derive import derive
 
     data = {
         "multi-byte": b"ip,n,name\n10.0.0.1,1,\xc3\xa9\xc3\xa9\n10.0.0.2,2,\xe2\x82\xac\n",
         "bom and crlf": "\ufeffip,n,name\r\n10.0.0.1,1,\u00e9\r\n".encode(),
     }.get(name) or UPLOADS[name]
-    body = {
-        "columns": [
-            {"name": "ip", "type": "IP4"},
-            {"name": "n", "type": "INT8"},
-            {"name": "name", "type": "STRING"},
-        ],
-        "hasHeader": True,
-        "skipEmptyLines": True,
-    }
-    config = derive("deploy-csv", "acme", "x", body, uploaded=True)
+    config = _upload_config(skip_empty=True)
     if ingest.ingest(io.BytesIO(data), config).problem is not None:
         return  # read_rows is only asked about an upload ingest took
     monkeypatch.setattr(ingest, "BLOCK", block)
