@@ -625,7 +625,9 @@ class _Deletes:
     does that reports an object already gone)."""
 
     def __init__(self, real: Any, refuse_lists: bool = False) -> None:
-        self.real, self.refuse_lists, self.calls = real, refuse_lists, []  # type: list[Any]
+        self.real = real
+        self.refuse_lists = refuse_lists
+        self.calls: list[Any] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

@@ -6,8 +6,8 @@ columns are matched by name (``column asn: INT4 → INT8``, ``column city added 
 (the service's observable columns) likewise, and lists of names or mappings (``columnFilter``,
 ``secondaryIndexes.map``) by member. Pure: no I/O.
 
-deepdiff is imported when a nested value differs, not with the module: it costs some 40 ms of a plan
-process's start (its own modules, cachebox's, asyncio's), and most plans describe no nested change.
+deepdiff is imported when a nested value differs, not with the module: it cost a plan process 10-30
+ms of CPU at start (measured over 15 runs), and most plans describe no nested change.
 """
 
 from __future__ import annotations
