@@ -808,3 +808,31 @@ def test_rows_read_by_blocks_are_the_rows_read_line_by_line(
     prefaced["recipe"]["source"] = {**config["recipe"]["source"], "skipPreface": "(?!)"}
     assert by_blocks == list(ingest.read_rows(io.BytesIO(data), prefaced))
     assert by_blocks or name in ("header only", "empty")
+
+
+def test_a_served_emulator_takes_the_cells_devo_takes() -> None:
+    """A cell of 200 KB (over the csv module's 128 KiB default, under Devo's 16 MiB) is taken by
+    an emulator in a process of its own, where the tool's validate (which raises the csv module's
+    limit for its own reading) was never imported; a cell over 16 MiB is refused with its line."""
+    import subprocess
+    import sys
+
+    probe = """
+import io, sys
+from reconciler.emulator.derive import derive
+from reconciler.emulator.ingest import ingest
+body = {"columns": [{"name": "k", "type": "STRING"}, {"name": "v", "type": "STRING"}],
+        "hasHeader": True}
+config = derive("deploy-csv", "acme", "x", body, uploaded=True)
+for size in (200_000, 17 * 1024 * 1024):
+    for quote in (b"", b'"'):  # the bulk pass splits unquoted lines itself; csv reads quoted ones
+        data = b"k,v\\na," + quote + b"x" * size + quote + b"\\nb,y\\n"
+        print(ingest(io.BytesIO(data), config).problem)
+print("reconciler.spec.csvcheck" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *problems, tool = done.stdout.splitlines()
+    assert problems[:2] == ["None", "None"] and tool == "False", done.stdout
+    for big in problems[2:]:
+        assert big.startswith("line 2: field larger than field limit (16777216)"), big
