@@ -836,3 +836,52 @@ print("reconciler.spec.csvcheck" in sys.modules)
     assert problems[:2] == ["None", "None"] and tool == "False", done.stdout
     for big in problems[2:]:
         assert big.startswith("line 2: field larger than field limit (16777216)"), big
+
+
+_UPLOAD_BYTES = st.lists(
+    st.sampled_from(
+        [
+            b"10.0.0.1",
+            b"10.0.0.2",
+            b"7",
+            b"-1",
+            b"x",
+            b"",
+            b",",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b'"',
+            b" ",
+            b"\x00",
+            b"\xff",
+            b"\xc3\xa9",
+            "\ufeff".encode(),
+            b"ip,n,name\n",
+            b"9223372036854775808",
+        ]
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_UPLOAD_BYTES, skip_empty=st.booleans())
+def test_any_upload_is_judged_never_crashes_and_both_passes_agree(
+    data: bytes, skip_empty: bool
+) -> None:
+    """Whatever bytes come (quotes, lone CRs, NULs, broken UTF-8, byte-order marks), the emulator
+    judges the upload: a verdict, never an exception (a 500); the bulk pass gives the exact
+    pass's verdict or steps aside; and an upload it takes reads back as rows."""
+    import contextlib
+    import io
+
+    from reconciler.emulator.ingest import _bulk, _Doubt, _exact, ingest, read_rows
+
+    config = _upload_config(skip_empty)
+    exact = _exact(io.BytesIO(data), config)
+    assert ingest(io.BytesIO(data), config) == exact
+    with contextlib.suppress(_Doubt):  # stepping aside is allowed
+        assert _bulk(data, config) == exact
+    if exact.problem is None:
+        assert len(list(read_rows(io.BytesIO(data), config))) == exact.rows
