@@ -341,3 +341,72 @@ def test_a_carriage_return_inside_an_unquoted_cell_is_refused_by_both_paths(
     [(line, message)] = exact.errors
     assert line == 3 and "carriage return inside an unquoted cell" in message, exact.errors
     assert "do you need" not in message  # the csv module's hint to programmers is not shown
+
+
+_COLUMNS = [("ip", "IP4"), ("n", "INT8"), ("name", "STRING")]
+_ANY_BYTES = st.lists(
+    st.sampled_from(
+        [
+            b"10.0.0.1",
+            b"10.0.0.2",
+            b"7",
+            b"x",
+            b"",
+            b",",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b'"',
+            b" ",
+            b"\x00",
+            b"\xff",
+            b"\xc3\xa9",
+            "\ufeff".encode(),
+            b"ip,n,name\n",
+            b"#",
+        ]
+    ),
+    max_size=24,
+).map(b"".join)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=_ANY_BYTES, header=st.booleans(), skip_empty=st.booleans(), preface=st.booleans())
+def test_the_fast_path_takes_any_bytes_without_an_exception(
+    tmp_path: Path, data: bytes, header: bool, skip_empty: bool, preface: bool
+) -> None:
+    """Whatever the bytes (a header that is not UTF-8 or holds a lone CR crashed validate of a
+    file over 1 MiB), the fast path vouches or steps aside, and vouches only for what the exact
+    scanner takes, with its row count."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    options = {
+        "has_header": header,
+        "skip_empty_lines": skip_empty,
+        "skip_preface": "^#" if preface else None,
+    }
+    fast = csvengine.check_file(path, _COLUMNS, **options, key_columns=[0])  # type: ignore[arg-type]
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, _COLUMNS, **options, key_columns=[0])  # type: ignore[arg-type]
+    if fast is not None:
+        assert exact.ok and fast[0] == exact.rows, (exact.errors, fast[0], exact.rows)
+
+
+@pytest.mark.parametrize(
+    "first", [b"ip,n,na\xffme\n", b"ip,n,na\rme\n", b"# pre\xfface\nip,n,name\n"]
+)
+def test_a_prologue_the_fast_path_cannot_read_is_the_exact_scanners(
+    tmp_path: Path, first: bytes
+) -> None:
+    """Not UTF-8, or a lone CR, in the header or a preface line: the fast path steps aside and
+    the exact scanner names line 1 or 2 (it was an internal error)."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(first + b"10.0.0.1,1,a\n")
+    options = {"has_header": True, "skip_empty_lines": False, "skip_preface": "^#"}
+    assert csvengine.check_file(path, _COLUMNS, **options, key_columns=[0]) is None  # type: ignore[arg-type]
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, _COLUMNS, **options, key_columns=[0])  # type: ignore[arg-type]
+    [(line, message)] = exact.errors
+    assert line == 1 and ("not UTF-8" in message or "carriage return" in message), exact.errors

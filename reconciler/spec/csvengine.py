@@ -224,7 +224,10 @@ def read_prologue(path: Path, has_header: bool, skip_preface: str | None) -> Pro
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
                 prologue.bom = True
-            line = raw.decode("utf-8", errors="strict").rstrip("\r\n")
+            try:
+                line = raw.decode("utf-8", errors="strict").rstrip("\r\n")
+            except UnicodeDecodeError:
+                return None  # the exact scanner names the line
             if preface is not None and preface.search(line):
                 if '"' in line:
                     return None  # DuckDB's skip might read a quote there as opening a field
@@ -234,7 +237,10 @@ def read_prologue(path: Path, has_header: bool, skip_preface: str | None) -> Pro
                 break
             if '"' in line or not line.strip():
                 return None  # a quoted or blank header: the exact scanner reads it
-            prologue.header = next(csv.reader([line]))
+            try:
+                prologue.header = next(csv.reader([line]))
+            except csv.Error:  # a lone CR in the header: the exact scanner says so
+                return None
             prologue.skip += 1
             break
     if prologue.bom and prologue.skip == 0:
