@@ -885,3 +885,138 @@ def test_any_upload_is_judged_never_crashes_and_both_passes_agree(
         assert _bulk(data, config) == exact
     if exact.problem is None:
         assert len(list(read_rows(io.BytesIO(data), config))) == exact.rows
+
+
+# --- bodies of any shape: a 400 or a lookup, never a 500 ----------------------------------------
+
+_BODY_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10**10),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        ["IP4", "from a select b", "1h", "column", "del", "col", "periodic", "^#", "("]
+    ),
+)
+_BODY_KEYS = st.sampled_from(
+    [
+        "query",
+        "columns",
+        "name",
+        "type",
+        "key",
+        "column",
+        "visibility",
+        "hasHeader",
+        "skipPreface",
+        "append",
+        "contribution",
+        "refreshPeriod",
+        "startDate",
+        "windowSize",
+        "fileProvider",
+        "bucketName",
+        "keyName",
+        "transferOwnership",
+        "recipe",
+        "source",
+        "recipeType",
+        "lookupType",
+        "refreshMillis",
+        "startMillis",
+        "from",
+        "keepHistory",
+        "columnTimeReference",
+    ]
+)
+_BODIES = st.recursive(
+    _BODY_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_BODY_KEYS, inner, max_size=6)
+    ),
+    max_leaves=20,
+)
+_CSV_BODIES = st.fixed_dictionaries(
+    {
+        "columns": st.just([{"name": "ip", "type": "IP4"}, {"name": "n", "type": "INT8"}]),
+        "hasHeader": st.booleans(),
+        "skipPreface": st.sampled_from([None, "^#", 3, "("]),
+        "key": st.sampled_from(
+            [None, {"type": "column", "column": 7}, {"type": "col-hash", "columns": ["ip", 2]}]
+        ),
+        "contribution": st.sampled_from([None, {"type": "del"}, {"type": "col", "name": 5}]),
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["POST", "PUT"]),
+            st.sampled_from(
+                [
+                    "deploy-static-query",
+                    "deploy-periodic-query",
+                    "deploy-sliding-window-query",
+                    "deploy-csv",
+                    "deploy-config",
+                ]
+            ),
+            st.one_of(_BODIES, _CSV_BODIES),
+            st.one_of(st.none(), st.sampled_from([b"ip,n\n10.0.0.1,1\n", b"\xff", b'"x', b"#p\n"])),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+async def test_a_deploy_body_of_any_shape_is_a_400_or_a_lookup_never_a_500(
+    calls: list[tuple[str, str, Any, bytes | None]],
+) -> None:
+    """Fields of other types than Devo's model (a number for a query, an object for a column's
+    name, a bad skipPreface pattern) were stored and failed the next read, or the upload, with a
+    500: a deploy is now refused with a 400, or taken and readable."""
+    app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0, delete_latency=0))
+    async with asgi_client(app) as client:
+        for method, endpoint, body, upload in calls:
+            path = f"/lookup/acme/geo/{endpoint}"
+            if upload is None:
+                answer = await client.request(method, path, json=body)
+            else:
+                config = json.dumps(body).encode()
+                files = {"deploy-config": ("c.json", config), "csv": ("f.csv", upload)}
+                answer = await client.request(method, path, files=files)
+            assert answer.status_code < 500, (endpoint, body, answer.text[:300])
+            for read in ("/lookup/acme/geo", "/lookup/acme", "/lookup/acme/geo/job"):
+                assert (await client.get(read)).status_code < 500, (read, endpoint, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"query": 0.5}, "Field 'query' must be a string"),
+        ({"query": {"from": "x"}}, "Field 'query' must be a string"),
+        (
+            {"query": "from a select b", "key": {"type": "column", "column": 3}},
+            "Field 'key.column' must be a string",
+        ),
+    ],
+)
+async def test_a_field_of_another_type_is_devos_400(body: dict[str, Any], said: str) -> None:
+    app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0, delete_latency=0))
+    async with asgi_client(app) as client:
+        answer = await client.post("/lookup/acme/geo/deploy-static-query", json=body)
+        assert answer.status_code == 400 and answer.json()["msg"] == said, answer.text
+        assert (await client.get("/lookup/acme/geo")).status_code == 404  # nothing was stored
+        bad = {
+            "columns": [{"name": "ip"}],
+            "skipPreface": "(",
+            "fileProvider": {"bucketName": "b", "keyName": "k", "transferOwnership": False},
+        }
+        answer = await client.post("/lookup/acme/geo/deploy-csv", json=bad)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["msg"].startswith("skipPreface is not a valid regular expression")
+        files = {"deploy-config": ("c.json", b"\xff\xfe"), "csv": ("f.csv", b"ip\n1.2.3.4\n")}
+        answer = await client.post("/lookup/acme/geo/deploy-csv", files=files)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["msg"] == "the 'deploy-config' part is not valid JSON"

@@ -179,10 +179,10 @@ async def _read_deploy_body(request: Request, endpoint: str) -> tuple[dict[str, 
             raise BodyError(
                 "multipart deploy-csv needs a 'deploy-config' part and a 'csv' file part"
             )
-        raw = part if isinstance(part, str) else (await part.read()).decode()
+        raw = part if isinstance(part, str) else await part.read()
         try:
             return json.loads(raw), upload
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise BodyError("the 'deploy-config' part is not valid JSON") from None
     try:
         body = json.loads(await request.body() or b"{}")
@@ -264,6 +264,8 @@ async def deploy(request: Request) -> Response:
         config = derive(endpoint, domain, name, body, uploaded=upload is not None)
     except BodyError as exc:
         return emu.error(400, str(exc))
+    except (TypeError, ValueError, AttributeError):  # a field of a type Devo's model has not
+        return emu.error(400, "Malformed request body: a field has the wrong type")
     data: dict[str, Any] = {"rows": 0, "size": 0}
     failure = None
     rows = None

@@ -30,6 +30,14 @@ def _require(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
+def _text(value: Any, name: str, *, optional: bool = False) -> Any:
+    """``value`` when it is a string (or None, if ``optional``): a number or an object where
+    Devo's model has a string is a 400 there, never something stored to fail a later read."""
+    if optional and value is None or isinstance(value, str):
+        return value
+    raise BodyError(f"Field '{name}' must be a string")
+
+
 def _visibility(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("type")
@@ -51,11 +59,13 @@ def _key(value: Any) -> dict[str, Any]:
     if key["type"] == "column":
         if not value.get("column"):
             raise BodyError("Key 'column' requires the field 'column'")
-        key["column"] = value["column"]
+        key["column"] = _text(value["column"], "key.column")
     if key["type"] == "col-hash":
         if not value.get("columns"):
             raise BodyError("Key 'col-hash' requires the field 'columns'")
-        key["columns"] = list(value["columns"])
+        if not isinstance(value["columns"], list):
+            raise BodyError("Field 'key.columns' must be a list")
+        key["columns"] = [_text(c, "key.columns") for c in value["columns"]]
     return key
 
 
@@ -69,9 +79,9 @@ def _columns(value: Any) -> list[dict[str, Any]]:
         column_type = str(column.get("type", "STRING")).upper()
         if column_type not in COLUMN_TYPES:
             raise BodyError("Column type values can be " + ", ".join(COLUMN_TYPES))
-        out: dict[str, Any] = {"name": column["name"], "type": column_type}
+        out: dict[str, Any] = {"name": _text(column["name"], "columns.name"), "type": column_type}
         if column.get("from") is not None:
-            out["from"] = column["from"]
+            out["from"] = _text(column["from"], "columns.from")
         columns.append(out)
     return columns
 
@@ -141,10 +151,21 @@ def _csv_source(body: dict[str, Any], *, provider_required: bool) -> dict[str, A
     return {
         "columns": _columns(body.get("columns")),
         "fileProvider": _file_provider(body.get("fileProvider"), required=provider_required),
-        "skipPreface": body.get("skipPreface"),
+        "skipPreface": _pattern(body.get("skipPreface")),
         "hasHeader": bool(body.get("hasHeader", False)),
         "skipEmptyLines": bool(body.get("skipEmptyLines", False)),
     }
+
+
+def _pattern(value: Any) -> str | None:
+    """``skipPreface``: a regular expression the upload's first lines are matched with."""
+    text: str | None = _text(value, "skipPreface", optional=True)
+    if text:
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise BodyError(f"skipPreface is not a valid regular expression: {exc}") from None
+    return text
 
 
 def _contribution(value: Any) -> dict[str, Any]:
@@ -156,7 +177,7 @@ def _contribution(value: Any) -> dict[str, Any]:
     if out["type"] == "col":
         if not value.get("name"):
             raise BodyError("Contribution 'col' requires the field 'name'")
-        out["name"] = value["name"]
+        out["name"] = _text(value["name"], "contribution.name")
     return out
 
 
@@ -189,15 +210,18 @@ def derive(
             append=bool(body.get("append", False)),
         )
     elif endpoint == "deploy-static-query":
-        query = _require(body, "query")
+        query = _text(_require(body, "query"), "query")
         recipe = _recipe(
             source={"query": query},
             key=_key(body.get("key")),
             append=bool(body.get("append", False)),
-            lookupType=_history(bool(body.get("keepHistory")), body.get("columnTimeReference")),
+            lookupType=_history(
+                bool(body.get("keepHistory")),
+                _text(body.get("columnTimeReference"), "columnTimeReference", optional=True),
+            ),
         )
     elif endpoint == "deploy-periodic-query":
-        query = _require(body, "query")
+        query = _text(_require(body, "query"), "query")
         recipe = _recipe(
             recipeType="periodic",
             source={"query": query},
@@ -209,7 +233,7 @@ def derive(
             requiresDate=True,
         )
     elif endpoint == "deploy-sliding-window-query":
-        query = _require(body, "query")
+        query = _text(_require(body, "query"), "query")
         window = _require(body, "windowSize")
         try:
             window_ms = duration_ms(str(window))
@@ -244,11 +268,14 @@ def _full_recipe(value: Any) -> dict[str, Any]:
     if not isinstance(source, dict):
         raise BodyError("Field 'recipe.source' is required")
     if source.get("query"):
-        derived_source: dict[str, Any] = {"query": source["query"]}
+        derived_source: dict[str, Any] = {"query": _text(source["query"], "recipe.source.query")}
     else:
         derived_source = _csv_source(source, provider_required=True)
     lookup_type = value.get("lookupType") or {"type": "normal"}
-    if lookup_type.get("type", "normal") not in ("normal", "historic"):
+    if not isinstance(lookup_type, dict) or lookup_type.get("type", "normal") not in (
+        "normal",
+        "historic",
+    ):
         raise BodyError("LookupType values can be 'normal' and 'historic'")
     recipe = _recipe(
         recipeType=recipe_type,
