@@ -6,13 +6,18 @@ is the one the runner names (``GITHUB_API_URL``, ``CI_API_V4_URL``): a spec cann
 token comes from the environment only (``GH_TOKEN``/``GITHUB_TOKEN``; ``GITLAB_TOKEN``), is sent
 only to that API, and appears in no message. A report longer than a comment may be is cut, with a
 line saying where the whole one is.
+
+The API's answers are read as a less tidy service may give them: an answer that is not JSON (a
+proxy's page), a list with other things than objects in it, an object without the field looked for,
+or no connection at all is an error that says so, never an internal one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +101,20 @@ def body_of(report: Path, key: str, whole: str) -> str:
     return MARKER.format(key=key) + "\n" + text
 
 
+@contextlib.contextmanager
+def _session(forge: Forge) -> Iterator[httpx.Client]:
+    """The forge's client; a request that got no answer is an error naming the API."""
+    try:
+        with forge.client() as http:
+            yield http
+    except httpx.HTTPError as exc:
+        raise SettingsError(
+            f"no answer from the {forge.kind} API at {printable(forge.api, one_line=True)}: "
+            f"{type(exc).__name__}",
+            hint="check GITHUB_API_URL (or CI_API_V4_URL) and the runner's network",
+        ) from None
+
+
 def _check(response: httpx.Response, what: str) -> Any:
     if response.status_code >= 400:
         raise SettingsError(
@@ -103,7 +122,39 @@ def _check(response: httpx.Response, what: str) -> Any:
             hint="check the token's permissions (GitHub: pull-requests: write, issues: write; "
             "GitLab: the api scope)",
         )
-    return response.json() if response.content else None
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:  # a proxy's or a login page's HTML, say
+        raise SettingsError(
+            f"{what}: the answer ({response.status_code}) is not JSON",
+            hint="GITHUB_API_URL (or CI_API_V4_URL) must be the API's address",
+        ) from None
+
+
+def _objects(items: list[Any]) -> list[dict[str, Any]]:
+    """The items of a listing that are objects (anything else in it is not a comment or issue)."""
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _field(found: Any, *names: str) -> Any:
+    """The first of ``names`` that ``found`` has (None when it is not an object)."""
+    if not isinstance(found, dict):
+        return None
+    return next((found[n] for n in names if found.get(n) is not None), None)
+
+
+def _shown(value: Any, template: str = " ({})") -> str:
+    """``value`` for a message (`` (12)``), or nothing when the answer did not say it."""
+    return "" if value is None else template.format(printable(str(value), one_line=True))
+
+
+def _id_of(found: dict[str, Any], what: str, *names: str) -> Any:
+    value = _field(found, *names)
+    if value is None:
+        raise SettingsError(f"{what}: the API listed it without its {names[0]}")
+    return value
 
 
 def _pages(http: httpx.Client, path: str, params: dict[str, Any], what: str) -> list[Any]:
@@ -123,18 +174,19 @@ def upsert_comment(forge: Forge, report: Path, key: str, env: Mapping[str, str])
     """Create, or update in place, this run's one comment on the pull or merge request."""
     marker = MARKER.format(key=key)
     body = body_of(report, key, "in the job summary and log")
-    with forge.client() as http:
+    with _session(forge) as http:
         if forge.kind == "github":
             number = _pull_request_number(env)
             base = f"repos/{forge.project}/issues"
             comments = _pages(http, f"{base}/{number}/comments", {}, "listing the comments")
-            mine = [c for c in comments if str(c.get("body", "")).startswith(marker)]
+            mine = [c for c in _objects(comments) if str(c.get("body", "")).startswith(marker)]
             if mine:
-                path = f"{base}/comments/{mine[0]['id']}"
+                comment = _id_of(mine[0], "updating the comment", "id")
+                path = f"{base}/comments/{comment}"
                 _check(http.patch(path, json={"body": body}), "updating the comment")
-                return f"updated comment {mine[0]['id']} on pull request {number}"
+                return f"updated comment {comment} on pull request {number}"
             made = _check(http.post(f"{base}/{number}/comments", json={"body": body}), "commenting")
-            return f"commented on pull request {number} ({made.get('id')})"
+            return f"commented on pull request {number}{_shown(_field(made, 'id'))}"
         iid = env.get("CI_MERGE_REQUEST_IID", "")
         if not iid:
             raise SettingsError(
@@ -142,12 +194,13 @@ def upsert_comment(forge: Forge, report: Path, key: str, env: Mapping[str, str])
             )
         base = f"projects/{quote(forge.project, safe='')}/merge_requests/{iid}/notes"
         notes = _pages(http, base, {}, "listing the notes")
-        mine = [n for n in notes if str(n.get("body", "")).startswith(marker)]
+        mine = [n for n in _objects(notes) if str(n.get("body", "")).startswith(marker)]
         if mine:
-            _check(http.put(f"{base}/{mine[0]['id']}", json={"body": body}), "updating the note")
-            return f"updated note {mine[0]['id']} on merge request {iid}"
+            note = _id_of(mine[0], "updating the note", "id")
+            _check(http.put(f"{base}/{note}", json={"body": body}), "updating the note")
+            return f"updated note {note} on merge request {iid}"
         made = _check(http.post(base, json={"body": body}), "commenting")
-        return f"commented on merge request {iid} ({made.get('id')})"
+        return f"commented on merge request {iid}{_shown(_field(made, 'id'))}"
 
 
 def _pull_request_number(env: Mapping[str, str]) -> int:
@@ -166,7 +219,7 @@ def sync_issue(forge: Forge, title: str, report: Path | None) -> str:
     (in sync), close it if one is open."""
     key = "issue:" + title
     marker = MARKER.format(key=key)
-    with forge.client() as http:
+    with _session(forge) as http:
         if forge.kind == "github":
             base = f"repos/{forge.project}/issues"
             found = _pages(http, base, {"state": "open"}, "listing the issues")
@@ -179,12 +232,12 @@ def sync_issue(forge: Forge, title: str, report: Path | None) -> str:
             edit = http.put
         ours = [
             i
-            for i in found
+            for i in _objects(found)
             if i.get("title") == title
             and str(i.get("body") or i.get("description") or "").startswith(marker)
             and "pull_request" not in i
         ]
-        number = (ours[0].get("number") or ours[0].get("iid")) if ours else None
+        number = _id_of(ours[0], "the open issue", "number", "iid") if ours else None
         if report is None:
             if number is None:
                 return f"no open issue {title!r}: nothing to close"
@@ -196,7 +249,7 @@ def sync_issue(forge: Forge, title: str, report: Path | None) -> str:
             _check(edit(f"{base}/{number}", json={field: body}), "updating the issue")
             return f"updated issue {number} ({title!r})"
         made = _check(http.post(base, json={"title": title, field: body}), "opening the issue")
-        return f"opened issue {made.get('number') or made.get('iid')} ({title!r})"
+        return f"opened issue{_shown(_field(made, 'number', 'iid'), ' {}')} ({title!r})"
 
 
 __all__ = ["MARKER", "Forge", "body_of", "detect", "sync_issue", "upsert_comment"]
