@@ -184,3 +184,33 @@ async def test_a_saved_plans_csv_change_is_applied_as_the_delta_it_shows(tmp_pat
     held = sorted(project.emulator.store.rows_of("acme", "feed"))
     assert held == sorted(data.read_text().splitlines()[1:])
     assert not (await project.plan()).plan.can_apply()
+
+
+@pytest.mark.parametrize("edited", [False, True])
+@pytest.mark.parametrize("sha256", ["not-a-sha256", "", "F" * 64])
+async def test_a_record_whose_sha256_is_not_one_is_a_change_sent_whole(
+    tmp_path: Path, sha256: str, edited: bool
+) -> None:
+    """A state record edited by hand (or by another tool) names no content: the plan cannot prove
+    what Devo holds, so the CSV is a change, sent whole (it was an internal error of the snapshot
+    lookup); state migrate takes the state along all the same."""
+    from reconciler.state.records import migrate
+
+    project = Project(tmp_path)
+    data, _ = await applied_then_edited(project, 300)
+    if not edited:
+        data.write_text(feed(300))  # the content last applied, unchanged
+    state_file = project.settings.state_path
+    document = json.loads(state_file.read_text())
+    document["lookups"]["acme/feed"]["csv"]["sha256"] = sha256
+    state_file.write_text(json.dumps(document))
+    [change] = (await project.plan()).plan.actionable
+    assert change.csv is not None and change.csv.strategy == "full", change.csv
+    assert await project.apply() == 0
+    assert not (await project.plan()).plan.can_apply()
+    held = sorted(project.emulator.store.rows_of("acme", "feed"))
+    assert held == sorted(data.read_text().splitlines()[1:])
+    document = json.loads(state_file.read_text())
+    document["lookups"]["acme/feed"]["csv"]["sha256"] = sha256
+    state_file.write_text(json.dumps(document))
+    migrate(str(state_file), str(tmp_path / "elsewhere" / "state.json"))

@@ -24,6 +24,7 @@ from reconciler.state.backends import AlreadyExists, Backend, open_backend
 PREFIX = "snapshots/"
 LEVEL = 3
 _NAME = re.compile(r"^snapshots/([0-9a-f]{64})\.zst$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Snapshots:
@@ -37,7 +38,7 @@ class Snapshots:
     @staticmethod
     def key(sha256: str) -> str:
         """Where the snapshot of content ``sha256`` is kept."""
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        if not _SHA256.fullmatch(sha256):
             raise ValueError(f"not a sha256: {sha256[:80]!r}")
         return f"{PREFIX}{sha256}.zst"
 
@@ -71,7 +72,10 @@ class Snapshots:
 
     def fetch(self, sha256: str, into: Path) -> Path | None:
         """The content ``sha256`` written to ``into`` (checked against its sha256), or None when
-        no snapshot of it is kept (or what is kept is not that content)."""
+        no snapshot of it is kept (or what is kept is not that content, or ``sha256`` is not one:
+        a record edited by hand names no content)."""
+        if not _SHA256.fullmatch(sha256):
+            return None
         stored = self.backend.read(self.key(sha256))
         if stored is None:
             return None
@@ -107,11 +111,11 @@ class Snapshots:
 
 
 def referenced(records: Mapping[str, object]) -> set[str]:
-    """The sha256s the records of a state point at."""
+    """The sha256s the records of a state point at (a malformed one points at nothing)."""
     found = set()
     for record in records.values():
         sha = getattr(getattr(record, "csv", None), "sha256", None)
-        if isinstance(sha, str):
+        if isinstance(sha, str) and _SHA256.fullmatch(sha):
             found.add(sha)
     return found
 
