@@ -98,7 +98,7 @@ def _managed_by_specs(out_dir: Path, domain: str) -> tuple[set[str], bool]:
 
     if not out_dir.exists():
         return set(), False
-    loaded = load_specs([out_dir])
+    loaded = load_specs([out_dir], allow_outside=True)  # --out: the command line's choice
     if loaded.errors:
         raise SpecError(loaded.diagnostics)  # which lookups they define is not known
     addresses = {

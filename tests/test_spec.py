@@ -351,6 +351,7 @@ def test_validate_paths_api(tmp_path: Path) -> None:
 def test_symlinked_spec_folders_are_followed_once(tmp_path: Path) -> None:
     import os
 
+    (tmp_path / ".git").mkdir()  # the links stay inside this repository
     elsewhere = tmp_path / "team_b"
     elsewhere.mkdir()
     write_lookup(elsewhere, "b.yaml", "from_link", "  staticQuery: {query: from a select b}")
@@ -363,6 +364,39 @@ def test_symlinked_spec_folders_are_followed_once(tmp_path: Path) -> None:
     result = load_specs([specs], env={})
     names = sorted(lookup.model.metadata.name for lookup in result.lookups)
     assert names == ["from_link", "here"] and not result.errors
+
+
+@pytest.mark.parametrize("linked", ["file", "folder", "the specs folder itself"])
+def test_a_spec_file_linking_outside_the_repository_is_not_read(
+    tmp_path: Path, linked: str, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull request can add ``specs/x.yaml -> ~/.config/gh/hosts.yml``: what the target holds
+    would reach the output as names, kinds and queries. It is an error naming the link, and the
+    target is not read, unless --allow-outside (as for a csv.file)."""
+    import os
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    secrets = tmp_path / "runner-home"
+    secrets.mkdir()
+    (secrets / "hosts.yml").write_text("kind: SECRET-TOKEN-7f1e\n")
+    specs = repo / "specs"
+    if linked == "the specs folder itself":
+        os.symlink(secrets, specs)
+    else:
+        specs.mkdir()
+        write_lookup(specs, "a.yaml", "here", "  staticQuery: {query: from a select b}")
+        if linked == "file":
+            os.symlink(secrets / "hosts.yml", specs / "x.yaml")
+        else:
+            os.symlink(secrets, specs / "team")
+    monkeypatch.chdir(repo)
+    refused = runner.invoke(app, ["validate", "specs"])
+    assert refused.exit_code == 1, refused.output
+    assert "outside the spec repository" in refused.stderr and "is not read" in refused.stderr
+    assert "SECRET-TOKEN" not in refused.output
+    allowed = runner.invoke(app, ["validate", "specs", "--allow-outside"])
+    assert "SECRET-TOKEN-7f1e" in allowed.output  # read when asked to: its unknown kind is named
 
 
 def test_an_unreadable_spec_folder_is_an_error(

@@ -14,9 +14,15 @@ from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult, load_
 __all__ = ["LoadResult", "LoadedDomain", "LoadedLookup", "load_specs", "validate_paths"]
 
 
-def load_specs(paths: Iterable[str | Path], env: Mapping[str, str] | None = None) -> LoadResult:
-    """Load every spec document under ``paths``, fanned out to its domains with its Overlays."""
-    files, problems = discover(paths)
+def load_specs(
+    paths: Iterable[str | Path],
+    env: Mapping[str, str] | None = None,
+    *,
+    allow_outside: bool = False,
+) -> LoadResult:
+    """Load every spec document under ``paths``, fanned out to its domains with its Overlays
+    (``allow_outside``: read spec files that link outside the spec repository too)."""
+    files, problems = discover(paths, allow_outside=allow_outside)
     result = LoadResult(diagnostics=list(problems))
     for path in files:
         one = load_file(path, env)
@@ -41,7 +47,8 @@ def validate_paths(
 ) -> LoadResult:
     """Load and check every spec under ``paths``; the result holds all diagnostics of the run.
 
-    ``allow_outside``: accept ``csv.file`` paths that leave the spec repository. ``progress``:
+    ``allow_outside``: accept spec files and ``csv.file`` paths that leave the spec repository
+    (through links). ``progress``:
     what shows a long CSV scan (the command line's spinner). ``strict``: a use of a lookup no
     spec defines is an error, not a warning; ``ignore_references``: globs of lookups used but
     managed elsewhere (built-in ones), never reported.
@@ -50,7 +57,7 @@ def validate_paths(
     from reconciler.spec.references import check_references, find_uses
 
     with collector_paused():  # see reconciler.heap
-        result = load_specs(paths)
+        result = load_specs(paths, allow_outside=allow_outside)
     result.diagnostics.extend(
         check(result, csv=csv, allow_outside=allow_outside, progress=progress)
     )

@@ -1,7 +1,12 @@
 """Which spec files there are under the given paths: ``*.yaml``/``*.yml`` walked in a stable order,
 and every reason a file would be missed (an unreadable folder, a broken link, a misspelt suffix, a
 tracked file absent from the work tree) reported as an error, never skipped: a skipped file would
-make its lookups look deleted to prune."""
+make its lookups look deleted to prune.
+
+A spec file found in a folder that is a link to somewhere outside the spec repository (a pull
+request can add ``specs/x.yaml -> ~/.config/...``) is an error and is not read: what it holds
+would reach the output as lookup names, kinds and queries. ``--allow-outside`` reads it, as it
+reads such a ``csv.file``."""
 
 from __future__ import annotations
 
@@ -16,8 +21,14 @@ from reconciler.gitrepo import git
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
-def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """The spec files under ``paths``: ``*.yaml``/``*.yml``, recursively, in a stable order."""
+def discover(
+    paths: Iterable[str | Path], *, allow_outside: bool = False
+) -> tuple[list[Path], list[Diagnostic]]:
+    """The spec files under ``paths``: ``*.yaml``/``*.yml``, recursively, in a stable order.
+
+    A file given by name is read wherever it is (the command line chose it); one found in a
+    folder must stay in that folder's repository after following links, unless ``allow_outside``.
+    """
     found: list[Path] = []
     problems: list[Diagnostic] = []
     for raw in paths:
@@ -26,6 +37,9 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]
             found.append(path)
         elif path.is_dir():
             files, unreadable = _walk_specs(path)
+            if not allow_outside:
+                files, outside = _inside_repository(path, files)
+                unreadable.extend(outside)
             found.extend(files)
             problems.extend(
                 Diagnostic.for_file(where, message, hint=hint)
@@ -76,6 +90,42 @@ def _absent_from_work_tree(folder: Path) -> list[Diagnostic]:
 
 
 _SKIPPED = "a spec file that is skipped would make its lookups look deleted to prune"
+
+
+def repository_of(folder: Path) -> Path:
+    """The repository a folder belongs to *as written*, links not followed (a ``specs`` that is a
+    link elsewhere still belongs where it is written): the git work tree holding it, else the
+    working directory when that holds it, else the folder itself; resolved."""
+    here = Path(os.path.abspath(folder))
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate.resolve()
+    cwd = Path.cwd()
+    return (cwd if here.is_relative_to(cwd) else here).resolve()
+
+
+def _inside_repository(
+    folder: Path, files: list[Path]
+) -> tuple[list[Path], list[tuple[Path, str, str]]]:
+    """``files`` split into those inside ``folder``'s repository after following links, and a
+    problem for each of the others (not read)."""
+    root = repository_of(folder)
+    inside, outside = [], []
+    for path in files:
+        real = path.resolve()
+        if real.is_relative_to(root):
+            inside.append(path)
+        else:
+            outside.append(
+                (
+                    path,
+                    f"this spec file links to {real}, outside the spec repository ({root}): "
+                    "it is not read",
+                    "keep spec files in the repository, or pass --allow-outside if reading them "
+                    "from there is intended",
+                )
+            )
+    return inside, outside
 
 
 def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
@@ -132,4 +182,4 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
     return sorted(found), unreadable
 
 
-__all__ = ["SPEC_SUFFIXES", "discover"]
+__all__ = ["SPEC_SUFFIXES", "discover", "repository_of"]
