@@ -410,3 +410,34 @@ def test_a_prologue_the_fast_path_cannot_read_is_the_exact_scanners(
         exact = scan_csv(handle, _COLUMNS, **options, key_columns=[0])  # type: ignore[arg-type]
     [(line, message)] = exact.errors
     assert line == 1 and ("not UTF-8" in message or "carriage return" in message), exact.errors
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "error"),
+    [
+        # DuckDB reads one delimiter at a line's end as the end: "a,b,c," as three fields.
+        (b"10.0.0.1,1,a\n10.0.0.2,2,b,\n", {}, (2, "4 fields, expected 3")),
+        (b",,,", {}, (1, "4 fields, expected 3")),
+        # A carriage return as the file's very last byte (no line feed can follow it).
+        (b"ip,n,name\n\r", {"has_header": True}, (2, "empty line")),
+        # A preface ending in LF before lines ending in CRLF: DuckDB read no row at all.
+        (
+            b"#x\nip,n,name\r\n10.0.0.300,1,a\r\n",
+            {"has_header": True, "skip_preface": "^#"},
+            (3, "column 'ip'"),
+        ),
+    ],
+)
+def test_what_duckdb_reads_otherwise_than_csv_goes_to_the_exact_scanner(
+    tmp_path: Path, data: bytes, options: dict[str, object], error: tuple[int, str]
+) -> None:
+    """Found by the property test above: each was vouched for by the fast path (validate of a
+    file over 1 MiB said valid) where the exact scanner, and Devo, refuse it."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    full = {"has_header": False, "skip_empty_lines": False, "skip_preface": None, **options}
+    assert csvengine.check_file(path, _COLUMNS, **full, key_columns=[0]) is None  # type: ignore[arg-type]
+    with path.open("rb") as handle:
+        exact = scan_csv(handle, _COLUMNS, **full, key_columns=[0])  # type: ignore[arg-type]
+    [(line, message)] = exact.errors
+    assert line == error[0] and error[1] in message, exact.errors

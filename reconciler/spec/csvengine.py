@@ -137,15 +137,34 @@ def column_names(count: int) -> list[str]:
     return [f"c{i}" for i in range(count)]
 
 
-def csv_table(path: Path, skip: int, names: list[str], *, buffer_size: int | None = None) -> str:
+#: The extra column of ``csv_table(..., counted=True)``.
+EXTRA = "cx"
+
+
+def csv_table(
+    path: Path,
+    skip: int,
+    names: list[str],
+    *,
+    buffer_size: int | None = None,
+    counted: bool = False,
+) -> str:
     """DuckDB's reading of a CSV exactly as Python's csv module reads it, every cell as text
-    (``buffer_size``: the bytes each reading thread holds; DuckDB's default is 32 MiB)."""
+    (``buffer_size``: the bytes each reading thread holds; DuckDB's default is 32 MiB).
+
+    ``counted``: for telling a line's fields apart from its columns. DuckDB takes one delimiter at
+    the end of a line as the line's end (``a,b,c,`` reads as three fields, where csv and Devo read
+    four), so the reading has one column more, ``EXTRA``, lines are padded, and an empty cell is
+    read as ``''`` (the null string is a NUL, which a file the fast path takes never holds): a
+    field too many leaves ``EXTRA`` not NULL, a field too few leaves the last column NULL.
+    """
     literal = str(path).replace("'", "''")
-    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
+    spec = ", ".join(f"'{n}': 'VARCHAR'" for n in [*names, *([EXTRA] if counted else [])])
     buffer = f", buffer_size = {buffer_size}" if buffer_size else ""
+    padding = "true, nullstr = chr(0)" if counted else "false"
     return (
         f"read_csv('{literal}', header = false, skip = {skip}, columns = {{{spec}}}, "
-        "delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
+        f"delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = {padding}, "
         f"auto_detect = false{buffer})"
     )
 
@@ -166,6 +185,9 @@ def read_bytes_facts(path: Path) -> Bytes:
     decoder = codecs.getincrementaldecoder("utf-8")()
     last = b""  # the previous chunk's last byte, for a blank line across the boundary
     line = 0  # bytes of the line still open at the end of the last chunk
+    # Line ends of both kinds: DuckDB reads the lines after a preface or header that ends
+    # otherwise than they do as none (zero rows where csv reads them all).
+    crlf = lf = False
     with path.open("rb") as handle:
         first = True
         while chunk := handle.read(1 << 20):
@@ -191,11 +213,18 @@ def read_bytes_facts(path: Path) -> Bytes:
             # CRLF line ends are read alike; a bare \r ends a line for csv but not for DuckDB.
             if b"\r" in chunk or last == b"\r":
                 data = last + chunk if last == b"\r" else chunk
-                bare = data.count(b"\r") - data.count(b"\r\n") - data.endswith(b"\r")
+                pairs = data.count(b"\r\n")
+                bare = data.count(b"\r") - pairs - data.endswith(b"\r")
                 if bare:
                     facts.doubtful.append("a carriage return without a line feed")
                 if b"\n\r\n" in data or (last == b"\n" and chunk[:2] == b"\r\n"):
                     facts.doubtful.append("blank lines")
+                crlf = crlf or pairs > 0
+                lf = lf or data.count(b"\n") > pairs
+            else:
+                lf = lf or b"\n" in chunk
+            if crlf and lf:
+                facts.doubtful.append("line ends of both kinds (LF and CRLF)")
             # DuckDB drops a line longer than its max_line_size without a word (a 50 MB cell
             # read as zero rows): such a file is the exact scanner's, which names the line.
             first_end = chunk.find(b"\n")
@@ -205,6 +234,8 @@ def read_bytes_facts(path: Path) -> Bytes:
             last = chunk[-1:]
             if facts.doubtful:
                 break
+    if last == b"\r" and not facts.doubtful:  # the file's last byte: no line feed can follow
+        facts.doubtful.append("a carriage return without a line feed")
     if facts.doubtful:
         return facts
     try:
@@ -309,7 +340,8 @@ def check_file(
     checks = [_cell_check(name, kind) for name, (_, kind) in zip(names, columns, strict=True)]
     # (No field-length check here: a line over MAX_LINE_BYTES makes the file doubtful.)
     # Columns no check reads (STRING, not in the key) are not even materialised (projection).
-    bad = f"NOT ({' AND '.join(checks)})"
+    fields = f'"{EXTRA}" IS NOT NULL OR "{names[-1]}" IS NULL'  # one too many, or too few
+    bad = f"({fields} OR NOT ({' AND '.join(checks)}))"
     key = (
         "concat_ws(chr(31), "
         + ", ".join(f"coalesce(\"{names[i]}\", '')" for i in key_columns)
@@ -322,7 +354,7 @@ def check_file(
     # scanner, at odds of about N² / 2^65). A duplicate is a hash equal to the one before it in
     # hash order: a sort, which spills to disk past the memory limit, where the hash table of
     # count(DISTINCT) held ~50 MB more at its peak (100 MB file: 202 MB against 230-265 MB).
-    source = csv_table(path, prologue.skip, names, buffer_size=CSV_BUFFER_BYTES)
+    source = csv_table(path, prologue.skip, names, buffer_size=CSV_BUFFER_BYTES, counted=True)
     if key:
         query = (
             "SELECT count(*), count(*) FILTER (WHERE bad), count(*) FILTER (WHERE h = before) "
