@@ -104,6 +104,15 @@ def test_actionlint_passes_the_workflow_and_catches_what_it_is_there_for(tmp_pat
     assert "potentially untrusted" in found[0]
 
 
+def test_the_read_only_jobs_end_in_bounded_time_and_apply_is_never_cut_short() -> None:
+    """A pull request's specs and policies run in the plan job: without a limit GitHub lets a job
+    hold its runner for 6 hours. Plan and drift take no lock, so a timeout costs nothing there;
+    apply has none, since a killed apply would leave the state lock to be cleared by hand."""
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    assert jobs["plan"]["timeout-minutes"] <= 60 and jobs["drift"]["timeout-minutes"] <= 60
+    assert "timeout-minutes" not in jobs["apply"]
+
+
 def _check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
