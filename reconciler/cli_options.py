@@ -130,7 +130,25 @@ def guards_of(
 
 
 def spec_paths(paths: list[Path] | None) -> list[str]:
-    return [str(p) for p in paths] if paths else ["specs"]
+    """The spec paths given (``specs`` by default). A path the system refuses to look at (a name
+    too long, a folder without permission on the way) is an error here, before any command
+    asks it ``is_dir()``; a missing one is left to discovery, which says so with the others."""
+    import errno
+
+    from reconciler.errors import SettingsError
+
+    given = [str(p) for p in paths] if paths else ["specs"]
+    for path in given:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise SettingsError(
+                    f"cannot read {printable(path[:200], one_line=True)}: "
+                    f"{exc.strerror or type(exc).__name__}",
+                    hint="pass spec files or folders (default: specs/)",
+                ) from None
+    return given
 
 
 UrlOpt = Annotated[

@@ -834,3 +834,40 @@ def test_remembered_tags_keep_quoting_apart() -> None:
             "g": "null",
             "h": "str",
         }
+
+
+@pytest.mark.parametrize("command", [["validate"], ["plan"], ["apply", "--auto-approve"]])
+def test_a_spec_path_the_system_will_not_look_at_is_an_error_not_an_internal_one(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A name too long for the file system raised from ``is_dir()`` (found by a fuzz of the
+    command line): an error naming the path, exit 1, nothing sent."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*command, "x" * 300], env={"CI": ""})
+    assert result.exit_code == 1, result.output
+    assert "Error: cannot read xxxx" in result.stderr and "Internal error" not in result.output
+
+
+def test_a_spec_file_that_cannot_be_looked_at_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose link target may not be looked at (PermissionError from stat, even for root
+    under /proc) is named as unreadable, never a crash and never a silent skip."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write_lookup(specs, "a.yaml", "here", "  staticQuery: {query: from a select b}")
+    write_lookup(specs, "b.yaml", "there", "  staticQuery: {query: from a select b}")
+    real_exists = Path.exists
+
+    def exists(self: Path, *args: Any, **kwargs: Any) -> bool:
+        if self.name == "b.yaml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    result = load_specs([specs], env={})
+    [error] = result.errors
+    assert (
+        error.path.endswith("b.yaml")
+        and "cannot read this file: Permission denied" in error.message
+    )

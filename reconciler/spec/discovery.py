@@ -33,9 +33,20 @@ def discover(
     problems: list[Diagnostic] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_file():
+        try:
+            is_file, is_dir = path.is_file(), path.is_dir()
+        except OSError as exc:  # a name too long, say: what pathlib does not take for "absent"
+            problems.append(
+                Diagnostic.for_file(
+                    path,
+                    f"cannot read it: {exc.strerror or exc}",
+                    hint="pass spec files or folders (default: specs/)",
+                )
+            )
+            continue
+        if is_file:
             found.append(path)
-        elif path.is_dir():
+        elif is_dir:
             files, unreadable = _walk_specs(path)
             if not allow_outside:
                 files, outside = _inside_repository(path, files)
@@ -160,7 +171,18 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
             candidate = Path(folder) / name
             if name.startswith("."):
                 continue
-            if not candidate.exists():  # a link to a folder or file that is not there
+            try:
+                exists, is_file = candidate.exists(), candidate.is_file()
+            except OSError as exc:  # no permission to look at what a link points to, say
+                unreadable.append(
+                    (
+                        candidate,
+                        f"cannot read this file: {exc.strerror or type(exc).__name__}",
+                        f"every file under the spec paths must be readable: {_SKIPPED}",
+                    )
+                )
+                continue
+            if not exists:  # a link to a folder or file that is not there
                 unreadable.append(
                     (
                         candidate,
@@ -168,7 +190,7 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
                         f"every folder under the spec paths must be readable: {_SKIPPED}",
                     )
                 )
-            elif name.endswith(SPEC_SUFFIXES) and candidate.is_file():
+            elif name.endswith(SPEC_SUFFIXES) and is_file:
                 found.append(candidate)
             elif name.lower().endswith(SPEC_SUFFIXES):
                 suffix = candidate.suffix
