@@ -84,14 +84,18 @@ class Diagnostic:
         return loc
 
     def render(self) -> str:
-        """The one-line form: ``file:12:5: error: spec.csv.key.column: ... (hint)``."""
+        """The one-line form: ``file:12:5: error: spec.csv.key.column: ... (hint)``.
+
+        One line whatever it holds: a file name, a link's target or a value with a line break in
+        it (a pull request chooses them) is escaped, so it cannot start a line of its own, such as
+        a CI runner's ``::error::`` or ``::add-mask::`` command."""
         text = f"{self.location()}: {self.severity}: "
         if self.field:
             text += f"{self.field}: "
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return printable(text, one_line=True)
 
 
 class SpecError(ReconcilerError):

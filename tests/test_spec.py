@@ -871,3 +871,19 @@ def test_a_spec_file_that_cannot_be_looked_at_is_an_error(
         error.path.endswith("b.yaml")
         and "cannot read this file: Permission denied" in error.message
     )
+
+
+def test_a_file_name_with_a_line_break_cannot_start_a_line_of_output(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull request names its files: ``x\\n::error::...yaml`` printed raw would start a line a
+    CI runner reads as a workflow command. Each diagnostic is one line, the break escaped."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "x\n::add-mask::pwned.yaml").write_text("kind: [\n")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["validate", "specs"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert not any(line.startswith("::") for line in lines), lines
+    assert any("specs/x\\x0a::add-mask::pwned.yaml:2:1: error:" in line for line in lines), lines
