@@ -16,6 +16,7 @@ import httpx
 import typer
 import typer.main
 import typer.testing
+from hypothesis import strategies as st
 
 from reconciler.clock import Clock
 from reconciler.emulator import EmulatorConfig, create_app
@@ -205,3 +206,29 @@ def _command_of(app: typer.Typer) -> Any:
     if id(app) not in _COMMANDS:
         _COMMANDS[id(app)] = (app, typer.main.get_command(app))
     return _COMMANDS[id(app)][1]
+
+
+#: Pieces of CSV bytes that trip readers up: quotes, lone CRs, NULs, broken UTF-8, byte-order marks.
+CSV_PIECES = [
+    b"10.0.0.1",
+    b"10.0.0.2",
+    b"7",
+    b"x",
+    b"",
+    b",",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b'"',
+    b" ",
+    b"\x00",
+    b"\xff",
+    b"\xc3\xa9",
+    "\ufeff".encode(),
+    b"ip,n,name\n",
+]
+
+
+def csv_bytes(*more: bytes, max_size: int) -> st.SearchStrategy[bytes]:
+    """Any bytes made of ``CSV_PIECES`` (and ``more``): for the properties over any upload."""
+    return st.lists(st.sampled_from([*CSV_PIECES, *more]), max_size=max_size).map(b"".join)

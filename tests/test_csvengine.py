@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from reconciler.spec import csvengine
 from reconciler.spec.csvcheck import scan_csv
+from tests.support import csv_bytes
 
 # Asked of the import system, not by importing DuckDB (70 ms in every worker at collection).
 pytestmark = pytest.mark.skipif(find_spec("duckdb") is None, reason="needs the big extra (duckdb)")
@@ -344,30 +345,7 @@ def test_a_carriage_return_inside_an_unquoted_cell_is_refused_by_both_paths(
 
 
 _COLUMNS = [("ip", "IP4"), ("n", "INT8"), ("name", "STRING")]
-_ANY_BYTES = st.lists(
-    st.sampled_from(
-        [
-            b"10.0.0.1",
-            b"10.0.0.2",
-            b"7",
-            b"x",
-            b"",
-            b",",
-            b"\n",
-            b"\r\n",
-            b"\r",
-            b'"',
-            b" ",
-            b"\x00",
-            b"\xff",
-            b"\xc3\xa9",
-            "\ufeff".encode(),
-            b"ip,n,name\n",
-            b"#",
-        ]
-    ),
-    max_size=24,
-).map(b"".join)
+_ANY_BYTES = csv_bytes(b"#", max_size=24)
 
 
 @settings(
