@@ -171,8 +171,9 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
             candidate = Path(folder) / name
             if name.startswith("."):
                 continue
-            try:
-                exists, is_file = candidate.exists(), candidate.is_file()
+            try:  # is_file() only for a spec's name: a data folder may hold thousands of CSVs
+                exists = candidate.exists()
+                spec = exists and name.endswith(SPEC_SUFFIXES) and candidate.is_file()
             except OSError as exc:  # no permission to look at what a link points to, say
                 unreadable.append(
                     (
@@ -190,7 +191,7 @@ def _walk_specs(root: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
                         f"every folder under the spec paths must be readable: {_SKIPPED}",
                     )
                 )
-            elif name.endswith(SPEC_SUFFIXES) and is_file:
+            elif spec:
                 found.append(candidate)
             elif name.lower().endswith(SPEC_SUFFIXES):
                 suffix = candidate.suffix
