@@ -150,10 +150,19 @@ def _shown(value: Any, template: str = " ({})") -> str:
     return "" if value is None else template.format(printable(str(value), one_line=True))
 
 
-def _id_of(found: dict[str, Any], what: str, *names: str) -> Any:
+def _id_of(found: dict[str, Any], what: str, *names: str) -> int:
+    """An item's id, which goes into the next URL's path: a number, or the answer is refused
+    (an id with a ``/``, ``?`` or a control character would aim the request elsewhere)."""
     value = _field(found, *names)
     if value is None:
         raise SettingsError(f"{what}: the API listed it without its {names[0]}")
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SettingsError(
+            f"{what}: the API listed it with {names[0]}{_shown(value)}, which is not a number",
+            hint="is the forge's API URL (GITHUB_API_URL / CI_API_V4_URL) the forge's own?",
+        )
     return value
 
 

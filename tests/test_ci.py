@@ -128,6 +128,21 @@ def test_any_answer_is_a_result_or_an_error_that_says_so(
             httpx.Response(200, json=[{"body": "<!-- reconciler:plan -->\nold"}]),
             "the API listed it without its id",
         ),
+        # The id goes into the next request's path: only a number may (found by the property
+        # test above: a control character in it was an internal error, a '/' would aim the
+        # PATCH at another resource of the forge, with the token)
+        (
+            httpx.Response(200, json=[{"id": "\x1f", "body": "<!-- reconciler:plan -->\nold"}]),
+            "the API listed it with id (\\x1f), which is not a number",
+        ),
+        (
+            httpx.Response(200, json=[{"id": "../../user", "body": "<!-- reconciler:plan -->\n"}]),
+            "the API listed it with id (../../user), which is not a number",
+        ),
+        (
+            httpx.Response(200, json=[{"id": True, "body": "<!-- reconciler:plan -->\nold"}]),
+            "which is not a number",
+        ),
     ],
 )
 def test_an_answer_that_is_not_the_apis_is_named(
@@ -136,6 +151,19 @@ def test_an_answer_that_is_not_the_apis_is_named(
     with pytest.raises(SettingsError) as raised:
         _run(_forge("github", lambda request: answer), "comment", tmp_path)
     assert said in raised.value.message
+
+
+def test_an_id_given_as_digits_is_the_number(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def forge(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method == "GET":
+            return httpx.Response(200, json=[{"id": "42", "body": "<!-- reconciler:plan -->\n"}])
+        return httpx.Response(200, json={"id": 42})
+
+    _run(_forge("github", forge), "comment", tmp_path)
+    assert seen[-1] == "PATCH /api/repos/acme/specs/issues/comments/42"
 
 
 def test_no_connection_is_an_error_naming_the_api(tmp_path: Path) -> None:
