@@ -6,13 +6,14 @@ import asyncio
 import json
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.client import JobResult, JobStatus, PollPolicy
-from reconciler.client._jobs import JobLatency, wait_for_job
+from reconciler.client._jobs import JobLatency, status_span, wait_for_job
 from reconciler.clock import SYSTEM_CLOCK
 from reconciler.emulator import EmulatorConfig
 from tests.planning import Project, lookup_doc
@@ -71,14 +72,21 @@ async def test_after_the_first_jobs_each_job_costs_one_poll(
 
 
 class _Job:
-    """A job that is done ``latency`` seconds (of ``clock``) after it started."""
+    """A job that is done ``latency`` seconds (of ``clock``) after it started; its statuses
+    carry their times (``eventdata``) when ``stamped``."""
 
-    def __init__(self, clock: FakeClock, latency: float) -> None:
-        self.clock, self.ends = clock, clock() + latency
+    def __init__(self, clock: FakeClock, latency: float, stamped: bool = False) -> None:
+        self.clock, self.began, self.ends, self.stamped = clock, clock(), clock() + latency, stamped
+
+    def _status(self, code: str, at: float) -> JobStatus:
+        when = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+        return JobStatus(code=code, eventdata=when if self.stamped else None)
 
     async def job_statuses(self, domain: str, name: str, job_id: str) -> list[JobStatus]:
-        code = "deploy.ok" if self.clock() >= self.ends else "create.start"
-        return [JobStatus(code=code)]
+        first = self._status("create.start", self.began)
+        if self.clock() >= self.ends:
+            return [first, self._status("deploy.ok", self.ends)]
+        return [first]
 
     async def lookup_exists(self, domain: str, name: str) -> bool:
         return True
@@ -105,10 +113,10 @@ async def test_the_first_poll_waits_for_the_learned_time() -> None:
         return result.polls
 
     assert await one(None) > 3  # 0.25, 0.4, 0.64, 1.02, 1.64, 2.6: the default schedule
-    assert await one(2.0) == 1  # once, at 2.2 s
+    assert await one(2.0) == 1  # once, at 2.06 s
     start = clock()
-    assert await one(2.0, waited=1.5) == 1 and clock() - start == pytest.approx(0.7)
-    # learned too short: 1.1 s, then the usual growth from a fifth of it: 1.35, 1.75, 2.39
+    assert await one(2.0, waited=1.5) == 1 and clock() - start == pytest.approx(0.56)
+    # learned too short: 1.03 s, then the usual growth from a fifth of it: 1.28, 1.68, 2.32
     assert await one(1.0) == 4
 
 
@@ -147,3 +155,120 @@ async def test_a_leader_that_fails_does_not_hold_the_others(tmp_path: Path, caps
     assert code == 1
     assert {a for a, s in status.items() if s == "failed"} == {f"acme/q0{i}" for i in range(10)}
     assert status["acme/q10"] == status["acme/q11"] == "done"
+
+
+async def _run_of_alike_jobs(
+    latency: float, count: int, *, stamped: bool, reach: float = 0.01, queued: float = 0.0
+) -> tuple[JobLatency, list[int], list[float]]:
+    """``count`` jobs of one kind followed one after the other on a virtual clock, each done
+    ``latency`` s after its request was sent, whose answer took ``reach`` s; the service stamps
+    the first status ``queued`` s after the request reached it. The learning, the polls of each
+    job, and how late each job's end was seen."""
+    clock = FakeClock()
+    learning = JobLatency()
+    policy = PollPolicy(initial=0.25, factor=1.6, maximum=5.0, settle=15.0)
+    polls, late = [], []
+    for _ in range(count):
+        sent = clock()
+        job = _Job(clock, latency, stamped=stamped)
+        job.began = sent + reach / 2 + queued
+        clock.advance(reach)  # the answer comes back
+
+        async def wait(
+            expected: float | None, waited: float, left: float, job: _Job = job
+        ) -> JobResult:
+            return await wait_for_job(
+                job,
+                "acme",
+                "l",
+                "j",
+                policy=policy,
+                sleep=clock.sleep,
+                clock=clock,
+                expected=expected,
+                waited=waited,
+            )
+
+        result = await learning.follow(wait, "kind@acme", 600.0, clock, sent, sent + reach)
+        polls.append(result.polls)
+        late.append(clock() - job.ends)
+    return learning, polls, late
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped statuses", "no times"])
+async def test_what_is_learned_does_not_drift_later_job_after_job(stamped: bool) -> None:
+    # Learning the time of the poll that saw a job done (always a little after its end) taught
+    # every job to poll a little later than the one before: 2 s jobs were polled 0.6 s late by
+    # the end of a run of 500.
+    learning, polls, late = await _run_of_alike_jobs(2.0, 300, stamped=stamped)
+    assert polls[0] > 1 and all(p == 1 for p in polls[5:]), polls
+    expected = learning.expected("kind@acme")
+    assert expected is not None and 2.0 <= expected <= 2.06, expected
+    # Seen within a few hundredths of its end, the last job as the sixth (the old way: the
+    # three-hundredth 0.3 s later than the second, and later with every job)
+    assert max(late[5:]) <= 0.13 and late[-1] <= late[5] + 1e-6, late
+    if stamped:  # the service's own times teach it at once: no first poll too early
+        assert all(p == 1 for p in polls[1:]), polls
+
+
+@pytest.mark.anyio
+async def test_times_that_promise_too_short_a_job_are_kept_within_what_the_polls_proved() -> None:
+    # A service that stamps the first status late (a queue before the job starts) makes jobs
+    # look shorter than they are: a first poll too early is then a miss, and a miss proves
+    # the job ran longer, which is what is learned; a poll that finds the job done does not
+    # take the short span's word over what was believed.
+    learning, polls, late = await _run_of_alike_jobs(2.0, 100, stamped=True, queued=0.5)
+    expected = learning.expected("kind@acme")
+    assert expected is not None and 1.9 <= expected <= 2.1, expected
+    assert all(p == 1 for p in polls[-50:]), polls
+    assert max(late[-50:]) <= 0.1, late
+
+
+def test_a_job_ended_when_its_statuses_say_within_what_the_polls_proved() -> None:
+    def at(*seconds: float | None) -> list[JobStatus]:
+        return [
+            JobStatus(
+                code="create.start" if i == 0 else "deploy.ok",
+                eventdata=None
+                if s is None
+                else datetime.fromtimestamp(1_767_225_600 + s, UTC).isoformat(),
+            )
+            for i, s in enumerate(seconds)
+        ]
+
+    # statuses 1.5 s apart, found done 2.0 s into the wait, which began 0.3 s after sending
+    assert JobResult("j", at(0, 1.5), 1, elapsed=2.0).took(0.3, reach=0.1) == pytest.approx(1.6)
+    # the span can neither end before the last poll that saw it running nor after the one
+    # that saw it done
+    assert JobResult("j", at(0, 0.5), 2, elapsed=2.0, running_at=1.0).took(0.0) == 1.0
+    assert JobResult("j", at(0, 9.0), 1, elapsed=2.0).took(0.5) == 2.5
+    # no usable times: between the two polls around the end, or what the first poll expected
+    no_times = at(None, None)
+    assert JobResult("j", no_times, 3, elapsed=2.0, running_at=1.0).took(0.0) == 1.5
+    assert JobResult("j", no_times, 1, elapsed=2.0).took(0.0, believed=1.8) == 1.8
+    assert JobResult("j", no_times, 1, elapsed=2.0).took(0.0) == 2.0
+    assert JobResult("j", [], 1, elapsed=2.0).took(0.0, believed=3.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        [None, "2026-01-01T00:00:02"],  # one status without a time
+        ["2026-01-01T00:00:02", "2026-01-01T00:00:01"],  # out of order
+        ["2026-01-01T00:00:01", "2026-01-01T00:00:01"],  # all alike
+        ["yesterday", "today"],  # not times
+        ["2026-01-01T00:00:01"],  # one status
+    ],
+)
+def test_statuses_whose_times_say_nothing_give_no_span(times: list[str | None]) -> None:
+    assert status_span([JobStatus(code="x", eventdata=t) for t in times]) is None
+
+
+def test_a_span_is_read_from_the_services_own_times() -> None:
+    statuses = [
+        JobStatus(code="create.start", eventdata="2021-09-29T10:18:10.805"),
+        JobStatus(code="create.ok", eventdata="2021-09-29T10:18:11.000Z"),
+        JobStatus(code="deploy.ok", eventdata="2021-09-29T10:18:12.305"),
+    ]
+    assert status_span(statuses) == pytest.approx(1.5)

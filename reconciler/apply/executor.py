@@ -280,7 +280,6 @@ class Executor:
             if self.stopping.is_set():
                 return  # not attempted
             try:
-                sent = self.options.clock.monotonic()  # the job's times run from here
                 result, effective = await self._submit_change(change)
             except ReconcilerError as exc:
                 outcome.status, outcome.message = FAILED, self._safe(str(exc))
@@ -307,7 +306,7 @@ class Executor:
             outcome.status = SUBMITTED
             await asyncio.to_thread(self._record, change, outcome, result, None)
             forgotten = effective is Action.DELETE
-            await self._follow(change, outcome, result.job_id, sent)
+            await self._follow(change, outcome, result.job_id, result)
             if outcome.status == FAILED:
                 # The job ended and failed: what was there before is what Devo holds. (A job
                 # that timed out or was interrupted keeps its record: the next plan reads it.)
@@ -355,7 +354,9 @@ class Executor:
                     )
             await asyncio.to_thread(self.state.record_many, seen)  # one log entry per domain
 
-    async def _follow(self, change: Change, outcome: Outcome, job_id: str, sent: float) -> None:
+    async def _follow(
+        self, change: Change, outcome: Outcome, job_id: str, by: DeployResult
+    ) -> None:
         waiter = asyncio.create_task(
             self.client.wait_for_job(
                 change.domain,
@@ -366,7 +367,8 @@ class Executor:
                 on_status=lambda status: self.console.job_status(change, status),
                 deleting=change.action is Action.DELETE,
                 kind="delete" if change.action is Action.DELETE else change.endpoint,
-                sent=sent,
+                sent=by.sent,
+                answered=by.answered,
             )
         )
         stopper = asyncio.create_task(self.stopping.wait())

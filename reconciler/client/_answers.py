@@ -1,6 +1,6 @@
 """Reading what the service (or the network) answered: its message from any documented body shape,
-``Retry-After``, a transport failure in words, and the line a retry prints; and the secrets a body
-holds, so that none is ever echoed back."""
+``Retry-After``, a transport failure in words, a redirect refused, and the line a retry prints; and
+the secrets a body holds, so that none is ever echoed back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from reconciler.canonical import SECRET_KEYS
-from reconciler.errors import printable
+from reconciler.errors import ApiError, printable
 
 
 def server_message(response: httpx.Response) -> str:
@@ -33,6 +33,24 @@ def server_message(response: httpx.Response) -> str:
             if candidate:
                 return str(candidate)
     return response.reason_phrase
+
+
+def redirected(response: httpx.Response, method: str, url: str) -> ApiError:
+    """A 3xx: not followed, because a credential must not travel to wherever it points."""
+    try:
+        location = httpx.URL(response.headers.get("location", ""))
+        where = f"{location.scheme}://{location.host}" if location.host else "another place"
+    except httpx.InvalidURL:
+        where = "a place that is not a URL"
+    return ApiError(
+        f"{method} {url}: {response.status_code} {response.reason_phrase}: the endpoint "
+        f"redirects to {where}",
+        method=method,
+        url=url,
+        status=response.status_code,
+        hint="redirects are not followed (the credential would follow them): set the URL "
+        "to the endpoint itself",
+    )
 
 
 _TRANSPORT_REASONS = (

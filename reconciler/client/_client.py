@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler import __version__
 from reconciler.client._answers import (
+    redirected,
     retry_after,
     secret_values,
     server_message,
@@ -296,7 +297,7 @@ class LookupReader:
                 ambiguous = True
             else:
                 if 300 <= response.status_code < 400:
-                    raise self._redirected(response, method, path)
+                    raise redirected(response, method, self._url(path))
                 if response.status_code not in RETRY_STATUSES:
                     if response.status_code >= 400:
                         raise self._error(response, method, path, sent_secrets)
@@ -361,23 +362,6 @@ class LookupReader:
             url=url,
             status=0,
             hint="no Lookups API answer is that large: is the endpoint the Lookups API?",
-        )
-
-    def _redirected(self, response: httpx.Response, method: str, path: str) -> ApiError:
-        """A 3xx: not followed, because a credential must not travel to wherever it points."""
-        try:
-            location = httpx.URL(response.headers.get("location", ""))
-            where = f"{location.scheme}://{location.host}" if location.host else "another place"
-        except httpx.InvalidURL:
-            where = "a place that is not a URL"
-        return ApiError(
-            f"{method} {self._url(path)}: {response.status_code} {response.reason_phrase}: the "
-            f"endpoint redirects to {where}",
-            method=method,
-            url=self._url(path),
-            status=response.status_code,
-            hint="redirects are not followed (the credential would follow them): set the URL "
-            "to the endpoint itself",
         )
 
     async def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
@@ -480,12 +464,14 @@ class LookupReader:
         deleting: bool = False,
         kind: str | None = None,
         sent: float | None = None,
+        answered: float | None = None,
     ) -> JobResult:
         """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule).
 
         ``kind`` (the endpoint, or ``delete``): jobs of one kind and domain are alike, so the
         time the earlier ones of this client took (from ``sent``, when the request that started
-        the job went out) schedules this one's first poll.
+        the job went out, to when it ended) schedules this one's first poll; ``answered``, when
+        that request's answer came, helps tell when the job began.
         """
         return await self.latency.follow(
             lambda expected, waited, left: wait_for_job(
@@ -506,6 +492,7 @@ class LookupReader:
             timeout,
             self._clock,
             sent,
+            answered,
         )
 
 
@@ -546,6 +533,7 @@ class LookupClient(LookupReader):
             async def on_ambiguous() -> DeployResult | None:
                 return await self._recover_create(domain, name)
 
+        sent = self._clock()
         response = await self._send(
             method,
             path,
@@ -556,12 +544,13 @@ class LookupClient(LookupReader):
         )
         if isinstance(response, DeployResult):
             return response
+        answered = self._clock()
         created = self._parse(response, CreationResponse, method, path)
         job_id = created.id
         if not job_id:  # a service that does not echo the job id: the newest job is this one
             jobs = await self.job_ids(domain, name)
             job_id = jobs[-1] if jobs else None
-        return DeployResult(job_id, created.lookupDeployConfig)
+        return DeployResult(job_id, created.lookupDeployConfig, sent=sent, answered=answered)
 
     async def _recover_create(self, domain: str, name: str) -> DeployResult | None:
         """After an ambiguous POST: if the lookup exists now, the create went through."""
@@ -584,6 +573,7 @@ class LookupClient(LookupReader):
             attempted = True
             return None
 
+        sent = self._clock()
         try:
             response = await self._send("DELETE", path, on_ambiguous=on_ambiguous)
         except NotFoundError as exc:
@@ -593,5 +583,6 @@ class LookupClient(LookupReader):
             return DeployResult(jobs[-1] if jobs else None, recovered=True)
         if not (isinstance(response, httpx.Response)):
             raise RuntimeError("invariant broken: isinstance(response, httpx.Response)")
+        answered = self._clock()
         deleted = self._parse(response, DeletionResponse, "DELETE", path)
-        return DeployResult(deleted.id)
+        return DeployResult(deleted.id, sent=sent, answered=answered)

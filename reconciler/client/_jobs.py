@@ -22,6 +22,16 @@ few polls and a long one no more than one poll every 5 s. When the run has alrea
 same kind end (``JobLatency``: the median time to done per endpoint and domain), the first poll is
 made just after that, then the interval grows from a fifth of it: a run of many alike jobs costs
 about one poll per job. Only the schedule learns; the rule above decides, always.
+
+What is learned is when a job ended, not when a poll happened to see it: the poll that finds a job
+done only bounds its end from above, and learning that bound taught each wave of jobs to poll a
+little later than the one before (a run of 500 two-second jobs polled its last ones 0.6 s late).
+The service stamps every status (``eventdata``); the time from a job's first status to its last,
+on the service's own clock, is how long it ran, plus the time its request took to reach the
+service. That estimate is kept inside what the polls proved (after the last poll that saw the job
+running, not after the one that saw it done). Statuses without usable times fall back to the
+polls alone: a job found done at its first poll confirms what was expected, one found later is
+counted as ended halfway between the two polls around its end.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from reconciler.client._models import JobStatus
@@ -39,6 +50,31 @@ from reconciler.errors import JobFailed, JobTimeout, NotFoundError
 JobStage = Literal["done", "failed", "settling", "running"]
 DONE_CODES = frozenset({"deploy.ok", "del.ok"})
 SETTLING_CODES = frozenset({"create.ok"})
+
+
+def moment(eventdata: str | None) -> datetime | None:
+    """A status's time (``eventdata``, ISO 8601; UTC unless it says otherwise), or None."""
+    if not eventdata:
+        return None
+    try:
+        parsed = datetime.fromisoformat(eventdata)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def status_span(statuses: list[JobStatus]) -> float | None:
+    """Seconds from a job's first status to its last, on the service's clock; None unless every
+    status has a time, in order, and the span is not empty (a service that stamps all statuses
+    alike, or not at all, says nothing about how long its jobs run)."""
+    if len(statuses) < 2:
+        return None
+    times = [moment(s.eventdata) for s in statuses]
+    known = [t for t in times if t is not None]
+    if len(known) != len(times) or any(b < a for a, b in zip(known, known[1:], strict=False)):
+        return None
+    span = (known[-1] - known[0]).total_seconds()
+    return span if span > 0 else None
 
 
 def job_outcome(statuses: list[JobStatus]) -> JobStage:
@@ -111,14 +147,18 @@ class JobLatency:
         timeout: float,
         clock: Callable[[], float],
         sent: float | None = None,
+        answered: float | None = None,
     ) -> JobResult:
         """``wait(expected, waited, timeout left)`` for one job of ``kind``, as this run has
         learned: after the time alike jobs took; the first of a kind leads while the others wait
         for it (at most a minute); what it took is recorded (not when it settled at create.ok).
 
         ``sent``: when the request that started the job was sent (by ``clock``): times run from
-        there, so a slow answer to one POST does not teach the others to poll too early."""
+        there, so a slow answer to one POST does not teach the others to poll too early.
+        ``answered``: when its answer came; the service stamped the job's first status in
+        between."""
         expected = self.expected(kind) if kind else None
+        believed = expected
         waited, leading = (0.0 if sent is None else max(0.0, clock() - sent)), False
         if kind and expected is None:
             gate = self.leader(kind)
@@ -136,7 +176,8 @@ class JobLatency:
             if leading and kind:
                 self.led(kind)
         if kind and not result.settled:
-            self.record(kind, result.elapsed + waited)
+            reach = 0.0 if sent is None or answered is None else max(0.0, answered - sent)
+            self.record(kind, result.took(waited, reach, believed))
         return result
 
     def record(self, kind: str, seconds: float) -> None:
@@ -161,13 +202,33 @@ class JobResult:
     statuses: list[JobStatus]
     polls: int
     note: str | None = None
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # from the start of the wait to the poll that saw the end
     settled: bool = False  # counted as done after going quiet at create.ok: its rows may lag
+    running_at: float | None = None  # the last poll that saw it running (same origin as elapsed)
 
     @property
     def last(self) -> JobStatus | None:
         """The latest status."""
         return self.statuses[-1] if self.statuses else None
+
+    def took(self, waited: float, reach: float = 0.0, believed: float | None = None) -> float:
+        """How long after its request was sent the job ended, as well as the polls and the
+        statuses tell: ``waited`` is the time from sending to the start of the wait, ``reach``
+        the request's round trip (its first status was stamped within it), ``believed`` what
+        the first poll was scheduled on."""
+        by = waited + self.elapsed
+        span = status_span(self.statuses)
+        told = None if span is None else span + reach
+        if self.running_at is not None:  # it ended between two polls
+            after = waited + self.running_at
+            return (after + by) / 2 if told is None else min(max(told, after), by)
+        # Seen done at the first poll: it ended by then, which is all the polls say. What was
+        # believed holds unless the statuses tell of a longer job; a shorter one is not taken
+        # on their word alone (a service that stamps a job's first status late, after a queue,
+        # would make every job look short, and every first poll a miss).
+        if believed is None:
+            return by if told is None else min(told, by)
+        return min(max(believed, told or 0.0), by)
 
 
 class _StatusReader(Protocol):
@@ -202,16 +263,19 @@ async def wait_for_job(
     start = clock()
     delay = policy.initial
     if expected is not None and expected > policy.initial:
-        # Just after the usual end (a tenth more), then from a fifth of it, growing as usual.
-        await sleep(max(0.0, min(expected * 1.1, timeout, policy.maximum * 4) - waited))
+        # Just after the usual end (what is learned is when jobs ended, so a few hundredths more
+        # is enough), then from a fifth of it, growing as usual.
+        await sleep(max(0.0, min(expected * 1.03, timeout, policy.maximum * 4) - waited))
         delay = max(policy.initial, expected / 5)
     seen: set[tuple[str | None, str, str | None]] = set()
     statuses: list[JobStatus] = []
     settling_since: float | None = None
     settling_code: str | None = None
+    running_at: float | None = None  # when a poll last saw it not done yet
     polls = 0
     while True:
         polls += 1
+        asked = clock()
         try:
             statuses = await reader.job_statuses(domain, name, job_id)
         except NotFoundError as exc:
@@ -221,7 +285,14 @@ async def wait_for_job(
                 now = clock()
                 if deleting:
                     note = "the lookup is gone, and its jobs with it: deleted"
-                    return JobResult(job_id, statuses, polls, note=note, elapsed=now - start)
+                    return JobResult(
+                        job_id,
+                        statuses,
+                        polls,
+                        note=note,
+                        elapsed=now - start,
+                        running_at=running_at,
+                    )
                 raise JobFailed(
                     f"job {job_id} vanished with its lookup before it ended "
                     f"(last status: {statuses[-1].code if statuses else 'none'})",
@@ -252,7 +323,7 @@ async def wait_for_job(
             )
             return JobResult(job_id, statuses, polls, note=note, elapsed=now - start, settled=True)
         if verdict == "done":
-            return JobResult(job_id, statuses, polls, elapsed=now - start)
+            return JobResult(job_id, statuses, polls, elapsed=now - start, running_at=running_at)
         if outcome == "failed":
             error = next(s for s in statuses if s.code.endswith(".err"))
             raise JobFailed(
@@ -261,6 +332,7 @@ async def wait_for_job(
                 last_code=error.code,
                 polls=polls,
             )
+        running_at = asked - start  # it was not over when this poll went out
         if now - start >= timeout:
             last = statuses[-1].code if statuses else None
             raise JobTimeout(

@@ -163,3 +163,7 @@ class DeployResult:
     job_id: str | None
     deploy_config: dict[str, Any] | None = None
     recovered: bool = False  # the answer was lost; the job id was found by reading the lookup
+    # When the request went out and when its answer came, by the client's clock: the job's first
+    # status was stamped in between (what ``JobLatency`` learns from). None when recovered.
+    sent: float | None = None
+    answered: float | None = None

@@ -13,16 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.client import JobStatus, LookupReader, PollPolicy, job_state
-
-
-def _moment(eventdata: str | None) -> datetime | None:
-    if not eventdata:
-        return None
-    try:
-        parsed = datetime.fromisoformat(eventdata)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+from reconciler.client._jobs import moment
 
 
 @dataclass
@@ -51,8 +42,8 @@ def job_view(
 ) -> JobView:
     """Summarise one job's statuses."""
     now = now or datetime.now(UTC)
-    first = _moment(statuses[0].eventdata) if statuses else None
-    last = _moment(statuses[-1].eventdata) if statuses else None
+    first = moment(statuses[0].eventdata) if statuses else None
+    last = moment(statuses[-1].eventdata) if statuses else None
     quiet = (now - last).total_seconds() if last is not None else None
     stage = job_state(statuses, quiet=quiet, settle=settle)
     stopped = last if stage != "running" else None
