@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -726,13 +727,15 @@ def test_every_endpoint_goes_through_the_proxy_the_environment_names(
 ) -> None:
     """The client builds its own transports (one per endpoint), so httpx does not read
     HTTPS_PROXY for it: the transports do, NO_PROXY included."""
+    from reconciler.client._network import EndpointTransport
     from reconciler.client._transport import endpoint_transport
 
     limits = httpx.Limits(max_connections=4)
 
     def through_proxy(url: str, env: dict[str, str]) -> bool:
-        pool = endpoint_transport(url, limits, env)._pool
-        return type(pool).__name__ == "AsyncHTTPProxy"
+        transport = endpoint_transport(url, limits, env)
+        assert isinstance(transport, EndpointTransport)
+        return isinstance(transport.pool, httpcore.AsyncHTTPProxy)
 
     env = {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,.internal.corp"}
     assert through_proxy("https://api-eu.devo.com/lookup-api", env)
@@ -749,4 +752,5 @@ def test_every_endpoint_goes_through_the_proxy_the_environment_names(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     reader = LookupReader(Settings("https://api-us.devo.com/lookup-api"))
-    assert type(reader._router.default._pool).__name__ == "AsyncHTTPProxy"  # type: ignore[attr-defined]
+    assert isinstance(reader._router.default, EndpointTransport)
+    assert isinstance(reader._router.default.pool, httpcore.AsyncHTTPProxy)

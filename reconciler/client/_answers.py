@@ -5,6 +5,7 @@ the secrets a body holds, so that none is ever echoed back."""
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import time
 from email.utils import parsedate_to_datetime
@@ -73,6 +74,11 @@ def transport_reason(exc: Exception) -> str:
                 return "connection refused"
             return words
     return type(exc).__name__
+
+
+def untrusted(exc: Exception) -> bool:
+    """True when a connection failed on the server's certificate (not a passing fault)."""
+    return isinstance(exc, httpx.ConnectError) and _caused_by(exc, ssl.SSLCertVerificationError)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -37,6 +37,11 @@ class RequestAuth(httpx.Auth):
         return endpoint is None or endpoint in _REGION_ENDPOINTS
 
     def auth_flow(self, request: httpx.Request) -> Any:
+        self.sign(request)
+        yield request
+
+    def sign(self, request: httpx.Request) -> None:
+        """Put the credential of the request's domain on ``request``."""
         domain = domain_of(request.url.path, self.base_path)
         creds = self.by_domain.get(domain, self.credentials) if domain else self.credentials
         if domain and domain not in self.by_domain and not self._runs_endpoint(domain):
@@ -62,7 +67,6 @@ class RequestAuth(httpx.Auth):
             request.headers["x-logtrust-apikey"] = creds.api_key.get_secret_value()
             request.headers["x-logtrust-timestamp"] = timestamp
             request.headers["x-logtrust-sign"] = mac.hexdigest()
-        yield request
 
 
 __all__ = ["RequestAuth"]

@@ -31,6 +31,7 @@ from reconciler.client._answers import (
     server_message,
     stderr_line,
     transport_reason,
+    untrusted,
 )
 from reconciler.client._auth import RequestAuth
 from reconciler.client._jobs import JobLatency, JobResult, PollPolicy, wait_for_job
@@ -281,6 +282,11 @@ class LookupReader:
                 ) from None
             except (httpx.TransportError, TimeoutError) as exc:
                 log.debug("%s %s -> %s", method, self._url(path), type(exc).__name__)
+                if untrusted(exc):  # no retry makes a certificate trusted
+                    raise SettingsError(
+                        f"{method} {self._url(path)}: the server's certificate is not trusted",
+                        hint="behind a TLS-inspecting proxy, point SSL_CERT_FILE at its CA",
+                    ) from None
                 reason = (
                     f"no complete answer within the {self.retry.budget:g} s budget"
                     if isinstance(exc, TimeoutError)
@@ -325,9 +331,14 @@ class LookupReader:
     async def _exchange(
         self, method: str, target: httpx.URL, kwargs: dict[str, Any]
     ) -> httpx.Response:
-        """One request and its whole answer, whose body may not pass ``MAX_BODY_BYTES``."""
+        """One request and its whole answer, whose body may not pass ``MAX_BODY_BYTES``.
+
+        Built by the httpx client (headers, body, timeouts), signed, and handed to the router:
+        httpx's ``send`` would add only what this client never uses (redirects, which are
+        refused, cookies, which are not kept, hooks), at a sixth of a request's CPU."""
         request = self._http.build_request(method, target, **kwargs)
-        response = await self._http.send(request, stream=True)
+        self._auth.sign(request)
+        response = await self._router.handle_async_request(request)
         try:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_BODY_BYTES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from urllib.parse import quote, unquote
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
 
 import httpx
+
+from reconciler.errors import SettingsError
 
 
 def lookup_path(domain: str, name: str | None = None, *rest: str) -> str:
@@ -41,20 +44,38 @@ def domain_of(path: str, base_path: str = "") -> str | None:
 
 def endpoint_transport(
     url: str, limits: httpx.Limits, env: Mapping[str, str] | None = None
-) -> httpx.AsyncHTTPTransport:
+) -> httpx.AsyncBaseTransport:
     """The HTTP transport (and so the connection pool) of one endpoint, through the proxy the
     environment names for it (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``).
 
     httpx reads those variables only for a client that builds its own transport; the router
-    builds them, so it reads them here. Certificates are verified for https only: an SSL context
-    with the CA bundle costs ~70 ms to build, and plain-http endpoints (a loopback emulator) never
-    use one. Redirects are not followed, so http stays http.
+    builds them, so it reads them here. Certificates are verified for https only (with the CA
+    bundle httpx chooses: ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's): such an SSL
+    context costs ~70 ms to build, and plain-http endpoints (a loopback emulator) never use one.
+    Redirects are not followed, so http stays http. The pool runs on asyncio directly
+    (``reconciler.client._network``); a proxy other than http(s) (``socks5://``) is left to
+    httpx's own transport, which needs the ``socksio`` package for it.
     """
+    from reconciler.client._network import EndpointTransport
+
     target = httpx.URL(url)
     found = _proxies(os.environ if env is None else env)
     bypassed = bool(found.get("no")) and proxy_bypass_environment(target.host, found)
     proxy = None if bypassed else found.get(target.scheme) or found.get("all")
-    return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
+    if proxy is not None and not proxy.lower().startswith(("http://", "https://")):
+        return httpx.AsyncHTTPTransport(verify=target.scheme != "http", limits=limits, proxy=proxy)
+    context = None
+    if target.scheme != "http":
+        try:
+            context = httpx.create_ssl_context(verify=True)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(
+                f"the CA certificates for {target.scheme}://{target.host} cannot be loaded "
+                f"({type(exc).__name__})",
+                hint="SSL_CERT_FILE / SSL_CERT_DIR name a file or folder without readable "
+                "PEM certificates: fix or unset them",
+            ) from exc
+    return EndpointTransport(ssl_context=context, limits=limits, proxy=proxy)
 
 
 def _proxies(env: Mapping[str, str]) -> dict[str, str]:
