@@ -268,3 +268,51 @@ def test_a_ca_bundle_that_cannot_be_read_is_an_error_naming_the_variables(
         "the CA certificates for https://api-eu.devo.com cannot be loaded (SSLError)"
     )
     assert "SSL_CERT_FILE" in (raised.value.hint or "")
+
+
+async def test_a_request_leaves_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpcore writes a request's head and body separately: two system calls and, with Nagle
+    # off, two packets. They are held until the answer is read.
+    arrived: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        arrived.append(head + await reader.readexactly(length))
+        writer.transport.write(_answer())  # not through StreamWriter.write: only the client's count
+        writer.close()
+
+    writes: list[int] = []
+    real_write = asyncio.StreamWriter.write
+
+    def counted(self: asyncio.StreamWriter, data: Any) -> None:
+        writes.append(len(data))
+        real_write(self, data)
+
+    async with _server(handle) as port:
+        transport = EndpointTransport(ssl_context=None, limits=httpx.Limits(), proxy=None)
+        async with httpx.AsyncClient(transport=transport) as client:
+            monkeypatch.setattr(asyncio.StreamWriter, "write", counted)
+            answer = await client.post(f"http://127.0.0.1:{port}/x", json={"query": "q" * 100})
+    assert answer.status_code == 200
+    assert writes == [len(arrived[0])]
+    assert arrived[0].endswith(b'"' + b"q" * 100 + b'"}')
+
+
+async def test_a_large_body_is_not_held_whole() -> None:
+    received: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received.append(len(await reader.readexactly(length)))
+        writer.write(_answer())
+        await writer.drain()
+        writer.close()
+
+    async with _server(handle) as port:
+        transport = EndpointTransport(ssl_context=None, limits=httpx.Limits(), proxy=None)
+        async with httpx.AsyncClient(transport=transport) as client:
+            body = b"x" * (3 * 1024 * 1024)
+            answer = await client.post(f"http://127.0.0.1:{port}/x", content=body)
+    assert answer.status_code == 200 and received == [len(body)]

@@ -67,14 +67,27 @@ def _raising(timeout: type[Exception], broken: type[Exception]) -> Iterator[None
         raise broken(str(exc) or type(exc).__name__) from exc
 
 
+# Written bytes are held until this many are waiting, or until the answer is read.
+_COALESCE = 64 * 1024
+
+
 class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One connection, as an asyncio stream pair."""
+    """One connection, as an asyncio stream pair.
+
+    httpcore writes a request's head and its body separately; each write is a system call and,
+    with Nagle off (as it must be for requests this small), a packet of its own. What is written
+    is held until the answer is read (or 64 KiB wait), so a request leaves in one piece: a POST
+    costs one ``send`` instead of two, which on this machine's loopback was 0.28 ms each."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held:
+            await self._flush(timeout)
         with _raising(httpcore.ReadTimeout, httpcore.ReadError):
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
@@ -82,9 +95,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        self._held.append(buffer)
+        self._held_bytes += len(buffer)
+        if self._held_bytes >= _COALESCE:
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
         with _raising(httpcore.WriteTimeout, httpcore.WriteError):
             async with asyncio.timeout(timeout):
-                self._writer.write(buffer)
+                self._writer.write(data)
                 await self._writer.drain()
 
     async def aclose(self) -> None:
@@ -100,6 +122,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        if self._held:
+            await self._flush(timeout)
         with _raising(httpcore.ConnectTimeout, httpcore.ConnectError):
             try:
                 async with asyncio.timeout(timeout):
