@@ -9,6 +9,7 @@ expected to derive from that body (defaults filled in, ``refreshPeriod`` → ``r
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def placeholders(body: Any) -> list[str]:
     return found
 
 
-def resolve_secrets(body: Any, env: dict[str, str]) -> Any:
+def resolve_secrets(body: Any, env: Mapping[str, str]) -> Any:
     """A copy of ``body`` with every ``${env:NAME}`` replaced (callers check ``placeholders`` first)."""
     if isinstance(body, dict):
         return {k: resolve_secrets(v, env) for k, v in body.items()}

@@ -408,7 +408,7 @@ class Executor:
                     raise
                 return None, Action.DELETE  # already gone
         want = self.desired[change.address]
-        body = resolve_secrets(want.body, dict(self.env))
+        body = resolve_secrets(want.body, self.env)
         csv_file = want.csv.path if want.csv else None
         if not (want.endpoint is not None):
             raise RuntimeError("invariant broken: want.endpoint is not None")
