@@ -110,11 +110,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 await self._writer.drain()
 
     async def aclose(self) -> None:
+        # As httpcore's own backend closes: no waiting for the peer (a TLS close_notify it never
+        # answers would hold every closing connection, and closing happens inside requests too).
         self._writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, asyncio.TimeoutError):
-            # A peer that never answers the close does not hold the run.
-            async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
+        await asyncio.sleep(0)
+        self._writer.transport.abort()
 
     async def start_tls(
         self,
