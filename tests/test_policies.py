@@ -561,3 +561,25 @@ def test_a_field_gone_while_other_policies_matched_is_seen_gone() -> None:
     }
     judged = evaluate(Plan(changes=tuple(changes)), policies, subjects, {})
     assert [(v.address, v.policy) for v in judged.violations] == [("a/g2", "gold")]
+
+
+def test_the_cel_bindings_come_without_their_command_line() -> None:
+    """``import cel`` runs the package's REPL imports (prompt_toolkit, pygments, rich): 100 ms
+    of every process that reads a Policy. The bindings are loaded without them, and the real
+    ``cel.cli`` is still there for whoever imports it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from reconciler.spec.policies import cel_bindings\n"
+        "cel = cel_bindings()\n"
+        "assert cel.evaluate('1 + 1 == 2') is True\n"
+        "print(sorted(m for m in ('prompt_toolkit', 'pygments', 'cel.cli') if m in sys.modules))\n"
+        "import cel.cli\n"
+        "print(hasattr(cel.cli, 'main') or hasattr(cel.cli, 'app'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["[]", "True"], done.stdout + done.stderr

@@ -26,6 +26,7 @@ from reconciler.spec.policies import (
     RULE_VARIABLES,
     Policy,
     Rule,
+    cel_bindings,
     combine,
     field_uses,
     nested,
@@ -208,10 +209,8 @@ class _Judge:
     """
 
     def __init__(self, policies: Sequence[Policy]) -> None:
-        import cel
-
         self.policies = policies
-        self.new_context = cel.Context
+        self.new_context = cel_bindings().Context
         self.order = {id(r): n for n, r in enumerate(r for p in policies for r in p.rules)}
         self.slots: dict[tuple[str, str], Any] = {}  # the inputs of the last change
         self.values: dict[str, Any] = {}  # the variables of the last change
