@@ -113,6 +113,10 @@ class PollPolicy:
     factor: float = 1.6
     maximum: float = 5.0
     settle: float = 15.0
+    # The growth while nothing is learned of the job's kind: the first job of a kind, which the
+    # others wait on. Each of its late polls makes every one of them late: at ×1.6 a 2 s job was
+    # seen done at 2.31 s, at ×1.25 at 2.05 s, for two more polls of that one job.
+    learning: float = 1.25
 
 
 class JobLatency:
@@ -342,4 +346,6 @@ async def wait_for_job(
                 polls=polls,
             )
         await sleep(min(delay, max(0.0, timeout - (now - start)) or delay))
-        delay = min(delay * policy.factor, policy.maximum)
+        delay = min(
+            delay * (policy.learning if expected is None else policy.factor), policy.maximum
+        )
