@@ -288,7 +288,6 @@ class Executor:
                 return
         outcome.effective = effective
         outcome.job_id = result.job_id if result else None
-        forgotten = False  # a delete's record, forgotten when its job started
         if result is None:  # nothing left to do: a delete found it gone, or a 409 already matched
             outcome.status = DONE
             outcome.message = "already gone" if effective is Action.DELETE else "already up to date"
@@ -305,19 +304,22 @@ class Executor:
             previous = self.state.lookups.get(change.address)
             outcome.status = SUBMITTED
             await asyncio.to_thread(self._record, change, outcome, result, None)
-            forgotten = effective is Action.DELETE
-            await self._follow(change, outcome, result.job_id, result)
+            await self._follow(change, outcome, result)
             if outcome.status == FAILED:
                 # The job ended and failed: what was there before is what Devo holds. (A job
                 # that timed out or was interrupted keeps its record: the next plan reads it.)
                 await asyncio.to_thread(self._restore, change.address, previous)
         outcome.seconds = self.options.clock.monotonic() - started
-        if outcome.ok and not forgotten:
-            # Off the event loop: a record is a file append or an object PUT, and a CSV's commit
-            # is asked of git; neither may stall the jobs being followed meanwhile.
-            await asyncio.to_thread(self._record, change, outcome, result, None)
-        await asyncio.to_thread(self._journal, change, outcome)
+        # Off the event loop: a record is a file append or an object PUT, and a CSV's commit is
+        # asked of git; neither may stall the jobs being followed meanwhile. One trip to a worker
+        # thread for both (the record first: the journal tells of what the state holds).
+        await asyncio.to_thread(self._settle, change, outcome, result)
         self.console.change_finished(change, outcome)
+
+    def _settle(self, change: Change, outcome: Outcome, job: DeployResult | None) -> None:
+        if outcome.ok:  # (a delete's record went when its job started: forgetting it is a no-op)
+            self._record(change, outcome, job, None)
+        self._journal(change, outcome)
 
     async def observe(self, outcomes: list[Outcome]) -> None:
         """Record what the service now shows for every lookup this run deployed.
@@ -354,9 +356,8 @@ class Executor:
                     )
             await asyncio.to_thread(self.state.record_many, seen)  # one log entry per domain
 
-    async def _follow(
-        self, change: Change, outcome: Outcome, job_id: str, by: DeployResult
-    ) -> None:
+    async def _follow(self, change: Change, outcome: Outcome, job: DeployResult) -> None:
+        job_id = str(job.job_id)  # the caller follows only jobs with an id
         waiter = asyncio.create_task(
             self.client.wait_for_job(
                 change.domain,
@@ -367,8 +368,8 @@ class Executor:
                 on_status=lambda status: self.console.job_status(change, status),
                 deleting=change.action is Action.DELETE,
                 kind="delete" if change.action is Action.DELETE else change.endpoint,
-                sent=by.sent,
-                answered=by.answered,
+                sent=job.sent,
+                answered=job.answered,
             )
         )
         stopper = asyncio.create_task(self.stopping.wait())
