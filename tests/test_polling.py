@@ -92,6 +92,23 @@ class _Job:
         return True
 
 
+async def _wait(
+    job: _Job, clock: FakeClock, policy: PollPolicy, expected: float | None, waited: float
+) -> JobResult:
+    """``wait_for_job`` for ``job`` on the virtual ``clock``."""
+    return await wait_for_job(
+        job,
+        "acme",
+        "l",
+        "j",
+        policy=policy,
+        sleep=clock.sleep,
+        clock=clock,
+        expected=expected,
+        waited=waited,
+    )
+
+
 @pytest.mark.anyio
 async def test_the_first_poll_waits_for_the_learned_time() -> None:
     clock = FakeClock()
@@ -99,18 +116,7 @@ async def test_the_first_poll_waits_for_the_learned_time() -> None:
 
     async def one(expected: float | None, waited: float = 0.0) -> int:
         job = _Job(clock, 2.0 - waited)  # submitted ``waited`` seconds ago, done 2 s after that
-        result = await wait_for_job(
-            job,
-            "acme",
-            "l",
-            "j",
-            policy=policy,
-            sleep=clock.sleep,
-            clock=clock,
-            expected=expected,
-            waited=waited,
-        )
-        return result.polls
+        return (await _wait(job, clock, policy, expected, waited)).polls
 
     # Nothing learned (the leader, whom the others wait on): 0.25 s, then ×1.25 each time, so a
     # 2 s job is seen done at 2.05 s (×1.6, the schedule once something is learned: at 2.31 s)
@@ -180,17 +186,7 @@ async def _run_of_alike_jobs(
         async def wait(
             expected: float | None, waited: float, left: float, job: _Job = job
         ) -> JobResult:
-            return await wait_for_job(
-                job,
-                "acme",
-                "l",
-                "j",
-                policy=policy,
-                sleep=clock.sleep,
-                clock=clock,
-                expected=expected,
-                waited=waited,
-            )
+            return await _wait(job, clock, policy, expected, waited)
 
         result = await learning.follow(wait, "kind@acme", 600.0, clock, sent, sent + reach)
         polls.append(result.polls)
