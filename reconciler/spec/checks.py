@@ -35,10 +35,16 @@ def _source_path(lookup: LoadedLookup) -> tuple[str, ...]:
     return ("spec", kind) if kind else ("spec",)
 
 
+def _set_field(block: Any, name: str) -> Any:
+    """A field of a source block, or None when its kind has no such field. Read from the model's
+    fields: ``getattr`` on a pydantic model that lacks the name raises inside pydantic first
+    (3 µs; three times a lookup, 10% of the checks of a 10,000-lookup plan)."""
+    return getattr(block, "__dict__", {}).get(name)
+
+
 def columns_of(lookup: LoadedLookup) -> list[Column] | None:
     """The declared columns, when the source declares them (CSV sources)."""
-    columns = getattr(inner_source(lookup), "columns", None)
-    return cast("list[Column] | None", columns)
+    return cast("list[Column] | None", _set_field(inner_source(lookup), "columns"))
 
 
 def inner_source(lookup: LoadedLookup) -> Any:
@@ -55,7 +61,7 @@ def inner_path(lookup: LoadedLookup) -> tuple[str, ...]:
 
 def query_of(lookup: LoadedLookup) -> str | None:
     """The LINQ query of a query lookup (or a recipe with a query source), else None."""
-    return cast("str | None", getattr(inner_source(lookup), "query", None))
+    return cast("str | None", _set_field(inner_source(lookup), "query"))
 
 
 def _key(lookup: LoadedLookup) -> tuple[Key | None, tuple[str, ...]]:
