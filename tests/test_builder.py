@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.client import LookupMeta
 from reconciler.desired import DesiredLookup, expand
 from reconciler.engine import load_workspace
 from reconciler.errors import PlanError
-from reconciler.plan.builder import build_plan, compare
+from reconciler.plan.builder import _differing, build_plan, compare
 from reconciler.plan.guards import DomainPolicy, Guards
 from reconciler.plan.model import Action
 from reconciler.state import LookupState
@@ -208,3 +210,22 @@ def test_compare_reads_null_and_missing_apart(tmp_path: Path) -> None:
     assert meta.deployConfig is not None
     meta.deployConfig["recipe"]["key"] = {"type": "column", "column": "role"}
     assert [d.path for d in compare(want, meta, None).diff] == ["recipe.key.column"]
+
+
+_PATHS = st.sampled_from(["a", "b", "c.d", "c.e", "f"])
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["", "x"]), st.just([])
+)
+
+
+@given(
+    a=st.dictionaries(_PATHS, _VALUES),
+    b=st.dictionaries(_PATHS, _VALUES),
+    skip=st.frozensets(_PATHS, max_size=2),
+)
+def test_the_paths_that_differ_are_those_of_either_side_sorted(
+    a: dict[str, Any], b: dict[str, Any], skip: frozenset[str]
+) -> None:
+    # The definition, written the plain way: every path of either side, a missing one as null.
+    expected = [p for p in sorted(set(a) | set(b)) if p not in skip and a.get(p) != b.get(p)]
+    assert _differing(a, b, skip) == expected
