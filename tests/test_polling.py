@@ -271,3 +271,32 @@ def test_a_span_is_read_from_the_services_own_times() -> None:
         JobStatus(code="deploy.ok", eventdata="2021-09-29T10:18:12.305"),
     ]
     assert status_span(statuses) == pytest.approx(1.5)
+
+
+@pytest.mark.anyio
+async def test_a_job_that_waited_for_the_leader_confirms_what_it_was_scheduled_on() -> None:
+    # Without usable times, a job seen done at its first poll confirms what it was scheduled on.
+    # The jobs that waited for the leader are scheduled on what the leader taught, and must
+    # record that, not the time of their poll (a little later: the drift this rule prevents).
+    latency = JobLatency()
+    release = asyncio.Event()
+    scheduled: list[float | None] = []
+
+    async def job(leader: bool) -> Any:
+        async def wait(expected: float | None, waited: float, left: float) -> JobResult:
+            scheduled.append(expected)
+            if leader:
+                await release.wait()
+                return JobResult("j", [], polls=4, elapsed=2.0, running_at=1.0)
+            return JobResult("j", [], polls=1, elapsed=(expected or 0.0) * 1.03)
+
+        return await latency.follow(wait, "deploy-csv@acme", 60.0, time.monotonic)
+
+    leader = asyncio.create_task(job(True))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(job(False))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(leader, follower)
+    assert scheduled == [None, 1.5]  # the leader ended between its polls at 1.0 and 2.0 s
+    assert latency.seen["deploy-csv@acme"] == [1.5, 1.5]

@@ -162,7 +162,6 @@ class JobLatency:
         ``answered``: when its answer came; the service stamped the job's first status in
         between."""
         expected = self.expected(kind) if kind else None
-        believed = expected
         waited, leading = (0.0 if sent is None else max(0.0, clock() - sent)), False
         if kind and expected is None:
             gate = self.leader(kind)
@@ -181,7 +180,7 @@ class JobLatency:
                 self.led(kind)
         if kind and not result.settled:
             reach = 0.0 if sent is None or answered is None else max(0.0, answered - sent)
-            self.record(kind, result.took(waited, reach, believed))
+            self.record(kind, result.took(waited, reach, expected))  # as scheduled
         return result
 
     def record(self, kind: str, seconds: float) -> None:
