@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import httpx
 
@@ -17,9 +16,9 @@ from reconciler.settings import REGIONS, Credentials, region_url
 _REGION_ENDPOINTS = frozenset(region_url(region) for region in REGIONS)
 
 
-class RequestAuth(httpx.Auth):
+class RequestAuth:
     """Adds the credential of the request's domain (a Domain's own, else the run's) to every
-    request; signs the exact bytes sent."""
+    request; signs the exact bytes sent. The client calls ``sign`` on each request it builds."""
 
     def __init__(
         self, credentials: Credentials, clock: Callable[[], float], base_path: str
@@ -35,10 +34,6 @@ class RequestAuth(httpx.Auth):
         endpoints (never a host a spec chose)."""
         endpoint = self.endpoints.get(domain)
         return endpoint is None or endpoint in _REGION_ENDPOINTS
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        self.sign(request)
-        yield request
 
     def sign(self, request: httpx.Request) -> None:
         """Put the credential of the request's domain on ``request``."""

@@ -127,11 +127,12 @@ class LookupReader:
             lambda url: given.get(url) or endpoint_transport(url, limits),
         )
         self._auth.endpoints = self._router.endpoints
+        # It builds the requests (base URL, headers, bodies, timeouts) and closes the router;
+        # _exchange signs each one and hands it to the router itself, so redirects, cookies and
+        # httpx auth flows never come into it.
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=self._router,
-            follow_redirects=False,
-            auth=self._auth,
             timeout=httpx.Timeout(
                 timeout or self.retry.budget, connect=min(10.0, self.retry.budget)
             ),
