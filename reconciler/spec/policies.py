@@ -43,15 +43,16 @@ def cel_bindings() -> Any:
     taken away after, so ``import cel.cli`` still gives the real one to whoever asks.
     """
     if "cel" not in sys.modules and "cel.cli" not in sys.modules:
-        sys.modules["cel.cli"] = types.ModuleType("cel.cli")
+        placeholder = sys.modules["cel.cli"] = types.ModuleType("cel.cli")
         try:
             import cel
         except ImportError:  # a release whose __init__ needs its CLI: imported as it is
             sys.modules.pop("cel", None)
+        else:
+            if getattr(cel, "cli", None) is placeholder:
+                del cel.cli
         finally:
             del sys.modules["cel.cli"]
-        if "cel" in sys.modules and isinstance(getattr(cel, "cli", None), types.ModuleType):
-            del cel.cli
     import cel
 
     return cel
