@@ -364,13 +364,14 @@ async def make_plan(
     """
     with collector_paused():  # see reconciler.heap: a big plan spent 40% of its time there
         guards = guards or Guards()
+        environ = os.environ if env is None else env
         workspace = load_workspace(
             paths,
             allow_outside=allow_outside,
             progress=progress,
             ignore_references=guards.ignore_references,
         )
-        reader.use_domain_credentials(workspace.credentials(os.environ if env is None else env))
+        reader.use_domain_credentials(workspace.credentials(environ))
         reader.use_domain_endpoints(workspace.endpoints)
         state = State.load(state_path)
         known = {d.address for d in workspace.desired}
@@ -389,7 +390,7 @@ async def make_plan(
             workspace.policies,
             selector,
             strict_protect=strict_protect,
-            rotated=rotated_secrets(workspace.desired, state, os.environ if env is None else env),
+            rotated=rotated_secrets(workspace.desired, state, environ),
             replace=replace,
             failed_jobs=failed_jobs,
             guards=guards,
@@ -409,7 +410,7 @@ async def make_plan(
             shown = {c.address for c in plan.changes}
             results = await evaluate_checks(reader, workspace, live, state, shown)
             plan = plan.model_copy(update={"checks": tuple(results)})
-        job_warnings += unset_secrets(plan, workspace, os.environ if env is None else env)
+        job_warnings += unset_secrets(plan, workspace, environ)
         if job_warnings:
             plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
         plan = with_row_detail(plan, workspace, live, state)
