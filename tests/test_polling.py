@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.client import JobResult, JobStatus, PollPolicy
+from reconciler.client import JobResult, JobStatus, LookupClient, LookupReader, PollPolicy
 from reconciler.client._jobs import JobLatency, status_span, wait_for_job
 from reconciler.clock import SYSTEM_CLOCK
 from reconciler.emulator import EmulatorConfig
@@ -164,6 +164,69 @@ async def test_a_leader_that_fails_does_not_hold_the_others(tmp_path: Path, caps
     assert code == 1
     assert {a for a, s in status.items() if s == "failed"} == {f"acme/q0{i}" for i in range(10)}
     assert status["acme/q10"] == status["acme/q11"] == "done"
+
+
+async def _order_of_requests(
+    tmp_path: Path, monkeypatch: Any, capsys: Any, maximum: float
+) -> tuple[int, list[tuple[str, str]]]:
+    """Apply 16 alike lookups one at a time (``--parallelism 1``), each request taking 20 ms,
+    with jobs of 10 ms, which end long before the last change is sent; the exit code and the
+    requests in the order their answers came: ``("submit", name)`` or ``("poll", name)``."""
+    order: list[tuple[str, str]] = []
+    deploy, statuses = LookupClient.deploy, LookupReader.job_statuses
+
+    async def logged_deploy(
+        self: Any, method: str, endpoint: str, domain: str, name: str, *a: Any, **k: Any
+    ) -> Any:
+        result = await deploy(self, method, endpoint, domain, name, *a, **k)
+        order.append(("submit", name))
+        return result
+
+    async def logged_statuses(self: Any, domain: str, name: str, job_id: str) -> Any:
+        result = await statuses(self, domain, name, job_id)
+        order.append(("poll", name))
+        return result
+
+    monkeypatch.setattr(LookupClient, "deploy", logged_deploy)
+    monkeypatch.setattr(LookupReader, "job_statuses", logged_statuses)
+    config = EmulatorConfig(create_latency=0.005, deploy_latency=0.005, added_latency=0.02)
+    project = Project(tmp_path, config)
+    query = "staticQuery: {query: 'from a select k', key: {type: column, column: k}}"
+    project.write(*(lookup_doc(f"q{i:02d}", query) for i in range(16)))
+    policy = PollPolicy(initial=0.005, factor=1.6, maximum=maximum, settle=15.0)
+    code = await project.apply(parallelism=1, output_format="json", poll=policy, clock=SYSTEM_CLOCK)
+    capsys.readouterr()
+    return code, order
+
+
+@pytest.mark.anyio
+async def test_polls_give_way_to_the_changes_still_to_be_sent(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    # Polls and submissions share one event loop: while changes wait to be sent, a poll of a
+    # job whose end is already expected waits for them (its end is read from its statuses
+    # anyway). The leading job, which the others of its kind wait on, is polled as usual.
+    code, order = await _order_of_requests(tmp_path, monkeypatch, capsys, maximum=5.0)
+    assert code == 0
+    last_submit = max(i for i, (what, _) in enumerate(order) if what == "submit")
+    leader = order[0][1]
+    early = {name for what, name in order[:last_submit] if what == "poll"}
+    assert early <= {leader}, order
+    assert {name for what, name in order if what == "poll"} == {f"q{i:02d}" for i in range(16)}
+
+
+@pytest.mark.anyio
+async def test_a_poll_gives_way_for_at_most_the_longest_poll_interval(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    # Sending the 16 changes one at a time takes over 0.3 s: polls that give way for at most
+    # 10 ms go out meanwhile (a long apply keeps reporting jobs as they end).
+    code, order = await _order_of_requests(tmp_path, monkeypatch, capsys, maximum=0.01)
+    assert code == 0
+    last_submit = max(i for i, (what, _) in enumerate(order) if what == "submit")
+    leader = order[0][1]
+    early = {name for what, name in order[:last_submit] if what == "poll"}
+    assert early - {leader}, order
 
 
 async def _run_of_alike_jobs(

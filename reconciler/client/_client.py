@@ -477,13 +477,15 @@ class LookupReader:
         kind: str | None = None,
         sent: float | None = None,
         answered: float | None = None,
+        give_way: Callable[[], Awaitable[None]] | None = None,
     ) -> JobResult:
         """Poll a job until it is over (see ``reconciler.client._jobs`` for the rule).
 
         ``kind`` (the endpoint, or ``delete``): jobs of one kind and domain are alike, so the
         time the earlier ones of this client took (from ``sent``, when the request that started
         the job went out, to when it ended) schedules this one's first poll; ``answered``, when
-        that request's answer came, helps tell when the job began.
+        that request's answer came, helps tell when the job began. ``give_way``: awaited before
+        each poll of a job whose time is known (see ``wait_for_job``).
         """
         return await self.latency.follow(
             lambda expected, waited, left: wait_for_job(
@@ -499,6 +501,7 @@ class LookupReader:
                 deleting=deleting,
                 expected=expected,
                 waited=waited,
+                give_way=give_way,
             ),
             f"{kind}@{domain}" if kind else None,
             timeout,

@@ -254,12 +254,16 @@ async def wait_for_job(
     deleting: bool = False,
     expected: float | None = None,
     waited: float = 0.0,
+    give_way: Callable[[], Awaitable[None]] | None = None,
 ) -> JobResult:
     """Poll a job until it is over; raise ``JobFailed`` or ``JobTimeout`` when it does not end well.
 
     ``deleting`` says the job is a delete: a 404 for it then means done once the lookup is gone.
     ``expected``: how long alike jobs took in this run; the first poll waits for about that
     (less ``waited``, the time already spent waiting since the job was submitted).
+    ``give_way``: awaited before each poll of a job whose kind's time is known (apply: while
+    changes are still being submitted, see ``Executor``); a leading job, which the others wait
+    on, never gives way.
     """
     policy = policy or PollPolicy()
     sleep = sleep or asyncio.sleep
@@ -277,6 +281,8 @@ async def wait_for_job(
     running_at: float | None = None  # when a poll last saw it not done yet
     polls = 0
     while True:
+        if give_way is not None and expected is not None:
+            await give_way()
         polls += 1
         asked = clock()
         try:
