@@ -23,11 +23,13 @@ Safety rules:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import os
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,12 @@ class Executor:
         self._scratch: list[Path] = []  # delta uploads' temporary folders, removed after the run
         self._commits: dict[Path, str | None] = {}  # folder → its checked-out commit, this run
         self._commits_lock = threading.Lock()
+        # Records and journal entries are written by one thread of their own, in the order they
+        # come. Each write is a few system calls, and every one of them hands the GIL to and from
+        # the event loop: the default pool's threads, writing side by side, kept the loop waiting
+        # for the GIL (500 changes of 0.5 s jobs: 1.80 -> 1.66 s, medians of 5; two threads:
+        # 1.73 s). The state's own lock serialized the records anyway.
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _commit_of(self, folder: Path) -> str | None:
         """The commit checked out where ``folder`` is: git is asked once per folder per run
@@ -144,6 +152,7 @@ class Executor:
             )
         finished = {c.address: asyncio.Event() for c in changes}
         failed_wave: int | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "reconciler-state")
         try:
             for wave in waves:
                 batch = [c for c in changes if self.options.waves.get(c.domain, 0) == wave]
@@ -162,6 +171,8 @@ class Executor:
         finally:
             for folder in self._scratch:
                 shutil.rmtree(folder, ignore_errors=True)
+            writer, self._writer = self._writer, None
+            writer.shutdown(wait=True)  # every record queued is written before run returns
         ordered = [outcomes[c.address] for c in changes]
         if self.options.wait and not self.stopping.is_set():
             await self.observe(ordered)
@@ -270,7 +281,7 @@ class Executor:
             return
         outcome.status = FAILED
         outcome.message = "; ".join(failed) + " (applied; not rolled back)"
-        await asyncio.to_thread(self._journal, change, outcome, "check")
+        await self._written(self._journal, change, outcome, "check")
         self.console.change_finished(change, outcome)
 
     async def _one(self, change: Change, outcome: Outcome) -> None:
@@ -315,18 +326,23 @@ class Executor:
             # record here: the lookup may be gone before the run can say so.
             previous = self.state.lookups.get(change.address)
             outcome.status = SUBMITTED
-            await asyncio.to_thread(self._record, change, outcome, result, None)
+            await self._written(self._record, change, outcome, result, None)
             await self._follow(change, outcome, result)
             if outcome.status == FAILED:
                 # The job ended and failed: what was there before is what Devo holds. (A job
                 # that timed out or was interrupted keeps its record: the next plan reads it.)
-                await asyncio.to_thread(self._restore, change.address, previous)
+                await self._written(self._restore, change.address, previous)
         outcome.seconds = self.options.clock.monotonic() - started
-        # Off the event loop: a record is a file append or an object PUT, and a CSV's commit is
-        # asked of git; neither may stall the jobs being followed meanwhile. One trip to a worker
-        # thread for both (the record first: the journal tells of what the state holds).
-        await asyncio.to_thread(self._settle, change, outcome, result)
+        # Off the event loop (see _written), one trip for both: the record first, since the
+        # journal tells of what the state holds.
+        await self._written(self._settle, change, outcome, result)
         self.console.change_finished(change, outcome)
+
+    async def _written(self, write: Callable[..., None], *args: Any) -> None:
+        """``write(*args)`` on the state's writer thread (off the event loop: a record is a
+        file append or an object PUT, and a CSV's commit is asked of git); returns once done."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, functools.partial(write, *args))
 
     async def _give_way(self) -> None:
         """Before a poll of a job whose end is expected: the changes still to be submitted go
