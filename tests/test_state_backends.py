@@ -31,6 +31,7 @@ from reconciler.errors import StateError
 from reconciler.state import LockedError, LookupState, State, StateLock, unlock
 from reconciler.state.backends import (
     AlreadyExists,
+    LocalBackend,
     ObjectBackend,
     ObjectBounds,
     Precondition,
@@ -655,3 +656,24 @@ def test_a_commit_drops_its_log_in_one_bulk_delete(s3_url: str, refuse_lists: bo
     assert len(deletes.calls) == (21 if refuse_lists else 1)
     assert state.backend.log_runs(state._key) == []  # type: ignore[attr-defined]
     assert len(State.load(s3_url).lookups) == 20
+
+
+def test_a_runs_log_is_kept_open_while_it_grows_and_closed_when_dropped(tmp_path: Path) -> None:
+    # Apply appends to its run's log twice per change: the file stays open between appends, and
+    # dropping the log (the commit) closes it; a later append starts a new file.
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    backend = LocalBackend(tmp_path / "state")
+    before = open_files()
+    for seq in range(1, 4):
+        backend.append("state.json", "run1", seq, b'{"n": %d}\n' % seq)
+    assert open_files() == before + 1
+    log = tmp_path / "state" / "state.json.log" / "run1"
+    assert log.read_bytes() == b'{"n": 1}\n{"n": 2}\n{"n": 3}\n'
+    backend.drop_log("state.json", "run1")
+    assert open_files() == before and not log.exists()
+    backend.append("state.json", "run1", 4, b'{"n": 4}')
+    assert log.read_bytes() == b'{"n": 4}\n'
+    del backend  # one never dropped (a run that did not commit) is closed with its backend
+    assert open_files() == before

@@ -34,6 +34,8 @@ import os
 import re
 import secrets
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -180,12 +182,24 @@ class SealedBackend:
 # --- a local folder ---------------------------------------------------------------------------
 
 
+def _close_all(fds: dict[Path, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
 class LocalBackend:
     """Files in one folder; logs are one append-only file per run under ``KEY.log/``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.description = str(root)
+        # A run's log stays open while the run appends to it (apply appends twice per change):
+        # opening, checking the folder and closing each time were four system calls of six.
+        self._logs: dict[Path, int] = {}
+        self._logs_lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._logs)  # a run that never committed (killed)
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -240,17 +254,19 @@ class LocalBackend:
         return hashlib.sha256(data).hexdigest()
 
     def append(self, key: str, run: str, seq: int, data: bytes) -> None:
-        folder = self._path(f"{key}.log")
+        path = self._path(f"{key}.log") / run
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / run, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, data.rstrip(b"\n") + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with self._logs_lock:
+                fd = self._logs.get(path)
+                if fd is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = self._logs[path] = os.open(
+                        path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                    )
+            os.write(fd, data.rstrip(b"\n") + b"\n")  # O_APPEND: one write, one whole line
+            os.fsync(fd)
         except OSError as exc:
-            raise _io_error(folder / run, exc) from exc
+            raise _io_error(path, exc) from exc
 
     def log_runs(self, key: str) -> list[str]:
         folder = self._path(f"{key}.log")
@@ -277,7 +293,12 @@ class LocalBackend:
         return entries
 
     def drop_log(self, key: str, run: str) -> None:
-        (self._path(f"{key}.log") / run).unlink(missing_ok=True)
+        path = self._path(f"{key}.log") / run
+        with self._logs_lock:
+            fd = self._logs.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+        path.unlink(missing_ok=True)
 
     def lock_key(self, key: str) -> str:
         return f"{key}.lock"  # beside the state file: DIR/state.json.lock

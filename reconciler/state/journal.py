@@ -114,9 +114,13 @@ class Journal:
     def append(self, entry: JournalEntry) -> None:
         """Append one entry as one line."""
         line = self._line(entry)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:  # the first entry: its folder may not exist yet
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, flags, 0o644)
             try:
                 os.write(fd, line.encode())
             finally:
