@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any
 
 from reconciler import gitrepo
 from reconciler.apply.checks import check_secrets, failed_checks
+from reconciler.apply.delta import delta_files, deploy_delta
 from reconciler.apply.outcome import (
     DONE,
     FAILED,
@@ -114,11 +116,7 @@ class Executor:
         self._scratch: list[Path] = []  # delta uploads' temporary folders, removed after the run
         self._commits: dict[Path, str | None] = {}  # folder → its checked-out commit, this run
         self._commits_lock = threading.Lock()
-        # Records and journal entries are written by one thread of their own, in the order they
-        # come. Each write is a few system calls, and every one of them hands the GIL to and from
-        # the event loop: the default pool's threads, writing side by side, kept the loop waiting
-        # for the GIL (500 changes of 0.5 s jobs: 1.80 -> 1.66 s, medians of 5; two threads:
-        # 1.73 s). The state's own lock serialized the records anyway.
+        # Records and journal entries: one thread of their own (see _written).
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _commit_of(self, folder: Path) -> str | None:
@@ -339,23 +337,19 @@ class Executor:
         self.console.change_finished(change, outcome)
 
     async def _written(self, write: Callable[..., None], *args: Any) -> None:
-        """``write(*args)`` on the state's writer thread (off the event loop: a record is a
-        file append or an object PUT, and a CSV's commit is asked of git); returns once done."""
+        """``write(*args)`` on the state's writer thread, off the event loop (a record is a file
+        append or an object PUT; a CSV's commit is asked of git). One thread, in order: each
+        system call of a write hands the GIL to and from the loop, and the default pool's threads
+        side by side kept it waiting (500 changes of 0.5 s jobs: 1.80 → 1.66 s; two: 1.73 s)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, functools.partial(write, *args))
 
     async def _give_way(self) -> None:
-        """Before a poll of a job whose end is expected: the changes still to be submitted go
-        first, for at most the poll policy's longest interval.
-
-        Polls and submissions share one event loop, and on a busy one every poll made while
-        changes wait for a slot delays their requests, hence their jobs' ends. A poll loses
-        nothing by waiting: it tells that a job ended, and when it ended is read from the job's
-        own statuses (see ``JobLatency``). So a run of more changes than ``--parallelism`` sends
-        them all, then polls, in the time the last jobs take anyway (500 changes of 0.5 s jobs:
-        2.42 → 1.92 s, medians of 6 alternating runs). The bound keeps a long submission phase
-        reporting jobs as they end. A leading job (the one the others of its kind wait on) does
-        not give way."""
+        """Before a poll of a job whose end is expected: the changes waiting for a slot go first
+        (at most the policy's longest interval, so a long run still reports jobs as they end).
+        Polls made meanwhile delayed those changes' requests, hence their jobs' ends, and lose
+        nothing by waiting: when a job ended is read from its statuses (``JobLatency``). 500
+        changes of 0.5 s jobs: 2.42 → 1.92 s, medians of 6. A leading job does not give way."""
         if self._unsubmitted:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.poll.maximum):
@@ -482,9 +476,22 @@ class Executor:
             and want.csv is not None
         )
         if wants_delta:
-            files = await asyncio.to_thread(self._delta_files, change, want)
+            record = (self.state.lookups.get(change.address) or LookupState()).csv or CsvRecord()
+            folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
+            self._scratch.append(folder)  # removed at the end of the run
+            files = await asyncio.to_thread(delta_files, record, want, folder, self.snapshots)
             if files:  # None: the old content is gone; []: nothing by key (the file is sent)
-                return await self._deploy_delta(change, want, body, files), Action.UPDATE
+                deployed = await deploy_delta(
+                    self.client,
+                    self.console,
+                    change,
+                    want,
+                    body,
+                    files,
+                    job_timeout=self.options.job_timeout,
+                    poll=self.options.poll,
+                )
+                return deployed, Action.UPDATE
         self.console.change_started(change, "PUT")
         try:
             result = await self.client.deploy(
@@ -499,64 +506,6 @@ class Executor:
                 "POST", want.endpoint, want.domain, want.name, body, csv_file=csv_file
             )
             return result, Action.CREATE
-
-    def _delta_files(self, change: Change, want: DesiredLookup) -> list[tuple[str, Path]] | None:
-        """The delta's uploads as temp files: the deleted keys' old rows, then the new rows.
-
-        None (send the whole file) unless the content last applied is still exactly available.
-        """
-        import tempfile
-
-        from reconciler.plan import rows as row_diff
-
-        if not (want.csv is not None):
-            raise RuntimeError("invariant broken: want.csv is not None")
-        record = (self.state.lookups.get(change.address) or LookupState()).csv or CsvRecord()
-        folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
-        self._scratch.append(folder)
-        old, _ = row_diff.applied_content(record, want.csv.path, folder, self.snapshots)
-        if old is None:
-            return None
-        return row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
-
-    async def _deploy_delta(
-        self,
-        change: Change,
-        want: DesiredLookup,
-        body: dict[str, Any],
-        files: list[tuple[str, Path]],
-    ) -> DeployResult:
-        """Devo's row protocol: PUT the deleted keys (``append``, ``del``), wait for that job, then
-        PUT the added and changed rows (``append``, ``add``); the caller follows the last job.
-
-        If the second upload fails, the lookup holds fewer rows than the state records: the next
-        plan sees ``numEntries`` differ and repairs it with the whole file.
-        """
-        if not (want.endpoint is not None):
-            raise RuntimeError("invariant broken: want.endpoint is not None")
-        try:
-            result: DeployResult | None = None
-            for index, (kind, path) in enumerate(files):
-                self.console.change_started(change, f"PUT ({kind} {path.stat().st_size} bytes)")
-                phase = {**body, "append": True, "contribution": {"type": kind}}
-                result = await self.client.deploy(
-                    "PUT", want.endpoint, want.domain, want.name, phase, csv_file=path
-                )
-                if index < len(files) - 1 and result.job_id is not None:
-                    await self.client.wait_for_job(
-                        want.domain,
-                        want.name,
-                        result.job_id,
-                        timeout=self.options.job_timeout,
-                        policy=self.options.poll,
-                        on_status=lambda status: self.console.job_status(change, status),
-                    )
-            if not (result is not None):
-                raise RuntimeError("invariant broken: result is not None")
-            return result
-        finally:
-            for _, path in files:  # the scratch folder goes at the end of the run
-                path.unlink(missing_ok=True)
 
     def _record(
         self,

@@ -11,6 +11,7 @@ client first checks whether the lookup now exists, so a retry can never create t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -484,17 +485,13 @@ class LookupReader:
         ``kind`` (the endpoint, or ``delete``): jobs of one kind and domain are alike, so the
         time the earlier ones of this client took (from ``sent``, when the request that started
         the job went out, to when it ended) schedules this one's first poll; ``answered``, when
-        that request's answer came, helps tell when the job began. ``give_way``: awaited before
-        each poll of a job whose time is known (see ``wait_for_job``).
+        that request's answer came, helps tell when the job began (``give_way``: see
+        ``wait_for_job``).
         """
+        poll = functools.partial(wait_for_job, self, domain, name, job_id, policy=policy)
         return await self.latency.follow(
-            lambda expected, waited, left: wait_for_job(
-                self,
-                domain,
-                name,
-                job_id,
+            lambda expected, waited, left: poll(
                 timeout=left,
-                policy=policy,
                 on_status=on_status,
                 sleep=self._sleep,
                 clock=self._clock,
