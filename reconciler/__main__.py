@@ -7,6 +7,7 @@ process twice what printing a line does. Everything else goes to ``reconciler.cl
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -17,6 +18,14 @@ def main() -> None:
 
         sys.stdout.write(f"reconciler {__version__}\n")
         sys.exit(0)
+    # httpx imports its own command line (click, rich's progress, pygments: ~35 ms of every
+    # command) unless that import fails, which it answers with a stub; this process never runs
+    # httpx's command line. A None in sys.modules makes the import fail, as Python documents.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    # pydantic runs the plugins installed packages register for it (entry points of the group
+    # "pydantic") on every validation, settings and state records naming secrets included: none
+    # of that is another package's to see. Set to anything else (even empty), it is left as is.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from reconciler.cli import main as cli_main
 
     cli_main()

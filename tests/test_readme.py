@@ -128,6 +128,39 @@ def test_the_programs_own_options_exist(runner: CliRunner) -> None:
     assert f"reconciler {__version__}" in README  # the install section shows what it prints
 
 
+def test_a_command_whose_output_is_no_terminal_imports_no_terminal_libraries() -> None:
+    """CI runs commands with markdown or JSON output, or plain text into a log: rich (colour,
+    progress) and httpx's own command line (click, pygments) are not imported for them; and the
+    entry point turns pydantic's plugins off, unless the variable says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys\n"
+        "sys.argv = ['reconciler', 'validate', 'specs', '--format', os.environ['FORMAT']]\n"
+        "from reconciler.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "import httpx\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'click', 'pygments'})\n"
+        "print(code, loaded, os.environ.get('PYDANTIC_DISABLE_PLUGINS'), callable(httpx.main))\n"
+    )
+    for output, env, plugins in [
+        ("text", {}, "__all__"),
+        ("json", {}, "__all__"),
+        ("text", {"PYDANTIC_DISABLE_PLUGINS": ""}, ""),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**os.environ, "FORMAT": output, **env},
+        )
+        assert done.stdout.splitlines()[-1] == f"0 [] {plugins} True", done.stdout + done.stderr
+
+
 def test_the_console_scripts_version_is_the_cli_s_without_building_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], runner: CliRunner
 ) -> None:

@@ -4,7 +4,8 @@ One function per thing the commands show (``plan``, ``apply``, ``jobs``, ``histo
 ``state``, ``refs``, ``checks``), each a pure function of its data returning the text;
 ``reconciler.views`` picks the format. apply's live progress is here too: ``LineConsole`` for logs,
 ``RichConsole`` on a terminal.
-Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR``).
+Colour goes through rich, and only when asked for (a terminal without ``NO_COLOR``): rich is
+imported then, not before (a command whose output is markdown or JSON, as in CI, never needs it).
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import io
 import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
 
 from reconciler.apply.outcome import NOT_ATTEMPTED, ApplyConsole, Outcome, summarize
 from reconciler.canonical import render_value
@@ -87,25 +84,27 @@ class _Painter:
     """Colours lines through rich (one capturing console per view), or leaves them plain."""
 
     def __init__(self, color: bool) -> None:
-        self.console = (
-            Console(
+        self.console: Any = None  # a rich Console, imported only when colour is asked for
+        if color:
+            from rich.console import Console
+
+            self.console = Console(
                 file=io.StringIO(),
                 force_terminal=True,
                 color_system="standard",
                 highlight=False,
                 soft_wrap=True,
             )
-            if color
-            else None
-        )
 
     def __call__(self, text: str, style: str) -> str:
         if self.console is None or not style:
             return text
+        from rich.text import Text
+
         with self.console.capture() as capture:
             # Made printable before colouring: the colour sequences are then the only ones.
             self.console.print(Text(printable(text), style=style), end="")
-        return capture.get()
+        return str(capture.get())
 
 
 def grid_lines(plan: Plan, *, drift: bool = False) -> list[str]:
@@ -432,6 +431,7 @@ class RichConsole:
 
     def __init__(self, total: int, console: Any = None) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -451,6 +451,7 @@ class RichConsole:
         )
         self.overall = self.progress.add_task("apply", total=total)
         self.lines: dict[str, Any] = {}
+        self.escape = escape  # rich's markup escaping, imported with rich above
 
     def __enter__(self) -> RichConsole:
         self.progress.start()
@@ -462,14 +463,14 @@ class RichConsole:
     def change_started(self, change: Change, method: str) -> None:
         if change.address not in self.lines:
             self.lines[change.address] = self.progress.add_task(
-                escape(printable(f"  {change.address}: {method}", one_line=True)), total=None
+                self.escape(printable(f"  {change.address}: {method}", one_line=True)), total=None
             )
 
     def job_status(self, change: Change, status: JobStatus) -> None:
         task = self.lines.get(change.address)
         if task is not None:
             text = f"  {change.address}: {status.code} {status.msg or ''}"
-            self.progress.update(task, description=escape(printable(text, one_line=True)))
+            self.progress.update(task, description=self.escape(printable(text, one_line=True)))
 
     def change_finished(self, change: Change, outcome: Outcome) -> None:
         task = self.lines.pop(change.address, None)
@@ -478,8 +479,8 @@ class RichConsole:
         color = "green" if outcome.ok else "red"
         job = f" (job {outcome.job_id})" if outcome.job_id else ""
         self.progress.console.print(
-            f"[{color}]{escape(printable(change.address))}: {outcome.status}[/{color}]"
-            f"{escape(printable(job))}: {escape(printable(outcome.message))}",
+            f"[{color}]{self.escape(printable(change.address))}: {outcome.status}[/{color}]"
+            f"{self.escape(printable(job))}: {self.escape(printable(outcome.message))}",
             markup=True,
             highlight=False,
         )
