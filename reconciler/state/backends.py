@@ -256,6 +256,9 @@ class LocalBackend:
     def append(self, key: str, run: str, seq: int, data: bytes) -> None:
         path = self._path(f"{key}.log") / run
         try:
+            # Under the lock, the write too: drop_log closing the file (and the number being
+            # reused by another open) between the lookup and the write would be worse than any
+            # wait. Apply's records come from one thread anyway.
             with self._logs_lock:
                 fd = self._logs.get(path)
                 if fd is None:
@@ -263,8 +266,8 @@ class LocalBackend:
                     fd = self._logs[path] = os.open(
                         path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
                     )
-            os.write(fd, data.rstrip(b"\n") + b"\n")  # O_APPEND: one write, one whole line
-            os.fsync(fd)
+                os.write(fd, data.rstrip(b"\n") + b"\n")  # O_APPEND: one write, one whole line
+                os.fsync(fd)
         except OSError as exc:
             raise _io_error(path, exc) from exc
 
@@ -296,8 +299,8 @@ class LocalBackend:
         path = self._path(f"{key}.log") / run
         with self._logs_lock:
             fd = self._logs.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         path.unlink(missing_ok=True)
 
     def lock_key(self, key: str) -> str:
