@@ -7,6 +7,7 @@ wait for that job, then PUT the added and changed rows (``add``). The plan chose
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,29 @@ from reconciler.state.snapshots import Snapshots
 
 
 def delta_files(
-    record: CsvRecord, want: DesiredLookup, folder: Path, snapshots: Snapshots
-) -> list[tuple[str, Path]] | None:
-    """The delta's uploads as files in ``folder``: the deleted keys' old rows, then the new rows.
+    record: CsvRecord, want: DesiredLookup, snapshots: Snapshots
+) -> tuple[Path, list[tuple[str, Path]] | None]:
+    """A new scratch folder (the caller removes it) and the delta's uploads as files in it: the
+    deleted keys' old rows, then the new rows.
 
     None (send the whole file) unless the content last applied (``record``) is still exactly
     available; [] when nothing differs by key.
     """
+    import tempfile
+
     from reconciler.plan import rows as row_diff
 
     if want.csv is None:
         raise RuntimeError("invariant broken: a delta for a lookup with no CSV")
-    old, _ = row_diff.applied_content(record, want.csv.path, folder, snapshots)
-    if old is None:
-        return None
-    return row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
+    folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
+    try:
+        old, _ = row_diff.applied_content(record, want.csv.path, folder, snapshots)
+        if old is None:
+            return folder, None
+        return folder, row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
+    except BaseException:  # the caller never learns of the folder: it goes here
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 async def deploy_delta(

@@ -28,7 +28,6 @@ import contextlib
 import functools
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -477,9 +476,8 @@ class Executor:
         )
         if wants_delta:
             record = (self.state.lookups.get(change.address) or LookupState()).csv or CsvRecord()
-            folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
+            folder, files = await asyncio.to_thread(delta_files, record, want, self.snapshots)
             self._scratch.append(folder)  # removed at the end of the run
-            files = await asyncio.to_thread(delta_files, record, want, folder, self.snapshots)
             if files:  # None: the old content is gone; []: nothing by key (the file is sent)
                 deployed = await deploy_delta(
                     self.client,

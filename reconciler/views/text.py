@@ -87,7 +87,9 @@ class _Painter:
         self.console: Any = None  # a rich Console, imported only when colour is asked for
         if color:
             from rich.console import Console
+            from rich.text import Text
 
+            self.text = Text
             self.console = Console(
                 file=io.StringIO(),
                 force_terminal=True,
@@ -99,11 +101,9 @@ class _Painter:
     def __call__(self, text: str, style: str) -> str:
         if self.console is None or not style:
             return text
-        from rich.text import Text
-
         with self.console.capture() as capture:
             # Made printable before colouring: the colour sequences are then the only ones.
-            self.console.print(Text(printable(text), style=style), end="")
+            self.console.print(self.text(printable(text), style=style), end="")
         return str(capture.get())
 
 
