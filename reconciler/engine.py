@@ -8,8 +8,9 @@ needs afterwards (apply, drift, the saved plan file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from reconciler.plan.model import CheckResult, Plan
 from reconciler.plan.policies import Subject, domains_facts, evaluate, unknown_overrides
 from reconciler.plan.references import annotate, breaking
 from reconciler.settings import Credentials, named_credentials, region_url
-from reconciler.spec import validate_paths
+from reconciler.spec import LoadResult, validate_paths
 from reconciler.spec.csvcheck import ScanProgress
 from reconciler.spec.model import DomainAuth
 from reconciler.spec.policies import Expression, Policy
@@ -91,6 +92,26 @@ def load_workspace(
     ignore_references: Sequence[str] = (),
 ) -> Workspace:
     """Load and validate specs; raise SpecError (with every diagnostic) when any is invalid."""
+    result = validated_specs(
+        paths,
+        allow_outside=allow_outside,
+        progress=progress,
+        ignore_references=ignore_references,
+    )
+    return workspace_of(
+        result, paths, [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
+    )
+
+
+def validated_specs(
+    paths: list[str],
+    *,
+    allow_outside: bool = False,
+    progress: ScanProgress | None = None,
+    ignore_references: Sequence[str] = (),
+) -> LoadResult:
+    """Every spec under ``paths`` loaded and checked; SpecError (every diagnostic) if any is
+    invalid."""
     result = validate_paths(
         paths,
         allow_outside=allow_outside,
@@ -99,7 +120,12 @@ def load_workspace(
     )
     if result.errors:
         raise SpecError(result.diagnostics)
-    desired = [desired_lookup(lookup, result.csv_scans) for lookup in result.lookups]
+    return result
+
+
+def workspace_of(result: LoadResult, paths: list[str], desired: list[DesiredLookup]) -> Workspace:
+    """The Workspace of valid specs, with ``desired`` (their lookups' DesiredLookups, or a list
+    the caller fills)."""
     policies = {
         d.model.metadata.name: DomainPolicy(
             d.model.metadata.name,
@@ -365,23 +391,29 @@ async def make_plan(
     with collector_paused():  # see reconciler.heap: a big plan spent 40% of its time there
         guards = guards or Guards()
         environ = os.environ if env is None else env
-        workspace = load_workspace(
+        result = validated_specs(
             paths,
             allow_outside=allow_outside,
             progress=progress,
             ignore_references=guards.ignore_references,
         )
+        workspace = workspace_of(result, paths, [])
         reader.use_domain_credentials(workspace.credentials(environ))
         reader.use_domain_endpoints(workspace.endpoints)
         state = State.load(state_path)
-        known = {d.address for d in workspace.desired}
+        known = {lookup.model.address for lookup in result.lookups}
         unknown = sorted(set(replace) - known)
         if unknown:
             raise SettingsError(
                 f"--replace names no lookup of the specs: {', '.join(unknown)}",
                 hint="use the DOMAIN/NAME address a plan shows",
             )
-        live = await fetch_live(reader, workspace.domains)
+        # Everything is checked; only now is anything sent. The list calls go out first and the
+        # desired lookups are worked out while their answers are on the way.
+        domains = sorted(
+            {d.model.metadata.domain for d in result.lookups} | set(workspace.policies)
+        )
+        live = await _meanwhile(fetch_live(reader, domains), _expand(result, workspace.desired))
         failed_jobs, job_warnings = await check_submitted(reader, state, known)
         plan = build_plan(
             workspace.desired,
@@ -415,6 +447,37 @@ async def make_plan(
             plan = plan.model_copy(update={"warnings": (*plan.warnings, *job_warnings)})
         plan = with_row_detail(plan, workspace, live, state)
         return PlanRun(plan, workspace, live, state)
+
+
+async def _expand(result: LoadResult, into: list[DesiredLookup]) -> None:
+    """Each valid lookup's DesiredLookup into ``into``, giving the event loop a turn every 256
+    lookups: list calls in flight meanwhile are read as their answers arrive."""
+    for count, lookup in enumerate(result.lookups, 1):
+        into.append(desired_lookup(lookup, result.csv_scans))
+        if count % 256 == 0:
+            await asyncio.sleep(0)
+
+
+async def _meanwhile(
+    reading: Coroutine[Any, Any, dict[str, list[LookupMeta]]], work: Coroutine[Any, Any, None]
+) -> dict[str, list[LookupMeta]]:
+    """``reading``'s answer, with ``work`` done while it runs.
+
+    A plan's list calls mostly wait on the service (a 10,000-lookup plan's took 0.26 s, 0.15 s of
+    it this process's); the local work in between fills that wait. A failure of the work is
+    raised as it happens, one of the reading once the work is done; the reading is never left
+    running (or failed unheard) behind it."""
+    task = asyncio.ensure_future(reading)
+    try:
+        await work
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        elif not task.cancelled():
+            task.exception()  # retrieved: a failure raised above is not logged again at exit
 
 
 def with_row_detail(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.cli_options import emit
 from reconciler.emulator import EmulatorConfig
 from reconciler.emulator.derive import derive
-from reconciler.errors import PlanError
+from reconciler.errors import NotFoundError, PlanError
 from reconciler.plan.builder import Selector
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action, Change, Plan
@@ -242,26 +246,94 @@ async def test_views_agree(tmp_path: Path) -> None:
     assert "\x1b[" not in render_text(plan) and "\x1b[32m" in render_text(plan, color=True)
 
 
-async def test_plan_of_2000_lookups_in_10_domains_lists_only(tmp_path: Path) -> None:
-    """One list request per domain, however many lookups (the bench measures it at 10,000)."""
-    project = Project(tmp_path)
-    store = project.emulator.store
+def _static_lookups(project: Project, domains: int, per_domain: int) -> None:
+    """``per_domain`` static-query lookups in each of ``domains`` domains, live and as specs."""
     schedule = [(0.0, "create.start", "s"), (0.0, "deploy.ok", "ok")]
     documents = []
-    for d in range(10):
-        for i in range(200):
+    for d in range(domains):
+        for i in range(per_domain):
             name = f"l{i:04d}"
-            query = {"query": f"from t{i} select x"}
-            config = derive("deploy-static-query", f"d{d}", name, query)  # as a POST would store
-            store.create(f"d{d}", name, config, {}, schedule, "o")
+            config = derive("deploy-static-query", f"d{d}", name, {"query": f"from t{i} select x"})
+            project.emulator.store.create(f"d{d}", name, config, {}, schedule, "o")
             documents.append(
                 lookup_doc(name, f"staticQuery: {{query: from t{i} select x}}", domain=f"d{d}")
             )
     project.write(*documents)
+
+
+async def test_plan_of_2000_lookups_in_10_domains_lists_only(tmp_path: Path) -> None:
+    """One list request per domain, however many lookups (the bench measures it at 10,000)."""
+    project = Project(tmp_path)
+    _static_lookups(project, 10, 200)
     project.emulator.stats.routes.clear()
     plan = (await project.plan()).plan
     assert plan.summary["unchanged"] == 2000 and not plan.can_apply()
     assert dict(project.emulator.stats.routes) == {"GET /lookup/{domain}": 10}
+
+
+async def test_the_list_calls_are_answered_while_the_desired_lookups_are_worked_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The specs are all checked before anything is sent; then the list calls go out first and
+    the desired lookups are worked out while their answers come (a plan waits on them less)."""
+    import reconciler.engine as engine
+
+    project = Project(tmp_path)
+    _static_lookups(project, 2, 600)
+    project.emulator.stats.routes.clear()
+    lists_seen: list[int] = []
+    real = engine.desired_lookup
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        lists_seen.append(project.emulator.stats.routes["GET /lookup/{domain}"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "desired_lookup", counting)
+    plan = (await project.plan()).plan
+    assert plan.summary["unchanged"] == 1200 and not plan.can_apply()
+    assert lists_seen[0] == 0  # nothing had been sent before the first was worked out
+    assert lists_seen[-1] == 2  # both domains' lists had been asked by the last
+
+
+async def test_a_failure_while_the_lists_are_read_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Local work that fails mid-way raises its own error; the list calls it overlapped are
+    cancelled, and a list call that failed meanwhile is not reported again as unretrieved."""
+    import reconciler.engine as engine
+
+    project = Project(tmp_path)
+    _static_lookups(project, 2, 300)
+    real = engine.desired_lookup
+    count = 0
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count == 500:
+            raise RuntimeError("invariant broken: planted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "desired_lookup", failing)
+    before = {t for t in asyncio.all_tasks()}
+    with pytest.raises(RuntimeError, match="planted"):
+        await project.plan()
+    assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
+
+    # The list call of a domain the service does not know fails while the work goes on: its
+    # error is the plan's once the work is done, and it is not logged again as unretrieved.
+    monkeypatch.setattr(engine, "desired_lookup", real)
+    known = Project(tmp_path / "known", EmulatorConfig(known_domains=["d0", "d1"]))
+    _static_lookups(known, 2, 300)
+    (known.specs / "more.yaml").write_text(
+        lookup_doc("x", "staticQuery: {query: from t select x}", domain="nowhere")
+    )
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        with pytest.raises(NotFoundError, match="nowhere: 404") as caught:
+            await known.plan()
+        gc.collect()
+    assert "'nowhere' is named by the specs" in (caught.value.hint or "")
+    assert "never retrieved" not in caplog.text
 
 
 async def test_csv_rows_diffed_by_key_against_the_applied_commit(tmp_path: Path) -> None:
