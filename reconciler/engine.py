@@ -292,8 +292,10 @@ def rotated_secrets(desired: list[DesiredLookup], state: State, env: Mapping[str
     rotated = set()
     for want in desired:
         record = state.lookups.get(want.address)
+        if record is None or not record.secrets:
+            continue  # nothing to compare with (most lookups: only S3 sources have secrets)
         names = placeholders(want.body)
-        if record is None or not record.secrets or not names:
+        if not names:
             continue
         values = [env.get(name, "") for name in names]
         if all(values) and secrets_rotated(record.secrets, values):
