@@ -315,7 +315,7 @@ async def test_a_failure_while_the_lists_are_read_leaves_nothing_running(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "desired_lookup", failing)
-    before = {t for t in asyncio.all_tasks()}
+    before = set(asyncio.all_tasks())
     with pytest.raises(RuntimeError, match="planted"):
         await project.plan()
     assert {t for t in asyncio.all_tasks() if not t.done()} - before == set()
