@@ -136,8 +136,15 @@ def test_after_any_kill_the_plan_is_clean_only_when_devo_holds_the_files(
 ) -> None:
     seed = int(os.environ.get("RECONCILER_KILL_SEED", "0")) or random.randrange(1 << 30)
     rng = random.Random(seed)
+    # Each answer takes 30 ms, as over a network: the submissions then span ~0.1 s, so that about
+    # one kill in three lands before they are all answered. Without it a run sent its four
+    # submissions within a few milliseconds, and a seed could kill every trial after them (seed
+    # 126717: 20 trials, none leaving changes), proving only half the property.
     project = Project(
-        tmp_path, EmulatorConfig(create_latency=0.2, deploy_latency=0.6, delete_latency=0.3)
+        tmp_path,
+        EmulatorConfig(
+            create_latency=0.2, deploy_latency=0.6, delete_latency=0.3, added_latency=0.03
+        ),
     )
     present = dict.fromkeys(NAMES, True)
     for name in NAMES:
