@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.client import LookupReader
 from reconciler.client._network import EndpointTransport
@@ -316,3 +318,106 @@ async def test_a_large_body_is_not_held_whole() -> None:
             body = b"x" * (3 * 1024 * 1024)
             answer = await client.post(f"http://127.0.0.1:{port}/x", content=body)
     assert answer.status_code == 200 and received == [len(body)]
+
+
+# --- the pool's linear assignment ---------------------------------------------------------------
+
+
+class _FakeConnection:
+    """A connection as the pool sees it: its state, answered without any I/O."""
+
+    def __init__(self, label: str, origin: Any, state: tuple[bool, bool, bool, bool]) -> None:
+        self.label, self.origin = label, origin
+        self.closed, self.expired, self.idle, self.available = state
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def has_expired(self) -> bool:
+        return self.expired
+
+    def is_idle(self) -> bool:
+        return self.idle
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def can_handle_request(self, origin: Any) -> bool:
+        return bool(origin == self.origin)
+
+
+_STATES = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@given(
+    connections=st.lists(st.tuples(st.integers(0, 2), _STATES), max_size=12),
+    requests=st.lists(st.tuples(st.integers(0, 2), st.integers(-1, 11)), max_size=12),
+    max_connections=st.integers(1, 12),
+    max_keepalive=st.integers(0, 12),
+)
+def test_the_linear_pool_assigns_as_httpcores_own(
+    connections: list[tuple[int, tuple[bool, bool, bool, bool]]],
+    requests: list[tuple[int, int]],
+    max_connections: int,
+    max_keepalive: int,
+) -> None:
+    """On any pool (connections closed, expired, idle or busy, for three origins; requests
+    queued or served), the linear assignment drops, closes, reuses and creates exactly the
+    connections httpcore's own assignment does, and gives each request the same one."""
+    import httpcore
+    from httpcore._async.connection_pool import AsyncPoolRequest
+
+    from reconciler.client._network import _assigned
+
+    origins = [httpcore.URL(f"http://host{i}.test/").origin for i in range(3)]
+
+    def pool() -> httpcore.AsyncConnectionPool:
+        made = httpcore.AsyncConnectionPool(
+            max_connections=max_connections, max_keepalive_connections=max_keepalive
+        )
+        made._connections = [
+            _FakeConnection(f"c{i}", origins[o], state)  # type: ignore[misc]
+            for i, (o, state) in enumerate(connections)
+        ]
+        made._requests = []
+        for o, served_by in requests:
+            request = AsyncPoolRequest(httpcore.Request("GET", f"http://host{o}.test/"))
+            if 0 <= served_by < len(made._connections):
+                request.connection = made._connections[served_by]
+            made._requests.append(request)
+        count = iter(range(100))
+        made.create_connection = lambda origin: _FakeConnection(  # type: ignore[method-assign]
+            f"new{next(count)}", origin, (False, False, False, False)
+        )
+        return made
+
+    def outcome(made: httpcore.AsyncConnectionPool, closing: list[Any]) -> Any:
+        return (
+            [c.label for c in made._connections],  # type: ignore[attr-defined]
+            [c.label for c in closing],
+            [(r.connection.label if r.connection else None) for r in made._requests],  # type: ignore[attr-defined]
+        )
+
+    async def both() -> tuple[Any, Any]:  # a request's "connection acquired" event wants a loop
+        theirs = pool()
+        expected = outcome(
+            theirs, httpcore.AsyncConnectionPool._assign_requests_to_connections(theirs)
+        )
+        ours = pool()
+        return outcome(ours, _assigned(ours)), expected
+
+    got, expected = asyncio.run(both())
+    assert got == expected
+
+
+def test_the_linear_pool_is_used_only_with_the_httpcore_it_was_tested_against() -> None:
+    import httpcore
+
+    from reconciler.client._network import LINEAR_POOL_FOR, _LinearPool, _LinearProxy
+
+    # A new httpcore release fails this: read its pool's assignment again, then add it.
+    assert httpcore.__version__ in LINEAR_POOL_FOR
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    direct = EndpointTransport(ssl_context=None, limits=limits, proxy=None)
+    proxied = EndpointTransport(ssl_context=None, limits=limits, proxy="http://proxy.test:3128")
+    assert type(direct.pool) is _LinearPool and type(proxied.pool) is _LinearProxy
