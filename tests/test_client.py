@@ -261,6 +261,28 @@ async def test_unexpected_body_is_a_clear_error() -> None:
             await client.get_lookup("acme", "x")
 
 
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        ('{"lookups": [{"name": "é"}], "nextPageToken": -1}'.encode(), ["é"]),
+        # What pydantic-core's reader refuses, the json module reads as before.
+        (b'\xef\xbb\xbf{"lookups": [{"name": "bom"}], "nextPageToken": -1}', ["bom"]),
+        ('{"lookups": [{"name": "wide"}], "nextPageToken": -1}'.encode("utf-16"), ["wide"]),
+        # And what neither reads is an unexpected answer, named as the json module names it.
+        (b'{"lookups": [{"name": "\xff"}]}', "UnicodeDecodeError"),
+        (b"[" * 100_000 + b"]" * 100_000, "RecursionError"),
+        (b"<html>", "JSONDecodeError"),
+    ],
+)
+async def test_an_answer_is_read_as_json_whatever_its_encoding(body: bytes, outcome: Any) -> None:
+    async with mock_client(lambda r: httpx.Response(200, content=body)) as client:
+        if isinstance(outcome, list):
+            assert [m.name for m in await client.all_lookups("acme")] == outcome
+        else:
+            with pytest.raises(ApiError, match=f"unexpected answer \\({outcome}\\)"):
+                await client.all_lookups("acme")
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 TOKEN = Settings(

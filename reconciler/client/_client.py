@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler import __version__
 from reconciler.client._answers import (
+    json_of,
     redirected,
     retry_after,
     secret_values,
@@ -115,10 +116,8 @@ class LookupReader:
             # passes reconciler.connect.transport_for(settings).
             raise ValueError("settings name the embedded emulator: pass its transport")
         self._auth = RequestAuth(settings.credentials, wall_clock, httpx.URL(base_url).path)
-        limits = httpx.Limits(
-            max_connections=self.retry.max_in_flight,
-            max_keepalive_connections=self.retry.max_in_flight,
-        )
+        in_flight = self.retry.max_in_flight
+        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
         given = dict(transports or {})  # tests: another emulator in-process behind a URL
         # The router is the client's only transport: it sends each request to its domain's
         # endpoint, one transport (one pool, the environment's proxy) per endpoint.
@@ -385,8 +384,8 @@ class LookupReader:
 
     def _parse(self, response: httpx.Response, model: type[M], method: str, path: str) -> M:
         try:
-            return model.model_validate(response.json())
-        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return model.model_validate(json_of(response))
+        except (ValidationError, ValueError, RecursionError) as exc:
             raise ApiError(
                 f"{method} {self._url(path)}: unexpected answer ({type(exc).__name__})",
                 method=method,
