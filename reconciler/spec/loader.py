@@ -174,6 +174,12 @@ def render_loc(loc: Iterable[str | int]) -> str:
     return text
 
 
+def _plain_text(node: yaml.Node) -> bool:
+    """A scalar read as the text written, with no ``${env:...}`` to substitute: its value is
+    its data as it is (keys and most values of a spec; converted without a call each)."""
+    return node.__class__ is yaml.ScalarNode and node.tag in _AS_TEXT and "${env:" not in node.value
+
+
 class _Converter:
     """Turns a composed YAML node into plain data, recording positions and refusing hostile input."""
 
@@ -227,15 +233,27 @@ class _Converter:
                         for k, v in item.items():
                             result.setdefault(k, v)
                 continue
-            key = self._scalar(key_node, loc)
-            if not isinstance(key, str):
-                key = str(key)
+            if _plain_text(key_node):
+                key = key_node.value
+            else:
+                key = self._scalar(key_node, loc)
+                if not isinstance(key, str):
+                    key = str(key)
             child = (*loc, key)
             if key in result:
                 self.fail(key_node, child, f"duplicate key {key!r}", "each key may appear once")
                 continue
             self.positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = self.convert(value_node, child, depth + 1)
+            if (
+                _plain_text(value_node)
+                and self.nodes < yamlnodes.MAX_NODES
+                and depth < yamlnodes.MAX_DEPTH
+            ):
+                # What convert would do for it, and count it: most values are plain text.
+                self.nodes += 1
+                result[key] = value_node.value
+            else:
+                result[key] = self.convert(value_node, child, depth + 1)
         return result
 
     def _scalar(self, node: yaml.Node, loc: Loc) -> Any:
