@@ -25,13 +25,7 @@ def load_specs(
     files, problems = discover(paths, allow_outside=allow_outside)
     result = LoadResult(diagnostics=list(problems))
     for path in files:
-        one = load_file(path, env)
-        result.files.extend(one.files)
-        result.lookups.extend(one.lookups)
-        result.domains.extend(one.domains)
-        result.overlays.extend(one.overlays)
-        result.policies.extend(one.policies)
-        result.diagnostics.extend(one.diagnostics)
+        result.extend(load_file(path, env))
     expand_fan_out(result)
     return result
 

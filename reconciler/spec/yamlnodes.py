@@ -4,6 +4,7 @@ node graph before anything is expanded. The loader turns the nodes into data wit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -135,6 +136,12 @@ def decode(path: Path, raw: bytes) -> tuple[str | None, Diagnostic | None]:
         )
 
 
+def compose_each(text: str) -> Iterator[yaml.Node | None]:
+    """Every document's node tree as libyaml composes it, one at a time; a YAMLError where
+    libyaml refuses the text (``compose_all`` words that error)."""
+    return iter(yaml.compose_all(text, Loader=FAST_LOADER))
+
+
 def compose_all(text: str) -> list[yaml.Node | None]:
     """Every document's node tree: libyaml's when it parses, else the pure-Python parser's.
 
@@ -156,6 +163,7 @@ __all__ = [
     "TOO_MANY",
     "TooLarge",
     "compose_all",
+    "compose_each",
     "decode",
     "too_large",
 ]
