@@ -59,6 +59,7 @@ class Workspace:
     compiled_policies: list[Policy] = field(default_factory=list)  # kind: Policy, compiled
     checks: dict[str, list[Expression]] = field(default_factory=dict)  # address → its checks
     domain_facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # `domain` in rules
+    lookup_domains: frozenset[str] = frozenset()  # the domains of the specs' lookups
 
     def subjects(self) -> dict[str, Subject]:
         """What a policy rule may know of each lookup besides its change."""
@@ -75,9 +76,9 @@ class Workspace:
 
     @property
     def domains(self) -> list[str]:
-        """Every domain the specs name, sorted."""
-        names = {d.domain for d in self.desired} | set(self.policies)
-        return sorted(names)
+        """Every domain the specs name, sorted (known before the desired lookups are worked out:
+        a plan's list calls go out meanwhile)."""
+        return sorted(self.lookup_domains | set(self.policies))
 
     def by_address(self) -> dict[str, DesiredLookup]:
         """Desired lookups by ``domain/name``."""
@@ -155,6 +156,7 @@ def workspace_of(result: LoadResult, paths: list[str], desired: list[DesiredLook
         compiled_policies=result.compiled_policies,
         checks=result.checks,
         domain_facts=domains_facts(result.domains),
+        lookup_domains=frozenset(lookup.model.metadata.domain for lookup in result.lookups),
     )
 
 
@@ -412,10 +414,9 @@ async def make_plan(
             )
         # Everything is checked; only now is anything sent. The list calls go out first and the
         # desired lookups are worked out while their answers are on the way.
-        domains = sorted(
-            {d.model.metadata.domain for d in result.lookups} | set(workspace.policies)
+        live = await _meanwhile(
+            fetch_live(reader, workspace.domains), _expand(result, workspace.desired)
         )
-        live = await _meanwhile(fetch_live(reader, domains), _expand(result, workspace.desired))
         failed_jobs, job_warnings = await check_submitted(reader, state, known)
         plan = build_plan(
             workspace.desired,
