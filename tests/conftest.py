@@ -32,9 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
     pytest rewrites every test module's asserts again in each worker. So the variable goes for
     this run and the processes it starts, and before any worker starts the package is compiled
     once (both optimisation levels: one test runs ``python -O``).
+
+    Applies made by the suite are journalled as ``reconciler-tests``, not as whoever's git
+    identity this machine has: the journal entries a test reads do not depend on the machine,
+    and no apply starts ``git config user.email`` (some 500 processes a run). The tests of that
+    fallback unset the variable (tests/test_state_backends.py) or ask git itself (test_gitrepo).
     """
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("RECONCILER_ACTOR", "reconciler-tests")
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
         root = Path(__file__).resolve().parent.parent / "reconciler"
         for level in (0, 1):
