@@ -162,8 +162,7 @@ def test_no_module_is_over_600_lines_and_none_asserts() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text()
         assert len(text.splitlines()) <= 600, f"{path.relative_to(ROOT)} is over 600 lines"
-        tree = ast.parse(text)
-        asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+        asserts = [node.lineno for node in ast.walk(_tree(text)) if isinstance(node, ast.Assert)]
         assert not asserts, f"{path.relative_to(ROOT)}: assert on line(s) {asserts}"
 
 
@@ -180,8 +179,7 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in names.items():
         edges = set()
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+        for node in ast.walk(_tree(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reconciler"):
                 edges.update(resolve(f"{node.module}.{alias.name}") for alias in node.names)
             elif isinstance(node, ast.Import):
