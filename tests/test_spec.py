@@ -282,9 +282,9 @@ def test_csv_key_duplicates_found_past_the_spill_threshold(monkeypatch: pytest.M
 
 
 def _schema() -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-m", "reconciler", "schema"], capture_output=True, text=True, check=True
-    )
+    """What ``reconciler schema`` prints (run in this process: the schema is the subject here)."""
+    out = CliRunner().invoke(app, ["schema"])
+    assert out.exit_code == 0, out.output
     return json.loads(out.stdout)
 
 
