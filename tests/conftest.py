@@ -54,16 +54,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     hypothesis strategies); every full collection walked all of them again, to find nothing.
     Frozen, they are never walked: the collector's time in a run of the three largest test
     files fell from 1.25 s to 0.62 s. Garbage made later is collected as before.
-
-    And the collector runs less often: after every 20,000 net allocations instead of 700, and an
-    older generation after 20 of the younger's instead of 10. The tests allocate a great deal
-    that dies young (requests, models, rows), and each collection also walks what is alive at
-    the time; the collector's own time in the four workers of a whole run fell from 6.2 s to
-    2.9 s (measured with ``gc.callbacks``). Cycles are still found and freed, a little later.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
