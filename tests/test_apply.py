@@ -710,6 +710,38 @@ async def test_a_small_change_to_a_big_csv_is_sent_as_a_delta(
     assert not (await project.plan()).plan.can_apply()
 
 
+async def test_a_deltas_scratch_folder_is_the_callers_to_remove_from_the_moment_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delta_files hands its folder over before any work: an apply interrupted while the delta
+    is worked out in its thread (or a failure there) leaves nothing behind in the temp folder."""
+    from reconciler.apply.delta import delta_files
+    from reconciler.engine import load_workspace
+    from reconciler.plan import rows
+    from reconciler.state import State
+    from reconciler.state.snapshots import Snapshots
+
+    project, big = _big_project(tmp_path, "auto", 2_000)
+    assert await project.apply() == 0
+    big.write_text(_big_csv(2_000, cut=5, extra=5))
+    [want] = load_workspace([str(project.specs)]).desired
+    location = str(project.settings.state_path)
+    record = State.load(location).lookups["acme/big"].csv
+    assert record is not None
+    scratch: list[Path] = []
+    files = delta_files(record, want, Snapshots(location), scratch)
+    [folder] = scratch
+    assert files and all(path.parent == folder and path.exists() for _, path in files)
+
+    def interrupted(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rows, "row_delta", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        delta_files(record, want, Snapshots(location), scratch)
+    assert len(scratch) == 2 and scratch[1].is_dir()  # the caller's to remove, as the first
+
+
 async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Path) -> None:
     project, big = _big_project(tmp_path, "delta", 2_000)
     assert await project.apply() == 0

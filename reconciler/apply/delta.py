@@ -7,7 +7,6 @@ wait for that job, then PUT the added and changed rows (``add``). The plan chose
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,12 @@ from reconciler.state.snapshots import Snapshots
 
 
 def delta_files(
-    record: CsvRecord, want: DesiredLookup, snapshots: Snapshots
-) -> tuple[Path, list[tuple[str, Path]] | None]:
-    """A new scratch folder (the caller removes it) and the delta's uploads as files in it: the
-    deleted keys' old rows, then the new rows.
+    record: CsvRecord, want: DesiredLookup, snapshots: Snapshots, scratch: list[Path]
+) -> list[tuple[str, Path]] | None:
+    """The delta's uploads as files in a new scratch folder: the deleted keys' old rows, then the
+    new rows. The folder goes into ``scratch`` as soon as it exists, for the caller to remove
+    after the run: whether this ends, fails, or runs on in its thread after an interrupted apply
+    stopped waiting for it.
 
     None (send the whole file) unless the content last applied (``record``) is still exactly
     available; [] when nothing differs by key.
@@ -35,14 +36,11 @@ def delta_files(
     if want.csv is None:
         raise RuntimeError("invariant broken: a delta for a lookup with no CSV")
     folder = Path(tempfile.mkdtemp(prefix="reconciler-delta-"))
-    try:
-        old, _ = row_diff.applied_content(record, want.csv.path, folder, snapshots)
-        if old is None:
-            return folder, None
-        return folder, row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
-    except BaseException:  # the caller never learns of the folder: it goes here
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    scratch.append(folder)
+    old, _ = row_diff.applied_content(record, want.csv.path, folder, snapshots)
+    if old is None:
+        return None
+    return row_diff.row_delta(old, want.csv.path, want.csv.spec, folder).uploads()
 
 
 async def deploy_delta(

@@ -476,8 +476,11 @@ class Executor:
         )
         if wants_delta:
             record = (self.state.lookups.get(change.address) or LookupState()).csv or CsvRecord()
-            folder, files = await asyncio.to_thread(delta_files, record, want, self.snapshots)
-            self._scratch.append(folder)  # removed at the end of the run
+            # Its scratch folder joins self._scratch (removed at the end of the run) as soon as
+            # it is made, in the worker thread: an interrupted run removes it too.
+            files = await asyncio.to_thread(
+                delta_files, record, want, self.snapshots, self._scratch
+            )
             if files:  # None: the old content is gone; []: nothing by key (the file is sent)
                 deployed = await deploy_delta(
                     self.client,
