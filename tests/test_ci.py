@@ -86,9 +86,7 @@ _BODIES = st.one_of(
 )
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     answers=st.lists(st.tuples(st.sampled_from([200, 201, 204, 404, 502]), _BODIES), max_size=5),
     kind=st.sampled_from(["github", "gitlab"]),

@@ -191,7 +191,7 @@ async def test_paging_uses_one_request_per_thousand() -> None:
         assert client.requests == 3
 
 
-@settings(max_examples=60, deadline=None)  # an event loop per example: slow on a busy host
+@settings(max_examples=60)  # an event loop per example (no deadline: conftest)
 @given(
     domain=st.text(min_size=1, max_size=10),
     base=st.sampled_from(

@@ -102,9 +102,7 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str]], dict[str, 
     return (bom + text).encode(), columns, options
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=csv_files())
 def test_the_fast_path_never_calls_valid_what_the_exact_scanner_refuses(
     tmp_path: Path, case: tuple[bytes, list[tuple[str, str]], dict[str, object]]
@@ -273,9 +271,7 @@ def csv_versions(draw: st.DrawFn) -> tuple[str, str, bool]:
     return text(old), text(new), has_header
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=csv_versions())
 def test_duckdb_row_diffs_agree_with_python(tmp_path: Path, case: tuple[str, str, bool]) -> None:
     import csv
@@ -348,9 +344,7 @@ _COLUMNS = [("ip", "IP4"), ("n", "INT8"), ("name", "STRING")]
 _ANY_BYTES = csv_bytes(b"#", max_size=24)
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_ANY_BYTES, header=st.booleans(), skip_empty=st.booleans(), preface=st.booleans())
 def test_the_fast_path_takes_any_bytes_without_an_exception(
     tmp_path: Path, data: bytes, header: bool, skip_empty: bool, preface: bool

@@ -394,9 +394,7 @@ async def _all_pages(
             return seen
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(0, 45), max_length=st.integers(1, 20))
 def test_paging_returns_every_lookup_once_in_order(n: int, max_length: int) -> None:
     import asyncio
@@ -680,7 +678,7 @@ _CELL_SHAPES = st.one_of(
 
 # Several cells per example, each read as every type: 400-500 cells × 12 types in 0.6-0.8 s of
 # CPU, where one (type, cell) pair per example took 1.2-1.3 s for 400 pairs.
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(cells=st.lists(_CELL_SHAPES, min_size=1, max_size=12))
 def test_the_emulator_and_validate_agree_on_every_cell(cells: list[str]) -> None:
     """The emulator's cell checks and ``validate``'s are written apart; they must agree."""
@@ -704,7 +702,7 @@ _EXPR = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     select=st.lists(_EXPR, min_size=1, max_size=4),
     group=st.lists(_IDENT, max_size=2),
@@ -841,7 +839,7 @@ print("reconciler.spec.csvcheck" in sys.modules)
 _UPLOAD_BYTES = csv_bytes(b"-1", b"9223372036854775808", max_size=30)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(data=_UPLOAD_BYTES, skip_empty=st.booleans())
 def test_any_upload_is_judged_never_crashes_and_both_passes_agree(
     data: bytes, skip_empty: bool
@@ -925,7 +923,7 @@ _CSV_BODIES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     calls=st.lists(
         st.tuples(

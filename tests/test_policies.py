@@ -496,7 +496,7 @@ def test_the_judge_finds_what_rule_by_rule_evaluation_finds(by_name: bool) -> No
         st.booleans(),
     )
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=150)
     @given(st.lists(one, min_size=1, max_size=12))
     def check(steps: list[tuple[Any, ...]]) -> None:
         changes, subjects = [], {}
