@@ -35,6 +35,7 @@ def _s3_objects(endpoint: str, bucket: str) -> dict[str, bytes]:
     return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
+@pytest.mark.xdist_group("moto")  # one worker imports moto (see tests/test_recipes.py)
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_with_a_key_nothing_is_kept_in_clear(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str

@@ -28,7 +28,7 @@ import yaml
 from reconciler.emulator import EmulatorConfig, create_app, served
 from reconciler.emulator.config import Grant
 from tests import forge as forge_module
-from tests.forkserver import reconciler_on_path
+from tests.forkserver import Forks, reconciler_on_path
 from tests.pipeline import GitHub, GitLab, component
 from tests.support import git, moto_s3
 
@@ -250,8 +250,25 @@ class World:
         git(self.origin, "merge", "-q", "--ff-only", sha)
 
 
+# The pipelines run on the worker of tests/test_state_backends.py (``--dist loadgroup``): moto
+# and boto3 are imported, and the fork server below started, in one worker instead of in each
+# (0.6 CPU-s and 0.5 CPU-s). The group is scheduled first, being the largest unit of work.
+ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
+RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+
+
+@pytest.fixture(scope="module")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forks]:
+    """The runner's ``reconciler``, forked from a server that has imported it (see
+    tests/forkserver.py): the same command line, without ~0.25 CPU-s of imports a call. One
+    server for the module: each call brings its own environment and folder."""
+    home = tmp_path_factory.mktemp("forkserver")
+    with reconciler_on_path(home / "forks", {"PATH": RUNNER_PATH, "HOME": str(home)}) as server:
+        yield server
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, forks: Forks) -> Iterator[World]:
     with ExitStack() as stack:
         endpoint = stack.enter_context(moto_s3(STATE_BUCKET))
         emulator = create_app(
@@ -273,10 +290,10 @@ def world(tmp_path: Path) -> Iterator[World]:
         git(origin, "add", "-A")
         git(origin, "commit", "-q", "-m", "start")
         env = {
-            # The runner's own environment: this Python's tools on PATH, and where "Devo", S3 and
-            # the forge are (repository variables would say so on a real runner: a URL beats the
+            # The runner's own environment: this Python's tools on PATH (reconciler forked, see
+            # above), and where "Devo", S3 and the forge are (repository variables would say so on a real runner: a URL beats the
             # workflow's region).
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join([str(forks.folder), RUNNER_PATH]),
             "HOME": str(tmp_path / "home"),
             "RECONCILER_PREINSTALLED": "true",
             "DEVO_LOOKUP_URL": devo + "/lookup-api",
@@ -284,10 +301,6 @@ def world(tmp_path: Path) -> Iterator[World]:
             "GITHUB_API_URL": forge_url + "/github",
             "CI_API_V4_URL": forge_url + "/gitlab/api/v4",
         }
-        # The console script on PATH, forked from a process that has imported it (see
-        # tests/forkserver.py): the same command line, without ~0.25 CPU-s of imports a call.
-        forks = stack.enter_context(reconciler_on_path(tmp_path / "forkserver", env))
-        env["PATH"] = os.pathsep.join([str(forks.folder), env["PATH"]])
         yield World(origin, emulator.emulator, posted, env)
 
 
@@ -398,6 +411,7 @@ def _github_story(world: World, workflow: Path, work: Path) -> None:
 
 
 @pytest.mark.reliability
+@ON_THE_MOTO_WORKER
 def test_the_github_recipe_runs_as_a_pipeline(world: World, tmp_path: Path) -> None:
     _github_story(world, WORKFLOW, tmp_path / "runs")
 
@@ -418,6 +432,7 @@ BROKEN: dict[str, Callable[[str], str]] = {
 
 
 @pytest.mark.reliability
+@ON_THE_MOTO_WORKER
 @pytest.mark.parametrize("breakage", sorted(BROKEN))
 def test_a_broken_recipe_fails_the_pipeline(world: World, tmp_path: Path, breakage: str) -> None:
     broken = tmp_path / "lookups.yml"
@@ -436,6 +451,7 @@ GITLAB_VARIABLES = {
 
 
 @pytest.mark.reliability
+@ON_THE_MOTO_WORKER
 def test_the_gitlab_recipe_runs_as_a_pipeline(world: World, tmp_path: Path) -> None:
     runner = GitLab(GITLAB, world.origin, world.env, GITLAB_VARIABLES, tmp_path / "runs")
     merge_request = {"CI_PIPELINE_SOURCE": "merge_request_event", "CI_MERGE_REQUEST_IID": "3"}

@@ -106,6 +106,17 @@ def _location(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
     return str(request.getfixturevalue("s3_url"))
 
 
+def test_the_moto_group_runs_on_one_worker(request: pytest.FixtureRequest) -> None:
+    """Under ``--dist loadgroup`` (the suite's default) xdist sends the tests of a group to one
+    worker, and marks each test's id with the group's name to do so. A pytest whose node ids drop
+    that mark (9.2: pytest-dev/pytest-xdist#1386) leaves the tests spread over every worker, each
+    importing moto and starting its own servers, with no error: this test is that error."""
+    if getattr(request.config.option, "loadgroup", False):  # set in xdist's workers only
+        assert request.node.nodeid.endswith("@moto"), (
+            f"{request.node.nodeid}: xdist_group is not honoured by this pytest and xdist"
+        )
+
+
 def _record(i: int) -> LookupState:
     return LookupState(kind="staticQuery", endpoint="deploy-static-query", canonical={"i": i})
 
