@@ -608,18 +608,31 @@ def test_a_saved_plan_of_another_kind_is_refused_under_python_o(tmp_path: Path) 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     env = {**os.environ, "CI": "", "DEVO_REGION": "us", "DEVO_TOKEN": "t"}
-    for path in (wrong, deep):
-        done = subprocess.run(
-            [sys.executable, "-O", "-m", "reconciler", "apply", "--plan", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=60,
-        )
-        assert done.returncode == 1, done.stdout + done.stderr
-        assert "is not a saved plan" in done.stderr
-        assert "Internal error" not in done.stderr and "No changes" not in done.stdout
+    # Both plans in one process under -O (the command line's entry point, once per plan; each
+    # answer ends with a line of its own on both streams).
+    probe = (
+        "import sys\n"
+        "from reconciler.__main__ import main\n"
+        "for path in sys.argv[1:]:\n"
+        "    sys.argv = ['reconciler', 'apply', '--plan', path]\n"
+        "    try:\n        main()\n        code = 0\n"
+        "    except SystemExit as exc:\n        code = exc.code\n"
+        "    for stream in (sys.stdout, sys.stderr):\n"
+        "        print(f'-- exit {code}', file=stream, flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-O", "-c", probe, str(wrong), str(deep)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    out, err = re.split(r"-- exit (\S+)\n", done.stdout), re.split(r"-- exit (\S+)\n", done.stderr)
+    assert out[1::2] == err[1::2] == ["1", "1"], done.stdout + done.stderr
+    for said, told in zip(out[0:-1:2], err[0:-1:2], strict=True):
+        assert "is not a saved plan" in told, told
+        assert "Internal error" not in told and "No changes" not in said
 
 
 def test_a_deeply_nested_state_file_is_a_clean_error(tmp_path: Path, runner: CliRunner) -> None:
