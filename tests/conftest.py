@@ -1,5 +1,6 @@
 """The suite's set-up: bytecode compiled once and cached, two xdist workers more than cores, no
-deadline on property tests; and shared fixtures (a socket guard, a CLI runner)."""
+deadline on property tests and one worker for them; and shared fixtures (a socket guard, a CLI
+runner)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import is_hypothesis_test, settings
 
 from tests.support import CliRunner
 
@@ -45,6 +46,20 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(__file__).resolve().parent.parent / "reconciler"
         for level in (0, 1):
             compileall.compile_dir(root, quiet=1, optimize=level)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Property tests share one worker (``--dist loadgroup``, group "hypothesis").
+
+    Hypothesis reads every module of this checkout for constants to draw from, once per process
+    (0.45-0.6 CPU-s where .hypothesis/ holds no cache yet, as in CI's fresh clone), and builds
+    its Unicode table (0.15 CPU-s): spread over four workers, the suite paid that four times. A
+    test with a group of its own keeps it."""
+    for item in items:
+        function = getattr(item, "obj", None)
+        if is_hypothesis_test(function) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("hypothesis"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -101,7 +101,8 @@ def reconciler_on_path(folder: Path, env: Mapping[str, str]) -> Iterator[Forks]:
 
 
 def _warm() -> None:
-    """Import what a command imports, once, as ``reconciler.__main__.main`` would have it."""
+    """Import this package, every module of it, once, as ``reconciler.__main__.main`` would
+    have it (what typer and the commands import lazily, each fork still imports itself)."""
     import pkgutil
 
     import reconciler
@@ -110,7 +111,6 @@ def _warm() -> None:
     prepare()
     for module in pkgutil.walk_packages(reconciler.__path__, "reconciler."):
         __import__(module.name)
-    import typer._adapters  # noqa: F401  # typer imports it for the first option it converts
 
 
 def _receive(connection: socket.socket) -> tuple[dict[str, object], list[int]]:
@@ -164,7 +164,12 @@ def serve(address: str) -> None:
         for key, _ in events.select():
             if key.data is None:
                 connection, _ = listener.accept()
-                request, fds = _receive(connection)
+                try:
+                    request, fds = _receive(connection)
+                except (OSError, ValueError) as exc:  # a client gone mid-request: the next one
+                    sys.stderr.write(f"dropped a request: {exc!r}\n")
+                    connection.close()
+                    continue
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
