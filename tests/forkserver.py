@@ -205,6 +205,8 @@ def serve(address: str) -> None:
                     connection.close()
             else:  # the client hung up (a job's timeout killed it): so does its fork
                 pid = key.data[1]
+                if pid not in running:  # its fork ended in the same round, and was reported
+                    continue
                 events.unregister(key.fileobj)
                 running[pid][1].close()
                 os.kill(pid, signal.SIGKILL)

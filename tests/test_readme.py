@@ -145,7 +145,8 @@ def test_a_command_whose_output_is_no_terminal_imports_no_terminal_libraries() -
         "    sys.argv = ['reconciler', 'validate', 'specs', '--format', output]\n"
         "    try:\n        main()\n    except SystemExit as exc:\n        code = exc.code\n"
         "    import httpx\n"
-        "    loaded = sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'click', 'pygments'})\n"
+        "    loaded = {m.split('.')[0] for m in sys.modules} & {'rich', 'click', 'pygments'}\n"
+        "    loaded = sorted(loaded)\n"
         "    print('probe:', output, code, loaded, os.environ.get('PYDANTIC_DISABLE_PLUGINS'),"
         " callable(httpx.main))\n"
     )

@@ -291,8 +291,8 @@ def world(tmp_path: Path, forks: Forks) -> Iterator[World]:
         git(origin, "commit", "-q", "-m", "start")
         env = {
             # The runner's own environment: this Python's tools on PATH (reconciler forked, see
-            # above), and where "Devo", S3 and the forge are (repository variables would say so on a real runner: a URL beats the
-            # workflow's region).
+            # above), and where "Devo", S3 and the forge are (repository variables would say so
+            # on a real runner: a URL beats the workflow's region).
             "PATH": os.pathsep.join([str(forks.folder), RUNNER_PATH]),
             "HOME": str(tmp_path / "home"),
             "RECONCILER_PREINSTALLED": "true",
