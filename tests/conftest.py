@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import is_hypothesis_test, settings
 
+from tests.forkserver import Forks, reconciler_on_path
 from tests.support import CliRunner
 
 # No property test has a deadline. Hypothesis fails an example that takes over 200 ms by default:
@@ -95,6 +96,18 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     yield attempts
+
+
+@pytest.fixture(scope="session")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forks]:
+    """``reconciler`` forked from a server that has imported it (tests/forkserver.py): the same
+    command line in a process of its own, without ~0.25 CPU-s of imports a call. One server a
+    worker (0.5 CPU-s to start): the tests that use it share a worker (group "forkserver"),
+    but for the pipelines' (group "moto"). Each call brings its own environment and folder."""
+    home = tmp_path_factory.mktemp("forkserver")
+    runner_path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    with reconciler_on_path(home / "forks", {"PATH": runner_path, "HOME": str(home)}) as server:
+        yield server
 
 
 @pytest.fixture

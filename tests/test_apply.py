@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from reconciler.errors import PlanError
 from reconciler.plan.guards import Guards
 from reconciler.plan.model import Action
 from reconciler.settings import Settings
+from tests.forkserver import Forks
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
 from tests.support import CliRunner, git, served
 
@@ -327,12 +327,12 @@ def _process_env(tmp_path: Path, base: str) -> dict[str, str]:
     return {**os.environ, **_cli_env(tmp_path), "DEVO_LOOKUP_URL": base}
 
 
-def _apply_command(project: Project, *, parallelism: int) -> list[str]:
-    """``reconciler apply --auto-approve`` of the project's specs, as a child process's argv."""
+def _apply_command(forks: Forks, project: Project, *, parallelism: int) -> list[str]:
+    """``reconciler apply --auto-approve`` of the project's specs, as a child process's argv: a
+    fork of the ``forks`` server (tests/conftest.py), a process of its own that a signal ends as
+    it would end the console script's, without its imports."""
     return [
-        sys.executable,
-        "-m",
-        "reconciler",
+        str(forks.folder / "reconciler"),
         "apply",
         "--auto-approve",
         "--parallelism",
@@ -342,9 +342,10 @@ def _apply_command(project: Project, *, parallelism: int) -> list[str]:
 
 
 @pytest.mark.reliability
+@pytest.mark.xdist_group("forkserver")  # the worker whose ``forks`` server is started already
 @pytest.mark.parametrize("kill_after", [0.1, 1.0])
 def test_sigkill_mid_apply_then_next_apply_converges(
-    tmp_path: Path, kill_after: float, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kill_after: float, monkeypatch: pytest.MonkeyPatch, forks: Forks
 ) -> None:
     project = Project(
         tmp_path, EmulatorConfig(create_latency=0.3, deploy_latency=0.7, delete_latency=0.2)
@@ -353,16 +354,17 @@ def test_sigkill_mid_apply_then_next_apply_converges(
     project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
     with served(project.app) as base:
         env = _process_env(tmp_path, base)
-        command = _apply_command(project, parallelism=4)
+        command = _apply_command(forks, project, parallelism=4)
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
         )
         deadline = time.monotonic() + 30
         while not project.emulator.stats.posts and time.monotonic() < deadline:
             time.sleep(0.02)  # the run holds the lock and is submitting
+        [run] = forks.running()  # the apply's process
         time.sleep(kill_after)  # early: creates in flight; later: some jobs done and recorded
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        os.kill(run, signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
         # Jobs already started keep their schedule; the runs after the kill need no slow jobs.
         project.emulator.config.create_latency = project.emulator.config.deploy_latency = 0.02
         state_text = (
@@ -372,13 +374,13 @@ def test_sigkill_mid_apply_then_next_apply_converges(
         )
         json.loads(state_text)  # never torn
         # The runs after the kill: in this process (another pid, as a new run would be), except
-        # the apply that must converge, which is a real process again.
+        # the apply that must converge, which is a process of its own again.
         monkeypatch.chdir(tmp_path)
         runner = CliRunner()
-        locked = runner.invoke(cli, command[3:], env=env)
+        locked = runner.invoke(cli, command[1:], env=env)
         # The killed run's lock is still there: reported with its holder and the way out.
         assert locked.exit_code == 1, locked.output
-        assert f"(pid {process.pid})" in locked.stderr and "no longer running" in locked.stderr
+        assert f"(pid {run})" in locked.stderr and "no longer running" in locked.stderr
         lock_id = locked.stderr.split("reconciler state unlock ")[1].split()[0]
         unlocked = runner.invoke(cli, ["state", "unlock", lock_id], env=env)
         assert unlocked.exit_code == 0, unlocked.stderr
@@ -398,13 +400,14 @@ def test_sigkill_mid_apply_then_next_apply_converges(
 
 
 @pytest.mark.reliability
-def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("forkserver")  # the worker whose ``forks`` server is started already
+def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path, forks: Forks) -> None:
     project = Project(tmp_path, EmulatorConfig(create_latency=30, deploy_latency=1))
     names = [f"l{i}" for i in range(6)]
     project.write(*(lookup_doc(n, KINDS["static"]) for n in names))
     with served(project.app) as base:
         env = _process_env(tmp_path, base)
-        command = _apply_command(project, parallelism=2)
+        command = _apply_command(forks, project, parallelism=2)
         process = subprocess.Popen(
             command,
             env=env,
@@ -416,7 +419,7 @@ def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while len(project.emulator.stats.created) < len(names) and time.monotonic() < deadline:
             time.sleep(0.05)  # every create submitted; all jobs now run for 30 s
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # the client passes it on to the apply's process
         out, err = process.communicate(timeout=20)
     assert process.returncode == 130, out + err
     assert "Traceback" not in out + err

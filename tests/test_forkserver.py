@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.emulator import EmulatorConfig, create_app, free_port
 from reconciler.emulator.config import Grant
-from tests.forkserver import Forks, reconciler_on_path
+from tests.forkserver import Forks
 from tests.support import served, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,27 +29,26 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "reconciler"
 TOKEN = "forkserver-token"
 
 
-# One server (and one emulator) for the module, on one worker: starting one costs 0.3 CPU-s.
+# One server a worker (the ``forks`` fixture, tests/conftest.py), and one emulator a module.
 pytestmark = pytest.mark.xdist_group("forkserver")
 
 
 @pytest.fixture(scope="module")
-def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Forks, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("forkserver")
+def served_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of the calls: a served emulator, a state file, the runner's PATH."""
+    home = tmp_path_factory.mktemp("calls")
     app = create_app(
         EmulatorConfig(create_latency=0, deploy_latency=0, grants=[Grant(token=TOKEN)]),
         db=":memory:",
     )
     with served(app) as url:
-        env = {
+        yield {
             "PATH": os.pathsep.join([str(CONSOLE_SCRIPT.parent), "/usr/bin", "/bin"]),
             "HOME": str(home),
             "DEVO_LOOKUP_URL": url,
             "DEVO_TOKEN": TOKEN,
             "RECONCILER_STATE": str(home / "state.json"),
         }
-        with reconciler_on_path(home / "forks", env) as server:
-            yield server, env
 
 
 CASES = {
@@ -63,9 +62,9 @@ CASES = {
 
 @pytest.mark.parametrize("arguments", CASES.values(), ids=list(CASES))
 def test_a_fork_answers_as_the_console_script(
-    forks: tuple[Forks, dict[str, str]], tmp_path: Path, arguments: list[str]
+    forks: Forks, served_env: dict[str, str], tmp_path: Path, arguments: list[str]
 ) -> None:
-    server, env = forks
+    server, env = forks, served_env
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     (tmp_path / "broken.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: Lookup\nmetadata: {domain: acme, name: x}\n"
@@ -115,19 +114,19 @@ def _serving(
 
 
 def test_a_fork_killed_by_a_signal_ends_its_client_by_the_same_signal(
-    forks: tuple[Forks, dict[str, str]], tmp_path: Path
+    forks: Forks, served_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server, env = forks
+    server, env = forks, served_env
     client, fork = _serving(server, env, tmp_path)
     os.kill(fork, signal.SIGKILL)
     assert client.wait(timeout=20) == -signal.SIGKILL
 
 
 def test_a_signal_to_the_client_reaches_its_fork(
-    forks: tuple[Forks, dict[str, str]], tmp_path: Path
+    forks: Forks, served_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A runner cancels a job with SIGINT: the command sees it (the emulator stops cleanly)."""
-    server, env = forks
+    server, env = forks, served_env
     client, fork = _serving(server, env, tmp_path)
     client.send_signal(signal.SIGINT)
     assert client.wait(timeout=20) == 0
@@ -135,9 +134,9 @@ def test_a_signal_to_the_client_reaches_its_fork(
 
 
 def test_a_client_that_dies_takes_its_fork_with_it(
-    forks: tuple[Forks, dict[str, str]], tmp_path: Path
+    forks: Forks, served_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server, env = forks
+    server, env = forks, served_env
     client, fork = _serving(server, env, tmp_path)
     client.kill()
     client.wait(timeout=20)

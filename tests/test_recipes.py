@@ -28,7 +28,7 @@ import yaml
 from reconciler.emulator import EmulatorConfig, create_app, served
 from reconciler.emulator.config import Grant
 from tests import forge as forge_module
-from tests.forkserver import Forks, reconciler_on_path
+from tests.forkserver import Forks
 from tests.pipeline import GitHub, GitLab, component
 from tests.support import git, moto_s3
 
@@ -251,20 +251,11 @@ class World:
 
 
 # The pipelines run on the worker of tests/test_state_backends.py (``--dist loadgroup``): moto
-# and boto3 are imported, and the fork server below started, in one worker instead of in each
-# (0.6 CPU-s and 0.5 CPU-s). The group is scheduled first, being the largest unit of work.
+# and boto3 are imported, and the fork server (the ``forks`` fixture, tests/conftest.py) started,
+# in one worker instead of in each (0.6 CPU-s and 0.5 CPU-s). The group is scheduled first, being
+# the largest unit of work.
 ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
 RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
-
-
-@pytest.fixture(scope="module")
-def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forks]:
-    """The runner's ``reconciler``, forked from a server that has imported it (see
-    tests/forkserver.py): the same command line, without ~0.25 CPU-s of imports a call. One
-    server for the module: each call brings its own environment and folder."""
-    home = tmp_path_factory.mktemp("forkserver")
-    with reconciler_on_path(home / "forks", {"PATH": RUNNER_PATH, "HOME": str(home)}) as server:
-        yield server
 
 
 @pytest.fixture

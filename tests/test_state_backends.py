@@ -38,6 +38,7 @@ from reconciler.state.backends import (
     Precondition,
     open_backend,
 )
+from tests.forkserver import Forks
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
 from tests.support import CliRunner, git, served
 
@@ -272,7 +273,9 @@ async def test_two_concurrent_applies_never_lose_a_record(tmp_path: Path, s3_url
     assert len(State.load(s3_url).lookups) == 12
 
 
-def test_a_killed_apply_leaves_a_lock_that_unlock_clears(tmp_path: Path, s3_url: str) -> None:
+def test_a_killed_apply_leaves_a_lock_that_unlock_clears(
+    tmp_path: Path, s3_url: str, forks: Forks
+) -> None:
     project = _s3_project(tmp_path, s3_url, null_config=False)
     project.emulator.config.create_latency = 0.5
     project.emulator.config.deploy_latency = 1.0
@@ -285,30 +288,25 @@ def test_a_killed_apply_leaves_a_lock_that_unlock_clears(tmp_path: Path, s3_url:
             "CI": "",
             "RECONCILER_ACTOR": "killed-run",
         }
-        command = [
-            sys.executable,
-            "-m",
-            "reconciler",
-            "apply",
-            "--auto-approve",
-            str(project.specs),
-        ]
+        # The applies are processes forked from the ``forks`` server (tests/conftest.py).
+        command = [str(forks.folder / "reconciler"), "apply", "--auto-approve", str(project.specs)]
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
         )
         deadline = time.monotonic() + 30
         while not project.emulator.stats.created and time.monotonic() < deadline:
             time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        [run] = forks.running()  # the apply's process
+        os.kill(run, signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
         # Jobs already started keep their schedule; the runs after the kill need no slow jobs.
         project.emulator.config.create_latency = project.emulator.config.deploy_latency = 0.02
         # The runs after the kill: in this process (another pid, as a new run would be), except
-        # the apply that must converge, which is a real process again.
+        # the apply that must converge, which is a process of its own again.
         runner = CliRunner()
-        locked = runner.invoke(cli, command[3:], env=env)
+        locked = runner.invoke(cli, command[1:], env=env)
         assert locked.exit_code == 1, locked.output
-        assert "held by killed-run" in locked.stderr and f"(pid {process.pid})" in locked.stderr
+        assert "held by killed-run" in locked.stderr and f"(pid {run})" in locked.stderr
         lock_id = locked.stderr.split("reconciler state unlock ")[1].split()[0]
         shown = runner.invoke(cli, ["state", "show", "--format", "json"], env=env)
         assert json.loads(shown.stdout)["lock"]["id"] == lock_id
