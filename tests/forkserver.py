@@ -1,10 +1,11 @@
-"""``reconciler`` processes forked from one that has imported it already, for the pipeline tests.
+"""``reconciler`` processes forked from one that has imported it already, for the pipeline tests
+and the tests that kill an apply.
 
 A pipeline job runs ``reconciler`` as a process (a step's script calls it from PATH); most of
 such a process's time is Python importing typer, pydantic, httpx and this package (~0.25 of
 ~0.35 CPU-s for a plan). The pipeline tests start ~40 of them to check the recipes, not the
-imports. So the runner's PATH finds, before the real console script, a small ``reconciler``
-client that hands its argv, environment, working directory and its stdin, stdout and stderr
+imports, and the kill tests want a process to kill, not its imports. So the runner's PATH finds,
+before the real console script, a small ``reconciler`` client that hands its argv, environment, working directory and its stdin, stdout and stderr
 themselves (the descriptors, passed over a Unix socket) to a server that has imported
 everything once, and forks for each call. The fork runs ``reconciler.__main__.main`` with all of
 that in place, exits through Python's normal shutdown (atexit, flushes) and its exit status, or
@@ -12,7 +13,8 @@ the signal that ended it, becomes the client's. A client that dies (a job's time
 fork with it.
 
 What this does not show, other tests do with the console script itself (tests/test_readme.py,
-tests/test_apply.py): that ``reconciler`` starts as a process of its own and what it imports.
+tests/test_spec.py, tests/test_safety.py, tests/test_apply.py): that ``reconciler`` starts as a
+process of its own, what it imports, and how it starts under ``python -O``.
 
 Run as a script, this module is the server: ``python forkserver.py SOCKET``.
 """
