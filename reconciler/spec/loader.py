@@ -33,7 +33,7 @@ from reconciler.spec.model import (
     OverlayDocument,
     PolicyDocument,
 )
-from reconciler.spec.yamlnodes import TooLarge, compose_all, decode, too_large
+from reconciler.spec.yamlnodes import TooLarge, compose_python, decode, too_large
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 # ``${env:NAME}``, or ``${env:NAME:-default}`` (the default when NAME is unset or empty; an empty
@@ -389,7 +389,8 @@ def load_file(path: Path, env: Mapping[str, str] | None = None) -> LoadResult:
         result.extend(streamed)
         return result
     try:
-        nodes = compose_all(text)
+        # libyaml refused the text above: the Python parser words the error (or reads it).
+        nodes = compose_python(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at_end = mark is not None and mark.index >= len(text.rstrip())

@@ -152,7 +152,13 @@ def compose_all(text: str) -> list[yaml.Node | None]:
     try:
         return list(yaml.compose_all(text, Loader=FAST_LOADER))
     except yaml.YAMLError:
-        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        return compose_python(text)
+
+
+def compose_python(text: str) -> list[yaml.Node | None]:
+    """Every document's node tree as the pure-Python parser composes it (``compose_all``'s
+    second reader: for text libyaml has refused already)."""
+    return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
 
 
 __all__ = [
@@ -164,6 +170,7 @@ __all__ = [
     "TooLarge",
     "compose_all",
     "compose_each",
+    "compose_python",
     "decode",
     "too_large",
 ]
