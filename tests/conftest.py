@@ -16,7 +16,7 @@ import pytest
 from hypothesis import is_hypothesis_test, settings
 
 from tests.forkserver import Forks, reconciler_on_path
-from tests.support import CliRunner
+from tests.support import RUNNER_PATH, CliRunner
 
 # No property test has a deadline. Hypothesis fails an example that takes over 200 ms by default:
 # a timed assertion, which this shared, noisy machine breaks at random (a journal test with 40
@@ -105,8 +105,7 @@ def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forks]:
     worker (0.5 CPU-s to start): the tests that use it share a worker (group "forkserver"),
     but for the pipelines' (group "moto"). Each call brings its own environment and folder."""
     home = tmp_path_factory.mktemp("forkserver")
-    runner_path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
-    with reconciler_on_path(home / "forks", {"PATH": runner_path, "HOME": str(home)}) as server:
+    with reconciler_on_path(home / "forks", {"PATH": RUNNER_PATH, "HOME": str(home)}) as server:
         yield server
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.store import Store
 
 BASE = "http://emulator.test/lookup-api"
+#: A CI runner's PATH as the tests give it to a job: this Python's tools, then the system's.
+RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
 
 
 class FakeClock:

@@ -22,7 +22,7 @@ import pytest
 from reconciler.emulator import EmulatorConfig, create_app, free_port
 from reconciler.emulator.config import Grant
 from tests.forkserver import Forks
-from tests.support import served, wait_for_server
+from tests.support import RUNNER_PATH, served, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "reconciler"
@@ -43,7 +43,7 @@ def served_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     )
     with served(app) as url:
         yield {
-            "PATH": os.pathsep.join([str(CONSOLE_SCRIPT.parent), "/usr/bin", "/bin"]),
+            "PATH": RUNNER_PATH,
             "HOME": str(home),
             "DEVO_LOOKUP_URL": url,
             "DEVO_TOKEN": TOKEN,

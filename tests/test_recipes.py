@@ -30,7 +30,7 @@ from reconciler.emulator.config import Grant
 from tests import forge as forge_module
 from tests.forkserver import Forks
 from tests.pipeline import GitHub, GitLab, component
-from tests.support import git, moto_s3
+from tests.support import RUNNER_PATH, git, moto_s3
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "examples" / "ci" / "github" / "lookups.yml"
@@ -255,7 +255,6 @@ class World:
 # in one worker instead of in each (0.6 CPU-s and 0.5 CPU-s). The group is scheduled first, being
 # the largest unit of work.
 ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
-RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
 
 
 @pytest.fixture
