@@ -1,6 +1,6 @@
 """The suite's set-up: bytecode compiled once and cached, two xdist workers more than cores, no
-deadline on property tests and one worker for them; and shared fixtures (a socket guard, a CLI
-runner)."""
+deadline on property tests and one worker for them, no cyclic collection of what the test modules
+import; and shared fixtures (a socket guard, a CLI runner, the fork server)."""
 
 from __future__ import annotations
 
