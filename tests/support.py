@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import typer
 import typer.main
 import typer.testing
@@ -28,6 +29,14 @@ from reconciler.emulator.store import Store
 BASE = "http://emulator.test/lookup-api"
 #: A CI runner's PATH as the tests give it to a job: this Python's tools, then the system's.
 RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+
+# Worker groups (``--dist loadgroup``): the tests marked with one share one xdist worker.
+#: moto's S3 server and the pipelines: moto and boto3 are imported, and the fork server (the
+#: ``forks`` fixture, tests/conftest.py) started, in one worker instead of in each (0.6 CPU-s and
+#: 0.5 CPU-s). The group is scheduled first, being the largest unit of work.
+ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
+#: The other users of the ``forks`` fixture: its server is started in one worker, not in each.
+ON_THE_FORKSERVER_WORKER = pytest.mark.xdist_group("forkserver")
 
 
 class FakeClock:

@@ -21,7 +21,7 @@ from reconciler.plan.model import Action
 from reconciler.settings import Settings
 from tests.forkserver import Forks
 from tests.planning import KINDS, SECRETS, Project, lookup_doc
-from tests.support import CliRunner, git, served
+from tests.support import ON_THE_FORKSERVER_WORKER, CliRunner, git, served
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio
@@ -342,7 +342,7 @@ def _apply_command(forks: Forks, project: Project, *, parallelism: int) -> list[
 
 
 @pytest.mark.reliability
-@pytest.mark.xdist_group("forkserver")  # the worker whose ``forks`` server is started already
+@ON_THE_FORKSERVER_WORKER
 @pytest.mark.parametrize("kill_after", [0.1, 1.0])
 def test_sigkill_mid_apply_then_next_apply_converges(
     tmp_path: Path, kill_after: float, monkeypatch: pytest.MonkeyPatch, forks: Forks
@@ -400,7 +400,7 @@ def test_sigkill_mid_apply_then_next_apply_converges(
 
 
 @pytest.mark.reliability
-@pytest.mark.xdist_group("forkserver")  # the worker whose ``forks`` server is started already
+@ON_THE_FORKSERVER_WORKER
 def test_ctrl_c_reports_jobs_in_flight_and_exits_130(tmp_path: Path, forks: Forks) -> None:
     project = Project(tmp_path, EmulatorConfig(create_latency=30, deploy_latency=1))
     names = [f"l{i}" for i in range(6)]

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.cli import app as cli
 from tests.planning import SECRETS, Project, lookup_doc
-from tests.support import CliRunner, moto_s3, s3_client
+from tests.support import ON_THE_MOTO_WORKER, CliRunner, moto_s3, s3_client
 
 PLANTED_CELL = "canary-cell-7d1e"
 PLANTED_NAME = "canary_lookup_55"
@@ -35,7 +35,7 @@ def _s3_objects(endpoint: str, bucket: str) -> dict[str, bytes]:
     return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
-@pytest.mark.xdist_group("moto")  # one worker imports moto (see tests/test_recipes.py)
+@ON_THE_MOTO_WORKER
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_with_a_key_nothing_is_kept_in_clear(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str

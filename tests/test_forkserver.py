@@ -22,7 +22,7 @@ import pytest
 from reconciler.emulator import EmulatorConfig, create_app, free_port
 from reconciler.emulator.config import Grant
 from tests.forkserver import Forks
-from tests.support import RUNNER_PATH, served, wait_for_server
+from tests.support import ON_THE_FORKSERVER_WORKER, RUNNER_PATH, served, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "reconciler"
@@ -30,7 +30,7 @@ TOKEN = "forkserver-token"
 
 
 # One server a worker (the ``forks`` fixture, tests/conftest.py), and one emulator a module.
-pytestmark = pytest.mark.xdist_group("forkserver")
+pytestmark = ON_THE_FORKSERVER_WORKER
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from reconciler.emulator.config import Grant
 from tests import forge as forge_module
 from tests.forkserver import Forks
 from tests.pipeline import GitHub, GitLab, component
-from tests.support import RUNNER_PATH, git, moto_s3
+from tests.support import ON_THE_MOTO_WORKER, RUNNER_PATH, git, moto_s3
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "examples" / "ci" / "github" / "lookups.yml"
@@ -250,13 +250,6 @@ class World:
         git(self.origin, "merge", "-q", "--ff-only", sha)
 
 
-# The pipelines run on the worker of tests/test_state_backends.py (``--dist loadgroup``): moto
-# and boto3 are imported, and the fork server (the ``forks`` fixture, tests/conftest.py) started,
-# in one worker instead of in each (0.6 CPU-s and 0.5 CPU-s). The group is scheduled first, being
-# the largest unit of work.
-ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
-
-
 @pytest.fixture
 def world(tmp_path: Path, forks: Forks) -> Iterator[World]:
     with ExitStack() as stack:
@@ -280,9 +273,10 @@ def world(tmp_path: Path, forks: Forks) -> Iterator[World]:
         git(origin, "add", "-A")
         git(origin, "commit", "-q", "-m", "start")
         env = {
-            # The runner's own environment: this Python's tools on PATH (reconciler forked, see
-            # above), and where "Devo", S3 and the forge are (repository variables would say so
-            # on a real runner: a URL beats the workflow's region).
+            # The runner's own environment: this Python's tools on PATH (reconciler forked from
+            # the ``forks`` server, tests/forkserver.py), and where "Devo", S3 and the forge are
+            # (repository variables would say so on a real runner: a URL beats the workflow's
+            # region).
             "PATH": os.pathsep.join([str(forks.folder), RUNNER_PATH]),
             "HOME": str(tmp_path / "home"),
             "RECONCILER_PREINSTALLED": "true",

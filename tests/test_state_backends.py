@@ -40,10 +40,10 @@ from reconciler.state.backends import (
 )
 from tests.forkserver import Forks
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
-from tests.support import CliRunner, git, served
+from tests.support import ON_THE_MOTO_WORKER, CliRunner, git, served
 
 # All in one worker (``--dist loadgroup``): one moto server per run, not one per worker.
-pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("moto")]
+pytestmark = [pytest.mark.anyio, ON_THE_MOTO_WORKER]
 BUCKET = "reconciler-state"
 
 
