@@ -5,12 +5,12 @@ A pipeline job runs ``reconciler`` as a process (a step's script calls it from P
 such a process's time is Python importing typer, pydantic, httpx and this package (~0.25 of
 ~0.35 CPU-s for a plan). The pipeline tests start ~40 of them to check the recipes, not the
 imports, and the kill tests want a process to kill, not its imports. So the runner's PATH finds,
-before the real console script, a small ``reconciler`` client that hands its argv, environment, working directory and its stdin, stdout and stderr
-themselves (the descriptors, passed over a Unix socket) to a server that has imported
-everything once, and forks for each call. The fork runs ``reconciler.__main__.main`` with all of
-that in place, exits through Python's normal shutdown (atexit, flushes) and its exit status, or
-the signal that ended it, becomes the client's. A client that dies (a job's timeout) takes its
-fork with it.
+before the real console script, a small ``reconciler`` client that hands its argv, environment,
+working directory and its stdin, stdout and stderr themselves (the descriptors, passed over a
+Unix socket) to a server that has imported everything once, and forks for each call. The fork
+runs ``reconciler.__main__.main`` with all of that in place, exits through Python's normal
+shutdown (atexit, flushes) and its exit status, or the signal that ended it, becomes the
+client's. A client that dies (a job's timeout) takes its fork with it.
 
 What this does not show, other tests do with the console script itself (tests/test_readme.py,
 tests/test_spec.py, tests/test_safety.py, tests/test_apply.py): that ``reconciler`` starts as a
