@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -732,17 +733,21 @@ async def test_a_deltas_scratch_folder_is_the_callers_to_remove_from_the_moment_
     record = State.load(location).lookups["acme/big"].csv
     assert record is not None
     scratch: list[Path] = []
-    files = delta_files(record, want, Snapshots(location), scratch)
-    [folder] = scratch
-    assert files and all(path.parent == folder and path.exists() for _, path in files)
+    try:
+        files = delta_files(record, want, Snapshots(location), scratch)
+        [folder] = scratch
+        assert files and all(path.parent == folder and path.exists() for _, path in files)
 
-    def interrupted(*args: Any) -> Any:
-        raise KeyboardInterrupt
+        def interrupted(*args: Any) -> Any:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(rows, "row_delta", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        delta_files(record, want, Snapshots(location), scratch)
-    assert len(scratch) == 2 and scratch[1].is_dir()  # the caller's to remove, as the first
+        monkeypatch.setattr(rows, "row_delta", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            delta_files(record, want, Snapshots(location), scratch)
+        assert len(scratch) == 2 and scratch[1].is_dir()  # the caller's to remove, as the first
+    finally:  # the caller's part, which this test plays: two folders a run were left in /tmp
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_an_interrupted_delta_is_repaired_with_the_whole_file(tmp_path: Path) -> None:
