@@ -1,6 +1,7 @@
-"""The suite's set-up: bytecode compiled once and cached, two xdist workers more than cores, no
-deadline on property tests and one worker for them, no cyclic collection of what the test modules
-import; and shared fixtures (a socket guard, a CLI runner, the fork server)."""
+"""The suite's set-up: bytecode compiled once and cached, two xdist workers more than cores, temp
+files in memory where the machine allows, no deadline on property tests and one worker for them,
+no cyclic collection of what the test modules import; and shared fixtures (a socket guard, a CLI
+runner, the fork server)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gc
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,14 +46,53 @@ def pytest_configure(config: pytest.Config) -> None:
     identity this machine has: the journal entries a test reads do not depend on the machine,
     and no apply starts ``git config user.email`` (some 500 processes a run). The tests of that
     fallback unset the variable (tests/test_state_backends.py) or ask git itself (test_gitrepo).
+    And the run's temp folder moves to memory where the machine allows (``_scratch_in_memory``).
     """
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.setdefault("RECONCILER_ACTOR", "reconciler-tests")
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
+        _scratch_in_memory()
         root = Path(__file__).resolve().parent.parent / "reconciler"
         for level in (0, 1):
             compileall.compile_dir(root, quiet=1, optimize=level)
+
+
+# The temp folder a run may move to, and the room it must have there (a run writes ~35 MB and
+# pytest keeps the folders of the last three).
+MEMORY_FOLDER = "/dev/shm"
+MEMORY_FOLDER_ROOM = 2 << 30
+
+
+def _scratch_in_memory() -> None:
+    """The run's temp folder (pytest's ``tmp_path``es, the product's scratch files) is in memory
+    when ``TMPDIR`` is not set and /dev/shm is a tmpfs with room that allows programs to run
+    from it (the fork server's ``reconciler`` is one); otherwise it stays where it was.
+
+    A run makes some 6,000 files and 39 git repositories and fsyncs state ~6,000 times; on this
+    machine's ext4 that was 2-4 s of the kernel's time a run (creating inodes next to ones just
+    deleted, journal commits) and waits on the disk. Three whole runs of each, alternating:
+    48.9/42.0, 41.8/36.8, 40.1/38.7 s (disk/memory), system time 14.1/10.2, 11.8/9.1, 10.7/9.2
+    CPU-s. Nothing a test checks depends on the disk: a killed process loses no page a tmpfs
+    holds either. ``TMPDIR=/tmp pytest`` keeps them on disk.
+    """
+    if "TMPDIR" in os.environ:
+        return
+    try:
+        room = os.statvfs(MEMORY_FOLDER)
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            kinds = [line.split()[2] for line in mounts if line.split()[1:2] == [MEMORY_FOLDER]]
+    except (OSError, IndexError):
+        return
+    if (
+        kinds[-1:] != ["tmpfs"]
+        or room.f_flag & (os.ST_NOEXEC | os.ST_RDONLY)
+        or room.f_bavail * room.f_frsize < MEMORY_FOLDER_ROOM
+        or not os.access(MEMORY_FOLDER, os.W_OK | os.X_OK)
+    ):
+        return
+    os.environ["TMPDIR"] = MEMORY_FOLDER  # for the workers and every process a test starts
+    tempfile.tempdir = None  # gettempdir() keeps its first answer: this process asks again
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
