@@ -6,6 +6,7 @@ import; and shared fixtures (a socket guard, a CLI runner, the fork server)."""
 from __future__ import annotations
 
 import compileall
+import contextlib
 import fcntl
 import gc
 import os
@@ -113,7 +114,8 @@ def pytest_make_collect_report(
     if not isinstance(collector, pytest.Module):
         return (yield)
     with open(collector.path, "rb") as source:
-        fcntl.flock(source, fcntl.LOCK_EX)  # released when the file closes
+        with contextlib.suppress(OSError):  # a file system without locks: import unlocked
+            fcntl.flock(source, fcntl.LOCK_EX)  # released when the file closes
         return (yield)
 
 
