@@ -158,11 +158,14 @@ def test_after_any_kill_the_plan_is_clean_only_when_devo_holds_the_files(
     runner = CliRunner()
     seen = {"clean and equal": 0, "changes": 0}
     with served(project.app) as base:
+        scratch = tmp_path / "tmp"  # a killed apply leaves its scratch files: here, not in /tmp
+        scratch.mkdir()
         env = {
             **os.environ,
             "DEVO_LOOKUP_URL": base,
             "CI": "",
             "RECONCILER_STATE": str(project.settings.state_path),
+            "TMPDIR": str(scratch),
         }
         # Lookups come and go on purpose here: the default blast-radius guard would stop them.
         arguments = ["apply", "--auto-approve", "--allow-mass-destroy", "--parallelism", "2"]
