@@ -60,8 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
             compileall.compile_dir(root, quiet=1, optimize=level)
 
 
-# The temp folder a run may move to, and the room it must have there (a run writes ~35 MB and
-# pytest keeps the folders of the last three).
+# The temp folder a run may move to, and the room it must have there (a run leaves ~260 MB, the
+# huge-input tests' files mostly, and pytest keeps the folders of the last three).
 MEMORY_FOLDER = "/dev/shm"
 MEMORY_FOLDER_ROOM = 2 << 30
 
