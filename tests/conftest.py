@@ -83,7 +83,7 @@ def _scratch_in_memory() -> None:
     try:
         room = os.statvfs(MEMORY_FOLDER)
         with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            kinds = [line.split()[2] for line in mounts if line.split()[1:2] == [MEMORY_FOLDER]]
+            kinds = [f[2] for f in map(str.split, mounts) if f[1:2] == [MEMORY_FOLDER]]
     except (OSError, IndexError):
         return
     if (
