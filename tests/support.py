@@ -33,7 +33,8 @@ RUNNER_PATH = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/b
 # Worker groups (``--dist loadgroup``): the tests marked with one share one xdist worker.
 #: moto's S3 server and the pipelines: moto and boto3 are imported, and the fork server (the
 #: ``forks`` fixture, tests/conftest.py) started, in one worker instead of in each (0.6 CPU-s and
-#: 0.5 CPU-s). The group is scheduled first, being the largest unit of work.
+#: 0.5 CPU-s). xdist hands out the groups with the most tests first: this one follows
+#: test_architecture's.
 ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
 #: The other users of the ``forks`` fixture: its server is started in one worker, not in each.
 ON_THE_FORKSERVER_WORKER = pytest.mark.xdist_group("forkserver")
