@@ -1,7 +1,8 @@
 """The suite's set-up: bytecode compiled once and cached, test modules imported by one worker at a
 time, two xdist workers more than cores, temp files in memory where the machine allows, no
 deadline on property tests and one worker for them, no cyclic collection of what the test modules
-import and fewer collections after; and shared fixtures (a socket guard, a CLI runner, the fork server)."""
+import and fewer collections after; and shared fixtures (a socket guard, a CLI runner, the fork
+server)."""
 
 from __future__ import annotations
 
