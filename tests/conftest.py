@@ -122,16 +122,28 @@ def pytest_make_collect_report(
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Property tests share one worker (``--dist loadgroup``, group "hypothesis").
+    """Property tests share one worker (``--dist loadgroup``, group "hypothesis"), and so do the
+    tests marked ``waits`` (group "waits").
 
     Hypothesis reads every module of this checkout for constants to draw from, once per process
     (0.45-0.6 CPU-s where .hypothesis/ holds no cache yet, as in CI's fresh clone), and builds
-    its Unicode table (0.15 CPU-s): spread over four workers, the suite paid that four times. A
-    test with a group of its own keeps it."""
+    its Unicode table (0.15 CPU-s): spread over four workers, the suite paid that four times.
+
+    A ``waits`` test spends most of its time on a real clock, not a core: a job's latency, a
+    timeout, a back-off, the kill test's random moments (26 tests, ~26 s of a run, ~10% of it on
+    a core). Spread over the workers, three of the four were now and then waiting at once and a
+    core stood idle; on one worker, the other three keep both cores busy. Idle core-seconds in
+    a run (/proc/stat, every 0.25 s) and the run's time, three pairs alternating, spread/grouped:
+    7.2/4.5 (40.6/38.7 s), 6.6/4.2 (40.5/39.4 s), 8.5/4.1 (38.4/36.1 s).
+
+    A test with a group of its own keeps it."""
     for item in items:
-        function = getattr(item, "obj", None)
-        if is_hypothesis_test(function) and item.get_closest_marker("xdist_group") is None:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if is_hypothesis_test(getattr(item, "obj", None)):
             item.add_marker(pytest.mark.xdist_group("hypothesis"))
+        elif item.get_closest_marker("waits") is not None:
+            item.add_marker(pytest.mark.xdist_group("waits"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -170,6 +170,7 @@ async def test_jobs_rejects_a_bad_address(tmp_path: Path) -> None:
         await run_jobs(project.settings, "no-slash", transport=project.transport())
 
 
+@pytest.mark.waits
 async def test_jobs_watch_follows_a_job_to_its_end(tmp_path: Path) -> None:
     project = Project(
         tmp_path, EmulatorConfig(create_latency=0.2, deploy_latency=0.3, job_failure_pattern="bad")

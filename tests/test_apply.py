@@ -251,6 +251,7 @@ def test_ci_without_endpoint_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.reliability
+@pytest.mark.waits
 def test_saved_plan_applies_and_refuses_when_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +304,7 @@ def test_saved_plan_applies_and_refuses_when_stale(
     assert changed_csv.exit_code == 1 and "acme/geo: its CSV file changed" in changed_csv.stderr
 
 
+@pytest.mark.waits
 def test_drift_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the state is the default one there: the emulator may be implicit
     project = Project(tmp_path)
@@ -534,6 +536,7 @@ def test_a_state_folder_that_is_not_a_folder_is_a_clean_error(tmp_path: Path) ->
     assert "Internal error" not in result.stderr
 
 
+@pytest.mark.waits
 def test_a_saved_plan_refuses_any_changed_spec_even_a_no_op(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

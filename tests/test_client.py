@@ -146,6 +146,7 @@ def test_white_space_inside_a_token_is_an_error_that_hides_it() -> None:
     assert "secret-part" not in f"{caught.value} {caught.value.hint}"
 
 
+@pytest.mark.waits
 async def test_a_request_that_cannot_be_written_is_not_retried() -> None:
     # Settings built by hand (resolve() would refuse this token): h11 refuses the header.
     clock = FakeClock()
@@ -401,6 +402,7 @@ async def test_no_create_is_ever_sent_twice_under_faults() -> None:
     assert max(stats.posts.values()) == 1  # the server saw each create exactly once
 
 
+@pytest.mark.waits
 def test_no_create_sent_twice_over_loopback() -> None:
     app = make_app(
         EmulatorConfig(rate_5xx=0.1, rate_429=0.1, rate_drop=0.2, retry_after=0.05, seed=5)

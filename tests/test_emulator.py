@@ -488,6 +488,7 @@ async def test_fault_knobs() -> None:
 # --- over real HTTP -----------------------------------------------------------------------------
 
 
+@pytest.mark.waits
 def test_served_over_loopback_with_uvicorn() -> None:
     app = make_app(EmulatorConfig(create_latency=0, deploy_latency=0, delete_latency=0))
     with served(app) as base, httpx.Client(base_url=base) as client:

@@ -109,6 +109,7 @@ def test_with_a_key_nothing_is_kept_in_clear(
         assert not {n for n in changed if not n.endswith(".lock") and ".guard" not in n}, changed
 
 
+@pytest.mark.waits
 def test_a_plain_state_is_read_and_rekey_seals_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

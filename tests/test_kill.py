@@ -135,6 +135,7 @@ class Zygote:
 
 
 @pytest.mark.reliability
+@pytest.mark.waits
 def test_after_any_kill_the_plan_is_clean_only_when_devo_holds_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:

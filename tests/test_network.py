@@ -223,6 +223,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
     assert seen.count("connection") == 3
 
 
+@pytest.mark.waits
 async def test_a_server_that_never_answers_is_a_read_timeout() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _head(reader)

@@ -395,6 +395,7 @@ async def test_a_status_check_reads_the_last_job_when_the_service_shows_no_last_
 
 
 @pytest.mark.anyio
+@pytest.mark.waits
 async def test_a_saved_plan_keeps_its_overrides_and_is_judged_again(tmp_path: Path) -> None:
     from reconciler.commands import ApplyRequest, run_apply
 

@@ -52,6 +52,7 @@ async def _polls(tmp_path: Path, capsys: Any) -> tuple[list[int], dict[str, Any]
 
 
 @pytest.mark.anyio
+@pytest.mark.waits
 async def test_after_the_first_jobs_each_job_costs_one_poll(
     tmp_path: Path, capsys: Any, monkeypatch: Any
 ) -> None:
@@ -158,6 +159,7 @@ async def test_while_nothing_is_known_the_others_wait_for_the_leader() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.waits
 async def test_a_leader_that_fails_does_not_hold_the_others(tmp_path: Path, capsys: Any) -> None:
     code, summary = await _apply(tmp_path, capsys, 12, job_failure_pattern="q0*")
     status = {o["address"]: o["status"] for o in summary["outcomes"]}
@@ -207,6 +209,7 @@ def _polled_early(order: list[tuple[str, str]]) -> set[str]:
 
 
 @pytest.mark.anyio
+@pytest.mark.waits
 async def test_polls_give_way_to_the_changes_still_to_be_sent(
     tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
@@ -219,6 +222,7 @@ async def test_polls_give_way_to_the_changes_still_to_be_sent(
 
 
 @pytest.mark.anyio
+@pytest.mark.waits
 async def test_a_poll_gives_way_for_at_most_the_longest_poll_interval(
     tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
@@ -362,3 +366,15 @@ async def test_a_job_that_waited_for_the_leader_confirms_what_it_was_scheduled_o
     await asyncio.gather(leader, follower)
     assert scheduled == [None, 1.5]  # the leader ended between its polls at 1.0 and 2.0 s
     assert latency.seen["deploy-csv@acme"] == [1.5, 1.5]
+
+
+@pytest.mark.waits
+def test_a_test_that_waits_on_the_clock_runs_in_the_waits_group(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The tests marked ``waits`` (several here) share one worker (tests/conftest.py), as the moto
+    group's do: under ``--dist loadgroup`` their ids end with the group's name."""
+    group = request.node.get_closest_marker("xdist_group")
+    assert group is not None and group.args == ("waits",)
+    if getattr(request.config.option, "loadgroup", False):  # set in xdist's workers only
+        assert request.node.nodeid.endswith("@waits"), request.node.nodeid

@@ -162,6 +162,7 @@ CANARY_S3 = "canary-s3-secret-8c2d4e6f"
 CANARY_KEY = "canary-access-key-5a5a"
 
 
+@pytest.mark.waits
 def test_canary_secrets_never_appear_anywhere(tmp_path: Path) -> None:
     project = Project(
         tmp_path,

@@ -146,6 +146,7 @@ def test_env_defaults_are_explicit(tmp_path: Path) -> None:
 # --- where requests go, and with which credential ---------------------------------------------
 
 
+@pytest.mark.waits
 def test_the_emulator_is_never_implicit_for_a_state_that_is_not_the_default(
     tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +183,7 @@ def test_the_emulator_is_never_implicit_for_a_state_that_is_not_the_default(
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.waits
 def test_a_state_location_is_a_folder_or_a_file(
     tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,6 +325,7 @@ def plan_against(url: str, tmp_path: Path, runner: CliRunner, *extra: str) -> An
     )
 
 
+@pytest.mark.waits
 def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path: Path, runner: CliRunner) -> None:
     def trickle(sock: socket.socket) -> None:
         sock.sendall(
@@ -342,6 +345,7 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path: Path, runner: C
     assert took < 30  # the server would have trickled for 40 s (and, before the fix, for ever)
 
 
+@pytest.mark.waits
 def test_each_retry_is_a_line_on_stderr_and_the_budget_is_kept(
     tmp_path: Path, runner: CliRunner
 ) -> None:
@@ -373,6 +377,7 @@ def test_the_default_budget_is_a_minute(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize("declared", [True, False])
+@pytest.mark.waits
 def test_a_body_over_64_mib_is_an_error(tmp_path: Path, runner: CliRunner, declared: bool) -> None:
     size = 64 * 1024 * 1024 + 1
 
@@ -392,6 +397,7 @@ def test_a_body_over_64_mib_is_an_error(tmp_path: Path, runner: CliRunner, decla
     assert "Traceback" not in result.output
 
 
+@pytest.mark.waits
 def test_a_redirect_is_named_not_followed(tmp_path: Path, runner: CliRunner) -> None:
     followed: list[bytes] = []
 

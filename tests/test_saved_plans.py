@@ -61,6 +61,7 @@ def test_apply_of_a_saved_plan_refuses_planning_flags(
     assert again.exit_code == 2 and "Plan: 2 to add" in again.stdout
 
 
+@pytest.mark.waits
 def test_plan_replace_is_saved_and_applied_as_reviewed(project: Project, tmp_path: Path) -> None:
     runner = CliRunner()
     env = _env(tmp_path)
@@ -132,6 +133,7 @@ def test_a_stale_saved_plan_names_every_stale_lookup(project: Project, tmp_path:
     assert "acme/a: its spec changed" in stale.stderr and "acme/b: its spec changed" in stale.stderr
 
 
+@pytest.mark.waits
 def test_state_rm_forgets_records_and_leaves_the_lookups(project: Project, tmp_path: Path) -> None:
     runner = CliRunner()
     env = _env(tmp_path)
@@ -222,6 +224,7 @@ async def test_a_run_waiting_for_the_lock_says_so_every_30_seconds(tmp_path: Pat
     assert f"(pid {os.getpid()} on " in said[0] and "95 s left of --lock-timeout" in said[0]
 
 
+@pytest.mark.waits
 def test_jobs_watch_gives_up_at_its_timeout(project: Project, tmp_path: Path) -> None:
     runner = CliRunner()
     env = {**_env(tmp_path), "RECONCILER_EMULATOR_CONFIG": '{"create_latency": 3600}'}

@@ -50,6 +50,7 @@ def test_a_state_that_keeps_changing_is_an_error_not_a_lost_record(tmp_path: Pat
     assert "acme/a" in State.load(str(tmp_path / "state.json")).lookups
 
 
+@pytest.mark.waits
 def test_the_journal_goes_where_reconciler_journal_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
