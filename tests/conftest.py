@@ -190,7 +190,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     35.9/36.6 s (the cores busy 94-95% of the run against 92%); 2 workers: 37.7-39.5 s with the
     cores busy 77%; 5 workers: no better than 4. Again with the temp files in memory (fewer waits
     on the disk): 4/3 workers 37.9/39.2, 36.7/38.9, 35.5/38.1, 33.9/37.6 s; 4/5 workers
-    34.0/36.8, 37.6/36.6, 38.2/34.6 s."""
+    34.0/36.8, 37.6/36.6, 38.2/34.6 s. Again with the tests that wait on a clock on one worker
+    (group "waits"), on Debian's python: 4/5 workers 37.3/41.4, 39.1/45.5 s."""
     return (os.cpu_count() or 1) + 2
 
 
