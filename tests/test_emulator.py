@@ -147,6 +147,33 @@ async def test_jobs_advance_with_time() -> None:
         assert [s["code"] for s in del_codes] == ["del.start", "del.ok"]
 
 
+async def test_a_job_shown_ended_has_its_end_applied_even_if_it_ended_mid_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request applies the ends of the jobs that have ended on its way in; a job can end after
+    that and before its statuses are read (a loaded machine, an added latency). Shown ended, its
+    end is applied too: who has read "del.ok" finds the lookup gone, in the store itself as well
+    (a test's direct read after an apply saw it still there once, under load)."""
+    clock = FakeClock()
+    app = make_app(fast(), clock=clock)
+    store = app.emulator.store
+    async with asgi_client(app) as client:
+        await client.post("/lookup/acme/q/deploy-static-query", json={"query": "from a select b"})
+        clock.advance(10.0)
+        deletion = (await client.delete("/lookup/acme/q")).json()["id"]
+        looked = store.due
+
+        def due_then_the_job_ends() -> bool:
+            answer = looked()
+            clock.advance(10.0)  # the job ends once the request has looked
+            return answer
+
+        monkeypatch.setattr(store, "due", due_then_the_job_ends)
+        answer = await client.get(f"/lookup/acme/q/job/{deletion}")
+    assert [s["code"] for s in answer.json()["status"]] == ["del.start", "del.ok"]
+    assert store.get("acme", "q") is None
+
+
 async def test_bad_csv_cell_ends_in_create_err_naming_the_line() -> None:
     clock = FakeClock()
     app = make_app(fast(), clock=clock)

@@ -159,6 +159,11 @@ async def get_job(request: Request) -> Response:
         return denied
     name = request.path_params["name"]
     statuses = emu.store.job_statuses(domain, name, request.path_params["job"])
+    if statuses and emu.store.due():
+        # The job may have ended after this request settled on its way in (a loaded machine, an
+        # added latency): its end is applied before it is shown, so that no one who has read
+        # "del.ok" finds the lookup still stored, even reading the store directly.
+        await stored(emu, emu.store.settle)
     if emu.config.jobs_vanish and emu.store.get(domain, name) is None:
         statuses = None  # the lookup is gone, and its jobs with it
     if statuses is None:
