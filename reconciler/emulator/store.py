@@ -4,7 +4,8 @@ Jobs are a *schedule* fixed when the job is created: a list of ``(offset seconds
 What a reader sees is the part of the schedule whose time has come, so jobs advance with the clock
 across processes with no background thread. Effects that happen at the end of a job (a failed create
 disappears, a failed update reverts, a finished delete removes the lookup) are applied lazily by
-``settle``, which every request calls first. Writes run in ``BEGIN IMMEDIATE`` transactions so
+``settle``, which every request calls first (and the job-statuses route again, for a job that
+ended since, before it shows that end). Writes run in ``BEGIN IMMEDIATE`` transactions so
 several processes (an apply and a plan, or uvicorn workers) never corrupt the file.
 """
 
