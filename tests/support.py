@@ -40,6 +40,17 @@ ON_THE_MOTO_WORKER = pytest.mark.xdist_group("moto")
 ON_THE_FORKSERVER_WORKER = pytest.mark.xdist_group("forkserver")
 
 
+def assert_sent_as_group(request: pytest.FixtureRequest, group: str) -> None:
+    """Under ``--dist loadgroup`` (the suite's default) xdist sends the tests of a group to one
+    worker, and marks each test's id with the group's name to do so: the running test's id must
+    end with ``@group``. A pytest whose node ids drop that mark (9.2: pytest-dev/pytest-xdist#1386)
+    spreads the group over every worker, with no error: this is that error."""
+    if getattr(request.config.option, "loadgroup", False):  # set in xdist's workers only
+        assert request.node.nodeid.endswith(f"@{group}"), (
+            f"{request.node.nodeid}: xdist_group is not honoured by this pytest and xdist"
+        )
+
+
 class FakeClock:
     """A clock tests move by hand; ``sleep`` advances it instead of waiting."""
 

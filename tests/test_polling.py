@@ -17,7 +17,7 @@ from reconciler.client._jobs import JobLatency, status_span, wait_for_job
 from reconciler.clock import SYSTEM_CLOCK
 from reconciler.emulator import EmulatorConfig
 from tests.planning import Project, lookup_doc
-from tests.support import FakeClock
+from tests.support import FakeClock, assert_sent_as_group
 
 
 def test_the_latency_is_the_median_of_the_recent_jobs_of_a_kind() -> None:
@@ -376,5 +376,4 @@ def test_a_test_that_waits_on_the_clock_runs_in_the_waits_group(
     group's do: under ``--dist loadgroup`` their ids end with the group's name."""
     group = request.node.get_closest_marker("xdist_group")
     assert group is not None and group.args == ("waits",)
-    if getattr(request.config.option, "loadgroup", False):  # set in xdist's workers only
-        assert request.node.nodeid.endswith("@waits"), request.node.nodeid
+    assert_sent_as_group(request, "waits")

@@ -40,7 +40,7 @@ from reconciler.state.backends import (
 )
 from tests.forkserver import Forks
 from tests.planning import FAST_POLL, KINDS, SECRETS, Project, lookup_doc
-from tests.support import ON_THE_MOTO_WORKER, CliRunner, git, served
+from tests.support import ON_THE_MOTO_WORKER, CliRunner, assert_sent_as_group, git, served
 
 # All in one worker (``--dist loadgroup``): one moto server per run, not one per worker.
 pytestmark = [pytest.mark.anyio, ON_THE_MOTO_WORKER]
@@ -108,14 +108,8 @@ def _location(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
 
 
 def test_the_moto_group_runs_on_one_worker(request: pytest.FixtureRequest) -> None:
-    """Under ``--dist loadgroup`` (the suite's default) xdist sends the tests of a group to one
-    worker, and marks each test's id with the group's name to do so. A pytest whose node ids drop
-    that mark (9.2: pytest-dev/pytest-xdist#1386) leaves the tests spread over every worker, each
-    importing moto and starting its own servers, with no error: this test is that error."""
-    if getattr(request.config.option, "loadgroup", False):  # set in xdist's workers only
-        assert request.node.nodeid.endswith("@moto"), (
-            f"{request.node.nodeid}: xdist_group is not honoured by this pytest and xdist"
-        )
+    """Spread over every worker, each would import moto and start its own servers."""
+    assert_sent_as_group(request, "moto")
 
 
 def _record(i: int) -> LookupState:
