@@ -23,6 +23,7 @@ from reconciler.errors import Diagnostic
 from reconciler.linq import LookupRef, lookup_refs, query_columns
 from reconciler.spec.checks import columns_of, inner_path, query_of, repository_root
 from reconciler.spec.loader import LoadedDomain, LoadedLookup, LoadResult
+from reconciler.spec.yamlnodes import compose_each
 
 #: A references file larger than this is skipped with a warning (alerts and saved queries are small).
 MAX_REFERENCE_FILE = 8 * 1024 * 1024
@@ -142,9 +143,7 @@ def _refs_in_file(text: str, suffix: str) -> Iterator[tuple[int, LookupRef]]:
         return
     if suffix in (".yaml", ".yml"):
         try:
-            nodes = list(
-                yaml.compose_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            )
+            nodes = list(compose_each(text))
         except yaml.YAMLError:
             nodes = []
         if nodes:
