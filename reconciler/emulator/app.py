@@ -26,7 +26,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from reconciler.emulator.config import EmulatorConfig
-from reconciler.emulator.core import DEPLOY_ENDPOINTS, PREFIX, Emulator, Stats, stored
+from reconciler.emulator.core import (
+    DEPLOY_ENDPOINTS,
+    PREFIX,
+    Emulator,
+    Stats,
+    settle_due,
+    stored,
+)
 from reconciler.emulator.derive import BodyError, derive
 from reconciler.emulator.faults import FaultInjector
 from reconciler.emulator.ingest import ingest, read_rows
@@ -159,11 +166,11 @@ async def get_job(request: Request) -> Response:
         return denied
     name = request.path_params["name"]
     statuses = emu.store.job_statuses(domain, name, request.path_params["job"])
-    if statuses and emu.store.due():
+    if statuses:
         # The job may have ended after this request settled on its way in (a loaded machine, an
         # added latency): its end is applied before it is shown, so that no one who has read
         # "del.ok" finds the lookup still stored, even reading the store directly.
-        await stored(emu, emu.store.settle)
+        await settle_due(emu)
     if emu.config.jobs_vanish and emu.store.get(domain, name) is None:
         statuses = None  # the lookup is gone, and its jobs with it
     if statuses is None:

@@ -266,3 +266,10 @@ async def stored(emu: Emulator, call: Callable[..., _T], *args: Any) -> _T:
     if emu.store.in_memory:
         return call(*args)
     return await run_in_threadpool(call, *args)
+
+
+async def settle_due(emu: Emulator) -> None:
+    """Apply the ends of the jobs that have ended (``Store.settle``), if any: the check is a read,
+    so a request with nothing to apply takes no thread hop for it."""
+    if emu.store.due():
+        await stored(emu, emu.store.settle)

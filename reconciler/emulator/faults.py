@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from reconciler.emulator.core import PREFIX, Emulator, stored
+from reconciler.emulator.core import PREFIX, Emulator, settle_due
 
 Scope = MutableMapping[str, Any]
 
@@ -71,8 +71,7 @@ class FaultInjector:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit():
             emu.stats.bytes_in[template] += int(length)
-        if emu.store.due():  # a read, like the handlers' own
-            await stored(emu, emu.store.settle)
+        await settle_due(emu)
         if cfg.added_latency:
             await asyncio.sleep(cfg.added_latency)
         roll = emu.random.random()
